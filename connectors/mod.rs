@@ -1,0 +1,167 @@
+//! Connectors: one module per protocol, each a `<Proto>` config (device and channel settings)
+//! and `run(spec, ctx)`.
+//!
+//! [`ConnectorConfig`] is a closed enum: [`ConnectorConfig::from_value`] reads `"protocol"` and
+//! parses the entry with [`crate::config::spec::parse_spec`] into that protocol's types, and
+//! [`run`] dispatches with an exhaustive `match`, so the compiler lists every place a new
+//! protocol must be handled. Connectors import only core modules (`reading`, `pipeline`,
+//! `transform`, `status`, `config`), never `service` or each other.
+//!
+//! Adding a connector: a file here, one arm in each `match` below, a cargo feature,
+//! `osgate.json.example`, and a test (see CONTRIBUTING.md).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::spec::{connector_path, parse_spec};
+use crate::config::{ConfigError, DeviceSpec};
+use crate::pipeline::{DeviceOutput, ReadingSender};
+use crate::status::ConnectorHealth;
+
+#[cfg(feature = "simulator")]
+pub mod simulator;
+
+/// What the host gives a running connector.
+#[derive(Debug, Clone)]
+pub struct ConnectorContext {
+    /// The connector's name.
+    pub name: Arc<str>,
+    /// The gateway id.
+    pub gateway: Arc<str>,
+    /// Where batches go (fan-out to the sinks).
+    pub out: ReadingSender,
+    /// Cancelled when the connector must stop (shutdown, reload, disable).
+    pub shutdown: CancellationToken,
+    /// Counters and device status of this connector.
+    pub health: Arc<ConnectorHealth>,
+}
+
+impl ConnectorContext {
+    /// The output of one of this connector's devices.
+    pub fn device_output<D, C>(&self, device: &DeviceSpec<D, C>) -> DeviceOutput {
+        DeviceOutput::new(
+            self.name.clone(),
+            device,
+            self.out.clone(),
+            self.health.clone(),
+        )
+    }
+}
+
+/// Why a connector's task ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The connector cannot run with this configuration (found at start, e.g. a serial port
+    /// that does not exist).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// One configured connector, by protocol.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    /// The entry as written, for change detection on reload.
+    pub raw: Value,
+    /// The parsed protocol config.
+    pub kind: ConnectorKind,
+}
+
+/// The protocols osgate speaks (closed set: one arm per protocol).
+#[derive(Debug, Clone)]
+pub enum ConnectorKind {
+    /// `"protocol": "simulator"`.
+    #[cfg(feature = "simulator")]
+    Simulator(simulator::SimulatorConfig),
+}
+
+/// Protocol names accepted in `"protocol"`, for error messages.
+pub const PROTOCOLS: &[&str] = &[
+    #[cfg(feature = "simulator")]
+    "simulator",
+];
+
+impl ConnectorConfig {
+    /// Parses `connectors[index]`; problems go to `errs`, each with its path.
+    pub fn from_value(index: usize, value: Value, errs: &mut Vec<ConfigError>) -> Option<Self> {
+        let path = connector_path(index, &value);
+        let raw = value.clone();
+        let protocol = match value.get("protocol") {
+            Some(Value::String(p)) => p.clone(),
+            Some(other) => {
+                errs.push(ConfigError::new(
+                    format!("{path}.protocol"),
+                    format!("expected a string, got {other}"),
+                ));
+                return None;
+            }
+            None => {
+                errs.push(ConfigError::new(
+                    format!("{path}.protocol"),
+                    format!("missing field, expected one of: {}", PROTOCOLS.join(", ")),
+                ));
+                return None;
+            }
+        };
+        let kind = match protocol.as_str() {
+            #[cfg(feature = "simulator")]
+            "simulator" => {
+                let spec = parse_spec(value, &path, errs)?;
+                simulator::validate(&spec, &path, errs);
+                ConnectorKind::Simulator(spec)
+            }
+            other => {
+                errs.push(ConfigError::new(
+                    format!("{path}.protocol"),
+                    format!(
+                        "unknown protocol \"{other}\", expected one of: {} (protocols left out of this build by cargo features are not listed)",
+                        PROTOCOLS.join(", ")
+                    ),
+                ));
+                return None;
+            }
+        };
+        Some(ConnectorConfig { raw, kind })
+    }
+
+    /// The connector's name.
+    pub fn name(&self) -> &Arc<str> {
+        match &self.kind {
+            #[cfg(feature = "simulator")]
+            ConnectorKind::Simulator(s) => &s.name,
+        }
+    }
+
+    /// Whether the connector starts enabled.
+    pub fn enabled(&self) -> bool {
+        match &self.kind {
+            #[cfg(feature = "simulator")]
+            ConnectorKind::Simulator(s) => s.enabled,
+        }
+    }
+
+    /// The protocol name.
+    pub fn protocol(&self) -> &'static str {
+        match &self.kind {
+            #[cfg(feature = "simulator")]
+            ConnectorKind::Simulator(_) => "simulator",
+        }
+    }
+
+    /// Names of the connector's devices, in config order.
+    pub fn device_names(&self) -> Vec<Arc<str>> {
+        match &self.kind {
+            #[cfg(feature = "simulator")]
+            ConnectorKind::Simulator(s) => s.devices.iter().map(|d| d.name.clone()).collect(),
+        }
+    }
+}
+
+/// Runs a connector until `ctx.shutdown` is cancelled or it fails.
+pub async fn run(config: ConnectorConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+    match config.kind {
+        #[cfg(feature = "simulator")]
+        ConnectorKind::Simulator(spec) => simulator::run(spec, ctx).await,
+    }
+}

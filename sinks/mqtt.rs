@@ -1,0 +1,723 @@
+//! The MQTT sink (`"type": "mqtt"`): publishes readings to a broker — by default the local
+//! mosquitto that is bridged to the cloud.
+//!
+//! Delivery contract: a reading counts as delivered only when the broker acknowledged it
+//! (PUBACK at QoS 1). rumqttc alone cannot give that: it drops what it had queued when the broker
+//! lost the session, and reconnects without backoff (STACK.md). So this sink keeps its own
+//! bounded **outbox**: an entry leaves it only on its PUBACK; when the connection drops, every
+//! unacknowledged entry goes back to the front of the outbox and is re-sent on the next
+//! connection (at-least-once). Each connection gets a fresh rumqttc client and event loop, so no
+//! stale request of rumqttc's replays behind our back.
+//!
+//! Tasks: the sink task owns the outbox and publishes; a link task per connection polls the
+//! rumqttc `EventLoop` (never blocked) and reports `ConnAck`, `Publish(pkid)` and `PubAck(pkid)`.
+//! rumqttc hands out packet ids in request order, so the n-th `Outgoing::Publish` belongs to the
+//! n-th entry we handed over; the pkid then maps to the entry until its PUBACK.
+//!
+//! Entries keep an `Arc` of their batch, not an encoded message: topic and payload are rendered
+//! when (re-)sent, so the outbox costs a few bytes per reading while the broker is away.
+//!
+//! Health: `status/{gateway}` carries a retained `{"online":true,…}` after every ConnAck
+//! (mosquitto publishes our will when *it* restarts), the last will `{"online":false}`, and an
+//! explicit offline message on a clean stop. Device status messages are retained and re-sent
+//! after every reconnect.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+
+use super::format::{encode_device, encode_reading, Format, TopicTemplate};
+use super::{SinkContext, SinkError};
+use crate::config::{ConfigError, Dur};
+use crate::pipeline::Envelope;
+use crate::reading::{Batch, Timestamp};
+use crate::status::DeviceStatus;
+
+/// Settings of the MQTT sink.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSinkConfig {
+    /// Broker URL: `mqtt://host:port` (port defaults to 1883).
+    pub url: String,
+    /// Client id; `{gateway}` and `{sink}` are replaced. Stable, so the broker keeps the session.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// 1 (default: delivered = acknowledged) or 0 (fire and forget).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// `reading` (default): a message per reading; `device`: a message per batch.
+    #[serde(default)]
+    pub format: Format,
+    /// Topic template. Default `telemetry/{gateway}/{device}/{channel}` (`reading`) or
+    /// `telemetry/{gateway}/{device}` (`device`).
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Publish `status/{gateway}` (online, last will) and device status topics (default true).
+    #[serde(default = "yes")]
+    pub status: bool,
+    /// Retain telemetry messages (default false).
+    #[serde(default)]
+    pub retain: bool,
+    /// User name for the broker.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for the broker (use `${VAR}`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// MQTT keep-alive (default `30s`; at least `1s`).
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive: Dur,
+    /// Start a clean session on connect (default false: the broker keeps our session).
+    #[serde(default)]
+    pub clean_session: bool,
+    /// Messages the sink holds while the broker is away (default 100000). When full, new readings
+    /// are dropped and counted; while connected, a full buffer pushes back on the connectors.
+    #[serde(default = "default_buffer")]
+    pub buffer: usize,
+    /// QoS 1 messages in flight without PUBACK (default 100).
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Longest wait between reconnect attempts (default `5s`; the first wait is 100 ms and
+    /// doubles).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Dur,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_client_id() -> String {
+    "osgate-{gateway}-{sink}".into()
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_keep_alive() -> Dur {
+    Dur::from_secs(30)
+}
+fn default_buffer() -> usize {
+    100_000
+}
+fn default_inflight() -> u16 {
+    100
+}
+fn default_backoff_max() -> Dur {
+    Dur::from_secs(5)
+}
+
+/// Splits `mqtt://host:port` into host and port.
+pub fn parse_url(url: &str) -> Result<(String, u16), String> {
+    let rest = if let Some(r) = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+    {
+        r
+    } else if url.starts_with("mqtts://") || url.starts_with("ssl://") {
+        return Err(format!(
+            "\"{url}\": TLS (mqtts://) is not supported yet; use mqtt:// to a local broker"
+        ));
+    } else {
+        return Err(format!("\"{url}\": expected mqtt://host[:port]"));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("\"{url}\": invalid port \"{p}\""))?;
+            (h, port)
+        }
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("\"{url}\": expected mqtt://host[:port]"));
+    }
+    Ok((host.to_string(), port))
+}
+
+impl MqttSinkConfig {
+    /// Semantic checks (values that rumqttc would panic on are caught here).
+    pub fn validate(&self, path: &str, errs: &mut Vec<ConfigError>) {
+        if let Err(e) = parse_url(&self.url) {
+            errs.push(ConfigError::new(format!("{path}.url"), e));
+        }
+        if self.qos > 1 {
+            errs.push(ConfigError::new(
+                format!("{path}.qos"),
+                format!("{} is not supported, expected 0 or 1", self.qos),
+            ));
+        }
+        if !self.keep_alive.0.is_zero() && self.keep_alive.0 < Duration::from_secs(1) {
+            errs.push(ConfigError::new(
+                format!("{path}.keep_alive"),
+                "must be at least 1s (or 0s to disable)",
+            ));
+        }
+        if self.buffer == 0 {
+            errs.push(ConfigError::new(
+                format!("{path}.buffer"),
+                "must be at least 1",
+            ));
+        }
+        if self.inflight == 0 {
+            errs.push(ConfigError::new(
+                format!("{path}.inflight"),
+                "must be at least 1",
+            ));
+        }
+        if self.client_id.is_empty() {
+            errs.push(ConfigError::new(
+                format!("{path}.client_id"),
+                "must not be empty",
+            ));
+        }
+        if let Some(t) = &self.topic {
+            match TopicTemplate::compile(t, "g", "s") {
+                Ok(tpl) if self.format == Format::Reading && !tpl.has_channel() => {
+                    errs.push(ConfigError::new(
+                        format!("{path}.topic"),
+                        "with format \"reading\" the topic must contain {channel}",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => errs.push(ConfigError::new(format!("{path}.topic"), e)),
+            }
+        }
+    }
+
+    fn template(&self) -> &str {
+        match (&self.topic, self.format) {
+            (Some(t), _) => t,
+            (None, Format::Reading) => "telemetry/{gateway}/{device}/{channel}",
+            (None, Format::Device) => "telemetry/{gateway}/{device}",
+        }
+    }
+}
+
+/// What the outbox holds: references into batches, rendered when sent.
+#[derive(Debug)]
+enum Item {
+    Reading {
+        batch: Arc<Batch>,
+        idx: u32,
+    },
+    Device(Arc<Batch>),
+    Raw {
+        topic: Arc<str>,
+        payload: Bytes,
+        retain: bool,
+    },
+}
+
+impl Item {
+    fn readings(&self) -> u64 {
+        match self {
+            Item::Reading { .. } => 1,
+            Item::Device(b) => b.readings.len() as u64,
+            Item::Raw { .. } => 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    item: Item,
+}
+
+/// What the link task reports.
+#[derive(Debug)]
+enum LinkEvent {
+    ConnAck,
+    Sent(u16),
+    Acked(u16),
+    Down(String),
+    Closed,
+}
+
+struct Link {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<LinkEvent>,
+    task: JoinHandle<()>,
+    connected: bool,
+}
+
+async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
+    loop {
+        let ev = match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => LinkEvent::ConnAck,
+            Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                let _ = tx.send(LinkEvent::Closed);
+                return;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = tx.send(LinkEvent::Down(e.to_string()));
+                return;
+            }
+        };
+        if tx.send(ev).is_err() {
+            return;
+        }
+    }
+}
+
+/// The sink's state.
+struct Sink {
+    cfg: MqttSinkConfig,
+    ctx: SinkContext,
+    host: String,
+    port: u16,
+    client_id: String,
+    qos: QoS,
+    topic: TopicTemplate,
+    status_topic: Arc<str>,
+    online: Bytes,
+    offline: Bytes,
+    unsent: VecDeque<Entry>,
+    awaiting: VecDeque<Entry>,
+    inflight: Vec<Option<Entry>>,
+    inflight_len: usize,
+    window: usize,
+    seq: u64,
+    enc: BytesMut,
+    device_status: BTreeMap<Arc<str>, Bytes>,
+    dropping: bool,
+    ever_connected: bool,
+}
+
+/// Runs the MQTT sink until its queue ends and the outbox is flushed (or the deadline passes).
+pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError> {
+    let (host, port) = parse_url(&cfg.url).expect("validated at load");
+    let client_id = cfg
+        .client_id
+        .replace("{gateway}", &ctx.gateway)
+        .replace("{sink}", &ctx.name);
+    let topic =
+        TopicTemplate::compile(cfg.template(), &ctx.gateway, &ctx.name).expect("validated at load");
+    let status_topic: Arc<str> = format!("status/{}", ctx.gateway).into();
+    let online = Bytes::from(format!(
+        "{{\"online\":true,\"version\":\"{}\",\"started\":{}}}",
+        env!("CARGO_PKG_VERSION"),
+        ctx.started
+    ));
+    let window = cfg.inflight as usize * 2;
+    let mut sink = Sink {
+        qos: if cfg.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        },
+        host,
+        port,
+        client_id,
+        topic,
+        status_topic,
+        online,
+        offline: Bytes::from_static(b"{\"online\":false}"),
+        unsent: VecDeque::new(),
+        awaiting: VecDeque::new(),
+        inflight: (0..=cfg.inflight as usize).map(|_| None).collect(),
+        inflight_len: 0,
+        window,
+        seq: 0,
+        enc: BytesMut::with_capacity(64 * 1024),
+        device_status: BTreeMap::new(),
+        dropping: false,
+        ever_connected: false,
+        cfg,
+        ctx,
+    };
+    sink.run().await
+}
+
+impl Sink {
+    fn options(&self) -> MqttOptions {
+        let mut o = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+        o.set_keep_alive(self.cfg.keep_alive.0);
+        o.set_clean_session(self.cfg.clean_session);
+        o.set_inflight(self.cfg.inflight);
+        o.set_max_packet_size(256 * 1024, 256 * 1024);
+        if let (Some(u), p) = (&self.cfg.username, &self.cfg.password) {
+            o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+        }
+        if self.cfg.status {
+            o.set_last_will(LastWill::new(
+                self.status_topic.to_string(),
+                self.offline.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
+        o
+    }
+
+    fn connect(&self) -> Link {
+        let (client, el) = AsyncClient::new(self.options(), self.window + 8);
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(el, tx));
+        Link {
+            client,
+            events,
+            task,
+            connected: false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.unsent.len() + self.awaiting.len() + self.inflight_len
+    }
+
+    fn push_item(&mut self, item: Item, front: bool) {
+        self.seq += 1;
+        let e = Entry {
+            seq: self.seq,
+            item,
+        };
+        if front {
+            self.unsent.push_front(e);
+        } else {
+            self.unsent.push_back(e);
+        }
+    }
+
+    /// Takes one envelope from the queue into the outbox (or drops it when the outbox is full).
+    fn accept(&mut self, env: Envelope) {
+        match env {
+            Envelope::Batch(batch) => {
+                let n = batch.readings.len();
+                self.ctx.counters.received.fetch_add(n as u64, Relaxed);
+                let need = match self.cfg.format {
+                    Format::Reading => n,
+                    Format::Device => 1,
+                };
+                if self.len() + need > self.cfg.buffer {
+                    self.ctx.counters.dropped.fetch_add(n as u64, Relaxed);
+                    if !self.dropping {
+                        self.dropping = true;
+                        tracing::warn!(sink = %self.ctx.name, buffer = self.cfg.buffer,
+                            "buffer full while the broker is away: dropping new readings (counted)");
+                    }
+                    return;
+                }
+                match self.cfg.format {
+                    Format::Reading => {
+                        for idx in 0..n as u32 {
+                            self.push_item(
+                                Item::Reading {
+                                    batch: batch.clone(),
+                                    idx,
+                                },
+                                false,
+                            );
+                        }
+                    }
+                    Format::Device => self.push_item(Item::Device(batch), false),
+                }
+            }
+            Envelope::Status(st) => {
+                if !self.cfg.status {
+                    return;
+                }
+                let (topic, payload) = self.device_status_message(&st);
+                self.device_status.insert(topic.clone(), payload.clone());
+                self.push_item(
+                    Item::Raw {
+                        topic,
+                        payload,
+                        retain: true,
+                    },
+                    false,
+                );
+            }
+        }
+    }
+
+    fn device_status_message(&self, st: &DeviceStatus) -> (Arc<str>, Bytes) {
+        let topic: Arc<str> =
+            format!("{}/{}/{}", self.status_topic, st.connector, st.device).into();
+        let payload = serde_json::to_vec(st).expect("status serializes");
+        (topic, Bytes::from(payload))
+    }
+
+    /// Renders an entry into (topic, payload, retain).
+    fn render(&mut self, item: &Item) -> (String, Bytes, bool) {
+        self.enc.reserve(1024);
+        match item {
+            Item::Reading { batch, idx } => {
+                let r = &batch.readings[*idx as usize];
+                encode_reading(&mut self.enc, r, false);
+                let topic = self.topic.render(&batch.connector, &r.device, &r.channel);
+                (topic, self.enc.split().freeze(), self.cfg.retain)
+            }
+            Item::Device(batch) => {
+                encode_device(&mut self.enc, batch, false);
+                let topic = self.topic.render(&batch.connector, &batch.device, "");
+                (topic, self.enc.split().freeze(), self.cfg.retain)
+            }
+            Item::Raw {
+                topic,
+                payload,
+                retain,
+            } => (topic.to_string(), payload.clone(), *retain),
+        }
+    }
+
+    /// Hands entries to the client while the window has room.
+    async fn pump(&mut self, link: &Link) {
+        while self.awaiting.len() + self.inflight_len < self.window {
+            let Some(e) = self.unsent.pop_front() else {
+                break;
+            };
+            let (topic, payload, retain) = self.render(&e.item);
+            let qos = if matches!(e.item, Item::Raw { .. }) {
+                QoS::AtLeastOnce
+            } else {
+                self.qos
+            };
+            if link
+                .client
+                .publish_bytes(topic, qos, retain, payload)
+                .await
+                .is_err()
+            {
+                // The link task is gone; its Down event follows.
+                self.unsent.push_front(e);
+                break;
+            }
+            self.awaiting.push_back(e);
+        }
+    }
+
+    fn on_sent(&mut self, pkid: u16) {
+        let Some(e) = self.awaiting.pop_front() else {
+            tracing::debug!(sink = %self.ctx.name, pkid, "publish event without a pending entry");
+            return;
+        };
+        let n = e.item.readings();
+        self.ctx.counters.published.fetch_add(n, Relaxed);
+        if pkid == 0 {
+            self.ctx.counters.acked.fetch_add(n, Relaxed);
+            return;
+        }
+        match self.inflight.get_mut(pkid as usize) {
+            Some(slot) => {
+                if let Some(old) = slot.replace(e) {
+                    // Cannot happen with an in-order broker; keep the entry rather than lose it.
+                    self.unsent.push_front(old);
+                } else {
+                    self.inflight_len += 1;
+                }
+            }
+            None => self.unsent.push_front(e),
+        }
+    }
+
+    fn on_acked(&mut self, pkid: u16) {
+        if let Some(e) = self.inflight.get_mut(pkid as usize).and_then(Option::take) {
+            self.inflight_len -= 1;
+            self.ctx
+                .counters
+                .acked
+                .fetch_add(e.item.readings(), Relaxed);
+        }
+    }
+
+    /// Puts every unacknowledged entry back at the front of the outbox, oldest first.
+    fn requeue(&mut self) {
+        let mut back: Vec<Entry> = self.awaiting.drain(..).collect();
+        back.extend(self.inflight.iter_mut().filter_map(Option::take));
+        self.inflight_len = 0;
+        back.sort_by_key(|e| e.seq);
+        for e in back.into_iter().rev() {
+            self.unsent.push_front(e);
+        }
+    }
+
+    fn on_connack(&mut self) {
+        self.dropping = false;
+        if self.cfg.status {
+            // Device statuses first, then online (pushed to the front last, so sent first).
+            let statuses: Vec<_> = self
+                .device_status
+                .iter()
+                .map(|(t, p)| (t.clone(), p.clone()))
+                .collect();
+            for (topic, payload) in statuses.into_iter().rev() {
+                self.push_item(
+                    Item::Raw {
+                        topic,
+                        payload,
+                        retain: true,
+                    },
+                    true,
+                );
+            }
+            let (topic, payload) = (self.status_topic.clone(), self.online.clone());
+            self.push_item(
+                Item::Raw {
+                    topic,
+                    payload,
+                    retain: true,
+                },
+                true,
+            );
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), SinkError> {
+        let name = self.ctx.name.clone();
+        let min_backoff = Duration::from_millis(100);
+        let mut backoff = min_backoff;
+        let mut link: Option<Link> = None;
+        let mut reconnect_at = Instant::now();
+        let mut input_open = true;
+        let mut deadline: Option<Instant> = None;
+        let mut offline_queued = false;
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
+
+        loop {
+            let connected = link.as_ref().is_some_and(|l| l.connected);
+            if connected {
+                // pump needs `&mut self` and the link: take the link out for the call.
+                let l = link.take().expect("connected link");
+                self.pump(&l).await;
+                link = Some(l);
+            }
+            self.ctx.counters.buffered.store(self.len() as u64, Relaxed);
+
+            if !input_open && self.len() == 0 {
+                if connected && self.cfg.status && !offline_queued {
+                    offline_queued = true;
+                    let (topic, payload) = (self.status_topic.clone(), self.offline.clone());
+                    self.push_item(
+                        Item::Raw {
+                            topic,
+                            payload,
+                            retain: true,
+                        },
+                        false,
+                    );
+                    continue;
+                }
+                break;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let pending = self.len();
+                tracing::warn!(sink = %name, pending, "flush deadline passed with messages unacknowledged");
+                if let Some(l) = link.take() {
+                    l.task.abort();
+                }
+                return Err(SinkError::FlushTimeout { pending });
+            }
+
+            // Take input while there is room, or while disconnected (overflow is then dropped).
+            let room = self.len() < self.cfg.buffer || !connected;
+            let link_active = link.is_some();
+            tokio::select! {
+                biased;
+                ev = async { link.as_mut().expect("active link").events.recv().await }, if link_active => {
+                    match ev {
+                        Some(LinkEvent::ConnAck) => {
+                            let l = link.as_mut().expect("active link");
+                            l.connected = true;
+                            backoff = min_backoff;
+                            if self.ever_connected {
+                                tracing::info!(sink = %name, broker = %self.cfg.url, buffered = self.len(), "reconnected to broker");
+                            } else {
+                                tracing::info!(sink = %name, broker = %self.cfg.url, "connected to broker");
+                            }
+                            self.ever_connected = true;
+                            self.on_connack();
+                        }
+                        Some(LinkEvent::Sent(pkid)) => self.on_sent(pkid),
+                        Some(LinkEvent::Acked(pkid)) => self.on_acked(pkid),
+                        Some(LinkEvent::Down(err)) => {
+                            let was = link.take().is_some_and(|l| l.connected);
+                            self.requeue();
+                            self.ctx.counters.errors.fetch_add(1, Relaxed);
+                            if was {
+                                tracing::warn!(sink = %name, broker = %self.cfg.url, error = %err, buffered = self.len(), "lost connection to broker; buffering and retrying");
+                            } else if backoff == min_backoff {
+                                tracing::warn!(sink = %name, broker = %self.cfg.url, error = %err, "cannot connect to broker; retrying with backoff");
+                            } else {
+                                tracing::debug!(sink = %name, error = %err, retry_in = ?backoff, "broker still unreachable");
+                            }
+                            reconnect_at = Instant::now() + backoff;
+                            backoff = (backoff * 2).min(self.cfg.backoff_max.0.max(min_backoff));
+                        }
+                        Some(LinkEvent::Closed) | None => {
+                            link = None;
+                            self.requeue();
+                            reconnect_at = Instant::now();
+                        }
+                    }
+                }
+                env = self.ctx.rx.recv(), if input_open && room => match env {
+                    Some(env) => {
+                        self.accept(env);
+                        // Drain what is already queued without another wake-up.
+                        while self.len() < self.cfg.buffer || !connected {
+                            match self.ctx.rx.try_recv() {
+                                Ok(env) => self.accept(env),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => {
+                        input_open = false;
+                        deadline = Some(Instant::now() + self.ctx.flush_timeout);
+                        tracing::debug!(sink = %name, pending = self.len(), "queue closed; flushing");
+                    }
+                },
+                _ = sleep_until(reconnect_at), if !link_active => {
+                    link = Some(self.connect());
+                }
+                _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {}
+            }
+        }
+
+        if let Some(l) = link.take() {
+            let _ = l.client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_secs(1), l.task).await;
+        }
+        let c = self.ctx.counters.snapshot();
+        tracing::info!(sink = %name, received = c.received, published = c.published, acked = c.acked,
+            dropped = c.dropped, "sink stopped; every accepted reading acknowledged");
+        Ok(())
+    }
+}
+
+/// The current time in ms, for status payloads.
+pub fn now_ms() -> i64 {
+    Timestamp::now().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("mqtt://127.0.0.1:1884").unwrap(),
+            ("127.0.0.1".into(), 1884)
+        );
+        assert_eq!(parse_url("mqtt://broker").unwrap(), ("broker".into(), 1883));
+        assert_eq!(parse_url("tcp://[::1]:1885").unwrap(), ("::1".into(), 1885));
+        assert!(parse_url("mqtts://x").unwrap_err().contains("TLS"));
+        assert!(parse_url("http://x").is_err());
+        assert!(parse_url("mqtt://x:99999").is_err());
+    }
+}

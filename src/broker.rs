@@ -1,0 +1,93 @@
+//! The embedded MQTT broker (`"broker": {"embedded": {"listen": "127.0.0.1:1883"}}`, cargo
+//! feature `embedded-broker`): rumqttd inside the osgate process, so the example config runs on a
+//! machine without mosquitto.
+//!
+//! rumqttd's `start()` blocks forever and has no shutdown API, so the broker gets its own thread
+//! for the life of the process. Production points the MQTT sink at a local mosquitto bridged to
+//! the cloud instead (README, "Production").
+
+use crate::config::EmbeddedBrokerConfig;
+
+/// Why the embedded broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The address is taken or cannot be bound.
+    #[error("embedded broker cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// The broker did not accept connections in time.
+    #[error("embedded broker did not start listening on {0} within 5 s")]
+    NotListening(std::net::SocketAddr),
+    /// This build has no embedded broker.
+    #[error("this osgate was built without the `embedded-broker` feature; remove broker.embedded or rebuild with it")]
+    NotBuilt,
+}
+
+/// Starts the broker on its own thread and returns once it accepts connections.
+#[cfg(feature = "embedded-broker")]
+pub async fn start(cfg: &EmbeddedBrokerConfig) -> Result<(), BrokerError> {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    let addr = cfg.listen;
+    // rumqttd reports a failed bind only in its own log: check the address first.
+    std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: 256 * 1024,
+        max_inflight_count: 500,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "v4-embedded".into(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 64,
+            max_outgoing_packet_count: 200,
+            // Small segments: the embedded broker is for demos and small sites, memory matters.
+            max_segment_size: 256 * 1024,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    };
+    std::thread::Builder::new()
+        .name("embedded-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })
+        .expect("spawn broker thread");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tracing::info!(listen = %addr, "embedded MQTT broker running");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(BrokerError::NotListening(addr))
+}
+
+/// Without the feature, a configured embedded broker is an error.
+#[cfg(not(feature = "embedded-broker"))]
+pub async fn start(_cfg: &EmbeddedBrokerConfig) -> Result<(), BrokerError> {
+    Err(BrokerError::NotBuilt)
+}

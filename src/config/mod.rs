@@ -1,0 +1,515 @@
+//! Configuration: the schema, where it is read from, and its validation.
+//!
+//! [`load_file`] reads a JSON file with figment, merges `OSGATE_SECTION__FIELD` environment
+//! overrides, replaces `${VAR}` in string values from the environment, and hands the result to
+//! [`from_value`], which parses every section and runs every semantic check, collecting all
+//! problems into one [`ConfigErrors`]. The remote-first loader (`remote` section) builds on
+//! [`from_value`] too, so a config from any source goes through the same checks.
+//!
+//! Next: [`crate::service`] builds the pipeline from a [`GatewayConfig`].
+
+mod duration;
+mod error;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use duration::{parse_duration, Dur};
+pub use error::{deserialize_at, join, ConfigError, ConfigErrors};
+pub use spec::{ChannelSpec, ConnectorSpec, DeviceSpec};
+
+use crate::connectors::ConnectorConfig;
+use crate::sinks::SinkConfig;
+
+/// The whole configuration of one gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// `gateway`: identity and global settings.
+    pub gateway: GatewaySection,
+    /// `remote`: where to pull the configuration from (remote-first loading).
+    pub remote: Option<RemoteSection>,
+    /// `broker`: the optional embedded MQTT broker.
+    pub broker: BrokerSection,
+    /// `rpc`: the JSON-RPC management server; absent = no server.
+    pub rpc: Option<RpcSection>,
+    /// `sinks`: where readings go.
+    pub sinks: Vec<SinkConfig>,
+    /// `connectors`: where readings come from.
+    pub connectors: Vec<ConnectorConfig>,
+    /// The configuration as written (after env overrides, before `${VAR}` interpolation), for
+    /// change detection and for showing it with secrets still hidden behind their `${VAR}`.
+    pub source: Value,
+}
+
+/// `gateway` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Gateway id: the second level of every topic (`telemetry/{id}/…`).
+    pub id: String,
+    /// How long a stop may take: connectors stop, sinks flush (wait for PUBACKs) up to this.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Dur,
+}
+
+fn default_shutdown_timeout() -> Dur {
+    Dur::from_secs(5)
+}
+
+/// `remote` section: pull the configuration from a fleet server first.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSection {
+    /// URL to GET the configuration from (http or https).
+    pub url: String,
+    /// Extra request headers, e.g. `{"Authorization": "Bearer ${OSGATE_FLEET_TOKEN}"}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Timeout of one fetch.
+    #[serde(default = "default_remote_timeout")]
+    pub timeout: Dur,
+    /// How often the refresher polls for a changed configuration.
+    #[serde(default = "default_remote_refresh")]
+    pub refresh: Dur,
+    /// Where the last good remote configuration is kept.
+    #[serde(default = "default_remote_cache")]
+    pub cache: PathBuf,
+}
+
+fn default_remote_timeout() -> Dur {
+    Dur::from_secs(5)
+}
+fn default_remote_refresh() -> Dur {
+    Dur::from_secs(300)
+}
+fn default_remote_cache() -> PathBuf {
+    PathBuf::from("osgate.cache.json")
+}
+
+/// `broker` section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    /// Start an MQTT broker inside osgate (cargo feature `embedded-broker`).
+    #[serde(default)]
+    pub embedded: Option<EmbeddedBrokerConfig>,
+}
+
+/// `broker.embedded`: the in-process broker.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBrokerConfig {
+    /// Address to listen on, e.g. `127.0.0.1:1883`.
+    pub listen: SocketAddr,
+}
+
+/// `rpc` section: the JSON-RPC management server.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcSection {
+    /// Address for HTTP and WebSocket.
+    #[serde(default = "default_rpc_listen")]
+    pub listen: SocketAddr,
+    /// Accepted API keys (`Authorization: Bearer <key>` or `X-API-Key`).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Also serve the RPC module on `rpc/{gateway}/request` through the local broker.
+    #[serde(default)]
+    pub mqtt: bool,
+}
+
+fn default_rpc_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8580))
+}
+
+const TOP_LEVEL: &[&str] = &["gateway", "remote", "broker", "rpc", "sinks", "connectors"];
+
+/// Parses and validates a configuration value (env overrides already merged). `${VAR}` in string
+/// values is replaced from `env`. Every problem is reported, each with its place.
+pub fn from_value(
+    source: Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GatewayConfig, ConfigErrors> {
+    let mut errs = Vec::new();
+    let mut value = source.clone();
+    interpolate(&mut value, "", env, &mut errs);
+    let Value::Object(mut obj) = value else {
+        return Err(ConfigErrors(vec![ConfigError::new(
+            "",
+            "the configuration must be a JSON object",
+        )]));
+    };
+    for key in obj.keys() {
+        if !TOP_LEVEL.contains(&key.as_str()) {
+            errs.push(ConfigError::new(
+                key.clone(),
+                format!("unknown section, expected one of: {}", TOP_LEVEL.join(", ")),
+            ));
+        }
+    }
+    let gateway = match obj.remove("gateway") {
+        Some(v) => deserialize_at::<GatewaySection>(v, "gateway", &[])
+            .map_err(|e| errs.push(e))
+            .ok(),
+        None => {
+            errs.push(ConfigError::new(
+                "gateway",
+                "missing section (needs at least \"id\")",
+            ));
+            None
+        }
+    };
+    if let Some(g) = &gateway {
+        if let Err(e) = spec::check_name(&g.id) {
+            errs.push(ConfigError::new("gateway.id", e));
+        }
+    }
+    let remote = obj.remove("remote").filter(|v| !v.is_null()).and_then(|v| {
+        deserialize_at::<RemoteSection>(v, "remote", &[])
+            .map_err(|e| errs.push(e))
+            .ok()
+    });
+    let broker = obj
+        .remove("broker")
+        .and_then(|v| {
+            deserialize_at::<BrokerSection>(v, "broker", &[])
+                .map_err(|e| errs.push(e))
+                .ok()
+        })
+        .unwrap_or_default();
+    let rpc = obj.remove("rpc").filter(|v| !v.is_null()).and_then(|v| {
+        deserialize_at::<RpcSection>(v, "rpc", &[])
+            .map_err(|e| errs.push(e))
+            .ok()
+    });
+
+    let mut sinks = Vec::new();
+    for (i, v) in array(obj.remove("sinks"), "sinks", &mut errs)
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(s) = SinkConfig::from_value(i, v, &mut errs) {
+            sinks.push(s);
+        }
+    }
+    let mut connectors = Vec::new();
+    for (i, v) in array(obj.remove("connectors"), "connectors", &mut errs)
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(c) = ConnectorConfig::from_value(i, v, &mut errs) {
+            connectors.push(c);
+        }
+    }
+
+    let cfg = gateway.map(|gateway| GatewayConfig {
+        gateway,
+        remote,
+        broker,
+        rpc,
+        sinks,
+        connectors,
+        source,
+    });
+    if let Some(cfg) = &cfg {
+        cfg.validate(&mut errs);
+    }
+    match cfg {
+        Some(cfg) if errs.is_empty() => Ok(cfg),
+        _ => Err(ConfigErrors(errs)),
+    }
+}
+
+fn array(v: Option<Value>, path: &str, errs: &mut Vec<ConfigError>) -> Vec<Value> {
+    match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a,
+        Some(other) => {
+            errs.push(ConfigError::new(
+                path,
+                format!("expected an array, got {other}"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Cross-section checks: unique names, rpc exposure, broker address use.
+    fn validate(&self, errs: &mut Vec<ConfigError>) {
+        let mut sink_names = HashMap::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            if let Some(prev) = sink_names.insert(s.name().to_string(), i) {
+                errs.push(ConfigError::new(
+                    format!("sinks[{i}] \"{}\".name", s.name()),
+                    format!("duplicate sink name, also used by sinks[{prev}]"),
+                ));
+            }
+        }
+        let mut conn_names = HashMap::new();
+        let mut device_names: HashMap<String, (usize, String)> = HashMap::new();
+        for (i, c) in self.connectors.iter().enumerate() {
+            if let Some(prev) = conn_names.insert(c.name().to_string(), i) {
+                errs.push(ConfigError::new(
+                    format!("connectors[{i}] \"{}\".name", c.name()),
+                    format!("duplicate connector name, also used by connectors[{prev}]"),
+                ));
+            }
+            for (di, d) in c.device_names().into_iter().enumerate() {
+                if let Some((pi, pc)) = device_names.get(&*d) {
+                    if *pi != i {
+                        errs.push(ConfigError::new(
+                            format!("connectors[{i}] \"{}\".devices[{di}].name", c.name()),
+                            format!(
+                                "duplicate device name \"{d}\", also in connector \"{pc}\" (device names are topic levels and must be unique in the gateway)"
+                            ),
+                        ));
+                    }
+                } else {
+                    device_names.insert(d.to_string(), (i, c.name().to_string()));
+                }
+            }
+        }
+        if let Some(rpc) = &self.rpc {
+            if rpc.api_keys.is_empty() && !rpc.listen.ip().is_loopback() {
+                errs.push(ConfigError::new(
+                    "rpc.listen",
+                    format!(
+                        "{} is not a loopback address and rpc.api_keys is empty: add a key or listen on 127.0.0.1",
+                        rpc.listen
+                    ),
+                ));
+            }
+            for (i, k) in rpc.api_keys.iter().enumerate() {
+                if k.len() < 8 {
+                    errs.push(ConfigError::new(
+                        format!("rpc.api_keys[{i}]"),
+                        "too short: use at least 8 characters",
+                    ));
+                }
+            }
+        }
+        if let Some(r) = &self.remote {
+            if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                errs.push(ConfigError::new(
+                    "remote.url",
+                    format!("\"{}\": expected an http:// or https:// URL", r.url),
+                ));
+            }
+        }
+    }
+
+    /// The gateway id.
+    pub fn id(&self) -> &str {
+        &self.gateway.id
+    }
+}
+
+/// Replaces `${VAR}` in every string with the variable's value; `$${` stays a literal `${`.
+fn interpolate(
+    v: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    errs: &mut Vec<ConfigError>,
+) {
+    match v {
+        Value::String(s) if s.contains('$') => match interpolate_str(s, env) {
+            Ok(new) => *s = new,
+            Err(e) => errs.push(ConfigError::new(path, e)),
+        },
+        Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                interpolate(x, &format!("{path}[{i}]"), env, errs);
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                interpolate(x, &join(path, k), env, errs);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn interpolate_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let Some(end) = tail.find('}') else {
+                return Err(format!("unclosed \"${{\" in \"{s}\""));
+            };
+            let name = &tail[..end];
+            match env(name) {
+                Some(val) => out.push_str(&val),
+                None => {
+                    return Err(format!(
+                        "environment variable {name} is not set (used as ${{{name}}})"
+                    ))
+                }
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Errors while reading a configuration file (before it can be validated).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is missing, unreadable or not valid JSON, or an env override is malformed.
+    #[error("cannot read configuration {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The configuration was read but is invalid.
+    #[error("{path}: {errors}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        errors: ConfigErrors,
+    },
+}
+
+/// Reads the raw configuration value from `path` with `OSGATE_SECTION__FIELD` env overrides
+/// merged in (before interpolation and validation).
+pub fn read_file(path: &Path) -> Result<Value, LoadError> {
+    use figment::providers::{Env, Format, Json};
+    let fig = figment::Figment::new().merge(Json::file_exact(path)).merge(
+        // Only nested keys (`OSGATE_RPC__LISTEN`): plain `OSGATE_*` variables are secrets
+        // for `${VAR}` interpolation, not overrides.
+        Env::prefixed("OSGATE_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
+    fig.extract::<Value>().map_err(|e| LoadError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads and validates the configuration file at `path` (env overrides and `${VAR}` applied).
+pub fn load_file(path: &Path) -> Result<GatewayConfig, LoadError> {
+    let v = read_file(path)?;
+    from_value(v, &|k| std::env::var(k).ok()).map_err(|errors| LoadError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "TOKEN").then(|| "s3cret".to_string())
+    }
+
+    #[test]
+    fn interpolates_and_escapes() {
+        assert_eq!(
+            interpolate_str("Bearer ${TOKEN}", &env).unwrap(),
+            "Bearer s3cret"
+        );
+        assert_eq!(
+            interpolate_str("a $${TOKEN} $5", &env).unwrap(),
+            "a ${TOKEN} $5"
+        );
+        assert!(interpolate_str("${NOPE}", &env)
+            .unwrap_err()
+            .contains("NOPE"));
+        assert!(interpolate_str("${TOKEN", &env)
+            .unwrap_err()
+            .contains("unclosed"));
+    }
+
+    #[test]
+    fn reports_all_errors_at_once() {
+        let v = json!({
+            "gateway": {"id": "gw"},
+            "sinks": [{"name": "a", "type": "stdout"}, {"name": "a", "type": "stdout"}],
+            "connectors": [
+                {"name": "s", "protocol": "simulator", "devices": [
+                    {"name": "d", "interval": "1x", "channels": [{"name": "t", "signal": "sine", "typo": 1}]}]},
+                {"name": "s", "protocol": "nope"}
+            ],
+            "extra": 1
+        });
+        let errs = from_value(v, &env).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let has = |s: &str| text.iter().any(|t| t.contains(s));
+        assert!(has("extra: unknown section"), "{text:#?}");
+        assert!(
+            has("connectors[0] \"s\".devices[0].interval: invalid duration \"1x\""),
+            "{text:#?}"
+        );
+        assert!(
+            has("connectors[0] \"s\".devices[0].channels[0].typo: unknown field"),
+            "{text:#?}"
+        );
+        assert!(
+            has("connectors[1] \"s\".protocol: unknown protocol \"nope\""),
+            "{text:#?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_errors() {
+        let v = json!({
+            "gateway": {"id": "gw"},
+            "sinks": [{"name": "a", "type": "stdout"}, {"name": "a", "type": "stdout"}],
+            "connectors": [
+                {"name": "s", "protocol": "simulator", "devices": [{"name": "d", "channels": []}]},
+                {"name": "s", "protocol": "simulator", "devices": [{"name": "d", "channels": []}]}
+            ]
+        });
+        let errs = from_value(v, &env).unwrap_err().to_string();
+        assert!(
+            errs.contains("sinks[1] \"a\".name: duplicate sink name"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("connectors[1] \"s\".name: duplicate connector name"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("connectors[1] \"s\".devices[0].name: duplicate device name"),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn rpc_without_keys_must_be_loopback() {
+        let v = json!({"gateway": {"id": "gw"}, "rpc": {"listen": "0.0.0.0:8580"}});
+        let errs = from_value(v, &env).unwrap_err().to_string();
+        assert!(errs.contains("rpc.listen"), "{errs}");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../osgate.json.example");
+        let v: Value = serde_json::from_str(text).unwrap();
+        let cfg = from_value(v, &|_| None).unwrap();
+        assert!(!cfg.connectors.is_empty() && !cfg.sinks.is_empty());
+    }
+}

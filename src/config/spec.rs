@@ -1,0 +1,361 @@
+//! The generic shape every connector's config shares: connector → devices → channels.
+//!
+//! A connector entry is `{ "name", "protocol", "enabled"?, <protocol settings…>, "devices": [
+//! { "name", "enabled"?, <device settings…>, "channels": [ { "name", "unit"?, <transform keys…>,
+//! <channel settings…> } ] } ] }`. [`parse_spec`] peels off the common keys and deserializes the
+//! rest into the protocol's own `S`/`D`/`C` structs (each `deny_unknown_fields`), one object at a
+//! time, so a config with several mistakes reports all of them, each with its full path. The
+//! transform keys of a channel become its [`TransformConfig`], so every connector gets transforms
+//! without declaring them.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::error::{deserialize_at, join, ConfigError};
+use crate::transform::{Transform, TransformConfig, TRANSFORM_KEYS};
+
+/// A parsed connector: common fields plus the protocol's settings `S`, device settings `D` and
+/// channel settings `C`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectorSpec<S, D, C> {
+    /// Unique connector name.
+    pub name: Arc<str>,
+    /// `false` starts the connector disabled.
+    pub enabled: bool,
+    /// Protocol-level settings (transport, timeouts…).
+    pub settings: S,
+    /// The devices this connector serves.
+    pub devices: Vec<DeviceSpec<D, C>>,
+}
+
+/// A parsed device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSpec<D, C> {
+    /// Device name, unique within the gateway (it is a topic level).
+    pub name: Arc<str>,
+    /// `false` starts the device disabled.
+    pub enabled: bool,
+    /// Protocol-specific device settings (unit id, interval…).
+    pub settings: D,
+    /// The device's channels.
+    pub channels: Vec<ChannelSpec<C>>,
+}
+
+/// A parsed channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelSpec<C> {
+    /// Channel name, unique within the device.
+    pub name: Arc<str>,
+    /// Engineering unit published with each reading.
+    pub unit: Option<Arc<str>>,
+    /// Transform keys of the channel (`scale`, `deadband`, `report`, …).
+    pub transform: TransformConfig,
+    /// Protocol-specific channel settings (address, type, signal…).
+    pub settings: C,
+}
+
+/// Connector keys handled here, not by the protocol.
+pub const CONNECTOR_COMMON: &[&str] = &["name", "protocol", "enabled", "devices"];
+/// Device keys handled here.
+pub const DEVICE_COMMON: &[&str] = &["name", "enabled", "channels"];
+/// Channel keys handled here (besides [`TRANSFORM_KEYS`]).
+pub const CHANNEL_COMMON: &[&str] = &["name", "unit"];
+
+/// Checks a name that becomes a topic level: non-empty, no `/`, `+`, `#`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("must not be empty".into())
+    } else if let Some(c) = name.chars().find(|c| matches!(c, '/' | '+' | '#' | '\0')) {
+        Err(format!(
+            "\"{name}\" contains '{c}', which is not allowed in a topic level"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn take_name(obj: &mut Map<String, Value>, path: &str, errs: &mut Vec<ConfigError>) -> Arc<str> {
+    match obj.remove("name") {
+        Some(Value::String(s)) => {
+            if let Err(e) = check_name(&s) {
+                errs.push(ConfigError::new(join(path, "name"), e));
+            }
+            s.into()
+        }
+        Some(other) => {
+            errs.push(ConfigError::new(
+                join(path, "name"),
+                format!("expected a string, got {other}"),
+            ));
+            "".into()
+        }
+        None => {
+            errs.push(ConfigError::new(join(path, "name"), "missing field"));
+            "".into()
+        }
+    }
+}
+
+fn take_bool(
+    obj: &mut Map<String, Value>,
+    key: &str,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> bool {
+    match obj.remove(key) {
+        None => true,
+        Some(Value::Bool(b)) => b,
+        Some(other) => {
+            errs.push(ConfigError::new(
+                join(path, key),
+                format!("expected true or false, got {other}"),
+            ));
+            true
+        }
+    }
+}
+
+fn take_array(
+    obj: &mut Map<String, Value>,
+    key: &str,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<Value> {
+    match obj.remove(key) {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a,
+        Some(other) => {
+            errs.push(ConfigError::new(
+                join(path, key),
+                format!("expected an array, got {other}"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// The label of the connector at `index` in error paths: `connectors[1] "plc"`.
+pub fn connector_path(index: usize, value: &Value) -> String {
+    match value.get("name").and_then(Value::as_str) {
+        Some(n) => format!("connectors[{index}] \"{n}\""),
+        None => format!("connectors[{index}]"),
+    }
+}
+
+/// Parses one connector entry (already known to be an object with a known `protocol`).
+/// Problems are pushed to `errs`; the returned spec is only meaningful when none were added.
+pub fn parse_spec<S, D, C>(
+    value: Value,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ConnectorSpec<S, D, C>>
+where
+    S: DeserializeOwned,
+    D: DeserializeOwned,
+    C: DeserializeOwned,
+{
+    let Value::Object(mut obj) = value else {
+        errs.push(ConfigError::new(path, "expected an object"));
+        return None;
+    };
+    let before = errs.len();
+    let name = take_name(&mut obj, path, errs);
+    obj.remove("protocol");
+    let enabled = take_bool(&mut obj, "enabled", path, errs);
+    let devices_v = take_array(&mut obj, "devices", path, errs);
+    let settings = deserialize_at::<S>(Value::Object(obj), path, CONNECTOR_COMMON)
+        .map_err(|e| errs.push(e))
+        .ok();
+
+    let mut devices = Vec::with_capacity(devices_v.len());
+    let mut device_names: Vec<Arc<str>> = Vec::new();
+    for (di, dv) in devices_v.into_iter().enumerate() {
+        let dpath = format!("{path}.devices[{di}]");
+        let Value::Object(mut dobj) = dv else {
+            errs.push(ConfigError::new(dpath, "expected an object"));
+            continue;
+        };
+        let dname = take_name(&mut dobj, &dpath, errs);
+        if !dname.is_empty() && device_names.contains(&dname) {
+            errs.push(ConfigError::new(
+                join(&dpath, "name"),
+                format!("duplicate device name \"{dname}\" in this connector"),
+            ));
+        }
+        device_names.push(dname.clone());
+        let denabled = take_bool(&mut dobj, "enabled", &dpath, errs);
+        let channels_v = take_array(&mut dobj, "channels", &dpath, errs);
+        let dsettings = deserialize_at::<D>(Value::Object(dobj), &dpath, DEVICE_COMMON)
+            .map_err(|e| errs.push(e))
+            .ok();
+        let mut channels = Vec::with_capacity(channels_v.len());
+        let mut channel_names: Vec<Arc<str>> = Vec::new();
+        for (ci, cv) in channels_v.into_iter().enumerate() {
+            let cpath = format!("{dpath}.channels[{ci}]");
+            if let Some(n) = cv.get("name").and_then(Value::as_str) {
+                if channel_names.iter().any(|x| &**x == n) {
+                    errs.push(ConfigError::new(
+                        join(&cpath, "name"),
+                        format!("duplicate channel name \"{n}\" in device \"{dname}\""),
+                    ));
+                }
+                channel_names.push(n.into());
+            }
+            if let Some(ch) = parse_channel::<C>(cv, &cpath, errs) {
+                channels.push(ch);
+            }
+        }
+        if let Some(settings) = dsettings {
+            devices.push(DeviceSpec {
+                name: dname,
+                enabled: denabled,
+                settings,
+                channels,
+            });
+        }
+    }
+    if errs.len() > before {
+        return None;
+    }
+    Some(ConnectorSpec {
+        name,
+        enabled,
+        settings: settings?,
+        devices,
+    })
+}
+
+fn parse_channel<C: DeserializeOwned>(
+    value: Value,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ChannelSpec<C>> {
+    let Value::Object(mut obj) = value else {
+        errs.push(ConfigError::new(path, "expected an object"));
+        return None;
+    };
+    let name = take_name(&mut obj, path, errs);
+    let unit = match obj.remove("unit") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Arc::<str>::from(s)),
+        Some(other) => {
+            errs.push(ConfigError::new(
+                join(path, "unit"),
+                format!("expected a string, got {other}"),
+            ));
+            None
+        }
+    };
+    let mut tmap = Map::new();
+    for k in TRANSFORM_KEYS {
+        if let Some(v) = obj.remove(*k) {
+            tmap.insert((*k).to_string(), v);
+        }
+    }
+    let transform = deserialize_at::<TransformConfig>(Value::Object(tmap), path, &[])
+        .map_err(|e| errs.push(e))
+        .ok();
+    if let Some(t) = &transform {
+        if let Err((field, msg)) = Transform::new(t) {
+            errs.push(ConfigError::new(join(path, &field), msg));
+        }
+    }
+    let mut common: Vec<&str> = CHANNEL_COMMON.to_vec();
+    common.extend_from_slice(TRANSFORM_KEYS);
+    let settings = deserialize_at::<C>(Value::Object(obj), path, &common)
+        .map_err(|e| errs.push(e))
+        .ok();
+    Some(ChannelSpec {
+        name,
+        unit,
+        transform: transform?,
+        settings: settings?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct S {
+        #[serde(default)]
+        host: Option<String>,
+    }
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct D {
+        interval: u32,
+    }
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct C {
+        address: u16,
+    }
+
+    #[test]
+    fn parses_common_and_specific_fields() {
+        let v = json!({"name": "plc", "protocol": "x", "host": "h",
+            "devices": [{"name": "m1", "interval": 5, "channels": [
+                {"name": "v", "unit": "V", "address": 3, "scale": 0.1}]}]});
+        let mut errs = vec![];
+        let s = parse_spec::<S, D, C>(v, "connectors[0] \"plc\"", &mut errs).unwrap();
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(&*s.name, "plc");
+        assert_eq!(s.devices[0].channels[0].settings, C { address: 3 });
+        assert_eq!(s.devices[0].channels[0].transform.scale, Some(0.1));
+        assert_eq!(s.devices[0].channels[0].unit.as_deref(), Some("V"));
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let v = json!({"name": "plc", "protocol": "x",
+            "devices": [{"name": "m1", "interval": "x", "channels": [
+                {"name": "v", "adress": 3},
+                {"name": "v", "address": 70000},
+                {"name": "a/b", "address": 1, "deadband": -1}]}]});
+        let mut errs = vec![];
+        assert!(parse_spec::<S, D, C>(v, "connectors[0] \"plc\"", &mut errs).is_none());
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        let p = "connectors[0] \"plc\".devices[0]";
+        assert!(
+            paths.contains(&format!("{p}.interval").as_str()),
+            "{errs:?}"
+        );
+        assert!(
+            paths.contains(&format!("{p}.channels[0].adress").as_str()),
+            "{errs:?}"
+        );
+        assert!(
+            paths.contains(&format!("{p}.channels[1].name").as_str()),
+            "{errs:?}"
+        );
+        assert!(
+            paths.contains(&format!("{p}.channels[1].address").as_str()),
+            "{errs:?}"
+        );
+        assert!(
+            paths.contains(&format!("{p}.channels[2].name").as_str()),
+            "{errs:?}"
+        );
+        assert!(
+            paths.contains(&format!("{p}.channels[2].deadband").as_str()),
+            "{errs:?}"
+        );
+        let unknown = errs.iter().find(|e| e.path.ends_with("adress")).unwrap();
+        assert!(unknown.message.contains("address") && unknown.message.contains("scale"));
+    }
+
+    #[test]
+    fn names_must_be_topic_safe() {
+        assert!(check_name("boiler-1").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a+b").is_err());
+        assert!(check_name("a#").is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! osgate: an industrial IoT gateway. Connectors read devices, per-channel transforms shape the
+//! values, bounded channels carry batches of readings, sinks export them (by default to a local
+//! MQTT broker bridged to the cloud).
+//!
+//! # Layout
+//! In pipeline order:
+//! - [`config`]: the schema, loading (file, env overrides, `${VAR}`), validation with paths.
+//! - [`service`]: GatewayService — start, supervise, reload, stop.
+//! - [`connectors`]: one module per protocol (`connectors/` at the top of the repository).
+//! - [`reading`]: Reading, Value, Quality, Batch — the one data type that flows.
+//! - [`transform`]: per-channel transforms (scale, deadband, report strategies…).
+//! - [`pipeline`]: device outputs, bounded sink queues, fan-out, full-policy.
+//! - [`sinks`]: one module per sink type (`sinks/` at the top of the repository).
+//! - [`status`]: counters and device health.
+//! - [`broker`]: the optional embedded MQTT broker.
+
+pub mod broker;
+pub mod config;
+#[path = "../connectors/mod.rs"]
+pub mod connectors;
+pub mod pipeline;
+pub mod reading;
+pub mod service;
+#[path = "../sinks/mod.rs"]
+pub mod sinks;
+pub mod status;
+pub mod transform;
+
+/// Installs the process-wide rustls crypto provider (ring). Call once, first thing in `main`:
+/// with more than one provider compiled in, rustls cannot pick one itself (STACK.md).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

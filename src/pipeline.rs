@@ -1,0 +1,395 @@
+//! The pipeline between connectors and sinks: bounded queues, fan-out, full-policy, counters.
+//!
+//! Connectors fill a [`DeviceOutput`] per device (it runs the per-channel transforms and keeps
+//! the batch), then [`DeviceOutput::flush`] hands the batch to the [`ReadingSender`], which puts
+//! one `Arc` of it into the bounded queue of every sink. What happens when a sink's queue is
+//! full is that sink's [`WhenFull`] policy: `block` (default) makes the connector wait, which
+//! delays its next poll (counted as lag); `drop_newest` drops the batch for that sink and counts
+//! it. Listener connectors use [`DeviceOutput::flush_or_drop`], which never waits.
+//!
+//! Next: each sink's `run` takes [`Envelope`]s from its queue (`sinks/`).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::DeviceSpec;
+use crate::reading::{Batch, Quality, Reading, Timestamp, Value};
+use crate::status::{ConnectorHealth, DeviceStatus, SinkCounters};
+use crate::transform::{Outcome, Transform};
+
+/// Default capacity of a sink's queue, in batches.
+pub const DEFAULT_QUEUE: usize = 1024;
+
+/// What a sink's queue carries.
+#[derive(Debug, Clone)]
+pub enum Envelope {
+    /// Readings of one device.
+    Batch(Arc<Batch>),
+    /// A device's status changed.
+    Status(Arc<DeviceStatus>),
+}
+
+/// What happens when a sink's queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// The connector waits (backpressure): pollers poll later, nothing is dropped.
+    #[default]
+    Block,
+    /// The newest batch is dropped for this sink and counted.
+    DropNewest,
+}
+
+/// The sending side of one sink's queue.
+#[derive(Debug, Clone)]
+pub struct SinkInput {
+    tx: mpsc::Sender<Envelope>,
+    when_full: WhenFull,
+    counters: Arc<SinkCounters>,
+}
+
+/// Creates a sink's queue.
+pub fn sink_queue(
+    capacity: usize,
+    when_full: WhenFull,
+    counters: Arc<SinkCounters>,
+) -> (SinkInput, mpsc::Receiver<Envelope>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (
+        SinkInput {
+            tx,
+            when_full,
+            counters,
+        },
+        rx,
+    )
+}
+
+/// Fan-out to every sink's queue. Cheap to clone; all clones share the sink list, which the
+/// service can replace at run time (reload) or empty (shutdown, which closes the queues).
+#[derive(Debug, Clone)]
+pub struct ReadingSender {
+    sinks: Arc<ArcSwap<Vec<SinkInput>>>,
+}
+
+impl ReadingSender {
+    /// A sender that fans out to `sinks`.
+    pub fn new(sinks: Vec<SinkInput>) -> Self {
+        ReadingSender {
+            sinks: Arc::new(ArcSwap::from_pointee(sinks)),
+        }
+    }
+
+    /// Replaces the sink list for every clone of this sender.
+    pub fn replace_sinks(&self, sinks: Vec<SinkInput>) {
+        self.sinks.store(Arc::new(sinks));
+    }
+
+    /// Drops every sink queue's sender: once no connector holds a loaded list any more, the
+    /// sinks see the end of their queue and flush.
+    pub fn close(&self) {
+        self.replace_sinks(Vec::new());
+    }
+
+    /// Sends to every sink, waiting where a sink's policy is `block`. Returns the number of
+    /// readings dropped (queue full with `drop_newest`, or sink gone).
+    pub async fn send(&self, env: Envelope) -> u64 {
+        let sinks = self.sinks.load_full();
+        let mut dropped = 0;
+        for s in sinks.iter() {
+            let res = match s.when_full {
+                WhenFull::Block => s.tx.send(env.clone()).await.is_ok(),
+                WhenFull::DropNewest => s.tx.try_send(env.clone()).is_ok(),
+            };
+            if !res {
+                let n = readings_in(&env);
+                s.counters.dropped.fetch_add(n, Relaxed);
+                dropped += n;
+            }
+        }
+        dropped
+    }
+
+    /// Sends to every sink without ever waiting: a full queue drops the envelope for that sink
+    /// (counted). Returns the number of readings dropped.
+    pub fn try_send(&self, env: Envelope) -> u64 {
+        let sinks = self.sinks.load();
+        let mut dropped = 0;
+        for s in sinks.iter() {
+            if s.tx.try_send(env.clone()).is_err() {
+                let n = readings_in(&env);
+                s.counters.dropped.fetch_add(n, Relaxed);
+                dropped += n;
+            }
+        }
+        dropped
+    }
+}
+
+fn readings_in(env: &Envelope) -> u64 {
+    match env {
+        Envelope::Batch(b) => b.readings.len() as u64,
+        Envelope::Status(_) => 0,
+    }
+}
+
+struct ChannelOut {
+    name: Arc<str>,
+    unit: Option<Arc<str>>,
+    transform: Transform,
+}
+
+/// Builds the batches of one device: names, units and transforms of its channels, indexed by
+/// channel position, so a connector pushes values by index without any lookup or allocation.
+pub struct DeviceOutput {
+    connector: Arc<str>,
+    device: Arc<str>,
+    channels: Vec<ChannelOut>,
+    readings: Vec<Reading>,
+    now: Option<Instant>,
+    out: ReadingSender,
+    health: Arc<ConnectorHealth>,
+    status: DeviceStatus,
+}
+
+impl DeviceOutput {
+    /// The output of `device` of `connector`. Transform configs were validated at config load,
+    /// so building them cannot fail here.
+    pub fn new<D, C>(
+        connector: Arc<str>,
+        device: &DeviceSpec<D, C>,
+        out: ReadingSender,
+        health: Arc<ConnectorHealth>,
+    ) -> Self {
+        let channels = device
+            .channels
+            .iter()
+            .map(|c| ChannelOut {
+                name: c.name.clone(),
+                unit: c.unit.clone(),
+                transform: Transform::new(&c.transform).expect("transform validated at load"),
+            })
+            .collect::<Vec<_>>();
+        let status = DeviceStatus::new(connector.clone(), device.name.clone(), device.enabled);
+        DeviceOutput {
+            readings: Vec::with_capacity(channels.len()),
+            connector,
+            device: device.name.clone(),
+            channels,
+            now: None,
+            out,
+            health,
+            status,
+        }
+    }
+
+    /// The device's name.
+    pub fn device(&self) -> &Arc<str> {
+        &self.device
+    }
+
+    /// The device's current status.
+    pub fn status(&self) -> &DeviceStatus {
+        &self.status
+    }
+
+    /// Adds a good value of channel `ch` (its position in the device's config).
+    pub fn push(&mut self, ch: usize, value: Value, ts: Timestamp) {
+        self.push_with_quality(ch, value, ts, Quality::Good);
+    }
+
+    /// Adds a bad reading (the read failed) for channel `ch`; its value is published as null.
+    pub fn push_bad(&mut self, ch: usize, reason: Arc<str>, ts: Timestamp) {
+        self.push_with_quality(ch, Value::F64(f64::NAN), ts, Quality::Bad(reason));
+    }
+
+    /// Adds a reading for channel `ch` with an explicit quality, running its transform.
+    pub fn push_with_quality(&mut self, ch: usize, value: Value, ts: Timestamp, quality: Quality) {
+        let now = *self.now.get_or_insert_with(Instant::now);
+        let Some(c) = self.channels.get_mut(ch) else {
+            return;
+        };
+        let reading = Reading {
+            device: self.device.clone(),
+            channel: c.name.clone(),
+            value,
+            ts,
+            quality,
+            unit: c.unit.clone(),
+        };
+        match c.transform.apply(reading, now) {
+            Outcome::Emit(r) => {
+                if !r.quality.is_good() {
+                    self.health.counters.bad.fetch_add(1, Relaxed);
+                }
+                self.readings.push(r);
+            }
+            Outcome::Suppressed => {
+                self.health.counters.suppressed.fetch_add(1, Relaxed);
+            }
+            Outcome::Filtered => {
+                self.health.counters.filtered.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn take_batch(&mut self) -> Option<Envelope> {
+        self.now = None;
+        if self.readings.is_empty() {
+            return None;
+        }
+        let readings =
+            std::mem::replace(&mut self.readings, Vec::with_capacity(self.channels.len()));
+        let c = &self.health.counters;
+        c.readings.fetch_add(readings.len() as u64, Relaxed);
+        c.batches.fetch_add(1, Relaxed);
+        Some(Envelope::Batch(Arc::new(Batch {
+            connector: self.connector.clone(),
+            device: self.device.clone(),
+            readings,
+        })))
+    }
+
+    /// Sends the pending readings as one batch, waiting while a `block` sink is full.
+    pub async fn flush(&mut self) {
+        if let Some(env) = self.take_batch() {
+            if self.out.send(env).await > 0 {
+                self.health.counters.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Sends the pending readings as one batch without waiting (listeners): where a sink's
+    /// queue is full the batch is dropped for that sink and counted.
+    pub fn flush_or_drop(&mut self) {
+        if let Some(env) = self.take_batch() {
+            if self.out.try_send(env) > 0 {
+                self.health.counters.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Updates the device's status; publishes it (retained, on `status/{gateway}/{connector}/
+    /// {device}`) and records it in the registry when a published field changed.
+    pub async fn set_status(&mut self, update: impl FnOnce(&mut DeviceStatus)) {
+        let before = self.status.clone();
+        update(&mut self.status);
+        let changed = before.differs_in_state(&self.status);
+        self.health
+            .devices
+            .lock()
+            .expect("status lock")
+            .insert(self.device.clone(), self.status.clone());
+        if changed {
+            self.out
+                .send(Envelope::Status(Arc::new(self.status.clone())))
+                .await;
+        }
+    }
+
+    /// Records a successful read: online, `last_ok` now.
+    pub async fn mark_ok(&mut self, ts: Timestamp) {
+        self.set_status(|s| {
+            s.running = true;
+            s.online = true;
+            s.last_ok = Some(ts);
+            s.last_error = None;
+        })
+        .await;
+    }
+
+    /// Records a failed read: offline, error counted, reason kept.
+    pub async fn mark_error(&mut self, error: &str) {
+        self.health.counters.errors.fetch_add(1, Relaxed);
+        self.set_status(|s| {
+            s.running = true;
+            s.online = false;
+            s.errors += 1;
+            s.last_error = Some(error.to_string());
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ChannelSpec, DeviceSpec};
+    use crate::transform::TransformConfig;
+
+    fn device(n: usize) -> DeviceSpec<(), ()> {
+        DeviceSpec {
+            name: "d".into(),
+            enabled: true,
+            settings: (),
+            channels: (0..n)
+                .map(|i| ChannelSpec {
+                    name: format!("c{i}").into(),
+                    unit: Some("V".into()),
+                    transform: TransformConfig::default(),
+                    settings: (),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_reaches_every_sink_and_counts() {
+        let c1 = Arc::new(SinkCounters::default());
+        let c2 = Arc::new(SinkCounters::default());
+        let (i1, mut r1) = sink_queue(4, WhenFull::Block, c1);
+        let (i2, mut r2) = sink_queue(4, WhenFull::DropNewest, c2);
+        let health = Arc::new(ConnectorHealth::default());
+        let mut out = DeviceOutput::new(
+            "x".into(),
+            &device(2),
+            ReadingSender::new(vec![i1, i2]),
+            health.clone(),
+        );
+        out.push(0, Value::F64(1.0), Timestamp(1));
+        out.push(1, Value::Bool(true), Timestamp(1));
+        out.flush().await;
+        for r in [&mut r1, &mut r2] {
+            let Some(Envelope::Batch(b)) = r.recv().await else {
+                panic!("no batch")
+            };
+            assert_eq!(b.readings.len(), 2);
+            assert_eq!(&*b.readings[1].channel, "c1");
+            assert_eq!(b.readings[0].unit.as_deref(), Some("V"));
+        }
+        assert_eq!(health.counters.readings.load(Relaxed), 2);
+        assert_eq!(health.counters.batches.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn drop_newest_counts_when_full() {
+        let c = Arc::new(SinkCounters::default());
+        let (i, _r) = sink_queue(1, WhenFull::DropNewest, c.clone());
+        let health = Arc::new(ConnectorHealth::default());
+        let mut out = DeviceOutput::new(
+            "x".into(),
+            &device(1),
+            ReadingSender::new(vec![i]),
+            health.clone(),
+        );
+        for _ in 0..3 {
+            out.push(0, Value::U64(1), Timestamp(1));
+            out.flush().await;
+        }
+        assert_eq!(c.dropped.load(Relaxed), 2);
+        assert_eq!(health.counters.dropped.load(Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn close_ends_the_sink_queue() {
+        let (i, mut r) = sink_queue(1, WhenFull::Block, Arc::default());
+        let tx = ReadingSender::new(vec![i]);
+        tx.close();
+        assert!(r.recv().await.is_none());
+    }
+}

@@ -1,0 +1,371 @@
+//! GatewayService: load → validate → build → supervise → reload → stop.
+//!
+//! [`GatewayService::start`] starts the embedded broker (if configured), one task per sink (each
+//! with its bounded queue), and one supervised task per connector (each with its own child
+//! [`CancellationToken`], so one can be stopped or restarted alone). [`GatewayService::reload`]
+//! applies a new, already validated configuration by restarting only the connectors and sinks
+//! whose configuration changed. [`GatewayService::shutdown`] stops connectors first, closes the
+//! sink queues, lets sinks flush (wait for PUBACKs) up to `gateway.shutdown_timeout`, and names
+//! any task still running.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, GatewayConfig};
+use crate::connectors::{self, ConnectorConfig, ConnectorContext};
+use crate::pipeline::{sink_queue, ReadingSender, SinkInput};
+use crate::reading::Timestamp;
+use crate::sinks::{self, SinkConfig, SinkContext};
+use crate::status::StatusRegistry;
+
+struct RunningConnector {
+    config: ConnectorConfig,
+    token: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct RunningSink {
+    config: SinkConfig,
+    input: SinkInput,
+    task: JoinHandle<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Connectors started or restarted.
+    pub connectors_started: Vec<String>,
+    /// Connectors stopped (removed or restarted).
+    pub connectors_stopped: Vec<String>,
+    /// Connectors left running untouched.
+    pub connectors_kept: Vec<String>,
+    /// Sinks started or restarted.
+    pub sinks_started: Vec<String>,
+    /// Sinks stopped (removed or restarted).
+    pub sinks_stopped: Vec<String>,
+}
+
+/// The running gateway.
+pub struct GatewayService {
+    config: GatewayConfig,
+    registry: Arc<StatusRegistry>,
+    out: ReadingSender,
+    root: CancellationToken,
+    connectors: BTreeMap<Arc<str>, RunningConnector>,
+    sinks: BTreeMap<Arc<str>, RunningSink>,
+    retiring: Vec<(Arc<str>, JoinHandle<()>)>,
+    started: i64,
+}
+
+impl GatewayService {
+    /// Starts everything the configuration describes.
+    pub async fn start(config: GatewayConfig) -> anyhow::Result<Self> {
+        if let Some(b) = &config.broker.embedded {
+            crate::broker::start(b).await?;
+        }
+        let mut svc = GatewayService {
+            registry: Arc::new(StatusRegistry::default()),
+            out: ReadingSender::new(Vec::new()),
+            root: CancellationToken::new(),
+            connectors: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            retiring: Vec::new(),
+            started: Timestamp::now().0,
+            config: config.clone(),
+        };
+        for s in config.sinks.iter().filter(|s| s.common.enabled) {
+            let running = svc.start_sink(s.clone());
+            svc.sinks.insert(s.name().into(), running);
+        }
+        svc.publish_sink_list();
+        for c in config.connectors.iter().filter(|c| c.enabled()) {
+            let running = svc.start_connector(c.clone());
+            svc.connectors.insert(c.name().clone(), running);
+        }
+        tracing::info!(
+            gateway = %config.gateway.id,
+            connectors = svc.connectors.len(),
+            sinks = svc.sinks.len(),
+            "gateway started"
+        );
+        Ok(svc)
+    }
+
+    /// Health data shared with the RPC server.
+    pub fn registry(&self) -> &Arc<StatusRegistry> {
+        &self.registry
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// When the gateway started (ms since the epoch).
+    pub fn started(&self) -> i64 {
+        self.started
+    }
+
+    fn publish_sink_list(&self) {
+        self.out
+            .replace_sinks(self.sinks.values().map(|s| s.input.clone()).collect());
+    }
+
+    fn start_sink(&self, config: SinkConfig) -> RunningSink {
+        let name: Arc<str> = config.name().into();
+        let counters = self.registry.sink(&name);
+        let (input, rx) = sink_queue(
+            config.common.queue,
+            config.common.when_full,
+            counters.clone(),
+        );
+        let ctx = SinkContext {
+            name: name.clone(),
+            gateway: self.config.gateway.id.as_str().into(),
+            rx,
+            counters,
+            flush_timeout: self.config.gateway.shutdown_timeout.0,
+            started: self.started,
+        };
+        let cfg = config.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = sinks::run(cfg, ctx).await {
+                tracing::error!(sink = %name, error = %e, "sink stopped with an error");
+            }
+        });
+        RunningSink {
+            config,
+            input,
+            task,
+        }
+    }
+
+    fn start_connector(&self, config: ConnectorConfig) -> RunningConnector {
+        let name = config.name().clone();
+        let token = self.root.child_token();
+        let ctx = ConnectorContext {
+            name: name.clone(),
+            gateway: self.config.gateway.id.as_str().into(),
+            out: self.out.clone(),
+            shutdown: token.clone(),
+            health: self.registry.connector(&name),
+        };
+        let task = tokio::spawn(supervise(config.clone(), ctx));
+        RunningConnector {
+            config,
+            token,
+            task,
+        }
+    }
+
+    /// Applies a new configuration (already validated): restarts only the connectors and sinks
+    /// whose configuration changed, keeps the others running without a gap.
+    pub async fn reload(&mut self, new: GatewayConfig) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        if new.broker != self.config.broker {
+            tracing::warn!("broker.embedded changed: it applies at the next start (the embedded broker cannot be restarted)");
+        }
+        // A new gateway id or shutdown timeout changes every topic or task: restart everything.
+        let everything = new.gateway != self.config.gateway;
+        let old_gateway = std::mem::replace(&mut self.config.gateway, new.gateway.clone());
+
+        // Sinks first, so restarted connectors send to the new sink set.
+        let wanted: BTreeMap<Arc<str>, &SinkConfig> = new
+            .sinks
+            .iter()
+            .filter(|s| s.common.enabled)
+            .map(|s| (Arc::<str>::from(s.name()), s))
+            .collect();
+        let names: Vec<Arc<str>> = self.sinks.keys().cloned().collect();
+        for name in names {
+            let keep = !everything
+                && wanted
+                    .get(&name)
+                    .is_some_and(|c| c.raw == self.sinks[&name].config.raw);
+            if !keep {
+                let s = self.sinks.remove(&name).expect("listed");
+                summary.sinks_stopped.push(name.to_string());
+                // Dropping its input (below, with the new list) ends its queue; it flushes.
+                self.retiring.push((name, s.task));
+            }
+        }
+        for (name, cfg) in &wanted {
+            if !self.sinks.contains_key(name) {
+                let s = self.start_sink((*cfg).clone());
+                summary.sinks_started.push(name.to_string());
+                self.sinks.insert(name.clone(), s);
+            }
+        }
+        self.publish_sink_list();
+
+        let wanted: BTreeMap<Arc<str>, &ConnectorConfig> = new
+            .connectors
+            .iter()
+            .filter(|c| c.enabled())
+            .map(|c| (c.name().clone(), c))
+            .collect();
+        let names: Vec<Arc<str>> = self.connectors.keys().cloned().collect();
+        let mut stopping = Vec::new();
+        for name in names {
+            let keep = !everything
+                && wanted
+                    .get(&name)
+                    .is_some_and(|c| c.raw == self.connectors[&name].config.raw);
+            if keep {
+                summary.connectors_kept.push(name.to_string());
+            } else {
+                let c = self.connectors.remove(&name).expect("listed");
+                c.token.cancel();
+                summary.connectors_stopped.push(name.to_string());
+                stopping.push((name, c.task));
+            }
+        }
+        wait_all(
+            stopping,
+            self.config.gateway.shutdown_timeout.0,
+            "connector",
+        )
+        .await;
+        for (name, cfg) in &wanted {
+            if !self.connectors.contains_key(name) {
+                let c = self.start_connector((*cfg).clone());
+                summary.connectors_started.push(name.to_string());
+                self.connectors.insert(name.clone(), c);
+            }
+        }
+        let keep_c: Vec<Arc<str>> = new.connectors.iter().map(|c| c.name().clone()).collect();
+        let keep_s: Vec<Arc<str>> = new.sinks.iter().map(|s| s.name().into()).collect();
+        self.registry.retain(&keep_c, &keep_s);
+        let _ = old_gateway;
+        self.config = new;
+        self.retiring.retain(|(_, t)| !t.is_finished());
+        tracing::info!(?summary, "configuration reloaded");
+        summary
+    }
+
+    /// Stops everything: connectors, then sinks (which flush), within the shutdown deadline.
+    /// Returns an error naming the tasks that had to be aborted.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let deadline = self.config.gateway.shutdown_timeout.0;
+        tracing::info!(?deadline, "stopping: connectors first, then sinks flush");
+        self.root.cancel();
+        let connectors: Vec<_> = std::mem::take(&mut self.connectors)
+            .into_iter()
+            .map(|(n, c)| (n, c.task))
+            .collect();
+        let mut stragglers = wait_all(connectors, deadline, "connector").await;
+        // Closing the fan-out ends every sink's queue; the sinks flush and return.
+        self.out.close();
+        let mut sinks: Vec<_> = std::mem::take(&mut self.sinks)
+            .into_iter()
+            .map(|(n, s)| {
+                drop(s.input);
+                (n, s.task)
+            })
+            .collect();
+        sinks.append(&mut self.retiring);
+        stragglers.extend(wait_all(sinks, deadline + Duration::from_secs(1), "sink").await);
+        if stragglers.is_empty() {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "stopped with tasks aborted at the deadline: {}",
+                stragglers.join(", ")
+            )
+        }
+    }
+}
+
+/// Waits for tasks up to `deadline`; aborts and names the ones still running.
+async fn wait_all(
+    tasks: Vec<(Arc<str>, JoinHandle<()>)>,
+    deadline: Duration,
+    kind: &str,
+) -> Vec<String> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut stragglers = Vec::new();
+    for (name, mut task) in tasks {
+        if tokio::time::timeout_at(until, &mut task).await.is_err() {
+            tracing::warn!(%kind, name = %name, "still running at the deadline; aborting");
+            task.abort();
+            stragglers.push(format!("{kind} \"{name}\""));
+        }
+    }
+    stragglers
+}
+
+/// Runs a connector and restarts it with capped backoff if it fails or panics, until its token
+/// is cancelled.
+async fn supervise(config: ConnectorConfig, ctx: ConnectorContext) {
+    let name = ctx.name.clone();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let mut task = tokio::spawn(connectors::run(config.clone(), ctx.clone()));
+        let res = tokio::select! {
+            r = &mut task => r,
+            _ = ctx.shutdown.cancelled() => {
+                // The connector sees the same token; give it time for its own cleanup.
+                if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+                    task.abort();
+                }
+                return;
+            }
+        };
+        let error = match res {
+            Ok(Ok(())) if ctx.shutdown.is_cancelled() => return,
+            Ok(Ok(())) => "connector task ended unexpectedly".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) if e.is_panic() => format!("connector task panicked: {e}"),
+            Err(_) => return,
+        };
+        ctx.health
+            .counters
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *ctx.health.last_error.lock().expect("status lock") = Some(error.clone());
+        tracing::error!(connector = %name, error = %error, retry_in = ?backoff, "connector failed; restarting");
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Loads the configuration for `osgate -c FILE`.
+pub fn load(path: &std::path::Path) -> Result<GatewayConfig, config::LoadError> {
+    config::load_file(path)
+}
+
+/// Runs the gateway until SIGINT/SIGTERM; SIGHUP reloads the configuration file.
+pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let config = load(&config_path)?;
+    let mut svc = GatewayService::start(config)
+        .await
+        .context("starting the gateway")?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break }
+            _ = int.recv() => { tracing::info!("SIGINT received"); break }
+            _ = hup.recv() => {
+                tracing::info!(path = %config_path.display(), "SIGHUP received: reloading configuration");
+                match load(&config_path) {
+                    Ok(new) => { svc.reload(new).await; }
+                    Err(e) => tracing::error!(error = %e, "reload rejected; the running configuration stays"),
+                }
+            }
+        }
+    }
+    svc.shutdown().await
+}

@@ -1,0 +1,243 @@
+//! Health of the gateway: counters per connector and sink, status per device.
+//!
+//! Counters are plain atomics, bumped on the hot path without locks, read by snapshots (logs,
+//! status topics, the JSON-RPC `gateway.status`). Device status changes are published by
+//! [`crate::pipeline::DeviceOutput::set_status`] on `status/{gateway}/{connector}/{device}`
+//! (retained) and kept here for queries.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+
+use crate::reading::Timestamp;
+
+/// Counters of one connector.
+#[derive(Debug, Default)]
+pub struct ConnectorCounters {
+    /// Readings produced (after transforms) and handed to the pipeline.
+    pub readings: AtomicU64,
+    /// Batches handed to the pipeline.
+    pub batches: AtomicU64,
+    /// Readings suppressed by report strategies (deadband, on_change): normal, not lost.
+    pub suppressed: AtomicU64,
+    /// Readings dropped by a filter.
+    pub filtered: AtomicU64,
+    /// Readings with bad or stale quality.
+    pub bad: AtomicU64,
+    /// Batches dropped because a sink's queue was full (drop_newest policy).
+    pub dropped: AtomicU64,
+    /// Polls that started late because the pipeline pushed back.
+    pub lagged: AtomicU64,
+    /// Device or protocol errors (timeouts, exceptions, bad frames).
+    pub errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`ConnectorCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[allow(missing_docs)]
+pub struct ConnectorSnapshot {
+    pub readings: u64,
+    pub batches: u64,
+    pub suppressed: u64,
+    pub filtered: u64,
+    pub bad: u64,
+    pub dropped: u64,
+    pub lagged: u64,
+    pub errors: u64,
+}
+
+impl ConnectorCounters {
+    /// Copies the counters.
+    pub fn snapshot(&self) -> ConnectorSnapshot {
+        ConnectorSnapshot {
+            readings: self.readings.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            suppressed: self.suppressed.load(Relaxed),
+            filtered: self.filtered.load(Relaxed),
+            bad: self.bad.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            lagged: self.lagged.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+        }
+    }
+}
+
+/// Counters of one sink.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Readings taken from the sink's queue.
+    pub received: AtomicU64,
+    /// Readings handed to the transport (for MQTT: PUBLISH written, not yet acknowledged).
+    pub published: AtomicU64,
+    /// Readings confirmed delivered (for MQTT QoS 1: PUBACK received; QoS 0: written).
+    pub acked: AtomicU64,
+    /// Readings dropped (queue or buffer overflow while the broker was away).
+    pub dropped: AtomicU64,
+    /// Transport errors (connection lost, refused…).
+    pub errors: AtomicU64,
+    /// Messages waiting in the sink's own buffer right now.
+    pub buffered: AtomicU64,
+}
+
+/// A point-in-time copy of [`SinkCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[allow(missing_docs)]
+pub struct SinkSnapshot {
+    pub received: u64,
+    pub published: u64,
+    pub acked: u64,
+    pub dropped: u64,
+    pub errors: u64,
+    pub buffered: u64,
+}
+
+impl SinkCounters {
+    /// Copies the counters.
+    pub fn snapshot(&self) -> SinkSnapshot {
+        SinkSnapshot {
+            received: self.received.load(Relaxed),
+            published: self.published.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            buffered: self.buffered.load(Relaxed),
+        }
+    }
+}
+
+/// Health of one device, as published on `status/{gateway}/{connector}/{device}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceStatus {
+    /// The connector serving the device.
+    #[serde(skip)]
+    pub connector: Arc<str>,
+    /// The device.
+    #[serde(skip)]
+    pub device: Arc<str>,
+    /// True only while the device's task is actually running.
+    pub running: bool,
+    /// True while the device answers.
+    pub online: bool,
+    /// False when disabled by config or at run time.
+    pub enabled: bool,
+    /// Time of the last successful read.
+    #[serde(serialize_with = "ser_ts")]
+    pub last_ok: Option<Timestamp>,
+    /// Errors since start.
+    pub errors: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+fn ser_ts<S: serde::Serializer>(ts: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match ts {
+        Some(t) => s.serialize_i64(t.0),
+        None => s.serialize_none(),
+    }
+}
+
+impl DeviceStatus {
+    /// The status of a device that has not started yet.
+    pub fn new(connector: Arc<str>, device: Arc<str>, enabled: bool) -> Self {
+        DeviceStatus {
+            connector,
+            device,
+            running: false,
+            online: false,
+            enabled,
+            last_ok: None,
+            errors: 0,
+            last_error: None,
+        }
+    }
+
+    /// True when the published fields (all but `last_ok` and `errors`, which change on every
+    /// poll) differ, i.e. when a new status message is worth sending.
+    pub fn differs_in_state(&self, other: &DeviceStatus) -> bool {
+        self.running != other.running
+            || self.online != other.online
+            || self.enabled != other.enabled
+            || self.last_error != other.last_error
+    }
+}
+
+/// Health of one connector: its counters and its devices.
+#[derive(Debug, Default)]
+pub struct ConnectorHealth {
+    /// Counters, bumped by the connector and its [`crate::pipeline::DeviceOutput`]s.
+    pub counters: ConnectorCounters,
+    /// Latest status of each device.
+    pub devices: Mutex<BTreeMap<Arc<str>, DeviceStatus>>,
+    /// The connector's last error (e.g. why its task ended).
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// All health data of the gateway, shared by connectors, sinks, the service and the RPC server.
+#[derive(Debug, Default)]
+pub struct StatusRegistry {
+    connectors: RwLock<BTreeMap<Arc<str>, Arc<ConnectorHealth>>>,
+    sinks: RwLock<BTreeMap<Arc<str>, Arc<SinkCounters>>>,
+}
+
+impl StatusRegistry {
+    /// The health record of a connector, created on first use (kept across restarts so that
+    /// counters keep counting).
+    pub fn connector(&self, name: &Arc<str>) -> Arc<ConnectorHealth> {
+        if let Some(h) = self.connectors.read().expect("status lock").get(name) {
+            return h.clone();
+        }
+        self.connectors
+            .write()
+            .expect("status lock")
+            .entry(name.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The counters of a sink, created on first use.
+    pub fn sink(&self, name: &Arc<str>) -> Arc<SinkCounters> {
+        if let Some(h) = self.sinks.read().expect("status lock").get(name) {
+            return h.clone();
+        }
+        self.sinks
+            .write()
+            .expect("status lock")
+            .entry(name.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets connectors and sinks that are no longer configured.
+    pub fn retain(&self, connectors: &[Arc<str>], sinks: &[Arc<str>]) {
+        self.connectors
+            .write()
+            .expect("status lock")
+            .retain(|k, _| connectors.contains(k));
+        self.sinks
+            .write()
+            .expect("status lock")
+            .retain(|k, _| sinks.contains(k));
+    }
+
+    /// Every connector's health.
+    pub fn connectors(&self) -> Vec<(Arc<str>, Arc<ConnectorHealth>)> {
+        self.connectors
+            .read()
+            .expect("status lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Every sink's counters.
+    pub fn sinks(&self) -> Vec<(Arc<str>, Arc<SinkCounters>)> {
+        self.sinks
+            .read()
+            .expect("status lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}

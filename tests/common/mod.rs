@@ -1,0 +1,442 @@
+//! Test harness: real peers on free loopback ports, killed on drop.
+//!
+//! - [`Mosquitto`]: a real mosquitto on a free port, in its own temp dir (persistence there),
+//!   stoppable and restartable on the same port.
+//! - [`Gateway`]: the `osgate` binary on a config written to a temp dir, JSON logs captured.
+//! - [`Subscriber`]: an MQTT client (rumqttc) collecting messages, reconnecting by itself.
+//!
+//! Every wait is bounded by a timeout; nothing sleeps where an event can be awaited.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// Upper bound for any single await in a test.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; a rare race is retried by the callers).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_port(port: u16, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A fresh temp dir for one test's files.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("osgate-test")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// A real mosquitto on a free loopback port.
+pub struct Mosquitto {
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with persistence in its own dir and no queue limits (tests count every
+    /// message, so the broker must not drop any for a slow subscriber).
+    pub fn start() -> Mosquitto {
+        for _ in 0..5 {
+            let mut m = Mosquitto {
+                port: free_port(),
+                dir: temp_dir(),
+                child: None,
+            };
+            if m.spawn() {
+                return m;
+            }
+        }
+        panic!("mosquitto did not start (is it installed? .ci/run installs it)");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let conf = self.dir.path().join("mosquitto.conf");
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nautosave_interval 0\nmax_queued_messages 0\nmax_inflight_messages 0\nuser root\nlog_dest file {dir}/mosquitto.log\n",
+            port = self.port,
+            dir = self.dir.path().display()
+        );
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto");
+        self.child = Some(child);
+        if wait_port(self.port, Duration::from_secs(5)) {
+            true
+        } else {
+            self.stop();
+            false
+        }
+    }
+
+    /// Stops the broker (SIGTERM, so it saves its persistence file) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_free_kill(c.id(), "TERM");
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port with the same persistence.
+    pub fn restart(&mut self) {
+        for _ in 0..50 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("mosquitto did not restart on port {}", self.port);
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sends a signal with the `kill` command (no unsafe libc call needed in tests).
+pub fn unsafe_free_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// The osgate binary under test.
+pub fn osgate_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_osgate"))
+}
+
+/// Runs `osgate ARGS…` to completion; returns (exit code, stdout, stderr).
+pub fn osgate_cmd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(osgate_bin())
+        .args(args)
+        .output()
+        .expect("run osgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Option<Child>,
+    /// Its temp dir (config, log).
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+impl Gateway {
+    /// Writes `config` and starts `osgate -c CONFIG --log-format json` with `extra` args.
+    pub fn start(config: &Value) -> Gateway {
+        Self::start_with(config, &[], &[])
+    }
+
+    /// Like [`Gateway::start`] with extra args and environment variables.
+    pub fn start_with(config: &Value, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let dir = temp_dir();
+        let path = dir.path().join("osgate.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        Self::start_file(dir, path, extra, env)
+    }
+
+    /// Starts osgate on an existing config file in `dir`.
+    pub fn start_file(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let log = dir.path().join("osgate.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(osgate_bin());
+        cmd.arg("-c")
+            .arg(&config)
+            .args(["--log-format", "json"])
+            .args(extra)
+            .env("RUST_LOG", "info,osgate=debug,rumqttd=off")
+            .stdout(Stdio::null())
+            .stderr(logf);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn osgate");
+        Gateway {
+            child: Some(child),
+            dir,
+            config,
+            log,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `HUP`…).
+    pub fn signal(&self, sig: &str) {
+        unsafe_free_kill(self.pid(), sig);
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let until = Instant::now() + within;
+        loop {
+            if let Some(st) = c.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() > until {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "osgate still running {within:?} after the signal; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log as JSON objects (lines that are not JSON are skipped).
+    pub fn log_json(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until a log line's message contains `needle`; returns that line.
+    pub async fn wait_log(&self, needle: &str, within: Duration) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(l) = self
+                .log_json()
+                .into_iter()
+                .find(|l| l["message"].as_str().is_some_and(|m| m.contains(needle)))
+            {
+                return l;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "no log line containing {needle:?} within {within:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The directory of the config.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A message received by a [`Subscriber`].
+#[derive(Debug, Clone)]
+pub struct Msg {
+    /// Topic.
+    pub topic: String,
+    /// Payload parsed as JSON (`Null` if it is not JSON).
+    pub json: Value,
+    /// Retained flag.
+    pub retain: bool,
+}
+
+/// An MQTT subscriber that keeps reconnecting (persistent session, QoS 1).
+pub struct Subscriber {
+    rx: mpsc::UnboundedReceiver<Msg>,
+    task: tokio::task::JoinHandle<()>,
+    /// Messages received so far (filled by [`Subscriber::drain`]).
+    pub seen: Vec<Msg>,
+}
+
+impl Subscriber {
+    /// Connects to 127.0.0.1:`port` and subscribes to `filter` at QoS 1; returns once the
+    /// subscription is acknowledged.
+    pub async fn connect(port: u16, filter: &str) -> Subscriber {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        let id = format!("test-sub-{}", rand_suffix());
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(false);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(opts, 100);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let filter = filter.to_string();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                        if !c.session_present {
+                            let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let json = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                        let _ = tx.send(Msg {
+                            topic: p.topic.clone(),
+                            json,
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(TEST_TIMEOUT, ready_rx)
+            .await
+            .expect("subscription acknowledged in time")
+            .expect("subscriber task alive");
+        Subscriber {
+            rx,
+            task,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next message, or panics after `within`.
+    pub async fn next(&mut self, within: Duration) -> Msg {
+        let m = tokio::time::timeout(within, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no MQTT message within {within:?}"))
+            .expect("subscriber alive");
+        self.seen.push(m.clone());
+        m
+    }
+
+    /// The next message whose topic satisfies `pred`.
+    pub async fn next_where(&mut self, within: Duration, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let m = self.next(left).await;
+            if pred(&m) {
+                return m;
+            }
+        }
+    }
+
+    /// Collects messages until `done(seen)` holds or `within` passes; returns whether it held.
+    pub async fn collect_until(&mut self, within: Duration, done: impl Fn(&[Msg]) -> bool) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        while !done(&self.seen) {
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(m)) => self.seen.push(m),
+                _ => return done(&self.seen),
+            }
+        }
+        true
+    }
+
+    /// Moves every message already received into `seen`.
+    pub fn drain(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            self.seen.push(m);
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A minimal gateway config: one simulator connector, one MQTT sink to `url`.
+pub fn sim_config(gateway: &str, url: &str, devices: Value, sink_extra: Value) -> Value {
+    let mut sink = serde_json::json!({"name": "local", "type": "mqtt", "url": url, "qos": 1});
+    if let (Some(s), Some(e)) = (sink.as_object_mut(), sink_extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::json!({
+        "gateway": {"id": gateway},
+        "sinks": [sink],
+        "connectors": [{"name": "sim", "protocol": "simulator", "devices": devices}]
+    })
+}

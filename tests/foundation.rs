@@ -1,0 +1,354 @@
+//! Foundation: config → simulator → pipeline → MQTT sink, against a real mosquitto.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn counter_device(name: &str, interval: &str) -> serde_json::Value {
+    json!({"name": name, "interval": interval, "channels": [{"name": "n", "signal": "counter"}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_arrive_in_reading_format() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "telemetry/#").await;
+    let cfg = sim_config(
+        "gw1",
+        &broker.url(),
+        json!([{"name": "boiler", "interval": "50ms", "channels": [
+            {"name": "temp", "signal": "sine", "min": 20, "max": 80, "period": "10s", "unit": "°C"},
+            {"name": "count", "signal": "counter"},
+            {"name": "on", "signal": "bool", "period": "1s"},
+            {"name": "recipe", "signal": "constant", "value": "PX-200"}]}]),
+        json!({}),
+    );
+    let _gw = Gateway::start(&cfg);
+    let ok = sub
+        .collect_until(TEST_TIMEOUT, |seen| {
+            let topics: BTreeSet<&str> = seen.iter().map(|m| m.topic.as_str()).collect();
+            topics.len() == 4
+        })
+        .await;
+    assert!(ok, "not all four channels arrived: {:?}", sub.seen);
+    let now = osgate::reading::Timestamp::now().0;
+    for m in &sub.seen {
+        let j = &m.json;
+        assert_eq!(j["quality"], "good", "{m:?}");
+        let ts = j["ts"].as_i64().expect("ts in ms");
+        assert!(
+            (now - 60_000..=now + 60_000).contains(&ts),
+            "ts {ts} is not ms near now"
+        );
+        match m.topic.as_str() {
+            "telemetry/gw1/boiler/temp" => {
+                let v = j["value"].as_f64().unwrap();
+                assert!((20.0..=80.0).contains(&v));
+                assert_eq!(j["unit"], "°C");
+            }
+            "telemetry/gw1/boiler/count" => assert!(j["value"].is_u64() && j.get("unit").is_none()),
+            "telemetry/gw1/boiler/on" => assert!(j["value"].is_boolean()),
+            "telemetry/gw1/boiler/recipe" => assert_eq!(j["value"], "PX-200"),
+            t => panic!("unexpected topic {t}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_format_sends_one_message_per_batch() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "telemetry/#").await;
+    let cfg = sim_config(
+        "gw2",
+        &broker.url(),
+        json!([{"name": "meter", "interval": "50ms", "channels": [
+            {"name": "v", "signal": "sine", "min": 228, "max": 232, "period": "5s"},
+            {"name": "e", "signal": "counter"}]}]),
+        json!({"format": "device"}),
+    );
+    let _gw = Gateway::start(&cfg);
+    for _ in 0..3 {
+        let m = sub.next(TEST_TIMEOUT).await;
+        assert_eq!(m.topic, "telemetry/gw2/meter");
+        let values = m.json["values"].as_object().expect("values object");
+        assert_eq!(values.len(), 2, "{m:?}");
+        assert!(values["v"].is_f64() && values["e"].is_u64());
+        assert!(m.json["ts"].is_i64());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_online_retained_and_last_will_on_kill() {
+    let broker = Mosquitto::start();
+    let cfg = sim_config(
+        "gw3",
+        &broker.url(),
+        json!([counter_device("d", "100ms")]),
+        json!({}),
+    );
+    let gw = Gateway::start(&cfg);
+    let mut sub = Subscriber::connect(broker.port, "status/gw3").await;
+    let m = sub
+        .next_where(TEST_TIMEOUT, |m| m.json["online"] == true)
+        .await;
+    assert_eq!(m.json["version"], env!("CARGO_PKG_VERSION"));
+    assert!(m.json["started"].is_i64());
+    // Device status, retained, on its own topic.
+    let mut dev = Subscriber::connect(broker.port, "status/gw3/sim/d").await;
+    let d = dev.next(TEST_TIMEOUT).await;
+    assert!(d.retain, "device status must be retained");
+    assert_eq!(d.json["running"], true);
+    assert_eq!(d.json["online"], true);
+    // kill -9: no clean offline message, so what arrives is the broker's last will.
+    gw.signal("KILL");
+    let m = sub
+        .next_where(TEST_TIMEOUT, |m| m.json["online"] == false)
+        .await;
+    assert_eq!(m.json, json!({"online": false}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_stop_publishes_offline_and_exits_zero() {
+    let broker = Mosquitto::start();
+    let cfg = sim_config(
+        "gw4",
+        &broker.url(),
+        json!([counter_device("d", "100ms")]),
+        json!({}),
+    );
+    let mut gw = Gateway::start(&cfg);
+    let mut sub = Subscriber::connect(broker.port, "status/gw4").await;
+    sub.next_where(TEST_TIMEOUT, |m| m.json["online"] == true)
+        .await;
+    gw.signal("TERM");
+    sub.next_where(TEST_TIMEOUT, |m| m.json["online"] == false)
+        .await;
+    assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+    // The offline message is retained: a newcomer sees it.
+    let mut late = Subscriber::connect(broker.port, "status/gw4").await;
+    let m = late.next(TEST_TIMEOUT).await;
+    assert!(m.retain);
+    assert_eq!(m.json, json!({"online": false}));
+}
+
+/// The counter values a subscriber saw on `topic`.
+fn counter_values(seen: &[Msg], topic: &str) -> BTreeSet<u64> {
+    seen.iter()
+        .filter(|m| m.topic == topic)
+        .filter_map(|m| m.json["value"].as_u64())
+        .collect()
+}
+
+/// The final counters the MQTT sink logs when it stops.
+fn sink_summary(gw: &Gateway) -> serde_json::Value {
+    gw.log_json()
+        .into_iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("sink stopped"))
+        })
+        .unwrap_or_else(|| panic!("no sink summary in log:\n{}", gw.log_text()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_loses_nothing_at_qos1() {
+    let mut broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "telemetry/gw5/#").await;
+    let cfg = sim_config(
+        "gw5",
+        &broker.url(),
+        json!([counter_device("c", "10ms")]),
+        json!({"backoff_max": "500ms"}),
+    );
+    let mut gw = Gateway::start(&cfg);
+    let topic = "telemetry/gw5/c/n";
+    assert!(
+        sub.collect_until(TEST_TIMEOUT, |s| counter_values(s, topic).len() >= 50)
+            .await
+    );
+
+    // Broker away for a few seconds while the counter keeps counting.
+    broker.stop();
+    gw.wait_log("lost connection to broker", TEST_TIMEOUT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself: time is the point here
+    broker.restart();
+    gw.wait_log("reconnected to broker", TEST_TIMEOUT).await;
+
+    // Stop the gateway: everything it accepted is acknowledged before it exits.
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+    let summary = sink_summary(&gw);
+    let received = summary["received"].as_u64().unwrap();
+    assert_eq!(summary["acked"].as_u64().unwrap(), received, "{summary}");
+    assert_eq!(summary["dropped"].as_u64().unwrap(), 0, "{summary}");
+    assert!(
+        received > 250,
+        "the counter ran through the 3 s outage at 100/s: {summary}"
+    );
+
+    // The subscriber (persistent session) sees every value 0..received, none missing.
+    let ok = sub
+        .collect_until(TEST_TIMEOUT, |s| {
+            counter_values(s, topic).len() as u64 >= received
+        })
+        .await;
+    let vals = counter_values(&sub.seen, topic);
+    let missing: Vec<u64> = (0..received)
+        .filter(|v| !vals.contains(v))
+        .take(10)
+        .collect();
+    assert!(
+        ok && missing.is_empty(),
+        "missing counter values (first 10): {missing:?} of {received}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_acks_everything_accepted() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "telemetry/gw6/#").await;
+    let devices: Vec<_> = (0..20)
+        .map(|i| {
+            json!({"name": format!("d{i}"), "interval": "5ms", "channels":
+                (0..20).map(|c| json!({"name": format!("c{c}"), "signal": "counter"})).collect::<Vec<_>>()})
+        })
+        .collect();
+    let cfg = sim_config("gw6", &broker.url(), json!(devices), json!({}));
+    let mut gw = Gateway::start(&cfg);
+    assert!(
+        sub.collect_until(TEST_TIMEOUT, |s| s.len() > 5000).await,
+        "load did not flow"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+    let summary = sink_summary(&gw);
+    let received = summary["received"].as_u64().unwrap();
+    assert!(received > 5000, "{summary}");
+    assert_eq!(summary["acked"].as_u64().unwrap(), received, "{summary}");
+    assert_eq!(summary["dropped"].as_u64().unwrap(), 0, "{summary}");
+    // And the broker really has them: the subscriber gets every acknowledged reading.
+    let ok = sub
+        .collect_until(TEST_TIMEOUT, |s| s.len() as u64 >= received)
+        .await;
+    assert!(ok, "subscriber got {} of {received}", sub.seen.len());
+}
+
+fn write_config(dir: &tempfile::TempDir, cfg: &serde_json::Value) -> String {
+    let p = dir.path().join("c.json");
+    std::fs::write(&p, serde_json::to_vec(cfg).unwrap()).unwrap();
+    p.display().to_string()
+}
+
+fn base_config() -> serde_json::Value {
+    sim_config(
+        "gw",
+        "mqtt://127.0.0.1:1",
+        json!([{"name": "d", "interval": "1s", "channels": [
+        {"name": "t", "signal": "sine"}]}]),
+        json!({}),
+    )
+}
+
+#[test]
+fn bad_configs_exit_2_naming_the_field() {
+    let dir = temp_dir();
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(Mutation, &str)> = vec![
+        (
+            Box::new(|c| {
+                c["connectors"][0]["devices"][0]["channels"][0]["intervall"] = json!("1s")
+            }),
+            "connectors[0] \"sim\".devices[0].channels[0].intervall: unknown field",
+        ),
+        (
+            Box::new(|c| c["sinks"][0]["qos"] = json!("one")),
+            "sinks[0] \"local\".qos",
+        ),
+        (
+            Box::new(|c| c["connectors"][0]["devices"][0]["interval"] = json!("5 parsecs")),
+            "connectors[0] \"sim\".devices[0].interval: invalid duration \"5 parsecs\"",
+        ),
+        (
+            Box::new(|c| {
+                let d = c["connectors"][0]["devices"][0].clone();
+                c["connectors"][0]["devices"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(d);
+            }),
+            "connectors[0] \"sim\".devices[1].name: duplicate device name \"d\"",
+        ),
+        (
+            Box::new(|c| {
+                c["connectors"][0]["devices"][0]["channels"][0]["signal"] = json!("sinus")
+            }),
+            "connectors[0] \"sim\".devices[0].channels[0].signal: unknown variant `sinus`",
+        ),
+        (
+            Box::new(|c| c["gateway"]["id"] = json!("a/b")),
+            "gateway.id",
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut cfg = base_config();
+        mutate(&mut cfg);
+        let path = write_config(&dir, &cfg);
+        for args in [vec!["check", "-c", &path], vec!["-c", &path]] {
+            let (code, _out, err) = osgate_cmd(&args);
+            assert_eq!(code, 2, "{args:?} with {want}: stderr {err}");
+            assert!(err.contains(want), "want {want:?} in:\n{err}");
+        }
+    }
+    // Several problems are reported at once.
+    let mut cfg = base_config();
+    cfg["sinks"][0]["qos"] = json!(7);
+    cfg["connectors"][0]["devices"][0]["interval"] = json!("nope");
+    let (code, _, err) = osgate_cmd(&["check", "-c", &write_config(&dir, &cfg)]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("2 problems") && err.contains(".qos") && err.contains(".interval"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_accepts_the_example_and_env_overrides() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/osgate.json.example");
+    let (code, out, err) = osgate_cmd(&["check", "-c", example]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("valid") && out.contains("connector demo (simulator"),
+        "{out}"
+    );
+
+    // OSGATE_SECTION__FIELD overrides, ${VAR} interpolation; a missing variable is an error.
+    let dir = temp_dir();
+    let mut cfg = base_config();
+    cfg["sinks"][0]["password"] = json!("${TEST_BROKER_PASSWORD}");
+    let path = write_config(&dir, &cfg);
+    let out = std::process::Command::new(osgate_bin())
+        .args(["check", "-c", &path])
+        .env("OSGATE_GATEWAY__ID", "from-env")
+        .env("TEST_BROKER_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gateway from-env"));
+    let (code, _, err) = osgate_cmd(&["check", "-c", &path]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("sinks[0].password: environment variable TEST_BROKER_PASSWORD is not set"),
+        "{err}"
+    );
+    // A missing file is a config error too.
+    let (code, _, err) = osgate_cmd(&["check", "-c", "/nonexistent/osgate.json"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -1,0 +1,5 @@
+//! Integration tests: one test binary (it links once), one module per area. Each test starts its
+//! own real peers (mosquitto, protocol peers) on free loopback ports.
+
+mod common;
+mod foundation;
