@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -344,6 +345,49 @@ pub fn load(path: &std::path::Path) -> Result<GatewayConfig, config::LoadError> 
     config::load_file(path)
 }
 
+/// Requests to the running service, from signals, the config refresher and the RPC server.
+/// The service loop handles them one at a time, so no two reloads ever overlap.
+#[derive(Debug)]
+pub enum ServiceCommand {
+    /// Apply `config`, or re-read the configuration source when `None`. The reply says what
+    /// changed, or why the new configuration was rejected (the running one then stays).
+    Reload {
+        /// The new configuration, already validated; `None` = load it again.
+        config: Option<Box<GatewayConfig>>,
+        /// Where the result goes (optional).
+        reply: Option<oneshot::Sender<Result<ReloadSummary, String>>>,
+    },
+    /// Stop the gateway as on SIGTERM.
+    Shutdown,
+}
+
+/// A cloneable handle to send [`ServiceCommand`]s to the running service.
+#[derive(Debug, Clone)]
+pub struct ServiceHandle {
+    tx: mpsc::Sender<ServiceCommand>,
+}
+
+impl ServiceHandle {
+    /// Sends a command; false when the service is gone.
+    pub async fn send(&self, cmd: ServiceCommand) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// Reloads (from `config`, or from the source when `None`) and waits for the result.
+    pub async fn reload(&self, config: Option<GatewayConfig>) -> Result<ReloadSummary, String> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = ServiceCommand::Reload {
+            config: config.map(Box::new),
+            reply: Some(reply),
+        };
+        if !self.send(cmd).await {
+            return Err("the gateway is stopping".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the gateway is stopping".into()))
+    }
+}
+
 /// Runs the gateway until SIGINT/SIGTERM; SIGHUP reloads the configuration file.
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -351,18 +395,37 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let mut svc = GatewayService::start(config)
         .await
         .context("starting the gateway")?;
+    let (tx, mut commands) = mpsc::channel(16);
+    let _handle = ServiceHandle { tx };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     loop {
-        tokio::select! {
+        let cmd = tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break }
             _ = int.recv() => { tracing::info!("SIGINT received"); break }
             _ = hup.recv() => {
                 tracing::info!(path = %config_path.display(), "SIGHUP received: reloading configuration");
-                match load(&config_path) {
-                    Ok(new) => { svc.reload(new).await; }
-                    Err(e) => tracing::error!(error = %e, "reload rejected; the running configuration stays"),
+                ServiceCommand::Reload { config: None, reply: None }
+            }
+            Some(cmd) = commands.recv() => cmd,
+        };
+        match cmd {
+            ServiceCommand::Shutdown => break,
+            ServiceCommand::Reload { config, reply } => {
+                let result = match config {
+                    Some(c) => Ok(*c),
+                    None => load(&config_path).map_err(|e| e.to_string()),
+                };
+                let result = match result {
+                    Ok(new) => Ok(svc.reload(new).await),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload rejected; the running configuration stays");
+                        Err(e)
+                    }
+                };
+                if let Some(r) = reply {
+                    let _ = r.send(result);
                 }
             }
         }
