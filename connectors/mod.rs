@@ -20,6 +20,8 @@ use crate::config::{ConfigError, DeviceSpec};
 use crate::pipeline::{DeviceOutput, ReadingSender};
 use crate::status::ConnectorHealth;
 
+#[cfg(feature = "modbus")]
+pub mod modbus;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 
@@ -74,12 +76,17 @@ pub enum ConnectorKind {
     /// `"protocol": "simulator"`.
     #[cfg(feature = "simulator")]
     Simulator(simulator::SimulatorConfig),
+    /// `"protocol": "modbus"`.
+    #[cfg(feature = "modbus")]
+    Modbus(modbus::ModbusConfig),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
 pub const PROTOCOLS: &[&str] = &[
     #[cfg(feature = "simulator")]
     "simulator",
+    #[cfg(feature = "modbus")]
+    "modbus",
 ];
 
 impl ConnectorConfig {
@@ -111,6 +118,12 @@ impl ConnectorConfig {
                 simulator::validate(&spec, &path, errs);
                 ConnectorKind::Simulator(spec)
             }
+            #[cfg(feature = "modbus")]
+            "modbus" => {
+                let spec = parse_spec(value, &path, errs)?;
+                modbus::validate(&spec, &path, errs);
+                ConnectorKind::Modbus(spec)
+            }
             other => {
                 errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -130,6 +143,8 @@ impl ConnectorConfig {
         match &self.kind {
             #[cfg(feature = "simulator")]
             ConnectorKind::Simulator(s) => &s.name,
+            #[cfg(feature = "modbus")]
+            ConnectorKind::Modbus(s) => &s.name,
         }
     }
 
@@ -138,6 +153,8 @@ impl ConnectorConfig {
         match &self.kind {
             #[cfg(feature = "simulator")]
             ConnectorKind::Simulator(s) => s.enabled,
+            #[cfg(feature = "modbus")]
+            ConnectorKind::Modbus(s) => s.enabled,
         }
     }
 
@@ -146,6 +163,8 @@ impl ConnectorConfig {
         match &self.kind {
             #[cfg(feature = "simulator")]
             ConnectorKind::Simulator(_) => "simulator",
+            #[cfg(feature = "modbus")]
+            ConnectorKind::Modbus(_) => "modbus",
         }
     }
 
@@ -154,6 +173,8 @@ impl ConnectorConfig {
         match &self.kind {
             #[cfg(feature = "simulator")]
             ConnectorKind::Simulator(s) => s.devices.iter().map(|d| d.name.clone()).collect(),
+            #[cfg(feature = "modbus")]
+            ConnectorKind::Modbus(s) => s.devices.iter().map(|d| d.name.clone()).collect(),
         }
     }
 }
@@ -163,5 +184,7 @@ pub async fn run(config: ConnectorConfig, ctx: ConnectorContext) -> Result<(), C
     match config.kind {
         #[cfg(feature = "simulator")]
         ConnectorKind::Simulator(spec) => simulator::run(spec, ctx).await,
+        #[cfg(feature = "modbus")]
+        ConnectorKind::Modbus(spec) => modbus::run(spec, ctx).await,
     }
 }

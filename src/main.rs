@@ -46,6 +46,9 @@ enum Command {
     Run,
     /// Validate the configuration, print a summary, exit 0 (valid) or 2 (invalid).
     Check,
+    /// Read or write one value of a Modbus device (commissioning, like mbpoll).
+    #[cfg(feature = "modbus")]
+    Modbus(Box<osgate::connectors::modbus::cli::ModbusCommand>),
 }
 
 fn init_logging(debug: bool, format: LogFormat) {
@@ -73,6 +76,8 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config),
         Command::Run => run(cli.config),
+        #[cfg(feature = "modbus")]
+        Command::Modbus(cmd) => osgate::connectors::modbus::cli::main(*cmd),
     }
 }
 
