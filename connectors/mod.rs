@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::spec::{connector_path, parse_spec};
 use crate::config::{ConfigError, DeviceSpec};
+use crate::control::{ControlRegistry, DeviceControl};
 use crate::pipeline::{DeviceOutput, ReadingSender};
 use crate::status::ConnectorHealth;
 
@@ -38,6 +39,8 @@ pub struct ConnectorContext {
     pub shutdown: CancellationToken,
     /// Counters and device status of this connector.
     pub health: Arc<ConnectorHealth>,
+    /// Run-time control of devices (enable/disable, read now, write).
+    pub control: Arc<ControlRegistry>,
 }
 
 impl ConnectorContext {
@@ -49,6 +52,15 @@ impl ConnectorContext {
             self.out.clone(),
             self.health.clone(),
         )
+    }
+
+    /// Registers a device's task for run-time control: its request queue (`device.read`,
+    /// `device.write`, MQTT commands) and its enabled flag (a run-time override survives
+    /// connector restarts and reloads). A device task should stop polling while disabled
+    /// (status `running: false`), answer requests with [`crate::control::DeviceError::Disabled`]
+    /// then, and resume when enabled.
+    pub fn register_device<D, C>(&self, device: &DeviceSpec<D, C>) -> DeviceControl {
+        self.control.register(&self.name, &device.name, device.enabled)
     }
 }
 

@@ -17,7 +17,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{ConnectorContext, ConnectorError};
 use crate::config::{ConfigError, ConnectorSpec, DeviceSpec, Dur};
-use crate::reading::{Timestamp, Value};
+use crate::control::{DeviceError, DeviceRequest};
+use crate::pipeline::DeviceOutput;
+use crate::reading::{Quality, Timestamp, Value};
 
 /// A parsed simulator connector.
 pub type SimulatorConfig = ConnectorSpec<SimulatorSettings, SimulatorDevice, SimulatorChannel>;
@@ -61,6 +63,10 @@ pub struct SimulatorChannel {
     /// Step of `counter` (default 1) and largest step of `random_walk` (default 1% of the range).
     #[serde(default)]
     pub step: Option<f64>,
+    /// Accept writes (`device.write`, MQTT commands): the written value replaces the signal
+    /// until the next write. Numbers must lie within `min`/`max` when they are set.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// Signal shapes.
@@ -152,6 +158,7 @@ pub struct Generator {
     walk: f64,
     count: u64,
     constant: Option<Value>,
+    written: Option<Value>,
 }
 
 impl Generator {
@@ -176,11 +183,59 @@ impl Generator {
             walk: (lo + hi) / 2.0,
             count: lo.max(0.0) as u64,
             constant: s.value.as_ref().and_then(Value::from_json),
+            written: None,
         }
+    }
+
+    /// Checks a value written to the channel and makes it the channel's value; returns the value
+    /// as stored.
+    pub fn write(&mut self, v: &serde_json::Value) -> Result<Value, String> {
+        let value = Value::from_json(v)
+            .ok_or_else(|| format!("expected a number, bool or string, got {v}"))?;
+        let value = match (self.signal, value) {
+            (Signal::Bool, Value::Bool(b)) => Value::Bool(b),
+            (Signal::Bool, other) => return Err(format!("expected true or false, got {other}")),
+            (Signal::Counter, Value::U64(u)) if (u as f64) >= self.lo && (u as f64) <= self.hi => {
+                Value::U64(u)
+            }
+            (Signal::Counter, other) => {
+                return Err(format!(
+                    "expected an unsigned integer in [{}, {}], got {other}",
+                    self.lo, self.hi
+                ))
+            }
+            (Signal::Constant, v) => match (&self.constant, &v) {
+                (Some(Value::Text(_)), Value::Text(_)) | (Some(Value::Bool(_)), Value::Bool(_)) => {
+                    v
+                }
+                (Some(Value::Text(_) | Value::Bool(_)), _)
+                | (_, Value::Text(_) | Value::Bool(_)) => {
+                    return Err(format!("expected the constant's type, got {v}"))
+                }
+                _ => v,
+            },
+            (_, v) => match v {
+                Value::Bool(_) | Value::Text(_) => {
+                    return Err(format!("expected a number, got {v}"))
+                }
+                _ => {
+                    let x = v.as_f64().unwrap_or(f64::NAN);
+                    if !(x >= self.lo && x <= self.hi) {
+                        return Err(format!("{x} is outside [{}, {}]", self.lo, self.hi));
+                    }
+                    Value::F64(x)
+                }
+            },
+        };
+        self.written = Some(value.clone());
+        Ok(value)
     }
 
     /// The value at `t` seconds after start (called once per tick).
     pub fn next(&mut self, t: f64) -> Value {
+        if let Some(v) = &self.written {
+            return v.clone();
+        }
         let phase = (t / self.period).fract();
         match self.signal {
             Signal::Sine => {
@@ -221,44 +276,63 @@ pub async fn run(spec: SimulatorConfig, ctx: ConnectorContext) -> Result<(), Con
 
 async fn run_device(device: DeviceSpec<SimulatorDevice, SimulatorChannel>, ctx: ConnectorContext) {
     let mut out = ctx.device_output(&device);
+    let mut control = ctx.register_device(&device);
     let token = ctx.shutdown.clone();
-    if !device.enabled {
-        out.set_status(|s| s.enabled = false).await;
-        token.cancelled().await;
-        return;
-    }
     let mut gens: Vec<Generator> = device
         .channels
         .iter()
         .map(|c| Generator::new(&c.settings))
         .collect();
     let interval = device.settings.interval.0;
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let start = Instant::now();
-    out.set_status(|s| {
-        s.running = true;
-        s.online = true;
-    })
-    .await;
-    loop {
-        let scheduled = tokio::select! {
-            biased;
-            _ = token.cancelled() => break,
-            at = tick.tick() => at,
-        };
-        if scheduled.elapsed() > interval {
-            ctx.health.counters.lagged.fetch_add(1, Relaxed);
+    'enabled: loop {
+        // Disabled: not running, requests refused, until enabled again or stopped.
+        while !control.is_enabled() {
+            out.set_status(|s| {
+                s.running = false;
+                s.enabled = false;
+            })
+            .await;
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return,
+                r = control.enabled.changed() => if r.is_err() { token.cancelled().await; return },
+                Some(req) = control.requests.recv() => req.fail(DeviceError::Disabled(device.name.to_string())),
+            }
         }
-        let ts = Timestamp::now();
-        let t = start.elapsed().as_secs_f64();
-        for (i, g) in gens.iter_mut().enumerate() {
-            out.push(i, g.next(t), ts);
-        }
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => break,
-            _ = out.flush() => {}
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        out.set_status(|s| {
+            s.running = true;
+            s.online = true;
+            s.enabled = true;
+            s.last_ok = Some(Timestamp::now());
+        })
+        .await;
+        loop {
+            let scheduled = tokio::select! {
+                biased;
+                _ = token.cancelled() => break 'enabled,
+                _ = control.enabled.changed() => continue 'enabled,
+                Some(req) = control.requests.recv() => {
+                    handle_request(req, &device, &mut gens, &out, start);
+                    continue;
+                }
+                at = tick.tick() => at,
+            };
+            if scheduled.elapsed() > interval {
+                ctx.health.counters.lagged.fetch_add(1, Relaxed);
+            }
+            let ts = Timestamp::now();
+            let t = start.elapsed().as_secs_f64();
+            for (i, g) in gens.iter_mut().enumerate() {
+                out.push(i, g.next(t), ts);
+            }
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => break 'enabled,
+                _ = out.flush() => {}
+            }
         }
     }
     // Best effort: a full queue at shutdown must not hold the stop up.
@@ -267,6 +341,47 @@ async fn run_device(device: DeviceSpec<SimulatorDevice, SimulatorChannel>, ctx: 
         out.set_status(|s| s.running = false),
     )
     .await;
+}
+
+fn handle_request(
+    req: DeviceRequest,
+    device: &DeviceSpec<SimulatorDevice, SimulatorChannel>,
+    gens: &mut [Generator],
+    out: &DeviceOutput,
+    start: Instant,
+) {
+    match req {
+        DeviceRequest::Read { reply } => {
+            let ts = Timestamp::now();
+            let t = start.elapsed().as_secs_f64();
+            let readings = gens
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, g)| out.convert(i, g.next(t), ts, Quality::Good))
+                .collect();
+            let _ = reply.send(Ok(readings));
+        }
+        DeviceRequest::Write {
+            channel,
+            value,
+            reply,
+        } => {
+            let res = match device.channels.iter().position(|c| *c.name == *channel) {
+                None => Err(DeviceError::UnknownChannel {
+                    device: device.name.to_string(),
+                    channel,
+                }),
+                Some(i) if !device.channels[i].settings.writable => {
+                    Err(DeviceError::NotWritable(channel))
+                }
+                Some(i) => gens[i]
+                    .write(&value)
+                    .map(|v| v.to_json())
+                    .map_err(|reason| DeviceError::OutOfRange { channel, reason }),
+            };
+            let _ = reply.send(res);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +396,7 @@ mod tests {
             period: Some(Dur::from_secs(10)),
             value: None,
             step: None,
+            writable: true,
         }
     }
 
@@ -303,6 +419,21 @@ mod tests {
             };
             assert!((10.0..=20.0).contains(&v));
         }
+    }
+
+    #[test]
+    fn writes_replace_the_signal_within_its_range() {
+        let mut g = Generator::new(&ch(Signal::Sine));
+        assert_eq!(g.write(&serde_json::json!(12.5)), Ok(Value::F64(12.5)));
+        assert_eq!(g.next(3.0), Value::F64(12.5));
+        assert!(g
+            .write(&serde_json::json!(25))
+            .unwrap_err()
+            .contains("outside"));
+        assert!(g.write(&serde_json::json!("x")).is_err());
+        let mut b = Generator::new(&ch(Signal::Bool));
+        assert_eq!(b.write(&serde_json::json!(true)), Ok(Value::Bool(true)));
+        assert!(b.write(&serde_json::json!(1)).is_err());
     }
 
     #[test]

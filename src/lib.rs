@@ -12,12 +12,14 @@
 //! - [`pipeline`]: device outputs, bounded sink queues, fan-out, full-policy.
 //! - [`sinks`]: one module per sink type (`sinks/` at the top of the repository).
 //! - [`status`]: counters and device health.
+//! - [`control`]: run-time device control (enable/disable, read now, write).
 //! - [`broker`]: the optional embedded MQTT broker.
 
 pub mod broker;
 pub mod config;
 #[path = "../connectors/mod.rs"]
 pub mod connectors;
+pub mod control;
 pub mod pipeline;
 pub mod reading;
 pub mod service;

@@ -238,6 +238,31 @@ impl DeviceOutput {
         }
     }
 
+    /// A reading of channel `ch` through the stateless value steps of its transform, for an
+    /// explicit read (`device.read`): not queued, no report strategy applied.
+    pub fn convert(
+        &self,
+        ch: usize,
+        value: Value,
+        ts: Timestamp,
+        quality: Quality,
+    ) -> Option<Reading> {
+        let c = self.channels.get(ch)?;
+        Some(c.transform.convert(Reading {
+            device: self.device.clone(),
+            channel: c.name.clone(),
+            value,
+            ts,
+            quality,
+            unit: c.unit.clone(),
+        }))
+    }
+
+    /// The index of the channel called `name`.
+    pub fn channel_index(&self, name: &str) -> Option<usize> {
+        self.channels.iter().position(|c| &*c.name == name)
+    }
+
     fn take_batch(&mut self) -> Option<Envelope> {
         self.now = None;
         if self.readings.is_empty() {

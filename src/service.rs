@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, GatewayConfig};
 use crate::connectors::{self, ConnectorConfig, ConnectorContext};
+use crate::control::ControlRegistry;
 use crate::pipeline::{sink_queue, ReadingSender, SinkInput};
 use crate::reading::Timestamp;
 use crate::sinks::{self, SinkConfig, SinkContext};
@@ -56,6 +57,7 @@ pub struct ReloadSummary {
 pub struct GatewayService {
     config: GatewayConfig,
     registry: Arc<StatusRegistry>,
+    control: Arc<ControlRegistry>,
     out: ReadingSender,
     root: CancellationToken,
     connectors: BTreeMap<Arc<str>, RunningConnector>,
@@ -72,6 +74,7 @@ impl GatewayService {
         }
         let mut svc = GatewayService {
             registry: Arc::new(StatusRegistry::default()),
+            control: Arc::new(ControlRegistry::default()),
             out: ReadingSender::new(Vec::new()),
             root: CancellationToken::new(),
             connectors: BTreeMap::new(),
@@ -101,6 +104,11 @@ impl GatewayService {
     /// Health data shared with the RPC server.
     pub fn registry(&self) -> &Arc<StatusRegistry> {
         &self.registry
+    }
+
+    /// Run-time device control shared with the RPC server and MQTT commands.
+    pub fn control(&self) -> &Arc<ControlRegistry> {
+        &self.control
     }
 
     /// The configuration in force.
@@ -156,6 +164,7 @@ impl GatewayService {
             out: self.out.clone(),
             shutdown: token.clone(),
             health: self.registry.connector(&name),
+            control: self.control.clone(),
         };
         let task = tokio::spawn(supervise(config.clone(), ctx));
         RunningConnector {

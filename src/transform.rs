@@ -114,11 +114,9 @@ impl Transform {
         })
     }
 
-    /// Applies the transform to one reading; `now` is the monotonic time of the poll.
-    pub fn apply(&mut self, mut reading: Reading, now: Instant) -> Outcome {
-        if self.cfg.is_identity() {
-            return Outcome::Emit(reading);
-        }
+    /// The stateless value steps only (scale, offset, round…), without report strategies or
+    /// state: what an explicit read (`device.read`) returns.
+    pub fn convert(&self, mut reading: Reading) -> Reading {
         if self.cfg.scale.is_some() || self.cfg.offset.is_some() || self.cfg.round.is_some() {
             match reading.value.as_f64() {
                 Some(x) => {
@@ -132,9 +130,20 @@ impl Transform {
                 None => {
                     reading.quality =
                         Quality::Bad("non-numeric value for a numeric transform".into());
-                    return Outcome::Emit(reading);
                 }
             }
+        }
+        reading
+    }
+
+    /// Applies the transform to one reading; `now` is the monotonic time of the poll.
+    pub fn apply(&mut self, reading: Reading, now: Instant) -> Outcome {
+        if self.cfg.is_identity() {
+            return Outcome::Emit(reading);
+        }
+        let reading = self.convert(reading);
+        if !reading.quality.is_good() {
+            return Outcome::Emit(reading);
         }
         if self.cfg.report == Some(Report::OnChange) {
             if let Some((last, at)) = &self.last {
