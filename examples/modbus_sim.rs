@@ -16,7 +16,8 @@
 //! GatewayTargetDevice. Values are computed on demand from the clock, so an idle simulator costs
 //! nothing.
 //!
-//! Once listening it prints `READY <addr> [<addr> …]` on stdout, for scripts and test harnesses.
+//! Once listening it prints `READY <addr> [<addr> …]` on stdout, for scripts and test harnesses;
+//! with `--stats` it then prints `STATS requests=<total>` every second (for benchmarks).
 //!
 //! ```text
 //! cargo run --release --example modbus_sim -- --listen 127.0.0.1:5020 --units 100 --registers 100
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,9 @@ struct Args {
     /// How often values change, in milliseconds.
     #[arg(long, default_value_t = 100)]
     period_ms: u64,
+    /// Print the number of requests served so far every second.
+    #[arg(long)]
+    stats: bool,
 }
 
 /// Which table a write went to.
@@ -77,6 +81,8 @@ struct Sim {
     /// Written values that override the simulated ones.
     written: Mutex<HashMap<(u8, Written, u16), u16>>,
     any_written: AtomicBool,
+    /// Requests served.
+    requests: AtomicU64,
 }
 
 impl Sim {
@@ -91,6 +97,7 @@ impl Sim {
             float_base: n - 2 * floats,
             written: Mutex::new(HashMap::new()),
             any_written: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
         }
     }
 
@@ -171,6 +178,7 @@ impl Sim {
     }
 
     fn handle(&self, unit: u8, req: Request<'static>) -> Result<Response, ExceptionCode> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if unit == 0 || unit > self.units {
             return Err(ExceptionCode::GatewayTargetDevice);
         }
@@ -265,6 +273,24 @@ async fn main() -> std::io::Result<()> {
         args.units, args.registers, sim.float_base, sim.float_base, args.registers, args.period_ms
     );
     let mut tasks = tokio::task::JoinSet::new();
+    if args.stats {
+        let sim = sim.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let n = sim.requests.load(Ordering::Relaxed);
+                let mut out = std::io::stdout().lock();
+                if writeln!(out, "STATS requests={n}")
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    // Nobody reads the stats any more.
+                    return Ok(());
+                }
+            }
+        });
+    }
     for listener in listeners {
         let sim = sim.clone();
         tasks.spawn(async move {

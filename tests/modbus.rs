@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use osgate::connectors::modbus::{write_channel, WriteError};
 use osgate::connectors::{self, ConnectorConfig, ConnectorContext};
+use osgate::control::{ControlRegistry, DeviceError};
 use osgate::pipeline::{sink_queue, Envelope, ReadingSender, WhenFull};
 use osgate::reading::{Quality, Reading, Value};
 use osgate::status::{ConnectorHealth, DeviceStatus, SinkCounters};
@@ -114,6 +114,8 @@ struct Running {
     token: CancellationToken,
     task: Option<JoinHandle<()>>,
     health: Arc<ConnectorHealth>,
+    control: Arc<ControlRegistry>,
+    name: String,
 }
 
 impl Drop for Running {
@@ -127,7 +129,7 @@ impl Drop for Running {
 
 static NEXT: AtomicU16 = AtomicU16::new(0);
 
-/// A connector name unique in this test binary (the write registry is process-wide).
+/// A connector name unique in this test binary.
 fn unique(name: &str) -> String {
     format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
@@ -150,12 +152,15 @@ fn start(cfg: Json) -> Running {
     let (input, rx) = sink_queue(4096, WhenFull::Block, Arc::new(SinkCounters::default()));
     let token = CancellationToken::new();
     let health = Arc::new(ConnectorHealth::default());
+    let control = Arc::new(ControlRegistry::default());
+    let name = cfg.name().to_string();
     let ctx = ConnectorContext {
         name: cfg.name().clone(),
         gateway: "gw".into(),
         out: ReadingSender::new(vec![input]),
         shutdown: token.clone(),
         health: health.clone(),
+        control: control.clone(),
     };
     let task = tokio::spawn(async move {
         connectors::run(cfg, ctx).await.expect("connector ran");
@@ -165,6 +170,8 @@ fn start(cfg: Json) -> Running {
         token,
         task: Some(task),
         health,
+        control,
+        name,
     }
 }
 
@@ -433,26 +440,24 @@ async fn modbus_writes_are_read_back_from_the_peer() {
              "order": "BADC", "writable": true},
             {"name": "ro", "table": "holding", "address": 30}]}]),
     );
-    let name = cfg["name"].as_str().expect("name").to_string();
     let mut run = start(cfg);
     run.batch("pump").await;
-    let w = |ch: &'static str, v: Value| {
-        let name = name.clone();
-        async move { within("write", write_channel(&name, "pump", ch, v)).await }
+    let (control, name) = (run.control.clone(), run.name.clone());
+    // The function the JSON-RPC `device.write` and the MQTT command path call.
+    let w = |ch: &'static str, v: Json| {
+        let (control, name) = (control.clone(), name.clone());
+        async move { within("write", control.write(&name, "pump", ch, v)).await }
     };
     // 25.0 engineering units = (25 - -10) / 0.1 = 350 raw.
-    w("setpoint", Value::F64(25.0))
-        .await
-        .expect("write setpoint");
-    w("speed", Value::F64(-3.5)).await.expect("write speed");
-    w("count", Value::I64(-9_876_543_210))
-        .await
-        .expect("write count");
-    w("flag", Value::Bool(true)).await.expect("write flag");
-    w("run", Value::Bool(true)).await.expect("write coil");
-    w("label", Value::Text("pX-2".into()))
-        .await
-        .expect("write label");
+    assert_eq!(w("setpoint", json!(25.0)).await, Ok(json!(25.0)));
+    assert_eq!(w("speed", json!(-3.5)).await, Ok(json!(-3.5)));
+    assert_eq!(
+        w("count", json!(-9_876_543_210i64)).await,
+        Ok(json!(-9_876_543_210i64))
+    );
+    assert_eq!(w("flag", json!(true)).await, Ok(json!(true)));
+    assert_eq!(w("run", json!(1)).await, Ok(json!(true)));
+    assert_eq!(w("label", json!("pX-2")).await, Ok(json!("pX-2")));
     let rb = |args: &'static [&'static str]| pymodbus_read(&addr, args);
     assert_eq!(rb(&["--address", "0", "--type", "u16"]).await, json!(350));
     assert_eq!(
@@ -497,23 +502,48 @@ async fn modbus_writes_are_read_back_from_the_peer() {
     assert_eq!(got["speed"], Value::F64(-3.5));
     assert_eq!(got["count"], Value::I64(-9_876_543_210));
     assert_eq!(got["label"], Value::Text("pX-2".into()));
+    // device.read: everything now, through the value transforms.
+    let now = within("read", control.read(&name, "pump"))
+        .await
+        .expect("read now");
+    let now = by_name(&now);
+    assert_eq!(now["setpoint"], Value::F64(25.0));
+    assert_eq!(now["flag"], Value::Bool(true));
     // Refusals.
     assert_eq!(
-        w("ro", Value::U64(1)).await,
-        Err(WriteError::NotWritable("ro".into()))
+        w("ro", json!(1)).await,
+        Err(DeviceError::NotWritable("ro".into()))
     );
     assert!(matches!(
-        w("setpoint", Value::F64(1e9)).await,
-        Err(WriteError::Encode(_))
+        w("setpoint", json!(1e9)).await,
+        Err(DeviceError::OutOfRange { .. })
     ));
     assert!(matches!(
-        w("nope", Value::U64(1)).await,
-        Err(WriteError::NoChannel { .. })
+        w("label", json!("too long!")).await,
+        Err(DeviceError::OutOfRange { .. })
     ));
+    assert!(matches!(
+        w("nope", json!(1)).await,
+        Err(DeviceError::UnknownChannel { .. })
+    ));
+    // Disabled at run time: polling stops and requests are refused; enabled again, it resumes.
+    control
+        .set_device_enabled(&name, "pump", false)
+        .expect("disable");
+    run.status("pump", |s| !s.running && !s.enabled).await;
+    assert_eq!(
+        w("run", json!(false)).await,
+        Err(DeviceError::Disabled("pump".into()))
+    );
+    control
+        .set_device_enabled(&name, "pump", true)
+        .expect("enable");
+    run.status("pump", |s| s.running && s.enabled).await;
+    run.good_batch("pump").await;
     run.stop().await;
     assert!(matches!(
-        write_channel(&name, "pump", "setpoint", Value::U64(1)).await,
-        Err(WriteError::NoConnector(_))
+        w("setpoint", json!(1)).await,
+        Err(DeviceError::Offline(..))
     ));
 }
 

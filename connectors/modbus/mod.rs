@@ -7,20 +7,18 @@
 //! *lines*: a TCP or RTU-over-TCP device gets a connection of its own, a serial port is one line
 //! whose devices are polled in turn by the one task that owns the port. Each line task
 //! ([`poller`]) plans its devices' reads with the [`planner`], decodes answers with the
-//! [`codec`], and hands one batch per device poll to the pipeline. Writes reach a running line
-//! through [`write_channel`].
+//! [`codec`], and hands one batch per device poll to the pipeline. Writes and on-demand reads
+//! reach a running line through the gateway's control registry
+//! ([`crate::control::ControlRegistry::write`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::{ConnectorContext, ConnectorError};
 use crate::config::{ConfigError, ConnectorSpec, Dur};
-use crate::reading::Value;
 
 pub mod cli;
 pub mod codec;
@@ -369,143 +367,25 @@ pub fn device_limits(s: &ModbusSettings, d: &ModbusDevice) -> planner::Limits {
     }
 }
 
-/// Why a write failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum WriteError {
-    /// No running Modbus connector has this name.
-    #[error("no running modbus connector \"{0}\"")]
-    NoConnector(String),
-    /// The connector has no such device.
-    #[error("no device \"{0}\" in this connector")]
-    NoDevice(String),
-    /// The device has no such channel.
-    #[error("no channel \"{channel}\" in device \"{device}\"")]
-    NoChannel {
-        /// The device.
-        device: String,
-        /// The channel asked for.
-        channel: String,
-    },
-    /// The channel is not `writable`.
-    #[error("channel \"{0}\" is not writable")]
-    NotWritable(String),
-    /// The value cannot be encoded for the channel.
-    #[error("cannot encode the value: {0}")]
-    Encode(#[from] codec::CodecError),
-    /// The device answered with a Modbus exception.
-    #[error("the device refused the write: {0}")]
-    Exception(String),
-    /// No answer, or the connection failed.
-    #[error("write failed: {0}")]
-    Transport(String),
-    /// The connector stopped before the write was done.
-    #[error("the connector stopped")]
-    Stopped,
-}
-
-/// A write for a running connector, answered on `reply`.
-#[derive(Debug)]
-pub struct WriteRequest {
-    /// Device name.
-    pub device: Arc<str>,
-    /// Channel name.
-    pub channel: Arc<str>,
-    /// The value in engineering units (scale/offset are reversed before encoding).
-    pub value: Value,
-    /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<(), WriteError>>,
-}
-
-type Registry = Mutex<HashMap<Arc<str>, HashMap<Arc<str>, mpsc::Sender<WriteRequest>>>>;
-
-/// Running connectors' write queues, by connector and device: the JSON-RPC and MQTT command
-/// paths reach a connector through [`write_channel`] without holding a reference to its task.
-fn registry() -> &'static Registry {
-    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
-
-/// Removes a connector's write queues when its task ends (only its own, so a restarted
-/// connector that registered again is left alone).
-struct Registration {
-    connector: Arc<str>,
-    senders: Vec<mpsc::Sender<WriteRequest>>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(devs) = reg.get_mut(&self.connector) {
-            devs.retain(|_, tx| !self.senders.iter().any(|s| s.same_channel(tx)));
-            if devs.is_empty() {
-                reg.remove(&self.connector);
-            }
-        }
-    }
-}
-
-/// Writes `value` (in engineering units) to a writable channel of a running Modbus connector
-/// and waits for the device's answer (at most `timeout`, plus the time the line needs to finish
-/// its current request).
-///
-/// This is the entry point of the JSON-RPC `device.write` method and the MQTT
-/// `command/{gateway}/{device}/{channel}/set` path.
-pub async fn write_channel(
-    connector: &str,
-    device: &str,
-    channel: &str,
-    value: Value,
-) -> Result<(), WriteError> {
-    let tx = {
-        let reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-        let devs = reg
-            .get(connector)
-            .ok_or_else(|| WriteError::NoConnector(connector.to_string()))?;
-        devs.get(device)
-            .cloned()
-            .ok_or_else(|| WriteError::NoDevice(device.to_string()))?
-    };
-    let (reply, rx) = oneshot::channel();
-    tx.send(WriteRequest {
-        device: device.into(),
-        channel: channel.into(),
-        value,
-        reply,
-    })
-    .await
-    .map_err(|_| WriteError::Stopped)?;
-    rx.await.map_err(|_| WriteError::Stopped)?
-}
-
 /// Runs the connector: one task per line (a TCP device, or a serial port with all its devices)
-/// until `ctx.shutdown` is cancelled.
+/// until `ctx.shutdown` is cancelled. Devices register with the gateway's control registry, so
+/// `device.read` / `device.write` (JSON-RPC, MQTT commands) reach them through
+/// [`crate::control::ControlRegistry::read`] and [`crate::control::ControlRegistry::write`].
 pub async fn run(spec: ModbusConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
     let settings = Arc::new(spec.settings);
     let serial = matches!(settings.transport, Transport::Rtu(_));
     let mut lines: Vec<poller::Line> = Vec::new();
-    let mut senders = HashMap::new();
     for device in spec.devices {
         if !serial || lines.is_empty() {
             lines.push(poller::Line::new(settings.clone(), ctx.clone()));
         }
-        let line = lines.last_mut().expect("a line was just added");
-        senders.insert(device.name.clone(), line.writes());
-        line.add(device);
+        lines.last_mut().expect("a line was just added").add(device);
     }
-    let registration = Registration {
-        connector: spec.name.clone(),
-        senders: senders.values().cloned().collect(),
-    };
-    registry()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(spec.name.clone(), senders);
     let mut tasks = JoinSet::new();
     for line in lines {
         tasks.spawn(line.run());
     }
     while tasks.join_next().await.is_some() {}
-    drop(registration);
     Ok(())
 }
 
@@ -670,13 +550,5 @@ mod tests {
                 .any(|e| e.contains("more than the device reads")),
             "{errs:?}"
         );
-    }
-
-    #[tokio::test]
-    async fn writes_to_unknown_connectors_fail_cleanly() {
-        let err = write_channel("nope", "d", "c", Value::U64(1))
-            .await
-            .unwrap_err();
-        assert_eq!(err, WriteError::NoConnector("nope".into()));
     }
 }

@@ -11,6 +11,10 @@
 //! exponential backoff. An offline device gets a single attempt per poll, so a dead slave on a
 //! serial line costs the others at most one timeout per cycle. Logs are written once per state
 //! change; every failure is counted in the device status and the connector counters.
+//!
+//! Each device registers with the gateway's [`crate::control::ControlRegistry`]; a small
+//! forwarding task per device hands its requests (`device.read`, `device.write`, MQTT commands)
+//! and enable/disable changes to the line, which serves them between polls.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -21,15 +25,17 @@ use tokio::time::Instant;
 use tokio_modbus::client::{Client as _, Context, Reader as _, Writer as _};
 use tokio_modbus::prelude::SlaveContext as _;
 use tokio_modbus::Slave;
+use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, DataType, Table, ValueFormat};
 use super::planner::{self, PlanItem, ReadRequest};
 use super::transport::{self, CallError};
-use super::{ModbusChannel, ModbusDevice, ModbusSettings, Transport, WriteError, WriteRequest};
+use super::{ModbusChannel, ModbusDevice, ModbusSettings, Transport};
 use crate::config::DeviceSpec;
 use crate::connectors::ConnectorContext;
+use crate::control::{DeviceControl, DeviceError, DeviceRequest};
 use crate::pipeline::DeviceOutput;
-use crate::reading::{Timestamp, Value};
+use crate::reading::{Quality, Reading, Timestamp, Value};
 
 /// What the line needs of a channel at run time.
 #[derive(Debug, Clone)]
@@ -87,13 +93,19 @@ impl Device {
     }
 }
 
+/// What the forwarding tasks tell the line about device `usize`.
+enum LineMsg {
+    Request(usize, DeviceRequest),
+    Enabled(usize, bool),
+}
+
 /// A line task: one connection and the devices behind it.
 pub struct Line {
     settings: Arc<ModbusSettings>,
     ctx: ConnectorContext,
     devices: Vec<Device>,
-    writes_tx: mpsc::Sender<WriteRequest>,
-    writes: mpsc::Receiver<WriteRequest>,
+    msgs_tx: mpsc::Sender<LineMsg>,
+    msgs: mpsc::Receiver<LineMsg>,
     conn: Option<Context>,
 }
 
@@ -107,24 +119,28 @@ enum Outcome {
 impl Line {
     /// An empty line for the connector's transport.
     pub fn new(settings: Arc<ModbusSettings>, ctx: ConnectorContext) -> Self {
-        let (writes_tx, writes) = mpsc::channel(16);
+        let (msgs_tx, msgs) = mpsc::channel(16);
         Line {
             settings,
             ctx,
             devices: Vec::new(),
-            writes_tx,
-            writes,
+            msgs_tx,
+            msgs,
             conn: None,
         }
     }
 
-    /// The queue that carries writes for this line's devices.
-    pub fn writes(&self) -> mpsc::Sender<WriteRequest> {
-        self.writes_tx.clone()
-    }
-
-    /// Adds a device: plans its reads and prepares its output.
+    /// Adds a device: plans its reads, prepares its output and registers it for run-time
+    /// control (must be called inside the runtime: it spawns the device's forwarding task).
     pub fn add(&mut self, spec: DeviceSpec<ModbusDevice, ModbusChannel>) {
+        let control = self.ctx.register_device(&spec);
+        let enabled = control.is_enabled();
+        tokio::spawn(forward(
+            self.devices.len(),
+            control,
+            self.msgs_tx.clone(),
+            self.ctx.shutdown.clone(),
+        ));
         let limits = super::device_limits(&self.settings, &spec.settings);
         let default_iv = spec.settings.interval.0;
         let channels: Vec<ChannelInfo> = spec
@@ -172,7 +188,7 @@ impl Line {
         self.devices.push(Device {
             name: spec.name.clone(),
             unit: spec.settings.unit_id,
-            enabled: spec.enabled,
+            enabled,
             out: self.ctx.device_output(&spec),
             channels,
             items,
@@ -183,25 +199,12 @@ impl Line {
         });
     }
 
-    /// The device names of this line.
-    pub fn device_names(&self) -> Vec<Arc<str>> {
-        self.devices.iter().map(|d| d.name.clone()).collect()
-    }
-
     /// Polls until the connector's token is cancelled.
     pub async fn run(mut self) {
         let token = self.ctx.shutdown.clone();
-        for d in &mut self.devices {
-            if d.enabled {
-                d.out
-                    .set_status(|s| {
-                        s.running = true;
-                        s.enabled = true;
-                    })
-                    .await;
-            } else {
-                d.out.set_status(|s| s.enabled = false).await;
-            }
+        for i in 0..self.devices.len() {
+            let enabled = self.devices[i].enabled;
+            self.set_enabled(i, enabled).await;
         }
         loop {
             let next = self.devices.iter().filter_map(Device::next_due).min();
@@ -214,9 +217,11 @@ impl Line {
             tokio::select! {
                 biased;
                 _ = token.cancelled() => break,
-                Some(w) = self.writes.recv() => {
-                    let res = self.write(&w).await;
-                    let _ = w.reply.send(res);
+                Some(msg) = self.msgs.recv() => {
+                    match msg {
+                        LineMsg::Enabled(i, on) => self.set_enabled(i, on).await,
+                        LineMsg::Request(i, req) => self.serve(i, req).await,
+                    }
                     continue;
                 }
                 _ = sleep => {}
@@ -421,113 +426,330 @@ impl Line {
 
     fn decode_registers(&mut self, i: usize, req: &ReadRequest, regs: &[u16], ts: Timestamp) {
         let d = &mut self.devices[i];
-        for &ch in &req.items {
-            let c = &d.channels[ch];
-            let off = req.offset(c.address);
-            let n = usize::from(c.format.count(c.table));
-            match regs.get(off..off + n) {
-                Some(slice) => match codec::decode_registers(slice, &c.format) {
-                    Ok(v) => d.out.push(ch, v, ts),
-                    Err(e) => d.out.push_bad(ch, e.to_string().into(), ts),
-                },
-                None => d
-                    .out
-                    .push_bad(ch, "short answer from the device".into(), ts),
-            }
-        }
+        let out = &mut d.out;
+        decode_registers(&d.channels, req, regs, |ch, v| match v {
+            Ok(v) => out.push(ch, v, ts),
+            Err(reason) => out.push_bad(ch, reason, ts),
+        });
     }
 
     fn decode_bits(&mut self, i: usize, req: &ReadRequest, bits: &[bool], ts: Timestamp) {
         let d = &mut self.devices[i];
-        for &ch in &req.items {
-            let c = &d.channels[ch];
-            match bits.get(req.offset(c.address)) {
-                Some(b) => d.out.push(ch, codec::decode_bit(*b), ts),
-                None => d
-                    .out
-                    .push_bad(ch, "short answer from the device".into(), ts),
+        let out = &mut d.out;
+        decode_bits(&d.channels, req, bits, |ch, v| match v {
+            Ok(v) => out.push(ch, v, ts),
+            Err(reason) => out.push_bad(ch, reason, ts),
+        });
+    }
+
+    /// Applies an enable/disable of device `i` (config or run time).
+    async fn set_enabled(&mut self, i: usize, on: bool) {
+        let d = &mut self.devices[i];
+        d.enabled = on;
+        if on {
+            let now = Instant::now();
+            for g in &mut d.groups {
+                g.next = now;
+            }
+            d.retry_at = None;
+        }
+        d.out
+            .set_status(|s| {
+                s.running = on;
+                s.enabled = on;
+            })
+            .await;
+    }
+
+    /// Serves a control request for device `i`.
+    async fn serve(&mut self, i: usize, req: DeviceRequest) {
+        if !self.devices[i].enabled {
+            req.fail(DeviceError::Disabled(self.devices[i].name.to_string()));
+            return;
+        }
+        match req {
+            DeviceRequest::Read { reply } => {
+                let res = self.read_now(i).await;
+                let _ = reply.send(res);
+            }
+            DeviceRequest::Write {
+                channel,
+                value,
+                reply,
+            } => {
+                let res = self.write(i, &channel, &value).await;
+                let _ = reply.send(res);
             }
         }
     }
 
-    /// Carries out one write.
-    async fn write(&mut self, w: &WriteRequest) -> Result<(), WriteError> {
-        let d = self
-            .devices
+    /// Reads every channel of device `i` now, through the value steps of the transforms
+    /// (`device.read`); nothing goes to the pipeline.
+    async fn read_now(&mut self, i: usize) -> Result<Vec<Reading>, DeviceError> {
+        let attempts = 1 + self.settings.retries;
+        let unit = self.devices[i].unit;
+        let requests: Vec<ReadRequest> = self.devices[i]
+            .groups
             .iter()
-            .find(|d| d.name == w.device)
-            .ok_or_else(|| WriteError::NoDevice(w.device.to_string()))?;
+            .flat_map(|g| g.requests.iter().cloned())
+            .collect();
+        let mut readings = Vec::new();
+        for req in &requests {
+            match self.read(unit, req, attempts).await {
+                Outcome::Registers(regs, ts) => {
+                    let d = &self.devices[i];
+                    let out = &d.out;
+                    decode_registers(&d.channels, req, &regs, |ch, v| {
+                        readings.extend(convert(out, ch, v, ts));
+                    });
+                }
+                Outcome::Bits(bits, ts) => {
+                    let d = &self.devices[i];
+                    let out = &d.out;
+                    decode_bits(&d.channels, req, &bits, |ch, v| {
+                        readings.extend(convert(out, ch, v, ts));
+                    });
+                }
+                Outcome::Failed(e @ CallError::Exception(_)) => {
+                    let d = &self.devices[i];
+                    let reason: Arc<str> = e.to_string().into();
+                    let ts = Timestamp::now();
+                    for &ch in &req.items {
+                        readings.extend(convert(&d.out, ch, Err(reason.clone()), ts));
+                    }
+                }
+                Outcome::Failed(e) => {
+                    return Err(DeviceError::Offline(
+                        self.devices[i].name.to_string(),
+                        e.to_string(),
+                    ))
+                }
+            }
+        }
+        Ok(readings)
+    }
+
+    /// Carries out one write to channel `channel` of device `i`; answers with the value the
+    /// device now holds, in engineering units.
+    async fn write(
+        &mut self,
+        i: usize,
+        channel: &str,
+        value: &serde_json::Value,
+    ) -> Result<serde_json::Value, DeviceError> {
+        let d = &self.devices[i];
+        let device = d.name.to_string();
         let c = d
             .channels
             .iter()
-            .find(|c| c.name == w.channel)
-            .ok_or_else(|| WriteError::NoChannel {
-                device: w.device.to_string(),
-                channel: w.channel.to_string(),
+            .find(|c| &*c.name == channel)
+            .ok_or_else(|| DeviceError::UnknownChannel {
+                device: device.clone(),
+                channel: channel.to_string(),
             })?
             .clone();
         if !c.writable {
-            return Err(WriteError::NotWritable(w.channel.to_string()));
+            return Err(DeviceError::NotWritable(channel.to_string()));
         }
+        let out_of_range = |reason: String| DeviceError::OutOfRange {
+            channel: channel.to_string(),
+            reason,
+        };
+        let v = Value::from_json(value).ok_or_else(|| {
+            out_of_range(format!("expected a number, bool or string, got {value}"))
+        })?;
         let unit = d.unit;
         let timeout = self.settings.timeout.0;
-        let res = self.write_value(unit, &c, &w.value, timeout).await;
-        if let Err(WriteError::Transport(_)) = &res {
-            self.conn = None;
+        let res = self.write_value(unit, &c, &v, timeout).await;
+        if let Err(e) = &res {
+            if e.needs_reconnect() {
+                self.after_error(&e.clone().call_error());
+            }
         }
-        if res.is_ok() {
-            tracing::info!(connector = %self.ctx.name, device = %w.device, channel = %w.channel,
-                value = %w.value, "modbus write");
-        }
-        res
+        let written = res.map_err(|e| match e {
+            WriteFailure::Codec(e) => out_of_range(e.to_string()),
+            WriteFailure::Call(CallError::Exception(m)) => {
+                DeviceError::Failed(format!("the device refused the write: {m}"))
+            }
+            WriteFailure::Call(e) => DeviceError::Offline(device.clone(), e.to_string()),
+        })?;
+        tracing::info!(connector = %self.ctx.name, device = %device, channel = %channel,
+            value = %written, "modbus write");
+        Ok(written.to_json())
     }
 
+    /// Encodes and sends a value; returns it as written (after the type's rounding), in
+    /// engineering units.
     async fn write_value(
         &mut self,
         unit: u8,
         c: &ChannelInfo,
         value: &Value,
         timeout: Duration,
-    ) -> Result<(), WriteError> {
-        let conn = self.connection(unit).await.map_err(to_write_error)?;
+    ) -> Result<Value, WriteFailure> {
+        let conn = self.connection(unit).await?;
         let a = c.address;
-        let res = match (c.table, c.format.data_type) {
+        match (c.table, c.format.data_type) {
             (Table::Coil, _) => {
                 let on = codec::to_coil(value)?;
-                transport::call(timeout, conn.write_single_coil(a, on)).await
+                transport::call(timeout, conn.write_single_coil(a, on)).await?;
+                Ok(Value::Bool(on))
             }
             (Table::Holding, DataType::Bool) => {
                 let on = codec::to_coil(value)?;
-                let cur = transport::call(timeout, conn.read_holding_registers(a, 1))
-                    .await
-                    .map_err(to_write_error)?;
+                let cur = transport::call(timeout, conn.read_holding_registers(a, 1)).await?;
                 let cur = *cur
                     .first()
-                    .ok_or_else(|| WriteError::Transport("short answer from the device".into()))?;
+                    .ok_or_else(|| CallError::Io("short answer from the device".into()))?;
                 let word = codec::set_bit(cur, &c.format, on)?;
-                transport::call(timeout, conn.write_single_register(a, word)).await
+                transport::call(timeout, conn.write_single_register(a, word)).await?;
+                Ok(Value::Bool(on))
             }
             (Table::Holding, _) => {
                 let raw = codec::unscale(value, c.scale, c.offset)?;
                 let words = codec::encode_registers(&raw, &c.format)?;
                 if words.len() == 1 {
-                    transport::call(timeout, conn.write_single_register(a, words[0])).await
+                    transport::call(timeout, conn.write_single_register(a, words[0])).await?;
                 } else {
-                    transport::call(timeout, conn.write_multiple_registers(a, &words)).await
+                    transport::call(timeout, conn.write_multiple_registers(a, &words)).await?;
                 }
+                let back = codec::decode_registers(&words, &c.format)?;
+                Ok(rescale(back, c.scale, c.offset))
             }
             (Table::Discrete | Table::Input, _) => {
-                return Err(WriteError::NotWritable(c.name.to_string()))
+                Err(CallError::Exception(format!("table \"{}\" is read-only", c.table)).into())
             }
-        };
-        res.map_err(to_write_error)
+        }
     }
 }
 
-fn to_write_error(e: CallError) -> WriteError {
-    match e {
-        CallError::Exception(m) => WriteError::Exception(m),
-        other => WriteError::Transport(other.to_string()),
+/// Why a write failed, before it is put in operator terms.
+#[derive(Debug, Clone)]
+enum WriteFailure {
+    Codec(codec::CodecError),
+    Call(CallError),
+}
+
+impl WriteFailure {
+    fn needs_reconnect(&self) -> bool {
+        matches!(self, WriteFailure::Call(e) if e.needs_reconnect())
+    }
+
+    fn call_error(self) -> CallError {
+        match self {
+            WriteFailure::Call(e) => e,
+            WriteFailure::Codec(e) => CallError::Io(e.to_string()),
+        }
+    }
+}
+
+impl From<codec::CodecError> for WriteFailure {
+    fn from(e: codec::CodecError) -> Self {
+        WriteFailure::Codec(e)
+    }
+}
+
+impl From<CallError> for WriteFailure {
+    fn from(e: CallError) -> Self {
+        WriteFailure::Call(e)
+    }
+}
+
+/// Applies `y = x * scale + offset` (what the transform does to a read value).
+fn rescale(v: Value, scale: Option<f64>, offset: Option<f64>) -> Value {
+    if scale.is_none() && offset.is_none() {
+        return v;
+    }
+    match v.as_f64() {
+        Some(x) => Value::F64(x * scale.unwrap_or(1.0) + offset.unwrap_or(0.0)),
+        None => v,
+    }
+}
+
+/// A reading of channel `ch` through its transform's value steps (for `device.read`).
+fn convert(
+    out: &DeviceOutput,
+    ch: usize,
+    v: Result<Value, Arc<str>>,
+    ts: Timestamp,
+) -> Option<Reading> {
+    match v {
+        Ok(v) => out.convert(ch, v, ts, Quality::Good),
+        Err(reason) => out.convert(ch, Value::F64(f64::NAN), ts, Quality::Bad(reason)),
+    }
+}
+
+/// Decodes the channels of a register read, handing each `(channel, value or reason)` to `f`.
+fn decode_registers(
+    channels: &[ChannelInfo],
+    req: &ReadRequest,
+    regs: &[u16],
+    mut f: impl FnMut(usize, Result<Value, Arc<str>>),
+) {
+    for &ch in &req.items {
+        let c = &channels[ch];
+        let off = req.offset(c.address);
+        let n = usize::from(c.format.count(c.table));
+        f(
+            ch,
+            match regs.get(off..off + n) {
+                Some(slice) => {
+                    codec::decode_registers(slice, &c.format).map_err(|e| e.to_string().into())
+                }
+                None => Err("short answer from the device".into()),
+            },
+        );
+    }
+}
+
+/// Decodes the channels of a bit read, handing each `(channel, value or reason)` to `f`.
+fn decode_bits(
+    channels: &[ChannelInfo],
+    req: &ReadRequest,
+    bits: &[bool],
+    mut f: impl FnMut(usize, Result<Value, Arc<str>>),
+) {
+    for &ch in &req.items {
+        let c = &channels[ch];
+        f(
+            ch,
+            match bits.get(req.offset(c.address)) {
+                Some(b) => Ok(codec::decode_bit(*b)),
+                None => Err("short answer from the device".into()),
+            },
+        );
+    }
+}
+
+/// Hands a device's control requests and enable/disable changes to its line.
+async fn forward(
+    i: usize,
+    mut control: DeviceControl,
+    line: mpsc::Sender<LineMsg>,
+    token: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            r = control.enabled.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let on = *control.enabled.borrow_and_update();
+                if line.send(LineMsg::Enabled(i, on)).await.is_err() {
+                    return;
+                }
+            }
+            Some(req) = control.requests.recv() => {
+                if let Err(mpsc::error::SendError(LineMsg::Request(_, req))) =
+                    line.send(LineMsg::Request(i, req)).await
+                {
+                    req.fail(DeviceError::Offline(String::new(), "connector stopped".into()));
+                    return;
+                }
+            }
+        }
     }
 }
 

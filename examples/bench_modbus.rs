@@ -1,0 +1,362 @@
+//! Modbus end-to-end benchmark: `modbus_sim` → osgate (Modbus connector → MQTT sink) →
+//! mosquitto → a counting subscriber.
+//!
+//! 100 devices (unit ids 1–100 of one simulator, one TCP connection per device as the connector
+//! does it) × 100 channels (50 u16 and 50 f32 = 150 registers, planned into 2 requests per
+//! device) polled every 100 ms. For each run it reports delivered readings/s (counted by the
+//! subscriber), Modbus requests/s (counted by the simulator), gateway CPU-seconds per 100k
+//! readings (from /proc) and the gateway's peak RSS (VmHWM), then the median of the runs.
+//!
+//! ```text
+//! cargo build --release --bin osgate --example modbus_sim --example bench_modbus
+//! target/release/examples/bench_modbus [--runs 3] [--secs 30] [--format device|reading]
+//!                                      [--devices 100] [--channels 100] [--interval-ms 100]
+//! ```
+//! Needs `mosquitto` on the PATH. Every child process is killed when the benchmark ends.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use osgate::connectors::modbus::codec::Table;
+use osgate::connectors::modbus::planner::{self, PlanItem};
+use serde_json::json;
+
+/// Options.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Number of runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Measured seconds per run (after a 5 s warm-up).
+    #[arg(long, default_value_t = 30)]
+    secs: u64,
+    /// MQTT sink format: `device` (one message per poll) or `reading` (one per value).
+    #[arg(long, default_value = "device")]
+    format: String,
+    /// Devices (unit ids).
+    #[arg(long, default_value_t = 100)]
+    devices: u16,
+    /// Channels per device: half u16, half f32.
+    #[arg(long, default_value_t = 100)]
+    channels: u16,
+    /// Poll interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    interval_ms: u64,
+}
+
+/// Kills and reaps a child when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/examples/bench_modbus → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_port(port: u16) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads lines until one starts with `prefix`; returns its rest.
+fn wait_line(r: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).expect("read child stdout") == 0 {
+            panic!("child exited before printing {prefix}");
+        }
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.trim().to_string();
+        }
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
+    // CLK_TCK is 100 on Linux for all practical purposes.
+    ticks / 100.0
+}
+
+/// Peak resident set size of a process, in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The channels of one device: `n/2` u16 counters, then `n/2` f32 values (ABCD).
+fn channels(n: u16) -> (Vec<serde_json::Value>, u16, u16) {
+    let u16s = n - n / 2;
+    let floats = n / 2;
+    let mut out = Vec::new();
+    for a in 0..u16s {
+        out.push(json!({"name": format!("c{a}"), "table": "holding", "address": a}));
+    }
+    for k in 0..floats {
+        out.push(
+            json!({"name": format!("f{k}"), "table": "holding", "address": u16s + 2 * k,
+                        "type": "f32"}),
+        );
+    }
+    (out, u16s + 2 * floats, floats)
+}
+
+/// The number of requests the planner makes for one device.
+fn planned_requests(n: u16) -> usize {
+    let u16s = n - n / 2;
+    let items: Vec<PlanItem> = (0..u16s)
+        .map(|a| (a, 1))
+        .chain((0..n / 2).map(|k| (u16s + 2 * k, 2)))
+        .map(|(address, count)| PlanItem {
+            key: 0,
+            table: Table::Holding,
+            address,
+            count,
+        })
+        .collect();
+    planner::plan(&items, &planner::Limits::default()).len()
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    readings_per_s: f64,
+    requests_per_s: f64,
+    cpu_s_per_100k: f64,
+    cpu_share: f64,
+    peak_rss_mb: f64,
+}
+
+fn run_once(args: &Args, dir: &Path) -> Figures {
+    let bins = bin_dir();
+    // mosquitto
+    let mport = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nuser root\n"
+        ),
+    )
+    .expect("write mosquitto.conf");
+    let _mosquitto = Proc(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto (is it installed?)"),
+    );
+    wait_port(mport);
+
+    // simulator
+    let (chs, registers, floats) = channels(args.channels);
+    let mut sim = Proc(
+        Command::new(bins.join("examples/modbus_sim"))
+            .args(["--listen", "127.0.0.1:0", "--stats"])
+            .args(["--units", &args.devices.to_string()])
+            .args(["--registers", &registers.to_string()])
+            .args(["--floats", &floats.to_string()])
+            .args(["--period-ms", &args.interval_ms.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn modbus_sim (build it with --release --example modbus_sim)"),
+    );
+    let mut sim_out = BufReader::new(sim.0.stdout.take().expect("sim stdout"));
+    let sim_addr = wait_line(&mut sim_out, "READY ");
+    let sim_requests = Arc::new(AtomicU64::new(0));
+    {
+        let sim_requests = sim_requests.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while sim_out.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(n) = line.trim().strip_prefix("STATS requests=") {
+                    sim_requests.store(n.parse().unwrap_or(0), Ordering::Relaxed);
+                }
+                line.clear();
+            }
+        });
+    }
+
+    // gateway
+    let devices: Vec<_> = (1..=args.devices)
+        .map(|u| {
+            json!({"name": format!("d{u}"), "unit_id": u,
+                   "interval": format!("{}ms", args.interval_ms), "channels": chs})
+        })
+        .collect();
+    let config = json!({
+        "gateway": {"id": "bench"},
+        "sinks": [{"name": "local", "type": "mqtt", "url": format!("mqtt://127.0.0.1:{mport}"),
+                   "qos": 1, "format": args.format, "status": false}],
+        "connectors": [{"name": "plc", "protocol": "modbus", "transport": {"tcp": sim_addr},
+                        "timeout": "1s", "devices": devices}]
+    });
+    let cfg_path = dir.join("osgate.json");
+    std::fs::write(&cfg_path, config.to_string()).expect("write config");
+    let gw = Proc(
+        Command::new(bins.join("osgate"))
+            .arg("-c")
+            .arg(&cfg_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn osgate (build it with --release)"),
+    );
+    let pid = gw.0.id();
+
+    // subscriber
+    let readings = Arc::new(AtomicU64::new(0));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    {
+        let readings = readings.clone();
+        let per_message = args.format != "device";
+        rt.spawn(async move {
+            use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+            let mut opts = MqttOptions::new("bench-sub", "127.0.0.1", mport);
+            opts.set_max_packet_size(1 << 20, 1 << 20);
+            let (client, mut el) = AsyncClient::new(opts, 100);
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.try_subscribe("telemetry/bench/#", QoS::AtMostOnce);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let n = if per_message {
+                            1
+                        } else {
+                            serde_json::from_slice::<serde_json::Value>(&p.payload)
+                                .ok()
+                                .and_then(|v| v["values"].as_object().map(|o| o.len() as u64))
+                                .unwrap_or(0)
+                        };
+                        readings.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+    }
+    // Warm-up, then measure.
+    rt.block_on(tokio::time::sleep(Duration::from_secs(5)));
+    let (r0, q0, c0, t0) = (
+        readings.load(Ordering::Relaxed),
+        sim_requests.load(Ordering::Relaxed),
+        cpu_seconds(pid),
+        Instant::now(),
+    );
+    rt.block_on(tokio::time::sleep(Duration::from_secs(args.secs)));
+    let (r1, q1, c1, secs) = (
+        readings.load(Ordering::Relaxed),
+        sim_requests.load(Ordering::Relaxed),
+        cpu_seconds(pid),
+        t0.elapsed().as_secs_f64(),
+    );
+    let rss = peak_rss_mb(pid);
+    drop(rt);
+    let delivered = (r1 - r0) as f64;
+    let cpu = c1 - c0;
+    Figures {
+        readings_per_s: delivered / secs,
+        requests_per_s: (q1 - q0) as f64 / secs,
+        cpu_s_per_100k: if delivered > 0.0 {
+            cpu / delivered * 100_000.0
+        } else {
+            f64::NAN
+        },
+        cpu_share: cpu / secs,
+        peak_rss_mb: rss,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args = Args::parse();
+    let dir = tempfile::Builder::new()
+        .prefix("osgate-bench")
+        .tempdir()
+        .expect("temp dir");
+    let planned = planned_requests(args.channels);
+    println!(
+        "modbus bench: {} devices x {} channels ({} planned requests each) every {} ms, \
+         format {}, {} s per run",
+        args.devices, args.channels, planned, args.interval_ms, args.format, args.secs
+    );
+    println!(
+        "  target: {:.0} readings/s, {:.0} Modbus requests/s",
+        f64::from(args.devices) * f64::from(args.channels) * 1000.0 / args.interval_ms as f64,
+        f64::from(args.devices) * planned as f64 * 1000.0 / args.interval_ms as f64
+    );
+    let mut all = Vec::new();
+    for i in 0..args.runs.max(1) {
+        let f = run_once(&args, dir.path());
+        println!(
+            "  run {}: {:.0} readings/s, {:.0} requests/s, {:.3} CPU-s per 100k readings \
+             ({:.0}% of one core), peak RSS {:.1} MB",
+            i + 1,
+            f.readings_per_s,
+            f.requests_per_s,
+            f.cpu_s_per_100k,
+            f.cpu_share * 100.0,
+            f.peak_rss_mb
+        );
+        let _ = std::io::stdout().flush();
+        all.push(f);
+    }
+    println!(
+        "  median: {:.0} readings/s, {:.0} requests/s, {:.3} CPU-s per 100k readings \
+         ({:.0}% of one core), peak RSS {:.1} MB",
+        median(all.iter().map(|f| f.readings_per_s).collect()),
+        median(all.iter().map(|f| f.requests_per_s).collect()),
+        median(all.iter().map(|f| f.cpu_s_per_100k).collect()),
+        median(all.iter().map(|f| f.cpu_share * 100.0).collect()),
+        median(all.iter().map(|f| f.peak_rss_mb).collect()),
+    );
+}
