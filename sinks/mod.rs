@@ -168,6 +168,9 @@ pub struct SinkContext {
     pub flush_timeout: Duration,
     /// When the gateway started (ms since epoch), published in `status/{gateway}`.
     pub started: i64,
+    /// The configuration's source, age and last error, published in `status/{gateway}` (the
+    /// sink republishes it when it changes).
+    pub config_info: tokio::sync::watch::Receiver<crate::config::remote::ConfigInfo>,
 }
 
 /// Why a sink's task ended with an error.

@@ -17,8 +17,9 @@
 //! Entries keep an `Arc` of their batch, not an encoded message: topic and payload are rendered
 //! when (re-)sent, so the outbox costs a few bytes per reading while the broker is away.
 //!
-//! Health: `status/{gateway}` carries a retained `{"online":true,…}` after every ConnAck
-//! (mosquitto publishes our will when *it* restarts), the last will `{"online":false}`, and an
+//! Health: `status/{gateway}` carries a retained `{"online":true,…,"config":{"source":…}}` after
+//! every ConnAck and whenever the configuration's source or last error changes (mosquitto
+//! publishes our will when *it* restarts), the last will `{"online":false}`, and an
 //! explicit offline message on a clean stop. Device status messages are retained and re-sent
 //! after every reconnect.
 
@@ -307,11 +308,7 @@ pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError>
     let topic =
         TopicTemplate::compile(cfg.template(), &ctx.gateway, &ctx.name).expect("validated at load");
     let status_topic: Arc<str> = format!("status/{}", ctx.gateway).into();
-    let online = Bytes::from(format!(
-        "{{\"online\":true,\"version\":\"{}\",\"started\":{}}}",
-        env!("CARGO_PKG_VERSION"),
-        ctx.started
-    ));
+    let online = online_payload(&ctx);
     let window = cfg.inflight as usize * 2;
     let mut sink = Sink {
         qos: if cfg.qos == 0 {
@@ -585,6 +582,7 @@ impl Sink {
         let mut input_open = true;
         let mut deadline: Option<Instant> = None;
         let mut offline_queued = false;
+        let mut info_open = true;
         let far = Instant::now() + Duration::from_secs(86400 * 365);
 
         loop {
@@ -681,6 +679,18 @@ impl Sink {
                         tracing::debug!(sink = %name, pending = self.len(), "queue closed; flushing");
                     }
                 },
+                changed = self.ctx.config_info.changed(), if info_open => {
+                    // A reload or a refresh error: the retained status says so at once.
+                    if changed.is_err() {
+                        info_open = false;
+                    } else {
+                        self.online = online_payload(&self.ctx);
+                        if connected && self.cfg.status && input_open {
+                            let (topic, payload) = (self.status_topic.clone(), self.online.clone());
+                            self.push_item(Item::Raw { topic, payload, retain: true }, true);
+                        }
+                    }
+                }
                 _ = sleep_until(reconnect_at), if !link_active => {
                     link = Some(self.connect());
                 }
@@ -697,6 +707,18 @@ impl Sink {
             dropped = c.dropped, "sink stopped; every accepted reading acknowledged");
         Ok(())
     }
+}
+
+/// The retained `status/{gateway}` payload: online, version, start time and where the running
+/// configuration came from (`config`: source, loaded, fetched, checked, last_error).
+fn online_payload(ctx: &SinkContext) -> Bytes {
+    let payload = serde_json::json!({
+        "online": true,
+        "version": env!("CARGO_PKG_VERSION"),
+        "started": ctx.started,
+        "config": *ctx.config_info.borrow(),
+    });
+    Bytes::from(payload.to_string())
 }
 
 /// The current time in ms, for status payloads.

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::remote::{self, RemoteLoader};
 use crate::config::{self, GatewayConfig};
 use crate::connectors::{self, ConnectorConfig, ConnectorContext};
 use crate::control::ControlRegistry;
@@ -141,6 +142,7 @@ impl GatewayService {
             counters,
             flush_timeout: self.config.gateway.shutdown_timeout.0,
             started: self.started,
+            config_info: self.registry.config.subscribe(),
         };
         let cfg = config.clone();
         let task = tokio::spawn(async move {
@@ -397,15 +399,31 @@ impl ServiceHandle {
     }
 }
 
-/// Runs the gateway until SIGINT/SIGTERM; SIGHUP reloads the configuration file.
+/// Runs the gateway until SIGINT/SIGTERM. The configuration comes from the remote, the cache or
+/// the file (in that order, [`config::remote`]); the refresher applies remote changes by hot
+/// reload; SIGHUP runs the loading order again and hot-reloads the result.
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let config = load(&config_path)?;
-    let mut svc = GatewayService::start(config)
+    // Remote → cache → local file (config::remote); SIGHUP runs the same order again.
+    let loader = Arc::new(RemoteLoader::new(config_path.clone()));
+    let loaded = loader.load().await?;
+    let mut svc = GatewayService::start(loaded.config)
         .await
         .context("starting the gateway")?;
+    svc.registry().config.send_replace(loaded.info);
     let (tx, mut commands) = mpsc::channel(16);
     let _handle = ServiceHandle { tx };
+    let refresh_handle = _handle.clone();
+    let refresher_stop = CancellationToken::new();
+    let refresher = tokio::spawn(remote::refresh_loop(
+        loader.clone(),
+        svc.registry().config.clone(),
+        move |cfg| {
+            let h = refresh_handle.clone();
+            async move { h.reload(Some(cfg)).await.map(|_| ()) }
+        },
+        refresher_stop.clone(),
+    ));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -422,12 +440,26 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         match cmd {
             ServiceCommand::Shutdown => break,
             ServiceCommand::Reload { config, reply } => {
+                let mut info = None;
                 let result = match config {
                     Some(c) => Ok(*c),
-                    None => load(&config_path).map_err(|e| e.to_string()),
+                    None => loader
+                        .load()
+                        .await
+                        .map(|l| {
+                            info = Some(l.info);
+                            l.config
+                        })
+                        .map_err(|e| e.to_string()),
                 };
                 let result = match result {
-                    Ok(new) => Ok(svc.reload(new).await),
+                    Ok(new) => {
+                        let summary = svc.reload(new).await;
+                        if let Some(i) = info {
+                            svc.registry().config.send_replace(i);
+                        }
+                        Ok(summary)
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "reload rejected; the running configuration stays");
                         Err(e)
@@ -439,5 +471,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             }
         }
     }
+    refresher_stop.cancel();
+    refresher.abort();
     svc.shutdown().await
 }

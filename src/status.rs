@@ -179,6 +179,9 @@ pub struct ConnectorHealth {
 pub struct StatusRegistry {
     connectors: RwLock<BTreeMap<Arc<str>, Arc<ConnectorHealth>>>,
     sinks: RwLock<BTreeMap<Arc<str>, Arc<SinkCounters>>>,
+    /// Where the running configuration came from, its age and the last refresh error
+    /// (`status/{gateway}` and `gateway.status` follow it; `.borrow()` to read).
+    pub config: tokio::sync::watch::Sender<crate::config::remote::ConfigInfo>,
 }
 
 impl StatusRegistry {

@@ -3,13 +3,15 @@
 //! [`load_file`] reads a JSON file with figment, merges `OSGATE_SECTION__FIELD` environment
 //! overrides, replaces `${VAR}` in string values from the environment, and hands the result to
 //! [`from_value`], which parses every section and runs every semantic check, collecting all
-//! problems into one [`ConfigErrors`]. The remote-first loader (`remote` section) builds on
-//! [`from_value`] too, so a config from any source goes through the same checks.
+//! problems into one [`ConfigErrors`]. The remote-first loader ([`remote`]: fetch,
+//! cache, fallback, refresh) builds on [`from_value`] too, so a config from any source goes
+//! through the same checks.
 //!
 //! Next: [`crate::service`] builds the pipeline from a [`GatewayConfig`].
 
 mod duration;
 mod error;
+pub mod remote;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -387,6 +389,12 @@ pub enum LoadError {
         path: PathBuf,
         /// Every problem found.
         errors: ConfigErrors,
+    },
+    /// Remote, cache and local file were all tried and none is usable.
+    #[error("no usable configuration: {}", reasons.join("; "))]
+    NoUsableSource {
+        /// Why each source was rejected, in the order tried.
+        reasons: Vec<String>,
     },
 }
 

@@ -1,0 +1,249 @@
+//! A small HTTP/1.1 server on a free loopback port for the remote-configuration tests.
+//!
+//! It answers every GET with the current [`Reply`] (changeable while running), honours
+//! `If-None-Match` for [`Reply::Json`] with an ETag (304), can misbehave on purpose (status codes,
+//! a body larger than any limit, a redirect loop, a body that is not JSON, a hang), and records
+//! each request so tests can await and inspect them. One response per connection
+//! (`Connection: close`), which is all a configuration fetch needs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the server answers.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// 200 with this body and an ETag derived from it (304 when `If-None-Match` matches).
+    Json(Vec<u8>),
+    /// 200 with this body and no ETag.
+    JsonNoEtag(Vec<u8>),
+    /// This status with an empty body.
+    Status(u16),
+    /// 200 streaming this many bytes without a Content-Length (only the limit can stop it).
+    Huge(usize),
+    /// 302 to itself, forever.
+    RedirectLoop,
+    /// 200 with an HTML page.
+    NotJson,
+    /// Reads the request and never answers.
+    Hang,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Request path.
+    pub path: String,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The status answered.
+    pub status: u16,
+}
+
+impl Request {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct Shared {
+    reply: Mutex<Reply>,
+    log: Mutex<Vec<Request>>,
+    count: watch::Sender<usize>,
+}
+
+/// The running server; stops (port closed) on drop.
+pub struct HttpServer {
+    /// Its port.
+    pub port: u16,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The ETag the server gives a body.
+pub fn etag_of(body: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    format!("\"{:x}\"", h.finish())
+}
+
+impl HttpServer {
+    /// Starts on a free port.
+    pub async fn start(reply: Reply) -> HttpServer {
+        Self::start_on(0, reply).await
+    }
+
+    /// Starts on `port` (0 = any free one); retries a moment if the port is still held.
+    pub async fn start_on(port: u16, reply: Reply) -> HttpServer {
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot bind 127.0.0.1:{port}: {e}"),
+            }
+        };
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            reply: Mutex::new(reply),
+            log: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+        });
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                conns.spawn(serve(stream, s.clone()));
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        HttpServer { port, shared, task }
+    }
+
+    /// `http://127.0.0.1:PORT/config.json`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/config.json", self.port)
+    }
+
+    /// Changes the answer.
+    pub fn set(&self, reply: Reply) {
+        *self.shared.reply.lock().unwrap() = reply;
+    }
+
+    /// Requests so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests were answered; panics after `within`.
+    pub async fn wait_requests(&self, n: usize, within: Duration) -> Vec<Request> {
+        let mut rx = self.shared.count.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|c| *c >= n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "fewer than {n} requests within {within:?}: {:?}",
+                    self.requests()
+                )
+            })
+            .expect("server alive");
+        self.requests()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > 64 * 1024 {
+            return;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let path = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("/")
+        .to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let reply = shared.reply.lock().unwrap().clone();
+    let inm = headers
+        .iter()
+        .find(|(k, _)| k == "if-none-match")
+        .map(|(_, v)| v.clone());
+    let (status, extra, body): (u16, String, Vec<u8>) = match &reply {
+        Reply::Json(b) => {
+            let tag = etag_of(b);
+            if inm.as_deref() == Some(tag.as_str()) {
+                (304, format!("ETag: {tag}\r\n"), Vec::new())
+            } else {
+                (200, format!("ETag: {tag}\r\n"), b.clone())
+            }
+        }
+        Reply::JsonNoEtag(b) => (200, String::new(), b.clone()),
+        Reply::Status(s) => (*s, String::new(), Vec::new()),
+        Reply::NotJson => (
+            200,
+            "Content-Type: text/html\r\n".into(),
+            b"<html><body>login required</body></html>".to_vec(),
+        ),
+        Reply::RedirectLoop => (302, format!("Location: {path}\r\n"), Vec::new()),
+        Reply::Huge(_) | Reply::Hang => (200, String::new(), Vec::new()),
+    };
+    shared.log.lock().unwrap().push(Request {
+        path: path.clone(),
+        headers,
+        status,
+    });
+    shared.count.send_modify(|c| *c += 1);
+    match reply {
+        Reply::Hang => {
+            // Hold the connection open without answering until the client gives up.
+            let _ = stream.read(&mut chunk).await;
+        }
+        Reply::Huge(n) => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"gateway\":{\"id\":\"huge\"},\"pad\":\"")
+                .await;
+            let block = vec![b'a'; 64 * 1024];
+            let mut sent = 0;
+            while sent < n {
+                if stream.write_all(&block).await.is_err() {
+                    return;
+                }
+                sent += block.len();
+            }
+            let _ = stream.write_all(b"\"}").await;
+        }
+        _ => {
+            let reason = match status {
+                200 => "OK",
+                302 => "Found",
+                304 => "Not Modified",
+                404 => "Not Found",
+                500 => "Internal Server Error",
+                503 => "Service Unavailable",
+                _ => "Other",
+            };
+            let head = format!(
+                "HTTP/1.1 {status} {reason}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+        }
+    }
+    let _ = stream.shutdown().await;
+}
