@@ -3,5 +3,5 @@
 
 mod common;
 mod foundation;
+#[cfg(feature = "modbus")]
 mod modbus;
-mod remote_config;

@@ -38,10 +38,27 @@ fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
 }
 
-/// A child process killed when dropped, with the argument of its `READY` line.
+/// A child process killed when dropped, with the argument of its `READY` line and the lines
+/// it prints after it.
 struct Peer {
     child: Child,
     ready: String,
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+impl Peer {
+    /// Waits for an output line that satisfies `f`.
+    async fn line(&mut self, f: impl Fn(&str) -> bool) -> String {
+        within("a peer output line", async {
+            loop {
+                let l = self.lines.recv().await.expect("peer still running");
+                if f(&l) {
+                    return l;
+                }
+            }
+        })
+        .await
+    }
 }
 
 impl Drop for Peer {
@@ -69,8 +86,17 @@ async fn spawn_ready(mut cmd: Command) -> Peer {
     })
     .await;
     // Keep draining stdout so the peer never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Peer { child, ready }
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send(l);
+        }
+    });
+    Peer {
+        child,
+        ready,
+        lines: rx,
+    }
 }
 
 /// Starts the pymodbus peer; `how` is e.g. `["--tcp", "127.0.0.1:0"]`.
@@ -655,17 +681,21 @@ async fn modbus_rtu_dead_slave_costs_the_live_one_at_most_one_timeout_per_cycle(
     run.stop().await;
 }
 
-async fn bad_peer(mode: &str) -> Peer {
+async fn bad_peer(mode: &str, bad: u32) -> Peer {
     let mut cmd = Command::new("python3");
-    cmd.arg(peers_dir().join("modbus_bad_peer.py"))
-        .args(["--mode", mode, "--bad", "3"]);
+    cmd.arg(peers_dir().join("modbus_bad_peer.py")).args([
+        "--mode",
+        mode,
+        "--bad",
+        &bad.to_string(),
+    ]);
     spawn_ready(cmd).await
 }
 
 #[tokio::test]
 async fn modbus_recovers_from_misbehaving_peers() {
     for mode in ["wrong_tid", "wrong_unit", "short", "garbled", "silent"] {
-        let peer = bad_peer(mode).await;
+        let peer = bad_peer(mode, 3).await;
         let addr = format!("127.0.0.1:{}", peer.ready);
         let mut run = start(tcp(
             &addr,
@@ -933,4 +963,33 @@ async fn modbus_readings_and_status_reach_mqtt_through_the_gateway() {
         .next_where(WAIT, |m| m.topic == "status/gwm/plc/meter")
         .await;
     assert!(s.retain && s.json["online"] == true, "{s:?}");
+}
+
+#[tokio::test]
+async fn modbus_failures_are_logged_once_per_state_change() {
+    use crate::common::Gateway;
+    // Eight silent requests (each costs a timeout), then good answers.
+    let mut peer = bad_peer("silent", 8).await;
+    let cfg = json!({"gateway": {"id": "gwl"}, "sinks": [],
+        "connectors": [{"name": "plc", "protocol": "modbus",
+            "transport": {"tcp": format!("127.0.0.1:{}", peer.ready)},
+            "timeout": "100ms", "retries": 0, "backoff": "10ms", "backoff_max": "10ms",
+            "devices": [{"name": "d", "interval": "20ms", "channels": [
+                {"name": "r", "table": "holding", "address": 3}]}]}]});
+    let gw = Gateway::start(&cfg);
+    peer.line(|l| l == "GOOD 12").await;
+    gw.wait_log("modbus device answering again", WAIT).await;
+    let log = gw.log_json();
+    let count = |needle: &str| {
+        log.iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.contains(needle)))
+            .count()
+    };
+    assert_eq!(count("modbus device not answering"), 1, "{}", gw.log_text());
+    assert_eq!(
+        count("modbus device answering again"),
+        1,
+        "{}",
+        gw.log_text()
+    );
 }

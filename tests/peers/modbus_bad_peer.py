@@ -11,7 +11,7 @@ requests it receives get the misbehaviour chosen with `--mode`:
   silent      no answer at all on this connection
 
 After the N bad answers it behaves, so a test can check that the client recovers. Prints
-"READY <port>" when listening and "BAD <n>" / "GOOD <n>" on stderr per request.
+"READY <port>" when listening and "BAD <n>" / "GOOD <n>" on stdout per request.
 """
 
 import argparse
@@ -43,7 +43,7 @@ def serve_conn(conn, state, args):
                     state["n"] += 1
                     bad = state["n"] <= args.bad
                     n = state["n"]
-                print(("BAD" if bad else "GOOD"), n, file=sys.stderr, flush=True)
+                print(("BAD" if bad else "GOOD"), n, flush=True)
                 if muted:
                     continue
                 fc = pdu[0]
