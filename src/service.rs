@@ -39,6 +39,10 @@ struct RunningSink {
     task: JoinHandle<()>,
 }
 
+/// How long connectors (re)started by a reload must run without failing for the reload to
+/// count as started (a failure within it restores the previous configuration).
+pub const RELOAD_SETTLE: Duration = Duration::from_millis(300);
+
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReloadSummary {
@@ -176,9 +180,63 @@ impl GatewayService {
         }
     }
 
-    /// Applies a new configuration (already validated): restarts only the connectors and sinks
-    /// whose configuration changed, keeps the others running without a gap.
-    pub async fn reload(&mut self, new: GatewayConfig) -> ReloadSummary {
+    /// Applies a new, validated configuration by hot reload: restarts only the connectors and
+    /// sinks whose configuration changed; the others keep running without a gap. A connector
+    /// (re)started by the reload that fails within [`RELOAD_SETTLE`] means the new pipeline
+    /// did not start: the previous configuration is restored (again touching only what
+    /// differs) and the error names the connector and why.
+    pub async fn reload(&mut self, new: GatewayConfig) -> Result<ReloadSummary, String> {
+        let old = self.config.clone();
+        let everything = new.gateway != old.gateway;
+        let starting: Vec<Arc<str>> = new
+            .connectors
+            .iter()
+            .filter(|c| {
+                everything
+                    || self
+                        .connectors
+                        .get(c.name())
+                        .is_none_or(|r| r.config.raw != c.raw)
+            })
+            .map(|c| c.name().clone())
+            .collect();
+        // Only the supervisor writes `last_error` (when a task fails): cleared, it tells below
+        // whether the new instance failed.
+        for n in &starting {
+            *self
+                .registry
+                .connector(n)
+                .last_error
+                .lock()
+                .expect("status lock") = None;
+        }
+        let summary = self.apply(new).await;
+        if summary.connectors_started.is_empty() {
+            return Ok(summary);
+        }
+        tokio::time::sleep(RELOAD_SETTLE).await;
+        let failed: Vec<String> = summary
+            .connectors_started
+            .iter()
+            .filter_map(|n| {
+                let h = self.registry.connector(&Arc::<str>::from(n.as_str()));
+                let e = h.last_error.lock().expect("status lock").clone();
+                e.map(|e| format!("connector \"{n}\": {e}"))
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(summary);
+        }
+        let why = failed.join("; ");
+        tracing::error!(failed = %why, "the new configuration failed to start; restoring the previous one");
+        self.apply(old).await;
+        Err(format!(
+            "the new configuration failed to start ({why}); the previous configuration was restored"
+        ))
+    }
+
+    /// Restarts the connectors and sinks whose configuration changed (no checks).
+    async fn apply(&mut self, new: GatewayConfig) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         if new.broker != self.config.broker {
             tracing::warn!("broker.embedded changed: it applies at the next start (the embedded broker cannot be restarted)");
@@ -454,11 +512,16 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
                 };
                 let result = match result {
                     Ok(new) => {
-                        let summary = svc.reload(new).await;
-                        if let Some(i) = info {
-                            svc.registry().config.send_replace(i);
+                        let result = svc.reload(new).await;
+                        match (&result, info) {
+                            (Ok(_), Some(i)) => {
+                                svc.registry().config.send_replace(i);
+                            }
+                            // Rolled back: let the refresher judge the remote body afresh.
+                            (Err(_), Some(_)) => loader.forget().await,
+                            _ => {}
                         }
-                        Ok(summary)
+                        result
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "reload rejected; the running configuration stays");

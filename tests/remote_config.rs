@@ -550,3 +550,70 @@ async fn hostile_remote_answers_fall_back_with_a_clear_reason() {
         assert_eq!(std::fs::read(&cache).unwrap(), cached, "{reply:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_fails_to_start_keeps_the_old_pipeline() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "#").await;
+    let (_st, cache) = state();
+    let good = simple("rgw10", &broker, "a");
+    // The change adds a channel to "a" and a connector whose task ends at once (a simulator
+    // with no devices): the supervisor reports it as failed right after its start.
+    let mut bad = good.clone();
+    bad["connectors"][0]["devices"][0]["channels"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "x", "signal": "constant", "value": 1}));
+    bad["connectors"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "broken", "protocol": "simulator", "devices": []}));
+    let server = HttpServer::start(Reply::Json(bytes(&good))).await;
+    let local = with_remote(
+        simple("rgw10", &broker, "ldev"),
+        &server.url(),
+        &cache,
+        "200ms",
+    );
+    let gw = Gateway::start(&local);
+    reading_from(&mut sub, "rgw10", "a").await;
+    server.set(Reply::Json(bytes(&bad)));
+    let line = gw
+        .wait_log("the new configuration failed to start", TEST_TIMEOUT)
+        .await;
+    assert!(
+        line["failed"]
+            .as_str()
+            .unwrap()
+            .contains("connector \"broken\""),
+        "{line}"
+    );
+    gw.wait_log(
+        "could not be applied; the running configuration stays",
+        TEST_TIMEOUT,
+    )
+    .await;
+    let cfg = status_where(&mut sub, "rgw10", |c| c["last_error"].is_string()).await;
+    let err = cfg["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("broken") && err.contains("previous configuration was restored"),
+        "{err}"
+    );
+    // The old pipeline runs again: "a" without the new channel; the cache keeps the old body.
+    sub.drain();
+    sub.seen.clear();
+    assert!(
+        sub.collect_until(TEST_TIMEOUT, |seen| seen
+            .iter()
+            .filter(|m| m.topic == "telemetry/rgw10/a/n")
+            .count()
+            >= 5)
+            .await
+    );
+    assert!(
+        !sub.seen.iter().any(|m| m.topic == "telemetry/rgw10/a/x"),
+        "the new channel still runs: {:?}",
+        sub.seen
+    );
+    assert_eq!(std::fs::read(&cache).unwrap(), bytes(&good));
+}

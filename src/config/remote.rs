@@ -585,6 +585,14 @@ impl RemoteLoader {
         self.state.lock().await.rejected = Some(error.to_string());
     }
 
+    /// Forgets the body in force and its ETag (after a reload of it was rolled back), so the
+    /// next poll fetches and judges it again.
+    pub async fn forget(&self) {
+        let mut st = self.state.lock().await;
+        st.applied = None;
+        st.etag = None;
+    }
+
     /// The delay until the next poll; `None` when there is no remote.
     async fn delay(&self) -> Option<Duration> {
         let st = self.state.lock().await;
