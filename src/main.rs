@@ -44,7 +44,8 @@ enum LogFormat {
 enum Command {
     /// Run the gateway (the default).
     Run,
-    /// Validate the configuration, print a summary, exit 0 (valid) or 2 (invalid).
+    /// Validate the local configuration file, print a summary, exit 0 (valid) or 2 (invalid).
+    /// It does not fetch `remote.url`: a remote configuration is validated when it arrives.
     Check,
     /// Read or write one value of a Modbus device (commissioning, like mbpoll).
     #[cfg(feature = "modbus")]
