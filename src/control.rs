@@ -124,12 +124,15 @@ struct Entry {
     requests: Option<mpsc::Sender<DeviceRequest>>,
 }
 
+/// (connector, device).
+type DeviceKey = (Arc<str>, Arc<str>);
+
 /// Every device's control handles, keyed by (connector, device).
 #[derive(Debug, Default)]
 pub struct ControlRegistry {
-    devices: Mutex<HashMap<(Arc<str>, Arc<str>), Entry>>,
+    devices: Mutex<HashMap<DeviceKey, Entry>>,
     /// Run-time enable/disable of devices, surviving restarts and reloads.
-    overrides: Mutex<HashMap<(Arc<str>, Arc<str>), bool>>,
+    overrides: Mutex<HashMap<DeviceKey, bool>>,
     /// Run-time enable/disable of whole connectors.
     connector_overrides: Mutex<HashMap<Arc<str>, bool>>,
 }

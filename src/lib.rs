@@ -14,6 +14,7 @@
 //! - [`status`]: counters and device health.
 //! - [`control`]: run-time device control (enable/disable, read now, write).
 //! - [`broker`]: the optional embedded MQTT broker.
+//! - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands) and the `osgate rpc` client.
 
 pub mod broker;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod connectors;
 pub mod control;
 pub mod pipeline;
 pub mod reading;
+pub mod rpc;
 pub mod service;
 #[path = "../sinks/mod.rs"]
 pub mod sinks;

@@ -50,6 +50,8 @@ enum Command {
     /// Read or write one value of a Modbus device (commissioning, like mbpoll).
     #[cfg(feature = "modbus")]
     Modbus(Box<osgate::connectors::modbus::cli::ModbusCommand>),
+    /// Call a running gateway's JSON-RPC management API: `osgate rpc METHOD [JSON-PARAMS]`.
+    Rpc(osgate::rpc::client::RpcCommand),
 }
 
 fn init_logging(debug: bool, format: LogFormat) {
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Run => run(cli.config),
         #[cfg(feature = "modbus")]
         Command::Modbus(cmd) => osgate::connectors::modbus::cli::main(*cmd),
+        Command::Rpc(cmd) => osgate::rpc::client::main(cmd),
     }
 }
 

@@ -75,6 +75,59 @@ pub fn sink_queue(
 #[derive(Debug, Clone)]
 pub struct ReadingSender {
     sinks: Arc<ArcSwap<Vec<SinkInput>>>,
+    tap: ReadingTap,
+}
+
+/// A live copy of every batch for observers (JSON-RPC `readings.subscribe`). It costs one
+/// atomic load per batch while nobody listens; a listener that falls behind skips batches
+/// (`RecvError::Lagged`) and never slows the pipeline.
+#[derive(Debug, Clone)]
+pub struct ReadingTap {
+    tx: tokio::sync::broadcast::Sender<Arc<Batch>>,
+    listeners: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A subscription to a [`ReadingTap`]; counts as a listener until dropped.
+#[derive(Debug)]
+pub struct TapReceiver {
+    /// The batches.
+    pub rx: tokio::sync::broadcast::Receiver<Arc<Batch>>,
+    listeners: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for TapReceiver {
+    fn drop(&mut self) {
+        self.listeners.fetch_sub(1, Relaxed);
+    }
+}
+
+impl ReadingTap {
+    /// Batches kept for a slow listener before it starts skipping.
+    pub const CAPACITY: usize = 1024;
+
+    fn new() -> Self {
+        ReadingTap {
+            tx: tokio::sync::broadcast::channel(Self::CAPACITY).0,
+            listeners: Arc::default(),
+        }
+    }
+
+    /// Starts receiving every batch sent from now on.
+    pub fn subscribe(&self) -> TapReceiver {
+        self.listeners.fetch_add(1, Relaxed);
+        TapReceiver {
+            rx: self.tx.subscribe(),
+            listeners: self.listeners.clone(),
+        }
+    }
+
+    fn feed(&self, env: &Envelope) {
+        if let Envelope::Batch(b) = env {
+            if self.listeners.load(Relaxed) > 0 {
+                let _ = self.tx.send(b.clone());
+            }
+        }
+    }
 }
 
 impl ReadingSender {
@@ -82,7 +135,13 @@ impl ReadingSender {
     pub fn new(sinks: Vec<SinkInput>) -> Self {
         ReadingSender {
             sinks: Arc::new(ArcSwap::from_pointee(sinks)),
+            tap: ReadingTap::new(),
         }
+    }
+
+    /// The live copy of every batch (shared by all clones of this sender).
+    pub fn tap(&self) -> &ReadingTap {
+        &self.tap
     }
 
     /// Replaces the sink list for every clone of this sender.
@@ -99,6 +158,7 @@ impl ReadingSender {
     /// Sends to every sink, waiting where a sink's policy is `block`. Returns the number of
     /// readings dropped (queue full with `drop_newest`, or sink gone).
     pub async fn send(&self, env: Envelope) -> u64 {
+        self.tap.feed(&env);
         let sinks = self.sinks.load_full();
         let mut dropped = 0;
         for s in sinks.iter() {
@@ -118,6 +178,7 @@ impl ReadingSender {
     /// Sends to every sink without ever waiting: a full queue drops the envelope for that sink
     /// (counted). Returns the number of readings dropped.
     pub fn try_send(&self, env: Envelope) -> u64 {
+        self.tap.feed(&env);
         let sinks = self.sinks.load();
         let mut dropped = 0;
         for s in sinks.iter() {

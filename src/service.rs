@@ -69,6 +69,8 @@ pub struct GatewayService {
     sinks: BTreeMap<Arc<str>, RunningSink>,
     retiring: Vec<(Arc<str>, JoinHandle<()>)>,
     started: i64,
+    /// The configuration in force, shared with the RPC server (replaced on every reload).
+    shared: Arc<arc_swap::ArcSwap<GatewayConfig>>,
 }
 
 impl GatewayService {
@@ -86,6 +88,7 @@ impl GatewayService {
             sinks: BTreeMap::new(),
             retiring: Vec::new(),
             started: Timestamp::now().0,
+            shared: Arc::new(arc_swap::ArcSwap::from_pointee(config.clone())),
             config: config.clone(),
         };
         for s in config.sinks.iter().filter(|s| s.common.enabled) {
@@ -124,6 +127,76 @@ impl GatewayService {
     /// When the gateway started (ms since the epoch).
     pub fn started(&self) -> i64 {
         self.started
+    }
+
+    /// The configuration in force, kept current across reloads (for the RPC server).
+    pub fn shared_config(&self) -> Arc<arc_swap::ArcSwap<GatewayConfig>> {
+        self.shared.clone()
+    }
+
+    /// The fan-out every connector sends to (the RPC server taps it for `readings.subscribe`).
+    pub fn readings(&self) -> &ReadingSender {
+        &self.out
+    }
+
+    /// Whether a connector should run: its run-time override, else its config.
+    fn connector_wanted(&self, c: &ConnectorConfig) -> bool {
+        self.control
+            .connector_override(c.name())
+            .unwrap_or_else(|| c.enabled())
+    }
+
+    /// Enables, disables or restarts one connector at run time. Enable and disable are recorded
+    /// in the [`ControlRegistry`], so they survive reloads. Returns whether it now runs.
+    pub async fn connector_action(
+        &mut self,
+        name: &str,
+        action: ConnectorAction,
+    ) -> Result<bool, String> {
+        let Some(cfg) = self
+            .config
+            .connectors
+            .iter()
+            .find(|c| &**c.name() == name)
+            .cloned()
+        else {
+            return Err(format!("unknown connector \"{name}\""));
+        };
+        let key = cfg.name().clone();
+        let running = self.connectors.contains_key(&key);
+        let (stop, start) = match action {
+            ConnectorAction::Enable => {
+                self.control.set_connector_enabled(&key, true);
+                (false, !running)
+            }
+            ConnectorAction::Disable => {
+                self.control.set_connector_enabled(&key, false);
+                (running, false)
+            }
+            ConnectorAction::Restart if !running => {
+                return Err(format!(
+                    "connector \"{name}\" is disabled; enable it instead"
+                ))
+            }
+            ConnectorAction::Restart => (true, true),
+        };
+        if stop {
+            let c = self.connectors.remove(&key).expect("running");
+            c.token.cancel();
+            wait_all(
+                vec![(key.clone(), c.task)],
+                self.config.gateway.shutdown_timeout.0,
+                "connector",
+            )
+            .await;
+        }
+        if start {
+            let c = self.start_connector(cfg);
+            self.connectors.insert(key.clone(), c);
+        }
+        let running = self.connectors.contains_key(&key);
+        tracing::info!(connector = %key, ?action, running, "connector changed at run time");
+        Ok(running)
     }
 
     fn publish_sink_list(&self) {
@@ -277,7 +350,7 @@ impl GatewayService {
         let wanted: BTreeMap<Arc<str>, &ConnectorConfig> = new
             .connectors
             .iter()
-            .filter(|c| c.enabled())
+            .filter(|c| self.connector_wanted(c))
             .map(|c| (c.name().clone(), c))
             .collect();
         let names: Vec<Arc<str>> = self.connectors.keys().cloned().collect();
@@ -313,6 +386,7 @@ impl GatewayService {
         let keep_s: Vec<Arc<str>> = new.sinks.iter().map(|s| s.name().into()).collect();
         self.registry.retain(&keep_c, &keep_s);
         let _ = old_gateway;
+        self.shared.store(Arc::new(new.clone()));
         self.config = new;
         self.retiring.retain(|(_, t)| !t.is_finished());
         tracing::info!(?summary, "configuration reloaded");
@@ -426,8 +500,28 @@ pub enum ServiceCommand {
         /// Where the result goes (optional).
         reply: Option<oneshot::Sender<Result<ReloadSummary, String>>>,
     },
+    /// Enable, disable or restart one connector; the reply says whether it now runs.
+    Connector {
+        /// The connector's name.
+        name: String,
+        /// What to do.
+        action: ConnectorAction,
+        /// Where the result goes.
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
     /// Stop the gateway as on SIGTERM.
     Shutdown,
+}
+
+/// What [`ServiceCommand::Connector`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorAction {
+    /// Start it (if stopped) and keep it enabled across reloads.
+    Enable,
+    /// Stop it and keep it disabled across reloads.
+    Disable,
+    /// Stop and start it again (it must be running).
+    Restart,
 }
 
 /// A cloneable handle to send [`ServiceCommand`]s to the running service.
@@ -455,6 +549,21 @@ impl ServiceHandle {
         rx.await
             .unwrap_or_else(|_| Err("the gateway is stopping".into()))
     }
+
+    /// Enables, disables or restarts a connector and waits for the result (whether it runs).
+    pub async fn connector(&self, name: &str, action: ConnectorAction) -> Result<bool, String> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = ServiceCommand::Connector {
+            name: name.to_string(),
+            action,
+            reply,
+        };
+        if !self.send(cmd).await {
+            return Err("the gateway is stopping".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the gateway is stopping".into()))
+    }
 }
 
 /// Runs the gateway until SIGINT/SIGTERM. The configuration comes from the remote, the cache or
@@ -471,6 +580,14 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     svc.registry().config.send_replace(loaded.info);
     let (tx, mut commands) = mpsc::channel(16);
     let _handle = ServiceHandle { tx };
+    // The JSON-RPC server and MQTT commands live as long as the service loop (crate::rpc).
+    let management = match crate::rpc::start(&svc, _handle.clone()).await {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = svc.shutdown().await;
+            return Err(e.context("starting the management API"));
+        }
+    };
     let refresh_handle = _handle.clone();
     let refresher_stop = CancellationToken::new();
     let refresher = tokio::spawn(remote::refresh_loop(
@@ -497,6 +614,13 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         };
         match cmd {
             ServiceCommand::Shutdown => break,
+            ServiceCommand::Connector {
+                name,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(svc.connector_action(&name, action).await);
+            }
             ServiceCommand::Reload { config, reply } => {
                 let mut info = None;
                 let result = match config {
@@ -536,5 +660,6 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
     refresher_stop.cancel();
     refresher.abort();
+    management.stop().await;
     svc.shutdown().await
 }

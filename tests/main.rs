@@ -5,3 +5,4 @@ mod common;
 mod foundation;
 #[cfg(feature = "modbus")]
 mod modbus;
+mod rpc;

@@ -126,6 +126,10 @@ pub struct RpcSection {
     pub mqtt: bool,
 }
 
+/// Shortest accepted API key. Keys are compared in constant time, so guessing is the only
+/// attack; long random keys are recommended, short ones are allowed for lab setups.
+pub const MIN_API_KEY_LEN: usize = 6;
+
 fn default_rpc_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8580))
 }
@@ -289,10 +293,10 @@ impl GatewayConfig {
                 ));
             }
             for (i, k) in rpc.api_keys.iter().enumerate() {
-                if k.len() < 8 {
+                if k.len() < MIN_API_KEY_LEN {
                     errs.push(ConfigError::new(
                         format!("rpc.api_keys[{i}]"),
-                        "too short: use at least 8 characters",
+                        format!("too short: use at least {MIN_API_KEY_LEN} characters (random, e.g. `openssl rand -hex 16`)"),
                     ));
                 }
             }

@@ -1,0 +1,820 @@
+//! Management through JSON-RPC 2.0 (jsonrpsee): what the gateway is doing, reload, connectors
+//! and devices on and off, read now, write set-points, live readings.
+//!
+//! [`start`] serves one [`RpcModule`] over HTTP and WebSocket on `rpc.listen` (no `rpc` section:
+//! no server) behind the API-key check of [`auth`], and starts the MQTT command path of
+//! [`mqtt`] (`command/{gateway}/{device}/{channel}/set`, and the opt-in
+//! `rpc/{gateway}/request`). Methods answer from the shared health and control registries;
+//! reloads and connector changes go through the service loop as [`ServiceCommand`]s, so they
+//! never overlap. [`client`] is the `osgate rpc` command.
+//!
+//! Method names, params and results are part of the public interface (README, "Management
+//! (JSON-RPC)").
+//!
+//! [`ServiceCommand`]: crate::service::ServiceCommand
+
+pub mod auth;
+pub mod client;
+pub mod mqtt;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use jsonrpsee::server::{
+    BatchRequestConfig, PendingSubscriptionSink, Server, ServerConfig, ServerHandle,
+    SubscriptionMessage,
+};
+use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::RpcModule;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::connectors::ConnectorConfig;
+use crate::control::{ControlRegistry, DeviceError};
+use crate::pipeline::ReadingTap;
+use crate::reading::{Batch, Reading, Timestamp};
+use crate::service::{ConnectorAction, GatewayService, ServiceHandle};
+use crate::status::{DeviceStatus, StatusRegistry};
+
+/// Largest request body accepted (HTTP body or WebSocket message); larger ones are refused
+/// before they are parsed.
+pub const MAX_REQUEST_BODY: u32 = 256 * 1024;
+/// Largest response body.
+pub const MAX_RESPONSE_BODY: u32 = 16 * 1024 * 1024;
+/// Most calls in one batch request.
+pub const MAX_BATCH: u32 = 32;
+/// Most simultaneous connections.
+pub const MAX_CONNECTIONS: u32 = 64;
+/// How long `device.read` and `device.write` wait for the device.
+pub const DEVICE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Application error codes (JSON-RPC reserves -32768..-32000 for itself except -32000..-32099,
+/// which is for implementations: these live there).
+pub mod codes {
+    /// No such device.
+    pub const UNKNOWN_DEVICE: i32 = -32001;
+    /// No such channel on the device.
+    pub const UNKNOWN_CHANNEL: i32 = -32002;
+    /// The channel is not writable.
+    pub const NOT_WRITABLE: i32 = -32003;
+    /// The value does not fit the channel's type or range.
+    pub const OUT_OF_RANGE: i32 = -32004;
+    /// The device is disabled.
+    pub const DISABLED: i32 = -32005;
+    /// The device does not answer (or its connector is stopped).
+    pub const OFFLINE: i32 = -32006;
+    /// The device answered with an error.
+    pub const DEVICE_FAILED: i32 = -32007;
+    /// No such connector.
+    pub const UNKNOWN_CONNECTOR: i32 = -32010;
+    /// The connector could not be changed.
+    pub const CONNECTOR_FAILED: i32 = -32011;
+    /// The reload was rejected; the running configuration stays.
+    pub const RELOAD_FAILED: i32 = -32020;
+}
+
+/// What every method reads.
+pub struct RpcContext {
+    config: Arc<ArcSwap<GatewayConfig>>,
+    registry: Arc<StatusRegistry>,
+    control: Arc<ControlRegistry>,
+    service: ServiceHandle,
+    tap: ReadingTap,
+    started: i64,
+}
+
+/// The running management endpoints; [`Management::stop`] ends them.
+pub struct Management {
+    /// Where the JSON-RPC server listens (`None`: no `rpc` section).
+    pub addr: Option<SocketAddr>,
+    // Dropping the ServerHandle stops the server, so it lives as long as this.
+    server: Option<ServerHandle>,
+    mqtt: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl Management {
+    /// Stops the server and the MQTT command client.
+    pub async fn stop(mut self) {
+        if let Some(h) = self.server.take() {
+            let _ = h.stop();
+            let _ = tokio::time::timeout(Duration::from_secs(2), h.stopped()).await;
+        }
+        if let Some((token, task)) = self.mqtt.take() {
+            token.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+    }
+}
+
+/// Starts the JSON-RPC server (when the config has an `rpc` section) and the MQTT command path
+/// (when it has an MQTT sink). A port that cannot be bound is an error: an operator who
+/// configured management expects it to work.
+pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Result<Management> {
+    let cfg = svc.config();
+    let ctx = RpcContext {
+        config: svc.shared_config(),
+        registry: svc.registry().clone(),
+        control: svc.control().clone(),
+        service,
+        tap: svc.readings().tap().clone(),
+        started: svc.started(),
+    };
+    let module = module(ctx);
+    let mut mgmt = Management {
+        addr: None,
+        server: None,
+        mqtt: None,
+    };
+    if let Some(rpc) = &cfg.rpc {
+        let open = rpc.api_keys.is_empty();
+        if open {
+            // Config validation refuses a non-loopback address without keys.
+            tracing::warn!(listen = %rpc.listen, "rpc.api_keys is empty: the management API is open to every local process (loopback only); add a key");
+        }
+        let auth =
+            auth::ApiKeyAuth::new(svc.shared_config(), open && rpc.listen.ip().is_loopback());
+        let middleware = tower::ServiceBuilder::new()
+            .layer(tower_http::validate_request::ValidateRequestHeaderLayer::custom(auth));
+        let limits = ServerConfig::builder()
+            .max_request_body_size(MAX_REQUEST_BODY)
+            .max_response_body_size(MAX_RESPONSE_BODY)
+            .max_connections(MAX_CONNECTIONS)
+            .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH))
+            .build();
+        let server = Server::builder()
+            .set_config(limits)
+            .set_http_middleware(middleware)
+            .build(rpc.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
+        let addr = server.local_addr()?;
+        mgmt.server = Some(server.start(module.clone()));
+        mgmt.addr = Some(addr);
+        tracing::info!(%addr, keys = rpc.api_keys.len(), "JSON-RPC management listening (HTTP and WebSocket)");
+    }
+    if let Some(sink) = mqtt::command_sink(cfg) {
+        let token = CancellationToken::new();
+        let methods = cfg.rpc.as_ref().filter(|r| r.mqtt).map(|_| module.clone());
+        let task = mqtt::spawn(
+            sink,
+            cfg.gateway.id.clone(),
+            svc.control().clone(),
+            methods,
+            token.clone(),
+        );
+        mgmt.mqtt = Some((token, task));
+    }
+    Ok(mgmt)
+}
+
+// ---- parameters ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectorParams {
+    connector: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevicesParams {
+    #[serde(default)]
+    connector: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceParams {
+    device: String,
+    #[serde(default)]
+    connector: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteParams {
+    device: String,
+    channel: String,
+    value: Value,
+    #[serde(default)]
+    connector: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeParams {
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+/// Params that may be left out entirely (`null`, absent, `[]`, `{}`).
+fn parse_optional<T: Default + serde::de::DeserializeOwned>(
+    params: &Params<'_>,
+) -> Result<T, ErrorObjectOwned> {
+    if params.as_str().is_none() {
+        return Ok(T::default());
+    }
+    params.parse()
+}
+
+fn app_error(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(code, message.into(), None::<()>)
+}
+
+fn device_error(e: DeviceError) -> ErrorObjectOwned {
+    let code = match &e {
+        DeviceError::UnknownDevice(_) => codes::UNKNOWN_DEVICE,
+        DeviceError::UnknownChannel { .. } => codes::UNKNOWN_CHANNEL,
+        DeviceError::NotWritable(_) => codes::NOT_WRITABLE,
+        DeviceError::OutOfRange { .. } => codes::OUT_OF_RANGE,
+        DeviceError::Disabled(_) => codes::DISABLED,
+        DeviceError::Offline(..) => codes::OFFLINE,
+        DeviceError::Failed(_) => codes::DEVICE_FAILED,
+    };
+    app_error(code, e.to_string())
+}
+
+// ---- views ----
+
+impl RpcContext {
+    fn connector_config(&self, cfg: &GatewayConfig, name: &str) -> Option<ConnectorConfig> {
+        cfg.connectors.iter().find(|c| &**c.name() == name).cloned()
+    }
+
+    /// The connector serving `device`: the one given (checked), else looked up.
+    fn resolve(&self, device: &str, connector: Option<&str>) -> Result<String, ErrorObjectOwned> {
+        let cfg = self.config.load();
+        let owner = cfg
+            .connectors
+            .iter()
+            .find(|c| c.device_names().iter().any(|d| &**d == device))
+            .map(|c| c.name().to_string())
+            .or_else(|| self.control.connector_of(device).map(|c| c.to_string()));
+        match (owner, connector) {
+            (Some(o), None) => Ok(o),
+            (Some(o), Some(c)) if o == c => Ok(o),
+            (Some(_), Some(c)) if self.connector_config(&cfg, c).is_none() => Err(app_error(
+                codes::UNKNOWN_CONNECTOR,
+                format!("unknown connector \"{c}\""),
+            )),
+            _ => Err(device_error(DeviceError::UnknownDevice(device.to_string()))),
+        }
+    }
+
+    fn connector_enabled(&self, c: &ConnectorConfig) -> bool {
+        self.control
+            .connector_override(c.name())
+            .unwrap_or_else(|| c.enabled())
+    }
+
+    fn device_view(
+        &self,
+        connector: &str,
+        connector_on: bool,
+        device: &str,
+        st: Option<&DeviceStatus>,
+    ) -> Value {
+        let enabled = self
+            .control
+            .device_enabled(connector, device)
+            .or(st.map(|s| s.enabled))
+            .unwrap_or(true);
+        json!({
+            "connector": connector,
+            "device": device,
+            "running": connector_on && enabled && st.is_some_and(|s| s.running),
+            "online": connector_on && st.is_some_and(|s| s.online),
+            "enabled": enabled,
+            "last_ok": st.and_then(|s| s.last_ok).map(|t| t.0),
+            "errors": st.map_or(0, |s| s.errors),
+            "last_error": st.and_then(|s| s.last_error.clone()),
+        })
+    }
+
+    fn connector_view(&self, c: &ConnectorConfig) -> Value {
+        let name = c.name();
+        let on = self.connector_enabled(c);
+        let health = self
+            .registry
+            .connectors()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, h)| h);
+        let statuses = health
+            .as_ref()
+            .map(|h| h.devices.lock().expect("status lock").clone())
+            .unwrap_or_default();
+        let devices: Vec<Value> = c
+            .device_names()
+            .iter()
+            .map(|d| self.device_view(name, on, d, statuses.get(d)))
+            .collect();
+        let degraded = devices
+            .iter()
+            .any(|d| d["enabled"] == true && d["online"] != true);
+        json!({
+            "name": &**name,
+            "protocol": c.protocol(),
+            "enabled": on,
+            "running": on,
+            "health": if !on { "stopped" } else if degraded { "degraded" } else { "ok" },
+            "counters": health.as_ref().map(|h| h.counters.snapshot()).unwrap_or_default(),
+            "last_error": health.as_ref().and_then(|h| h.last_error.lock().expect("status lock").clone()),
+            "devices": devices,
+        })
+    }
+
+    fn connectors(&self) -> Vec<Value> {
+        let cfg = self.config.load();
+        cfg.connectors
+            .iter()
+            .map(|c| self.connector_view(c))
+            .collect()
+    }
+
+    fn sinks(&self) -> Vec<Value> {
+        let cfg = self.config.load();
+        let counters = self.registry.sinks();
+        cfg.sinks
+            .iter()
+            .map(|s| {
+                let c = counters
+                    .iter()
+                    .find(|(n, _)| **n == *s.name())
+                    .map(|(_, c)| c.snapshot());
+                let health = match &c {
+                    _ if !s.common.enabled => "stopped",
+                    Some(c) if c.buffered > 0 => "backlog",
+                    _ => "ok",
+                };
+                json!({
+                    "name": s.name(),
+                    "type": s.raw.get("type").cloned().unwrap_or(Value::Null),
+                    "enabled": s.common.enabled,
+                    "health": health,
+                    "counters": c.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    fn status(&self) -> Value {
+        let now = Timestamp::now().0;
+        let cfg = self.config.load();
+        let info = self.registry.config.borrow().clone();
+        let mut config = serde_json::to_value(&info).unwrap_or_else(|_| json!({}));
+        if let Some(o) = config.as_object_mut() {
+            o.insert("age_ms".into(), info.age_ms(now).into());
+        }
+        json!({
+            "gateway": cfg.gateway.id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "started": self.started,
+            "uptime_s": (now - self.started).max(0) / 1000,
+            "config": config,
+            "connectors": self.connectors(),
+            "sinks": self.sinks(),
+        })
+    }
+}
+
+fn reading_json(r: &Reading) -> Value {
+    let mut m = Map::new();
+    m.insert("channel".into(), r.channel.to_string().into());
+    m.insert("value".into(), r.value.to_json());
+    m.insert("ts".into(), r.ts.0.into());
+    m.insert("quality".into(), r.quality.as_str().into());
+    if let Some(reason) = r.quality.reason() {
+        m.insert("reason".into(), reason.into());
+    }
+    if let Some(u) = &r.unit {
+        m.insert("unit".into(), u.to_string().into());
+    }
+    Value::Object(m)
+}
+
+/// A batch as sent to `readings.subscribe` subscribers, keeping only `channel` if given.
+fn batch_json(b: &Batch, channel: Option<&str>) -> Option<Value> {
+    let readings: Vec<Value> = b
+        .readings
+        .iter()
+        .filter(|r| channel.is_none_or(|c| *r.channel == *c))
+        .map(reading_json)
+        .collect();
+    if readings.is_empty() {
+        return None;
+    }
+    Some(json!({"connector": &*b.connector, "device": &*b.device, "readings": readings}))
+}
+
+/// Hides secrets in a configuration (as written, `${VAR}` not yet replaced): API keys,
+/// passwords, tokens, request headers and passwords inside URLs.
+pub fn redact(v: &Value) -> Value {
+    const HIDDEN: &str = "***";
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| {
+                    let key = k.to_ascii_lowercase();
+                    let out = if key == "api_keys" {
+                        match v {
+                            Value::Array(a) => {
+                                Value::Array(a.iter().map(|_| HIDDEN.into()).collect())
+                            }
+                            _ => HIDDEN.into(),
+                        }
+                    } else if key == "headers" {
+                        match v {
+                            Value::Object(h) => Value::Object(
+                                h.keys().map(|k| (k.clone(), HIDDEN.into())).collect(),
+                            ),
+                            _ => HIDDEN.into(),
+                        }
+                    } else if ["password", "token", "secret", "api_key"]
+                        .iter()
+                        .any(|s| key == *s || key.ends_with(&format!("_{s}")))
+                        && !v.is_null()
+                    {
+                        HIDDEN.into()
+                    } else {
+                        redact(v)
+                    };
+                    (k.clone(), out)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(redact).collect()),
+        Value::String(s) => Value::String(redact_url(s)),
+        other => other.clone(),
+    }
+}
+
+/// `scheme://user:password@host…` → `scheme://user:***@host…`.
+fn redact_url(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}@{host}{}", &rest[authority_end..])
+        }
+        None => s.to_string(),
+    }
+}
+
+// ---- the module ----
+
+fn register(
+    m: &mut RpcModule<RpcContext>,
+    name: &'static str,
+    f: impl Fn(Params<'_>, &RpcContext) -> Result<Value, ErrorObjectOwned> + Send + Sync + 'static,
+) {
+    m.register_method(name, move |p, ctx, _| f(p, ctx))
+        .expect("method names are unique");
+}
+
+/// Builds the RPC module (HTTP, WebSocket and MQTT all serve this one).
+pub fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
+    let mut m = RpcModule::new(ctx);
+    register(&mut m, "gateway.status", |_, ctx| Ok(ctx.status()));
+    register(&mut m, "gateway.config", |_, ctx| {
+        Ok(redact(&ctx.config.load().source))
+    });
+    register(&mut m, "connectors.list", |_, ctx| {
+        Ok(ctx.connectors().into())
+    });
+    register(&mut m, "connector.status", |p, ctx| {
+        let p: ConnectorParams = p.parse()?;
+        let cfg = ctx.config.load();
+        ctx.connector_config(&cfg, &p.connector)
+            .map(|c| ctx.connector_view(&c))
+            .ok_or_else(|| {
+                app_error(
+                    codes::UNKNOWN_CONNECTOR,
+                    format!("unknown connector \"{}\"", p.connector),
+                )
+            })
+    });
+    register(&mut m, "devices.list", |p, ctx| {
+        let p: DevicesParams = parse_optional(&p)?;
+        let cfg = ctx.config.load();
+        if let Some(c) = &p.connector {
+            if ctx.connector_config(&cfg, c).is_none() {
+                return Err(app_error(
+                    codes::UNKNOWN_CONNECTOR,
+                    format!("unknown connector \"{c}\""),
+                ));
+            }
+        }
+        let devices: Vec<Value> = ctx
+            .connectors()
+            .into_iter()
+            .filter(|c| p.connector.as_deref().is_none_or(|n| c["name"] == n))
+            .flat_map(|mut c| match c["devices"].take() {
+                Value::Array(d) => d,
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(devices.into())
+    });
+    register(&mut m, "device.status", |p, ctx| {
+        let p: DeviceParams = p.parse()?;
+        let connector = ctx.resolve(&p.device, p.connector.as_deref())?;
+        let cfg = ctx.config.load();
+        let c = ctx
+            .connector_config(&cfg, &connector)
+            .ok_or_else(|| device_error(DeviceError::UnknownDevice(p.device.clone())))?;
+        let view = ctx.connector_view(&c);
+        Ok(view["devices"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["device"] == p.device.as_str()))
+            .cloned()
+            .unwrap_or(Value::Null))
+    });
+    for (name, enabled) in [("device.enable", true), ("device.disable", false)] {
+        register(&mut m, name, move |p, ctx| {
+            let p: DeviceParams = p.parse()?;
+            let connector = ctx.resolve(&p.device, p.connector.as_deref())?;
+            ctx.control
+                .set_device_enabled(&connector, &p.device, enabled)
+                .map_err(device_error)?;
+            tracing::info!(%connector, device = %p.device, enabled, "device enabled/disabled over RPC");
+            Ok(json!({"connector": connector, "device": p.device, "enabled": enabled}))
+        });
+    }
+    m.register_async_method("gateway.reload", |_, ctx, _| async move {
+        match ctx.service.reload(None).await {
+            Ok(s) => Ok(json!({
+                "connectors_started": s.connectors_started,
+                "connectors_stopped": s.connectors_stopped,
+                "connectors_kept": s.connectors_kept,
+                "sinks_started": s.sinks_started,
+                "sinks_stopped": s.sinks_stopped,
+            })),
+            Err(e) => Err(app_error(
+                codes::RELOAD_FAILED,
+                format!("reload rejected: {e}"),
+            )),
+        }
+    })
+    .expect("unique");
+    for (name, action) in [
+        ("connector.enable", ConnectorAction::Enable),
+        ("connector.disable", ConnectorAction::Disable),
+        ("connector.restart", ConnectorAction::Restart),
+    ] {
+        m.register_async_method(name, move |p, ctx, _| async move {
+            let p: ConnectorParams = p.parse()?;
+            if ctx
+                .connector_config(&ctx.config.load(), &p.connector)
+                .is_none()
+            {
+                return Err(app_error(
+                    codes::UNKNOWN_CONNECTOR,
+                    format!("unknown connector \"{}\"", p.connector),
+                ));
+            }
+            let running = ctx
+                .service
+                .connector(&p.connector, action)
+                .await
+                .map_err(|e| app_error(codes::CONNECTOR_FAILED, e))?;
+            Ok::<_, ErrorObjectOwned>(json!({"connector": p.connector, "running": running}))
+        })
+        .expect("unique");
+    }
+    m.register_async_method("device.read", |p, ctx, _| async move {
+        let p: DeviceParams = p.parse()?;
+        let connector = ctx.resolve(&p.device, p.connector.as_deref())?;
+        let readings =
+            tokio::time::timeout(DEVICE_TIMEOUT, ctx.control.read(&connector, &p.device))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(DeviceError::Offline(
+                        p.device.clone(),
+                        format!("no answer within {DEVICE_TIMEOUT:?}"),
+                    ))
+                })
+                .map_err(device_error)?;
+        let readings: Vec<Value> = readings.iter().map(reading_json).collect();
+        Ok::<_, ErrorObjectOwned>(
+            json!({"connector": connector, "device": p.device, "readings": readings}),
+        )
+    })
+    .expect("unique");
+    m.register_async_method("device.write", |p, ctx, _| async move {
+        let p: WriteParams = p.parse()?;
+        let connector = ctx.resolve(&p.device, p.connector.as_deref())?;
+        let written = write(&ctx.control, &connector, &p.device, &p.channel, p.value)
+            .await
+            .map_err(device_error)?;
+        Ok::<_, ErrorObjectOwned>(json!({
+            "connector": connector, "device": p.device, "channel": p.channel, "value": written,
+        }))
+    })
+    .expect("unique");
+    m.register_subscription(
+        "readings.subscribe",
+        "readings",
+        "readings.unsubscribe",
+        subscribe,
+    )
+    .expect("unique");
+    m
+}
+
+/// The one write path of `device.write` and MQTT commands.
+pub async fn write(
+    control: &ControlRegistry,
+    connector: &str,
+    device: &str,
+    channel: &str,
+    value: Value,
+) -> Result<Value, DeviceError> {
+    let res = tokio::time::timeout(
+        DEVICE_TIMEOUT,
+        control.write(connector, device, channel, value),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(DeviceError::Offline(
+            device.to_string(),
+            format!("no answer within {DEVICE_TIMEOUT:?}"),
+        ))
+    });
+    match &res {
+        Ok(v) => tracing::info!(%connector, %device, %channel, value = %v, "channel written"),
+        Err(e) => tracing::warn!(%connector, %device, %channel, error = %e, "write refused"),
+    }
+    res
+}
+
+async fn subscribe(
+    params: Params<'static>,
+    pending: PendingSubscriptionSink,
+    ctx: Arc<RpcContext>,
+    _: jsonrpsee::Extensions,
+) -> jsonrpsee::core::SubscriptionResult {
+    let p: SubscribeParams = match parse_optional(&params) {
+        Ok(p) => p,
+        Err(e) => {
+            pending.reject(e).await;
+            return Ok(());
+        }
+    };
+    if let Some(d) = &p.device {
+        if let Err(e) = ctx.resolve(d, None) {
+            pending.reject(e).await;
+            return Ok(());
+        }
+    }
+    // Subscribe before accepting so that nothing sent after the answer is missed.
+    let mut tap = ctx.tap.subscribe();
+    let mut sink = pending.accept().await?;
+    loop {
+        tokio::select! {
+            _ = sink.closed() => break,
+            r = tap.rx.recv() => match r {
+                Ok(b) => {
+                    if p.device.as_deref().is_some_and(|d| *b.device != *d) {
+                        continue;
+                    }
+                    let Some(v) = batch_json(&b, p.channel.as_deref()) else { continue };
+                    let msg = SubscriptionMessage::from(serde_json::value::to_raw_value(&v)?);
+                    // A full connection buffer skips this batch: a slow client never slows
+                    // the pipeline.
+                    if let Err(jsonrpsee::core::server::TrySendError::Closed(_)) = sink.try_send(msg) {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => tracing::debug!(skipped = n, "slow readings subscriber skipped batches"),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_keys_passwords_headers_and_url_passwords() {
+        let src = json!({
+            "rpc": {"listen": "127.0.0.1:1", "api_keys": ["secret-key-1", "secret-key-2"]},
+            "remote": {"url": "https://fleet/cfg", "headers": {"Authorization": "Bearer abc"}},
+            "sinks": [{"name": "m", "url": "mqtt://user:pw@broker:1883", "password": "${MQ_PW}", "username": "u"}],
+            "connectors": [{"name": "c", "token": "t0k", "password": null}]
+        });
+        let r = redact(&src);
+        let text = r.to_string();
+        for secret in [
+            "secret-key-1",
+            "secret-key-2",
+            "Bearer abc",
+            "pw@",
+            "${MQ_PW}",
+            "t0k",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert_eq!(r["rpc"]["api_keys"], json!(["***", "***"]));
+        assert_eq!(r["sinks"][0]["url"], "mqtt://user:***@broker:1883");
+        assert_eq!(r["sinks"][0]["username"], "u");
+        assert_eq!(r["remote"]["url"], "https://fleet/cfg");
+        assert_eq!(r["connectors"][0]["password"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn the_tap_feeds_listeners_only_and_a_slow_one_skips() {
+        use crate::pipeline::{Envelope, ReadingSender};
+        let out = ReadingSender::new(Vec::new());
+        let batch = |n: u64| {
+            Envelope::Batch(Arc::new(Batch {
+                connector: "c".into(),
+                device: "d".into(),
+                readings: vec![Reading {
+                    device: "d".into(),
+                    channel: "x".into(),
+                    value: crate::reading::Value::U64(n),
+                    ts: Timestamp(n as i64),
+                    quality: crate::reading::Quality::Good,
+                    unit: None,
+                }],
+            }))
+        };
+        // Nobody listens: nothing is kept.
+        out.try_send(batch(0));
+        let mut slow = out.tap().subscribe();
+        assert!(slow.rx.is_empty());
+        // A listener that never reads: sending never waits, the listener lags.
+        let n = ReadingTap::CAPACITY as u64 + 10;
+        for i in 1..=n {
+            tokio::time::timeout(Duration::from_secs(1), out.send(batch(i)))
+                .await
+                .expect("the tap never blocks the pipeline");
+        }
+        assert!(matches!(slow.rx.recv().await, Err(RecvError::Lagged(10))));
+        let next = slow.rx.recv().await.unwrap();
+        assert_eq!(next.readings[0].value, crate::reading::Value::U64(11));
+        drop(slow);
+        let fresh = out.tap().subscribe();
+        out.try_send(batch(99));
+        drop(fresh);
+    }
+
+    #[test]
+    fn urls_without_password_stay() {
+        assert_eq!(redact_url("mqtt://host:1883/x@y"), "mqtt://host:1883/x@y");
+        assert_eq!(redact_url("mqtt://user@host"), "mqtt://user@host");
+        assert_eq!(redact_url("plain text"), "plain text");
+    }
+
+    #[test]
+    fn batch_filter_keeps_the_channel_asked_for() {
+        use crate::reading::{Quality, Value as V};
+        let r = |c: &str| Reading {
+            device: "d".into(),
+            channel: c.into(),
+            value: V::U64(1),
+            ts: Timestamp(5),
+            quality: Quality::Good,
+            unit: None,
+        };
+        let b = Batch {
+            connector: "c".into(),
+            device: "d".into(),
+            readings: vec![r("a"), r("b")],
+        };
+        assert_eq!(
+            batch_json(&b, None).unwrap()["readings"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        let only = batch_json(&b, Some("b")).unwrap();
+        assert_eq!(
+            only["readings"],
+            json!([{"channel": "b", "value": 1, "ts": 5, "quality": "good"}])
+        );
+        assert!(batch_json(&b, Some("zz")).is_none());
+    }
+}

@@ -1,0 +1,248 @@
+//! Management through the local broker: MQTT commands and (opt-in) JSON-RPC over MQTT.
+//!
+//! - `command/{gateway}/{device}/{channel}/set` with `{"value":42,"id":"abc"}` writes the channel
+//!   through the same path as `device.write` ([`super::write`]) and answers on
+//!   `command/{gateway}/{device}/{channel}/result` with `{"id":"abc","ok":true,"value":42}` or
+//!   `{"id":"abc","ok":false,"error":"…"}`. Retained commands are ignored: a stale set-point
+//!   kept by the broker must not be written again at every reconnect.
+//! - With `rpc.mqtt: true`, a JSON-RPC request on `rpc/{gateway}/request` is answered on
+//!   `rpc/{gateway}/response` by the same module as HTTP (single requests; no subscriptions).
+//!   There is no API key on this path: trust comes from the broker's ACLs.
+//!
+//! One rumqttc client in its own task, to the broker of the first enabled MQTT sink. rumqttc
+//! reconnects on the next poll after an error, so the loop sleeps with a capped backoff first;
+//! the session is clean, so it subscribes again on every ConnAck. Handlers run in their own
+//! tasks (a device write can take seconds) and publish with `publish().await`, which is fine
+//! there because they are not the task polling the event loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonrpsee::Methods;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::control::{ControlRegistry, DeviceError};
+use crate::sinks::mqtt::{parse_url, MqttSinkConfig};
+use crate::sinks::SinkKind;
+
+/// The MQTT sink whose broker carries commands: the first enabled one.
+pub fn command_sink(cfg: &GatewayConfig) -> Option<MqttSinkConfig> {
+    cfg.sinks
+        .iter()
+        .filter(|s| s.common.enabled)
+        .find_map(|s| match &s.kind {
+            SinkKind::Mqtt(m) => Some(m.clone()),
+            _ => None,
+        })
+}
+
+/// Splits `command/{gateway}/{device}/{channel}/set` into device and channel.
+pub fn parse_command_topic<'a>(gateway: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = topic.strip_prefix("command/")?.strip_prefix(gateway)?;
+    let rest = rest.strip_prefix('/')?.strip_suffix("/set")?;
+    let (device, channel) = rest.split_once('/')?;
+    (!device.is_empty() && !channel.is_empty() && !channel.contains('/'))
+        .then_some((device, channel))
+}
+
+/// Parses a command payload: `{"value": …, "id": …}` (`id` optional, echoed back).
+pub fn parse_command(payload: &[u8]) -> (Value, Result<Value, String>) {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(mut o)) => {
+            let id = o.remove("id").unwrap_or(Value::Null);
+            match o.remove("value") {
+                Some(v) => (id, Ok(v)),
+                None => (
+                    id,
+                    Err(
+                        "invalid command: missing \"value\" (expected {\"value\":…,\"id\":…})"
+                            .into(),
+                    ),
+                ),
+            }
+        }
+        Ok(_) => (
+            Value::Null,
+            Err("invalid command: expected a JSON object {\"value\":…,\"id\":…}".into()),
+        ),
+        Err(e) => (Value::Null, Err(format!("invalid command: not JSON: {e}"))),
+    }
+}
+
+/// Starts the command client.
+pub fn spawn(
+    sink: MqttSinkConfig,
+    gateway: String,
+    control: Arc<ControlRegistry>,
+    rpc: Option<Methods>,
+    token: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let (host, port) = match parse_url(&sink.url) {
+            Ok(hp) => hp,
+            Err(e) => {
+                tracing::error!(error = %e, "MQTT commands disabled");
+                return;
+            }
+        };
+        let mut opts = MqttOptions::new(format!("osgate-{gateway}-commands"), host, port);
+        opts.set_clean_session(true);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some(u) = &sink.username {
+            opts.set_credentials(u.clone(), sink.password.clone().unwrap_or_default());
+        }
+        let (client, mut el) = AsyncClient::new(opts, 64);
+        let set_filter = format!("command/{gateway}/+/+/set");
+        let rpc_topic = format!("rpc/{gateway}/request");
+        let gateway: Arc<str> = gateway.into();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let ev = tokio::select! {
+                _ = token.cancelled() => break,
+                ev = el.poll() => ev,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(100);
+                    let _ = client.try_subscribe(set_filter.clone(), QoS::AtLeastOnce);
+                    if rpc.is_some() {
+                        let _ = client.try_subscribe(rpc_topic.clone(), QoS::AtLeastOnce);
+                    }
+                    tracing::debug!(filter = %set_filter, "MQTT commands subscribed");
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if p.topic == rpc_topic {
+                        if let Some(m) = &rpc {
+                            tokio::spawn(answer_rpc(
+                                m.clone(),
+                                client.clone(),
+                                gateway.clone(),
+                                p.payload.to_vec(),
+                            ));
+                        }
+                    } else if let Some((device, channel)) = parse_command_topic(&gateway, &p.topic)
+                    {
+                        if p.retain {
+                            tracing::warn!(topic = %p.topic, "retained command ignored (publish commands without the retain flag)");
+                            continue;
+                        }
+                        tokio::spawn(answer_command(
+                            control.clone(),
+                            client.clone(),
+                            gateway.clone(),
+                            device.to_string(),
+                            channel.to_string(),
+                            p.payload.to_vec(),
+                        ));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, retry_in = ?backoff, "MQTT command connection lost");
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let _ = client.try_disconnect();
+    })
+}
+
+async fn answer_command(
+    control: Arc<ControlRegistry>,
+    client: AsyncClient,
+    gateway: Arc<str>,
+    device: String,
+    channel: String,
+    payload: Vec<u8>,
+) {
+    let (id, value) = parse_command(&payload);
+    let result = match value {
+        Err(e) => Err(e),
+        Ok(v) => match control.connector_of(&device) {
+            None => Err(DeviceError::UnknownDevice(device.clone()).to_string()),
+            Some(c) => super::write(&control, &c, &device, &channel, v)
+                .await
+                .map_err(|e| e.to_string()),
+        },
+    };
+    let body = match result {
+        Ok(v) => json!({"id": id, "ok": true, "value": v}),
+        Err(e) => json!({"id": id, "ok": false, "error": e}),
+    };
+    let topic = format!("command/{gateway}/{device}/{channel}/result");
+    if let Err(e) = client
+        .publish(topic, QoS::AtLeastOnce, false, body.to_string())
+        .await
+    {
+        tracing::warn!(error = %e, "command result not published");
+    }
+}
+
+async fn answer_rpc(methods: Methods, client: AsyncClient, gateway: Arc<str>, payload: Vec<u8>) {
+    let text = String::from_utf8_lossy(&payload);
+    let response = match methods.raw_json_request(&text, 1).await {
+        Ok((resp, _subscriptions)) => resp.get().to_string(),
+        Err(e) => json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32700, "message": format!("Parse error: {e}")},
+        })
+        .to_string(),
+    };
+    let topic = format!("rpc/{gateway}/response");
+    if let Err(e) = client
+        .publish(topic, QoS::AtLeastOnce, false, response)
+        .await
+    {
+        tracing::warn!(error = %e, "RPC response not published");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_topics() {
+        assert_eq!(
+            parse_command_topic("gw", "command/gw/pump/speed/set"),
+            Some(("pump", "speed"))
+        );
+        assert_eq!(
+            parse_command_topic("gw", "command/gw2/pump/speed/set"),
+            None
+        );
+        assert_eq!(parse_command_topic("gw", "command/gw/pump/set"), None);
+        assert_eq!(
+            parse_command_topic("gw", "command/gw/pump/speed/result"),
+            None
+        );
+        assert_eq!(parse_command_topic("gw", "command/gw/a/b/c/set"), None);
+    }
+
+    #[test]
+    fn command_payloads() {
+        assert_eq!(
+            parse_command(br#"{"value":42,"id":"abc"}"#),
+            (json!("abc"), Ok(json!(42)))
+        );
+        assert_eq!(
+            parse_command(br#"{"value":true}"#),
+            (Value::Null, Ok(json!(true)))
+        );
+        let (id, r) = parse_command(br#"{"id":7}"#);
+        assert_eq!(id, json!(7));
+        assert!(r.unwrap_err().contains("missing \"value\""));
+        assert!(parse_command(b"42").1.is_err());
+        assert!(parse_command(b"{nope").1.unwrap_err().contains("not JSON"));
+    }
+}
