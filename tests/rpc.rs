@@ -763,8 +763,9 @@ async fn mqtt_command_writes_and_answers_on_result() {
     let rpc = Rpc::connect(port, &gw).await;
     let mut results = Subscriber::connect(broker.port, "command/gwc/+/+/result").await;
     // The command client subscribes after the gateway connects; retry until it answers.
+    let mport = broker.port;
     let publish = |topic: &'static str, payload: &'static str| {
-        let port = broker.port;
+        let port = mport;
         async move {
             let st = tokio::process::Command::new("mosquitto_pub")
                 .args([
@@ -842,6 +843,30 @@ async fn mqtt_command_writes_and_answers_on_result() {
     // The value written by the command is still in force.
     let r = rpc.result("device.read", json!({"device": "d1"})).await;
     assert_eq!(r["readings"][1]["value"], 42.0, "{r}");
+
+    // After a broker restart the command client reconnects and subscribes again.
+    let mut broker = broker;
+    broker.stop();
+    broker.restart();
+    let until = Instant::now() + TEST_TIMEOUT;
+    loop {
+        assert!(
+            Instant::now() < until,
+            "no command result after the broker restart"
+        );
+        publish("command/gwc/d1/sp/set", r#"{"value":43,"id":"after"}"#).await;
+        let got = tokio::time::timeout(
+            Duration::from_millis(500),
+            results.next_where(TEST_TIMEOUT, |m| m.json["id"] == "after"),
+        )
+        .await;
+        if let Ok(m) = got {
+            assert_eq!(m.json["ok"], true, "{:?}", m.json);
+            break;
+        }
+    }
+    let r = rpc.result("device.read", json!({"device": "d1"})).await;
+    assert_eq!(r["readings"][1]["value"], 43.0, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
