@@ -1294,3 +1294,24 @@ async fn without_keys_the_server_is_loopback_only_and_warns() {
     let mut gw2 = Gateway::start_file(temp_dir(), path, &[], &[]);
     assert_eq!(gw2.wait_exit(TEST_TIMEOUT).code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rotates_the_keys_and_warns_about_a_new_listen() {
+    let broker = Mosquitto::start();
+    let port = free_port();
+    let cfg = rpc_config("gwr", &broker, port, "100ms");
+    let gw = Gateway::start(&cfg);
+    let rpc = Rpc::connect(port, &gw).await;
+    let mut rotated = cfg.clone();
+    rotated["rpc"]["api_keys"] = json!(["rotated-key-42"]);
+    rotated["rpc"]["mqtt"] = json!(true);
+    std::fs::write(&gw.config, rotated.to_string()).unwrap();
+    rpc.result("gateway.reload", json!([])).await;
+    let status = json!({"jsonrpc": "2.0", "id": 1, "method": "gateway.status"}).to_string();
+    let (s, _) = rpc.post(Some(KEY), status.clone()).await;
+    assert_eq!(s, 401, "the old key still works after the reload");
+    let (s, v) = rpc.post(Some("rotated-key-42"), status).await;
+    assert_eq!((s, &v["result"]["gateway"]), (200, &json!("gwr")), "{v}");
+    gw.wait_log("rpc.listen or rpc.mqtt changed", TEST_TIMEOUT)
+        .await;
+}
