@@ -490,7 +490,7 @@ fn register(
 }
 
 /// Builds the RPC module (HTTP, WebSocket and MQTT all serve this one).
-pub fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
+fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
     let mut m = RpcModule::new(ctx);
     register(&mut m, "gateway.status", |_, ctx| Ok(ctx.status()));
     register(&mut m, "gateway.config", |_, ctx| {
