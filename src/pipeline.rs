@@ -319,6 +319,30 @@ impl DeviceOutput {
         }))
     }
 
+    /// For connectors that are pushed values instead of polling (listeners): adds the readings
+    /// whose report timer is due at `now` (the latest value of an ended `every` period, an
+    /// `on_change` heartbeat); send them with [`DeviceOutput::flush_or_drop`]. Pollers need
+    /// not call it: their transforms check the timers at every poll.
+    pub fn poll_timers(&mut self, now: Instant) {
+        for c in &mut self.channels {
+            if let Some(r) = c.transform.poll(now) {
+                if !r.quality.is_good() {
+                    self.health.counters.bad.fetch_add(1, Relaxed);
+                }
+                self.readings.push(r);
+            }
+        }
+    }
+
+    /// When [`DeviceOutput::poll_timers`] next has something to do (`None`: no timer pending),
+    /// for a listener's `sleep_until`.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.channels
+            .iter()
+            .filter_map(|c| c.transform.next_deadline())
+            .min()
+    }
+
     /// The index of the channel called `name`.
     pub fn channel_index(&self, name: &str) -> Option<usize> {
         self.channels.iter().position(|c| &*c.name == name)

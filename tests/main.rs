@@ -6,3 +6,4 @@ mod foundation;
 #[cfg(feature = "modbus")]
 mod modbus;
 mod rpc;
+mod transforms;
