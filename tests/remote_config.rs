@@ -617,3 +617,37 @@ async fn a_refresh_that_fails_to_start_keeps_the_old_pipeline() {
     );
     assert_eq!(std::fs::read(&cache).unwrap(), bytes(&good));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_follows_a_new_remote_url_of_the_local_file() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "telemetry/rgw11/#").await;
+    let (_st, cache) = state();
+    let first = HttpServer::start(Reply::Json(bytes(&simple("rgw11", &broker, "one")))).await;
+    let second = HttpServer::start(Reply::Json(bytes(&simple("rgw11", &broker, "two")))).await;
+    // The local file's own connectors are broken: its remote section alone is enough.
+    let mut local = with_remote(
+        simple("rgw11", &broker, "ldev"),
+        &first.url(),
+        &cache,
+        "200ms",
+    );
+    local["connectors"][0]["protocol"] = json!("nope");
+    let gw = Gateway::start(&local);
+    reading_from(&mut sub, "rgw11", "one").await;
+
+    local["remote"]["url"] = json!(second.url());
+    std::fs::write(&gw.config, bytes(&local)).unwrap();
+    gw.signal("HUP");
+    reading_from(&mut sub, "rgw11", "two").await;
+    // The refresher now polls the new URL (and the cache holds the new body).
+    second.wait_requests(3, TEST_TIMEOUT).await;
+    let polled_first = first.requests().len();
+    second.wait_requests(5, TEST_TIMEOUT).await;
+    assert_eq!(
+        first.requests().len(),
+        polled_first,
+        "still polling the old URL"
+    );
+    assert!(std::fs::read_to_string(&cache).unwrap().contains("\"two\""));
+}
