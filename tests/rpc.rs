@@ -556,6 +556,25 @@ async fn protocol_errors_are_answered_and_change_nothing() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], -32007, "{v}");
     assert_eq!(device_status(&rpc, "d1").await["enabled"], true);
+    // The same over WebSocket: an error answer or a closed socket, never a call.
+    let mut ws = ws_connect(port, &[("x-api-key", KEY)])
+        .await
+        .expect("handshake");
+    ws.send(tungstenite::Message::text(huge.to_string()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(TEST_TIMEOUT, ws.next())
+        .await
+        .expect("an answer or a close in time")
+    {
+        Some(Ok(tungstenite::Message::Text(t))) => {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(v["error"]["code"], -32007, "{v}");
+        }
+        Some(Ok(tungstenite::Message::Close(_))) | None | Some(Err(_)) => {}
+        Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+    }
+    assert_eq!(device_status(&rpc, "d1").await["enabled"], true);
     // The server is still fine.
     assert_eq!(
         rpc.result("gateway.status", json!([])).await["gateway"],
