@@ -6,6 +6,7 @@
 //! `status/{gateway}` payload, the log and the files on disk.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -650,4 +651,51 @@ async fn sighup_follows_a_new_remote_url_of_the_local_file() {
         "still polling the old URL"
     );
     assert!(std::fs::read_to_string(&cache).unwrap().contains("\"two\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_polls_back_off_and_recover() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "#").await;
+    let (_st, cache) = state();
+    let server = HttpServer::start(Reply::Status(500)).await;
+    let local = with_remote(
+        simple("rgw12", &broker, "ldev"),
+        &server.url(),
+        &cache,
+        "1m",
+    );
+    let gw = Gateway::start(&local);
+    reading_from(&mut sub, "rgw12", "ldev").await;
+    // Start (t0), then retries after 1 s and 2 s more: the pauses double.
+    let reqs = server.wait_requests(3, TEST_TIMEOUT).await;
+    let first = reqs[1].at - reqs[0].at;
+    let second = reqs[2].at - reqs[1].at;
+    assert!(
+        first >= Duration::from_millis(950) && second >= Duration::from_millis(1900),
+        "pauses {first:?}, {second:?}"
+    );
+    gw.wait_log("configuration refresh failed", TEST_TIMEOUT)
+        .await;
+    let cfg = status_where(&mut sub, "rgw12", |c| {
+        c["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP status 500"))
+    })
+    .await;
+    assert_eq!(cfg["source"], "local");
+    // One warning for the repeated failure, not one per poll.
+    let warnings = gw
+        .log_json()
+        .iter()
+        .filter(|l| l["message"] == "configuration refresh failed; the running configuration stays")
+        .count();
+    assert_eq!(warnings, 1);
+    // The remote recovers: the next retry (after 4 s) applies it and clears the error.
+    server.set(Reply::Json(bytes(&simple("rgw12", &broker, "rdev"))));
+    reading_from(&mut sub, "rgw12", "rdev").await;
+    status_where(&mut sub, "rgw12", |c| {
+        c["source"] == "remote" && c["last_error"].is_null()
+    })
+    .await;
 }

@@ -41,6 +41,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The status answered.
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Request {
@@ -206,6 +208,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         path: path.clone(),
         headers,
         status,
+        at: std::time::Instant::now(),
     });
     shared.count.send_modify(|c| *c += 1);
     match reply {
