@@ -544,6 +544,28 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Any expression text is either compiled or rejected with an `expr` error, never a panic,
+    /// and a compiled one evaluates without panicking.
+    #[test]
+    fn any_expr_text_is_accepted_or_rejected_cleanly(
+        src in "[x0-9.+*/^() ,-]{0,12}|[a-z]{1,6}\\(x\\)|x [+*/-] [a-zπ]{1,3}",
+        v in prop_oneof![Just(0.0), Just(-1.0), any::<f64>()],
+    ) {
+        match Transform::new(&TransformConfig { expr: Some(src.clone()), ..Default::default() }) {
+            Ok(mut t) => {
+                let _ = t.apply(reading(f(v), 1), Instant::now());
+            }
+            Err((field, msg)) => {
+                prop_assert_eq!(field, "expr");
+                prop_assert!(msg.contains(&src), "{}", msg);
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- paused time
 
 fn device(transform: serde_json::Value) -> DeviceSpec<(), ()> {
