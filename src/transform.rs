@@ -284,6 +284,20 @@ impl TransformConfig {
         })
     }
 
+    /// The key that keeps a written value from being turned back into a raw device value
+    /// (`expr`, `rate`), if any: only `scale` and `offset` can be reversed (`round`, `filter`
+    /// and report keys do not change what a write means). Connectors with writable channels
+    /// use it to reject such channels at config load.
+    pub fn irreversible_key(&self) -> Option<&'static str> {
+        if self.expr.is_some() {
+            Some("expr")
+        } else if self.rate.is_some() {
+            Some("rate")
+        } else {
+            None
+        }
+    }
+
     /// Semantic checks, including compiling `expr`. Each problem is `(field, message)`.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs: Vec<(String, String)> = Vec::new();
