@@ -160,8 +160,14 @@ fn config_rejects_nonsense_with_the_field_named() {
 
 #[test]
 fn only_scale_and_offset_are_reversible_for_writes() {
-    assert_eq!(cfg(json!({"scale": 0.1, "offset": 3, "round": 1})).irreversible_key(), None);
-    assert_eq!(cfg(json!({"expr": "x * 2"})).irreversible_key(), Some("expr"));
+    assert_eq!(
+        cfg(json!({"scale": 0.1, "offset": 3, "round": 1})).irreversible_key(),
+        None
+    );
+    assert_eq!(
+        cfg(json!({"expr": "x * 2"})).irreversible_key(),
+        Some("expr")
+    );
     assert_eq!(cfg(json!({"rate": true})).irreversible_key(), Some("rate"));
 }
 
