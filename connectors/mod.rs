@@ -60,7 +60,8 @@ impl ConnectorContext {
     /// (status `running: false`), answer requests with [`crate::control::DeviceError::Disabled`]
     /// then, and resume when enabled.
     pub fn register_device<D, C>(&self, device: &DeviceSpec<D, C>) -> DeviceControl {
-        self.control.register(&self.name, &device.name, device.enabled)
+        self.control
+            .register(&self.name, &device.name, device.enabled)
     }
 }
 
@@ -76,10 +77,12 @@ pub enum ConnectorError {
 /// One configured connector, by protocol.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
-    /// The entry as written, for change detection on reload.
-    pub raw: Value,
-    /// The parsed protocol config.
-    pub kind: ConnectorKind,
+    /// The entry as written, as compact JSON text, for change detection on reload (a string is
+    /// a fraction of the size of a `serde_json::Value` tree for big device lists).
+    pub raw: Arc<str>,
+    /// The parsed protocol config, shared: the service, the supervisor and the reload diff all
+    /// hold the same copy.
+    pub kind: Arc<ConnectorKind>,
 }
 
 /// The protocols osgate speaks (closed set: one arm per protocol).
@@ -105,7 +108,7 @@ impl ConnectorConfig {
     /// Parses `connectors[index]`; problems go to `errs`, each with its path.
     pub fn from_value(index: usize, value: Value, errs: &mut Vec<ConfigError>) -> Option<Self> {
         let path = connector_path(index, &value);
-        let raw = value.clone();
+        let raw: Arc<str> = value.to_string().into();
         let protocol = match value.get("protocol") {
             Some(Value::String(p)) => p.clone(),
             Some(other) => {
@@ -147,12 +150,15 @@ impl ConnectorConfig {
                 return None;
             }
         };
-        Some(ConnectorConfig { raw, kind })
+        Some(ConnectorConfig {
+            raw,
+            kind: Arc::new(kind),
+        })
     }
 
     /// The connector's name.
     pub fn name(&self) -> &Arc<str> {
-        match &self.kind {
+        match &*self.kind {
             #[cfg(feature = "simulator")]
             ConnectorKind::Simulator(s) => &s.name,
             #[cfg(feature = "modbus")]
@@ -162,7 +168,7 @@ impl ConnectorConfig {
 
     /// Whether the connector starts enabled.
     pub fn enabled(&self) -> bool {
-        match &self.kind {
+        match &*self.kind {
             #[cfg(feature = "simulator")]
             ConnectorKind::Simulator(s) => s.enabled,
             #[cfg(feature = "modbus")]
@@ -172,7 +178,7 @@ impl ConnectorConfig {
 
     /// The protocol name.
     pub fn protocol(&self) -> &'static str {
-        match &self.kind {
+        match &*self.kind {
             #[cfg(feature = "simulator")]
             ConnectorKind::Simulator(_) => "simulator",
             #[cfg(feature = "modbus")]
@@ -182,7 +188,7 @@ impl ConnectorConfig {
 
     /// Names of the connector's devices, in config order.
     pub fn device_names(&self) -> Vec<Arc<str>> {
-        match &self.kind {
+        match &*self.kind {
             #[cfg(feature = "simulator")]
             ConnectorKind::Simulator(s) => s.devices.iter().map(|d| d.name.clone()).collect(),
             #[cfg(feature = "modbus")]
@@ -193,10 +199,11 @@ impl ConnectorConfig {
 
 /// Runs a connector until `ctx.shutdown` is cancelled or it fails.
 pub async fn run(config: ConnectorConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-    match config.kind {
+    // The running task gets its own copy of the spec (it moves devices into tasks).
+    match &*config.kind {
         #[cfg(feature = "simulator")]
-        ConnectorKind::Simulator(spec) => simulator::run(spec, ctx).await,
+        ConnectorKind::Simulator(spec) => simulator::run(spec.clone(), ctx).await,
         #[cfg(feature = "modbus")]
-        ConnectorKind::Modbus(spec) => modbus::run(spec, ctx).await,
+        ConnectorKind::Modbus(spec) => modbus::run(spec.clone(), ctx).await,
     }
 }

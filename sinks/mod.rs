@@ -29,7 +29,7 @@ pub struct SinkCommon {
     /// `false` leaves the sink configured but not started.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Capacity of the sink's queue, in batches (default 1024).
+    /// Capacity of the sink's queue, in batches (default 128).
     #[serde(default = "default_queue")]
     pub queue: usize,
     /// What happens when the queue is full: `block` (default: connectors wait) or

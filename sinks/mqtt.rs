@@ -79,8 +79,10 @@ pub struct MqttSinkConfig {
     /// Start a clean session on connect (default false: the broker keeps our session).
     #[serde(default)]
     pub clean_session: bool,
-    /// Messages the sink holds while the broker is away (default 100000). When full, new readings
-    /// are dropped and counted; while connected, a full buffer pushes back on the connectors.
+    /// Readings the sink holds while the broker is away (default 100000, about 10 MB). When
+    /// full, new readings are dropped and counted. While connected the sink takes new readings
+    /// only as fast as the broker acknowledges them (a few windows ahead), so the connectors
+    /// feel backpressure instead.
     #[serde(default = "default_buffer")]
     pub buffer: usize,
     /// QoS 1 messages in flight without PUBACK (default 100).
@@ -290,6 +292,8 @@ struct Sink {
     awaiting: VecDeque<Entry>,
     inflight: Vec<Option<Entry>>,
     inflight_len: usize,
+    /// Readings in the outbox (unsent, awaiting a packet id, in flight).
+    held: usize,
     window: usize,
     seq: u64,
     enc: BytesMut,
@@ -327,6 +331,7 @@ pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError>
         awaiting: VecDeque::new(),
         inflight: (0..=cfg.inflight as usize).map(|_| None).collect(),
         inflight_len: 0,
+        held: 0,
         window,
         seq: 0,
         enc: BytesMut::with_capacity(64 * 1024),
@@ -378,6 +383,7 @@ impl Sink {
 
     fn push_item(&mut self, item: Item, front: bool) {
         self.seq += 1;
+        self.held += item.readings() as usize;
         let e = Entry {
             seq: self.seq,
             item,
@@ -395,11 +401,7 @@ impl Sink {
             Envelope::Batch(batch) => {
                 let n = batch.readings.len();
                 self.ctx.counters.received.fetch_add(n as u64, Relaxed);
-                let need = match self.cfg.format {
-                    Format::Reading => n,
-                    Format::Device => 1,
-                };
-                if self.len() + need > self.cfg.buffer {
+                if self.held + n > self.cfg.buffer {
                     self.ctx.counters.dropped.fetch_add(n as u64, Relaxed);
                     if !self.dropping {
                         self.dropping = true;
@@ -506,6 +508,7 @@ impl Sink {
         self.ctx.counters.published.fetch_add(n, Relaxed);
         if pkid == 0 {
             self.ctx.counters.acked.fetch_add(n, Relaxed);
+            self.held -= n as usize;
             return;
         }
         match self.inflight.get_mut(pkid as usize) {
@@ -524,11 +527,26 @@ impl Sink {
     fn on_acked(&mut self, pkid: u16) {
         if let Some(e) = self.inflight.get_mut(pkid as usize).and_then(Option::take) {
             self.inflight_len -= 1;
+            self.held -= e.item.readings() as usize;
             self.ctx
                 .counters
                 .acked
                 .fetch_add(e.item.readings(), Relaxed);
         }
+    }
+
+    /// Handles the `Sent`/`Acked` events already queued, without a wake-up per event; returns
+    /// the first other event, to be handled next.
+    fn drain_acks(&mut self, link: &mut Link) -> Option<LinkEvent> {
+        for _ in 0..4096 {
+            match link.events.try_recv() {
+                Ok(LinkEvent::Sent(pkid)) => self.on_sent(pkid),
+                Ok(LinkEvent::Acked(pkid)) => self.on_acked(pkid),
+                Ok(other) => return Some(other),
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// Puts every unacknowledged entry back at the front of the outbox, oldest first.
@@ -583,6 +601,8 @@ impl Sink {
         let mut deadline: Option<Instant> = None;
         let mut offline_queued = false;
         let mut info_open = true;
+        // A non-ack event met while draining acks, handled on the next turn.
+        let mut stash: Option<LinkEvent> = None;
         let far = Instant::now() + Duration::from_secs(86400 * 365);
 
         loop {
@@ -620,12 +640,19 @@ impl Sink {
                 return Err(SinkError::FlushTimeout { pending });
             }
 
-            // Take input while there is room, or while disconnected (overflow is then dropped).
-            let room = self.len() < self.cfg.buffer || !connected;
+            // Connected: stay a few windows ahead of the broker (backpressure beyond that keeps
+            // memory and latency low). Disconnected: take everything; beyond `buffer` readings
+            // the newest are dropped and counted.
+            let room = !connected || self.unsent.len() < self.window * 4;
             let link_active = link.is_some();
             tokio::select! {
                 biased;
-                ev = async { link.as_mut().expect("active link").events.recv().await }, if link_active => {
+                ev = async {
+                    match stash.take() {
+                        Some(e) => Some(e),
+                        None => link.as_mut().expect("active link").events.recv().await,
+                    }
+                }, if link_active => {
                     match ev {
                         Some(LinkEvent::ConnAck) => {
                             let l = link.as_mut().expect("active link");
@@ -639,9 +666,16 @@ impl Sink {
                             self.ever_connected = true;
                             self.on_connack();
                         }
-                        Some(LinkEvent::Sent(pkid)) => self.on_sent(pkid),
-                        Some(LinkEvent::Acked(pkid)) => self.on_acked(pkid),
+                        Some(LinkEvent::Sent(pkid)) => {
+                            self.on_sent(pkid);
+                            stash = self.drain_acks(link.as_mut().expect("active link"));
+                        }
+                        Some(LinkEvent::Acked(pkid)) => {
+                            self.on_acked(pkid);
+                            stash = self.drain_acks(link.as_mut().expect("active link"));
+                        }
                         Some(LinkEvent::Down(err)) => {
+                            stash = None;
                             let was = link.take().is_some_and(|l| l.connected);
                             self.requeue();
                             self.ctx.counters.errors.fetch_add(1, Relaxed);
@@ -656,6 +690,7 @@ impl Sink {
                             backoff = (backoff * 2).min(self.cfg.backoff_max.0.max(min_backoff));
                         }
                         Some(LinkEvent::Closed) | None => {
+                            stash = None;
                             link = None;
                             self.requeue();
                             reconnect_at = Instant::now();
@@ -666,7 +701,7 @@ impl Sink {
                     Some(env) => {
                         self.accept(env);
                         // Drain what is already queued without another wake-up.
-                        while self.len() < self.cfg.buffer || !connected {
+                        while !connected || self.unsent.len() < self.window * 4 {
                             match self.ctx.rx.try_recv() {
                                 Ok(env) => self.accept(env),
                                 Err(_) => break,

@@ -23,7 +23,7 @@ use crate::status::{ConnectorHealth, DeviceStatus, SinkCounters};
 use crate::transform::{Outcome, Transform};
 
 /// Default capacity of a sink's queue, in batches.
-pub const DEFAULT_QUEUE: usize = 1024;
+pub const DEFAULT_QUEUE: usize = 128;
 
 /// What a sink's queue carries.
 #[derive(Debug, Clone)]

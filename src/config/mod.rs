@@ -46,7 +46,7 @@ pub struct GatewayConfig {
     pub connectors: Vec<ConnectorConfig>,
     /// The configuration as written (after env overrides, before `${VAR}` interpolation), for
     /// change detection and for showing it with secrets still hidden behind their `${VAR}`.
-    pub source: Value,
+    pub source: std::sync::Arc<Value>,
 }
 
 /// `gateway` section.
@@ -221,7 +221,7 @@ pub fn from_value(
         rpc,
         sinks,
         connectors,
-        source,
+        source: std::sync::Arc::new(source),
     });
     if let Some(cfg) = &cfg {
         cfg.validate(&mut errs);
