@@ -223,10 +223,14 @@ async fn no_usable_source_exits_2_naming_each_reason() {
     });
     let path = dir.path().join("osgate.json");
     std::fs::write(&path, bytes(&local)).unwrap();
-    let (code, _out, err) =
-        tokio::task::spawn_blocking(move || osgate_cmd(&["-c", path.to_str().unwrap()]))
-            .await
-            .unwrap();
+    // The remote refuses at once and its timeout is 1 s: osgate must be done well within this.
+    let (code, _out, err) = tokio::time::timeout(
+        TEST_TIMEOUT,
+        tokio::task::spawn_blocking(move || osgate_cmd(&["-c", path.to_str().unwrap()])),
+    )
+    .await
+    .expect("osgate exits in time")
+    .unwrap();
     assert_eq!(code, 2, "{err}");
     // One message (its last part lists the local file's problems on their own lines).
     let at = err.find("error: no usable configuration").expect(&err);
