@@ -281,14 +281,14 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
         });
     }
     // Warm-up, then measure.
-    rt.block_on(tokio::time::sleep(Duration::from_secs(5)));
+    rt.block_on(async { tokio::time::sleep(Duration::from_secs(5)).await });
     let (r0, q0, c0, t0) = (
         readings.load(Ordering::Relaxed),
         sim_requests.load(Ordering::Relaxed),
         cpu_seconds(pid),
         Instant::now(),
     );
-    rt.block_on(tokio::time::sleep(Duration::from_secs(args.secs)));
+    rt.block_on(async { tokio::time::sleep(Duration::from_secs(args.secs)).await });
     let (r1, q1, c1, secs) = (
         readings.load(Ordering::Relaxed),
         sim_requests.load(Ordering::Relaxed),
