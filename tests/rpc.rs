@@ -1129,12 +1129,14 @@ async fn stays_responsive_while_the_pipeline_runs_at_full_load() {
     );
 }
 
+#[cfg(feature = "modbus")]
 /// The pymodbus peer of tests/peers, killed on drop; `port` from its `READY` line.
 struct ModbusPeer {
     _child: tokio::process::Child,
     port: String,
 }
 
+#[cfg(feature = "modbus")]
 async fn modbus_peer(spec: &Value) -> ModbusPeer {
     use tokio::io::AsyncBufReadExt;
     let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_peer.py");
@@ -1165,6 +1167,7 @@ async fn modbus_peer(spec: &Value) -> ModbusPeer {
     }
 }
 
+#[cfg(feature = "modbus")]
 /// Reads holding register `address` (u16) back with pymodbus's own client.
 async fn modbus_read_back(port: &str, address: u16) -> Value {
     let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_peer.py");
@@ -1196,6 +1199,7 @@ async fn modbus_read_back(port: &str, address: u16) -> Value {
     serde_json::from_slice::<Value>(&out.stdout).unwrap()["value"].clone()
 }
 
+#[cfg(feature = "modbus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_write_and_mqtt_command_change_a_real_modbus_register() {
     let peer = modbus_peer(&json!({"units": {"1": {"size": 50, "values": [
