@@ -241,10 +241,25 @@ struct Entry {
 #[derive(Debug)]
 enum LinkEvent {
     ConnAck,
-    Sent(u16),
-    Acked(u16),
+    /// Publishes written and PUBACKs received, in order, batched: one message (and at most one
+    /// wake-up of the sink task) per burst the event loop handled.
+    Acks(Vec<Ack>),
     Down(String),
     Closed,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ack {
+    Sent(u16),
+    Acked(u16),
+}
+
+fn ack_of(ev: &Event) -> Option<Ack> {
+    match ev {
+        Event::Incoming(Packet::PubAck(a)) => Some(Ack::Acked(a.pkid)),
+        Event::Outgoing(Outgoing::Publish(pkid)) => Some(Ack::Sent(*pkid)),
+        _ => None,
+    }
 }
 
 struct Link {
@@ -255,16 +270,26 @@ struct Link {
 }
 
 async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
+    let mut acks = Vec::new();
     loop {
         let ev = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => LinkEvent::ConnAck,
-            Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 let _ = tx.send(LinkEvent::Closed);
                 return;
             }
-            Ok(_) => continue,
+            Ok(ev) => {
+                let Some(a) = ack_of(&ev) else { continue };
+                acks.push(a);
+                // rumqttc buffers the events of a burst (many PUBACKs read at once) and hands
+                // them out one poll at a time; take the buffered ones now. Only already
+                // produced events are taken, so no poll future is ever dropped half-way.
+                while let Some(a) = el.state.events.front().and_then(ack_of) {
+                    el.state.events.pop_front();
+                    acks.push(a);
+                }
+                LinkEvent::Acks(std::mem::take(&mut acks))
+            }
             Err(e) => {
                 let _ = tx.send(LinkEvent::Down(e.to_string()));
                 return;
@@ -535,13 +560,21 @@ impl Sink {
         }
     }
 
+    fn on_acks(&mut self, acks: &[Ack]) {
+        for a in acks {
+            match *a {
+                Ack::Sent(pkid) => self.on_sent(pkid),
+                Ack::Acked(pkid) => self.on_acked(pkid),
+            }
+        }
+    }
+
     /// Handles the `Sent`/`Acked` events already queued, without a wake-up per event; returns
     /// the first other event, to be handled next.
     fn drain_acks(&mut self, link: &mut Link) -> Option<LinkEvent> {
-        for _ in 0..4096 {
+        for _ in 0..256 {
             match link.events.try_recv() {
-                Ok(LinkEvent::Sent(pkid)) => self.on_sent(pkid),
-                Ok(LinkEvent::Acked(pkid)) => self.on_acked(pkid),
+                Ok(LinkEvent::Acks(acks)) => self.on_acks(&acks),
                 Ok(other) => return Some(other),
                 Err(_) => return None,
             }
@@ -666,12 +699,8 @@ impl Sink {
                             self.ever_connected = true;
                             self.on_connack();
                         }
-                        Some(LinkEvent::Sent(pkid)) => {
-                            self.on_sent(pkid);
-                            stash = self.drain_acks(link.as_mut().expect("active link"));
-                        }
-                        Some(LinkEvent::Acked(pkid)) => {
-                            self.on_acked(pkid);
+                        Some(LinkEvent::Acks(acks)) => {
+                            self.on_acks(&acks);
                             stash = self.drain_acks(link.as_mut().expect("active link"));
                         }
                         Some(LinkEvent::Down(err)) => {

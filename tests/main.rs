@@ -5,5 +5,6 @@ mod common;
 mod foundation;
 #[cfg(feature = "modbus")]
 mod modbus;
+mod remote_config;
 mod rpc;
 mod transforms;
