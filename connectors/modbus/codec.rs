@@ -2,7 +2,7 @@
 //!
 //! A channel's [`ValueFormat`] (data type, byte/word order, bit index, string length) says how
 //! many registers it spans and how to read them. The poller hands each channel its slice of a
-//! planned block read to [`decode_registers`] / [`decode_bits`]; the resulting values then go
+//! planned block read to [`decode_registers`] / [`decode_bit`]; the resulting values then go
 //! through the generic per-channel transform (scale, offset, …) in the pipeline. Writes run the
 //! other way: [`unscale`] reverses the channel's scale/offset, then [`encode_registers`] produces
 //! the words to send. Pure functions, no I/O.
