@@ -183,6 +183,20 @@ fn expr_errors_are_config_errors_with_the_full_path() {
         text.contains("connectors[0] \"sim\".devices[0].channels[2].expr: invalid expression"),
         "{text}"
     );
+    // Every problem of a channel's transform is reported, each at its place.
+    let v = json!({"gateway": {"id": "g"}, "sinks": [{"name": "o", "type": "stdout"}],
+        "connectors": [{"name": "sim", "protocol": "simulator", "devices": [{"name": "d",
+            "channels": [{"name": "a", "signal": "sine", "scale": 0, "heartbeat": "1s",
+                "filter": {"min": 2, "max": 1}}]}]}]});
+    let errs = osgate::config::from_value(v, &|_| None).expect_err("rejected");
+    let p = "connectors[0] \"sim\".devices[0].channels[0]";
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    for field in ["scale", "heartbeat", "filter.max"] {
+        assert!(
+            paths.contains(&format!("{p}.{field}").as_str()),
+            "{field}: {errs}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- value steps

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::{deserialize_at, join, ConfigError};
-use crate::transform::{Transform, TransformConfig, TRANSFORM_KEYS};
+use crate::transform::{TransformConfig, TRANSFORM_KEYS};
 
 /// A parsed connector: common fields plus the protocol's settings `S`, device settings `D` and
 /// channel settings `C`.
@@ -258,7 +258,8 @@ fn parse_channel<C: DeserializeOwned>(
         .map_err(|e| errs.push(e))
         .ok();
     if let Some(t) = &transform {
-        if let Err((field, msg)) = Transform::new(t) {
+        // validate() lists every problem (Transform::new stops at the first).
+        for (field, msg) in t.validate() {
             errs.push(ConfigError::new(join(path, &field), msg));
         }
     }
