@@ -792,13 +792,14 @@ async fn deadband_cuts_published_messages_end_to_end() {
         banded.len(),
         always.len()
     );
-    // The constant is sent only by its heartbeat: gaps of 500 ms plus at most a poll or two.
+    // The constant is sent only by its heartbeat: gaps of 500 ms plus at most a
+    // poll (the upper bound leaves room for a busy machine).
     let flat = of("flat");
     assert!(flat.len() >= 3, "{flat:?}");
     for w in flat.windows(2) {
         let gap = w[1].0 - w[0].0;
         assert!(
-            (490..1500).contains(&gap),
+            (490..2500).contains(&gap),
             "heartbeat gap {gap} ms: {flat:?}"
         );
     }
