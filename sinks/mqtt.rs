@@ -420,6 +420,16 @@ impl Sink {
         }
     }
 
+    /// Queues a retained status message (QoS 1), at the front when it must go out first.
+    fn push_retained(&mut self, topic: Arc<str>, payload: Bytes, front: bool) {
+        let item = Item::Raw {
+            topic,
+            payload,
+            retain: true,
+        };
+        self.push_item(item, front);
+    }
+
     /// Takes one envelope from the queue into the outbox (or drops it when the outbox is full).
     fn accept(&mut self, env: Envelope) {
         match env {
@@ -456,14 +466,7 @@ impl Sink {
                 }
                 let (topic, payload) = self.device_status_message(&st);
                 self.device_status.insert(topic.clone(), payload.clone());
-                self.push_item(
-                    Item::Raw {
-                        topic,
-                        payload,
-                        retain: true,
-                    },
-                    false,
-                );
+                self.push_retained(topic, payload, false);
             }
         }
     }
@@ -603,24 +606,10 @@ impl Sink {
                 .map(|(t, p)| (t.clone(), p.clone()))
                 .collect();
             for (topic, payload) in statuses.into_iter().rev() {
-                self.push_item(
-                    Item::Raw {
-                        topic,
-                        payload,
-                        retain: true,
-                    },
-                    true,
-                );
+                self.push_retained(topic, payload, true);
             }
             let (topic, payload) = (self.status_topic.clone(), self.online.clone());
-            self.push_item(
-                Item::Raw {
-                    topic,
-                    payload,
-                    retain: true,
-                },
-                true,
-            );
+            self.push_retained(topic, payload, true);
         }
     }
 
@@ -652,14 +641,7 @@ impl Sink {
                 if connected && self.cfg.status && !offline_queued {
                     offline_queued = true;
                     let (topic, payload) = (self.status_topic.clone(), self.offline.clone());
-                    self.push_item(
-                        Item::Raw {
-                            topic,
-                            payload,
-                            retain: true,
-                        },
-                        false,
-                    );
+                    self.push_retained(topic, payload, false);
                     continue;
                 }
                 break;
@@ -751,7 +733,7 @@ impl Sink {
                         self.online = online_payload(&self.ctx);
                         if connected && self.cfg.status && input_open {
                             let (topic, payload) = (self.status_topic.clone(), self.online.clone());
-                            self.push_item(Item::Raw { topic, payload, retain: true }, true);
+                            self.push_retained(topic, payload, true);
                         }
                     }
                 }
