@@ -494,7 +494,9 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
     let mut m = RpcModule::new(ctx);
     register(&mut m, "gateway.status", |_, ctx| Ok(ctx.status()));
     register(&mut m, "gateway.config", |_, ctx| {
-        Ok(redact(&ctx.config.load().source))
+        let source: Value = serde_json::from_str(&ctx.config.load().source)
+            .map_err(|e| ErrorObjectOwned::owned(-32603, e.to_string(), None::<()>))?;
+        Ok(redact(&source))
     });
     register(&mut m, "connectors.list", |_, ctx| {
         Ok(ctx.connectors().into())

@@ -539,6 +539,14 @@ static_reason!(
     "no rate: needs a previous reading (first reading or counter reset)"
 );
 
+/// Stores `r` in `slot`, reusing its allocation.
+fn keep(slot: &mut Option<Box<Reading>>, r: Reading) {
+    match slot {
+        Some(b) => **b = r,
+        None => *slot = Some(Box::new(r)),
+    }
+}
+
 /// A channel's compiled transform with its state.
 #[derive(Debug, Clone)]
 pub struct Transform {
@@ -553,10 +561,12 @@ pub struct Transform {
     mode: Mode,
     /// Last reported value (on_change).
     last: Option<Sent>,
-    /// The latest reading (on_change with heartbeat), sent by a timer heartbeat.
-    latest: Option<Reading>,
+    /// The latest reading (on_change with heartbeat), sent by a timer heartbeat. Boxed, like
+    /// `pending`: only some channels need it, and a gateway may run tens of thousands of
+    /// channels; the box is reused, so storing a reading does not allocate.
+    latest: Option<Box<Reading>>,
     /// The latest reading of the current period (every).
-    pending: Option<Reading>,
+    pending: Option<Box<Reading>>,
     /// End of the current period (every).
     due: Option<Instant>,
 }
@@ -659,21 +669,21 @@ impl Transform {
                         at: now,
                     });
                     if heartbeat.is_some() {
-                        self.latest = Some(reading.clone());
+                        keep(&mut self.latest, reading.clone());
                     }
                     Outcome::Emit(reading)
                 } else {
                     if heartbeat.is_some() {
                         // Kept for a timer heartbeat; moving it here costs no more than
                         // dropping it, so the frequent suppressed path stays cheap.
-                        self.latest = Some(reading);
+                        keep(&mut self.latest, reading);
                     }
                     Outcome::Suppressed
                 }
             }
             Mode::Every(period) => match self.due {
                 Some(due) if now < due => {
-                    self.pending = Some(reading);
+                    keep(&mut self.pending, reading);
                     Outcome::Suppressed
                 }
                 _ => {
@@ -697,7 +707,7 @@ impl Transform {
                 if now.duration_since(last.at) < h {
                     return None;
                 }
-                let r = self.latest.clone()?;
+                let r = Reading::clone(self.latest.as_deref()?);
                 last.value = r.value.clone();
                 last.quality = r.quality.clone();
                 last.at = now;
@@ -708,7 +718,7 @@ impl Transform {
                 if self.due.is_some_and(|d| now >= d) {
                     let r = self.pending.take()?;
                     self.advance_due(now, period);
-                    Some(r)
+                    Some(*r)
                 } else {
                     None
                 }

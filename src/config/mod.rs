@@ -44,9 +44,9 @@ pub struct GatewayConfig {
     pub sinks: Vec<SinkConfig>,
     /// `connectors`: where readings come from.
     pub connectors: Vec<ConnectorConfig>,
-    /// The configuration as written (after env overrides, before `${VAR}` interpolation), for
-    /// change detection and for showing it with secrets still hidden behind their `${VAR}`.
-    pub source: std::sync::Arc<Value>,
+    /// The configuration as written (after env overrides, before `${VAR}` interpolation), as
+    /// compact JSON text: shown by `gateway.config` with secrets still behind their `${VAR}`.
+    pub source: std::sync::Arc<str>,
 }
 
 /// `gateway` section.
@@ -143,7 +143,10 @@ pub fn from_value(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<GatewayConfig, ConfigErrors> {
     let mut errs = Vec::new();
-    let mut value = source.clone();
+    // Kept as compact text, not as a second `Value` tree: a big device list costs ten times
+    // its text size as a tree.
+    let source_text: std::sync::Arc<str> = source.to_string().into();
+    let mut value = source;
     interpolate(&mut value, "", env, &mut errs);
     let Value::Object(mut obj) = value else {
         return Err(ConfigErrors(vec![ConfigError::new(
@@ -221,7 +224,7 @@ pub fn from_value(
         rpc,
         sinks,
         connectors,
-        source: std::sync::Arc::new(source),
+        source: source_text,
     });
     if let Some(cfg) = &cfg {
         cfg.validate(&mut errs);
@@ -405,18 +408,46 @@ pub enum LoadError {
 /// Reads the raw configuration value from `path` with `OSGATE_SECTION__FIELD` env overrides
 /// merged in (before interpolation and validation).
 pub fn read_file(path: &Path) -> Result<Value, LoadError> {
-    use figment::providers::{Env, Format, Json};
-    let fig = figment::Figment::new().merge(Json::file_exact(path)).merge(
-        // Only nested keys (`OSGATE_RPC__LISTEN`): plain `OSGATE_*` variables are secrets
-        // for `${VAR}` interpolation, not overrides.
-        Env::prefixed("OSGATE_")
-            .filter(|k| k.as_str().contains("__"))
-            .split("__"),
-    );
-    fig.extract::<Value>().map_err(|e| LoadError::Read {
+    use figment::providers::Env;
+    let err = |message: String| LoadError::Read {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    // The file is parsed straight into one `serde_json::Value`; going through figment's own
+    // value tree as well cost several times the memory on configs with thousands of channels.
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let mut value: Value =
+        serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+    drop(text);
+    // figment reads and types the overrides; only nested keys (`OSGATE_RPC__LISTEN`): plain
+    // `OSGATE_*` variables are secrets for `${VAR}` interpolation, not overrides.
+    let overrides: Value = figment::Figment::new()
+        .merge(
+            Env::prefixed("OSGATE_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        )
+        .extract()
+        .map_err(|e| err(format!("environment override: {e}")))?;
+    merge(&mut value, overrides);
+    Ok(value)
+}
+
+/// Merges `over` into `base` as figment does: objects merge key by key, anything else replaces.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
 }
 
 /// Reads and validates the configuration file at `path` (env overrides and `${VAR}` applied).
@@ -435,6 +466,20 @@ mod tests {
 
     fn env(k: &str) -> Option<String> {
         (k == "TOKEN").then(|| "s3cret".to_string())
+    }
+
+    #[test]
+    fn overrides_merge_like_figment() {
+        let mut base = json!({"gateway": {"id": "a", "shutdown_timeout": "5s"}, "sinks": [1]});
+        merge(
+            &mut base,
+            json!({"gateway": {"id": "b"}, "rpc": {"listen": "127.0.0.1:1"}}),
+        );
+        assert_eq!(
+            base,
+            json!({"gateway": {"id": "b", "shutdown_timeout": "5s"}, "sinks": [1],
+                   "rpc": {"listen": "127.0.0.1:1"}})
+        );
     }
 
     #[test]

@@ -378,8 +378,8 @@ impl RemoteLoader {
     pub async fn load(&self) -> Result<Loaded, LoadError> {
         let env = self.env;
         let raw = read_file(&self.local)?;
-        let local = from_value(raw.clone(), &env);
         let local_remote = raw.get("remote").cloned().unwrap_or(Value::Null);
+        let local = from_value(raw, &env);
         // The section is parsed on its own so that a local file with a broken connector still
         // yields the URL of the remote that may repair it.
         let section = match &local {
