@@ -352,3 +352,72 @@ fn check_accepts_the_example_and_env_overrides() {
     let (code, _, err) = osgate_cmd(&["check", "-c", "/nonexistent/osgate.json"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_serves_the_example_shape() {
+    // The example config's shape (embedded broker + MQTT sink to it), on a free port.
+    let port = free_port();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(include_str!("../osgate.json.example")).unwrap();
+    cfg["broker"]["embedded"]["listen"] = json!(format!("127.0.0.1:{port}"));
+    cfg["sinks"][0]["url"] = json!(format!("mqtt://127.0.0.1:{port}"));
+    let mut gw = Gateway::start(&cfg);
+    assert!(
+        wait_port(port, TEST_TIMEOUT),
+        "embedded broker not listening"
+    );
+    let mut sub = Subscriber::connect(port, "telemetry/#").await;
+    let m = sub.next(TEST_TIMEOUT).await;
+    assert!(m.topic.starts_with("telemetry/demo-gw/"), "{m:?}");
+    assert!(
+        m.json["ts"].is_i64() && m.json.get("value").is_some(),
+        "{m:?}"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+}
+
+#[test]
+fn stdout_sink_writes_json_lines() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir();
+    let cfg = json!({
+        "gateway": {"id": "gw7"},
+        "sinks": [{"name": "out", "type": "stdout"}],
+        "connectors": [{"name": "sim", "protocol": "simulator", "devices": [
+            {"name": "d", "interval": "20ms", "channels": [{"name": "n", "signal": "counter", "unit": "pcs"}]}]}]
+    });
+    let path = write_config(&dir, &cfg);
+    let mut child = std::process::Command::new(osgate_bin())
+        .args(["-c", &path])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Watchdog: a gateway that prints nothing must not hang the test.
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        if wait.recv_timeout(TEST_TIMEOUT).is_err() {
+            unsafe_free_kill(pid, "KILL");
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut values = Vec::new();
+    // Each line arrives as the simulator ticks; reading blocks at most a few ticks.
+    for _ in 0..3 {
+        let line = lines.next().expect("a line").expect("utf-8");
+        let j: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+        assert_eq!(
+            (&j["device"], &j["channel"], &j["unit"]),
+            (&json!("d"), &json!("n"), &json!("pcs"))
+        );
+        assert_eq!(j["quality"], "good");
+        values.push(j["value"].as_u64().unwrap());
+    }
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(values, vec![0, 1, 2]);
+}
