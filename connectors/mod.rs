@@ -22,7 +22,9 @@ use crate::pipeline::{DeviceOutput, ReadingSender};
 use crate::status::ConnectorHealth;
 
 #[cfg(not(any(feature = "simulator", feature = "modbus")))]
-compile_error!("osgate needs at least one connector: enable the `simulator` and/or `modbus` feature");
+compile_error!(
+    "osgate needs at least one connector: enable the `simulator` and/or `modbus` feature"
+);
 
 #[cfg(feature = "modbus")]
 pub mod modbus;
