@@ -39,7 +39,7 @@ use super::format::{encode_device, encode_reading, Format, TopicTemplate};
 use super::{SinkContext, SinkError};
 use crate::config::{ConfigError, Dur};
 use crate::pipeline::Envelope;
-use crate::reading::{Batch, Timestamp};
+use crate::reading::Batch;
 use crate::status::DeviceStatus;
 
 /// Settings of the MQTT sink.
@@ -765,11 +765,6 @@ fn online_payload(ctx: &SinkContext) -> Bytes {
         "config": *ctx.config_info.borrow(),
     });
     Bytes::from(payload.to_string())
-}
-
-/// The current time in ms, for status payloads.
-pub fn now_ms() -> i64 {
-    Timestamp::now().0
 }
 
 #[cfg(test)]
