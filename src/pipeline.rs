@@ -205,6 +205,20 @@ struct ChannelOut {
     transform: Transform,
 }
 
+impl ChannelOut {
+    /// A reading of this channel (names are shared, not copied).
+    fn reading(&self, device: &Arc<str>, value: Value, ts: Timestamp, quality: Quality) -> Reading {
+        Reading {
+            device: device.clone(),
+            channel: self.name.clone(),
+            value,
+            ts,
+            quality,
+            unit: self.unit.clone(),
+        }
+    }
+}
+
 /// Builds the batches of one device: names, units and transforms of its channels, indexed by
 /// channel position, so a connector pushes values by index without any lookup or allocation.
 pub struct DeviceOutput {
@@ -275,14 +289,7 @@ impl DeviceOutput {
         let Some(c) = self.channels.get_mut(ch) else {
             return;
         };
-        let reading = Reading {
-            device: self.device.clone(),
-            channel: c.name.clone(),
-            value,
-            ts,
-            quality,
-            unit: c.unit.clone(),
-        };
+        let reading = c.reading(&self.device, value, ts, quality);
         match c.transform.apply(reading, now) {
             Outcome::Emit(r) => {
                 if !r.quality.is_good() {
@@ -309,14 +316,10 @@ impl DeviceOutput {
         quality: Quality,
     ) -> Option<Reading> {
         let c = self.channels.get(ch)?;
-        Some(c.transform.convert(Reading {
-            device: self.device.clone(),
-            channel: c.name.clone(),
-            value,
-            ts,
-            quality,
-            unit: c.unit.clone(),
-        }))
+        Some(
+            c.transform
+                .convert(c.reading(&self.device, value, ts, quality)),
+        )
     }
 
     /// For connectors that are pushed values instead of polling (listeners): adds the readings
