@@ -354,6 +354,14 @@ pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
                     "a writable channel cannot have scale 0 (writes reverse it)",
                 ));
             }
+            if let Some(key) = c.transform.irreversible_key().filter(|_| ch.writable) {
+                errs.push(ConfigError::new(
+                    format!("{cpath}.{key}"),
+                    format!(
+                        "a writable channel cannot use {key}: a written value could not be turned back into a register value"
+                    ),
+                ));
+            }
         }
     }
 }
@@ -495,6 +503,16 @@ mod tests {
             (
                 json!({"name": "a", "table": "coil", "address": 1, "type": "u16"}),
                 "type",
+            ),
+            (
+                json!({"name": "a", "table": "holding", "address": 1, "writable": true,
+                       "expr": "x * 2"}),
+                "expr",
+            ),
+            (
+                json!({"name": "a", "table": "holding", "address": 1, "writable": true,
+                       "rate": true}),
+                "rate",
             ),
         ];
         for (ch, field) in cases {
