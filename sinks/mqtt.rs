@@ -79,7 +79,7 @@ pub struct MqttSinkConfig {
     /// Start a clean session on connect (default false: the broker keeps our session).
     #[serde(default)]
     pub clean_session: bool,
-    /// Readings the sink holds while the broker is away (default 100000, about 10 MB). When
+    /// Readings the sink holds while the broker is away (default 100000; about 150 bytes each). When
     /// full, new readings are dropped and counted. While connected the sink takes new readings
     /// only as fast as the broker acknowledges them (a few windows ahead), so the connectors
     /// feel backpressure instead.
