@@ -30,6 +30,21 @@ pub mod sinks;
 pub mod status;
 pub mod transform;
 
+/// Builds the tokio runtime of a command: multi-thread for the gateway, current-thread for the
+/// one-shot tools (`osgate rpc`, `osgate modbus`). A failure is reported on stderr and becomes
+/// exit code 1.
+pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    let mut b = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        std::process::ExitCode::from(1)
+    })
+}
+
 /// Installs the process-wide rustls crypto provider (ring). Call once, first thing in `main`:
 /// with more than one provider compiled in, rustls cannot pick one itself (STACK.md).
 pub fn install_crypto_provider() {

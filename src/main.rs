@@ -120,15 +120,9 @@ fn config_error(e: &LoadError) -> ExitCode {
 }
 
 fn run(path: PathBuf) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match osgate::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match rt.block_on(osgate::service::run(path)) {
         Ok(()) => ExitCode::SUCCESS,

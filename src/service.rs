@@ -320,7 +320,8 @@ impl GatewayService {
         }
         // A new gateway id or shutdown timeout changes every topic or task: restart everything.
         let everything = new.gateway != self.config.gateway;
-        let old_gateway = std::mem::replace(&mut self.config.gateway, new.gateway.clone());
+        // Tasks started below take the gateway id from here.
+        self.config.gateway = new.gateway.clone();
 
         // Sinks first, so restarted connectors send to the new sink set.
         let wanted: BTreeMap<Arc<str>, &SinkConfig> = new
@@ -389,7 +390,6 @@ impl GatewayService {
         let keep_c: Vec<Arc<str>> = new.connectors.iter().map(|c| c.name().clone()).collect();
         let keep_s: Vec<Arc<str>> = new.sinks.iter().map(|s| s.name().into()).collect();
         self.registry.retain(&keep_c, &keep_s);
-        let _ = old_gateway;
         self.shared.store(Arc::new(new.clone()));
         self.config = new;
         self.retiring.retain(|(_, t)| !t.is_finished());
@@ -583,16 +583,16 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         .context("starting the gateway")?;
     svc.registry().config.send_replace(loaded.info);
     let (tx, mut commands) = mpsc::channel(16);
-    let _handle = ServiceHandle { tx };
+    let handle = ServiceHandle { tx };
     // The JSON-RPC server and MQTT commands live as long as the service loop (crate::rpc).
-    let management = match crate::rpc::start(&svc, _handle.clone()).await {
+    let management = match crate::rpc::start(&svc, handle.clone()).await {
         Ok(m) => m,
         Err(e) => {
             let _ = svc.shutdown().await;
             return Err(e.context("starting the management API"));
         }
     };
-    let refresh_handle = _handle.clone();
+    let refresh_handle = handle.clone();
     let refresher_stop = CancellationToken::new();
     let refresher = tokio::spawn(remote::refresh_loop(
         loader.clone(),

@@ -207,6 +207,48 @@ async fn broker_outage_loses_nothing_at_qos1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_overflow_while_broker_away_is_counted_and_logged_once() {
+    let mut broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "telemetry/gw8/#").await;
+    let cfg = sim_config(
+        "gw8",
+        &broker.url(),
+        json!([counter_device("c", "10ms")]),
+        json!({"buffer": 20, "backoff_max": "500ms"}),
+    );
+    let mut gw = Gateway::start(&cfg);
+    assert!(sub.collect_until(TEST_TIMEOUT, |s| s.len() >= 10).await);
+
+    broker.stop();
+    gw.wait_log("lost connection to broker", TEST_TIMEOUT).await;
+    // 20 readings fill the buffer after ~200 ms; the counter goes on, the rest is dropped.
+    gw.wait_log("buffer full while the broker is away", TEST_TIMEOUT)
+        .await;
+    broker.restart();
+    gw.wait_log("reconnected to broker", TEST_TIMEOUT).await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+
+    let summary = sink_summary(&gw);
+    let n = |k: &str| summary[k].as_u64().unwrap();
+    assert!(n("dropped") > 0, "{summary}");
+    assert_eq!(n("acked") + n("dropped"), n("received"), "{summary}");
+    let warnings = gw
+        .log_json()
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("buffer full"))
+        })
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "one log line per outage, not one per dropped reading"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_acks_everything_accepted() {
     let broker = Mosquitto::start();
     let mut sub = Subscriber::connect(broker.port, "telemetry/gw6/#").await;

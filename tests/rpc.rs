@@ -582,6 +582,28 @@ async fn protocol_errors_are_answered_and_change_nothing() {
     );
 }
 
+/// Enables or disables device d1 of connector "sim" and asserts that its retained status says
+/// `running`/`enabled` = `on` within `within` of the call.
+async fn switch_within(rpc: &Rpc, status: &mut Subscriber, on: bool, within: Duration) {
+    let method = if on {
+        "device.enable"
+    } else {
+        "device.disable"
+    };
+    let asked = Instant::now();
+    rpc.result(method, json!({"connector": "sim", "device": "d1"}))
+        .await;
+    let m = status
+        .next_where(TEST_TIMEOUT, |m| m.json["running"] == on)
+        .await;
+    assert!(
+        asked.elapsed() <= within,
+        "running:{on} took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(m.json["enabled"], on);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_device_stops_within_an_interval_and_survives_reload() {
     let broker = Mosquitto::start();
@@ -596,21 +618,7 @@ async fn disabled_device_stops_within_an_interval_and_survives_reload() {
     sub.next_where(TEST_TIMEOUT, |m| m.topic.starts_with("telemetry/gwl/d1/"))
         .await;
 
-    let asked = Instant::now();
-    rpc.result(
-        "device.disable",
-        json!({"connector": "sim", "device": "d1"}),
-    )
-    .await;
-    let m = status
-        .next_where(TEST_TIMEOUT, |m| m.json["running"] == false)
-        .await;
-    assert!(
-        asked.elapsed() <= interval,
-        "running:false took {:?}",
-        asked.elapsed()
-    );
-    assert_eq!(m.json["enabled"], false);
+    switch_within(&rpc, &mut status, false, interval).await;
     // No d1 readings for a few intervals while d2 goes on.
     sub.drain();
     sub.seen.clear();
@@ -660,18 +668,7 @@ async fn disabled_device_stops_within_an_interval_and_survives_reload() {
     );
 
     // Enable: running again within an interval, readings resume.
-    let asked = Instant::now();
-    rpc.result("device.enable", json!({"connector": "sim", "device": "d1"}))
-        .await;
-    let m = status
-        .next_where(TEST_TIMEOUT, |m| m.json["running"] == true)
-        .await;
-    assert!(
-        asked.elapsed() <= interval,
-        "running:true took {:?}",
-        asked.elapsed()
-    );
-    assert_eq!(m.json["enabled"], true);
+    switch_within(&rpc, &mut status, true, interval).await;
     sub.drain();
     sub.seen.clear();
     let ok = sub

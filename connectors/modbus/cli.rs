@@ -243,12 +243,9 @@ fn device_error(e: &dyn std::fmt::Display) -> ExitCode {
 
 /// Runs `osgate modbus …` and returns the process exit code.
 pub fn main(cmd: ModbusCommand) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => return device_error(&e),
+        Err(code) => return code,
     };
     match cmd.op {
         Op::Read(args) => match resolve(&args.target, args.count) {

@@ -91,6 +91,17 @@ pub struct ConfigInfo {
 }
 
 impl ConfigInfo {
+    /// A configuration just fetched from the remote and applied at `now` (ms).
+    pub fn fresh_remote(now: i64) -> Self {
+        ConfigInfo {
+            source: ConfigSource::Remote,
+            loaded: now,
+            fetched: Some(now),
+            checked: Some(now),
+            last_error: None,
+        }
+    }
+
     /// Age of the configuration's content in ms (since it was fetched, or loaded for the local
     /// file).
     pub fn age_ms(&self, now: i64) -> i64 {
@@ -454,13 +465,7 @@ impl RemoteLoader {
                     tracing::info!(source = "remote", url = %section.url, cache = %section.cache.display(), "configuration loaded from the remote (and cached)");
                     return Ok(Loaded {
                         config,
-                        info: ConfigInfo {
-                            source: ConfigSource::Remote,
-                            loaded: now,
-                            fetched: Some(now),
-                            checked: Some(now),
-                            last_error: None,
-                        },
+                        info: ConfigInfo::fresh_remote(now),
                     });
                 }
                 Err(e) => {
@@ -671,13 +676,7 @@ pub async fn refresh_loop<F, Fut>(
                             source = "remote",
                             "configuration refreshed from the remote and cached"
                         );
-                        info.send_replace(ConfigInfo {
-                            source: ConfigSource::Remote,
-                            loaded: now,
-                            fetched: Some(now),
-                            checked: Some(now),
-                            last_error: None,
-                        });
+                        info.send_replace(ConfigInfo::fresh_remote(now));
                     }
                     Err(e) => {
                         let e = format!("reload failed: {e}");
