@@ -1,7 +1,7 @@
 //! Connectors: one module per protocol, each a `<Proto>` config (device and channel settings)
 //! and `run(spec, ctx)`.
 //!
-//! [`ConnectorConfig`] is a closed enum: [`ConnectorConfig::from_value`] reads `"protocol"` and
+//! [`ConnectorKind`] is a closed enum: [`ConnectorConfig::from_raw`] reads `"protocol"` and
 //! parses the entry with [`crate::config::spec::parse_spec`] into that protocol's types, and
 //! [`run`] dispatches with an exhaustive `match`, so the compiler lists every place a new
 //! protocol must be handled. Connectors import only core modules (`reading`, `pipeline`,
@@ -12,11 +12,12 @@
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::spec::{connector_path, parse_spec};
-use crate::config::{ConfigError, DeviceSpec};
+use crate::config::{interpolate, join, ConfigError, DeviceSpec, Entry};
 use crate::control::{ControlRegistry, DeviceControl};
 use crate::pipeline::{DeviceOutput, ReadingSender};
 use crate::status::ConnectorHealth;
@@ -79,19 +80,18 @@ pub enum ConnectorError {
     Setup(String),
 }
 
-/// One configured connector, by protocol.
-#[derive(Debug, Clone)]
+/// One configured connector, by protocol. Two are equal when their parsed configs are: a
+/// reload restarts a connector only when what it runs on changed (a reordered key or a default
+/// written out is no change).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnectorConfig {
-    /// The entry as written, as compact JSON text, for change detection on reload (a string is
-    /// a fraction of the size of a `serde_json::Value` tree for big device lists).
-    pub raw: Arc<str>,
     /// The parsed protocol config, shared: the service, the supervisor and the reload diff all
     /// hold the same copy.
     pub kind: Arc<ConnectorKind>,
 }
 
 /// The protocols osgate speaks (closed set: one arm per protocol).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ConnectorKind {
     /// `"protocol": "simulator"`.
     #[cfg(feature = "simulator")]
@@ -111,10 +111,24 @@ pub const PROTOCOLS: &[&str] = &[
 
 impl ConnectorConfig {
     /// Parses `connectors[index]`; problems go to `errs`, each with its path.
-    pub fn from_value(index: usize, value: Value, errs: &mut Vec<ConfigError>) -> Option<Self> {
-        let path = connector_path(index, &value);
-        let raw: Arc<str> = value.to_string().into();
-        let protocol = match value.get("protocol") {
+    pub fn from_raw(
+        index: usize,
+        raw: &RawValue,
+        env: &dyn Fn(&str) -> Option<String>,
+        errs: &mut Vec<ConfigError>,
+    ) -> Option<Self> {
+        let Some(mut entry) = Entry::parse(raw, "devices") else {
+            errs.push(ConfigError::new(
+                format!("connectors[{index}]"),
+                "expected an object",
+            ));
+            return None;
+        };
+        let path = connector_path(index, &entry.fields);
+        for (k, v) in entry.fields.iter_mut() {
+            interpolate(v, &join(&path, k), env, errs);
+        }
+        let protocol = match entry.fields.get("protocol") {
             Some(Value::String(p)) => p.clone(),
             Some(other) => {
                 errs.push(ConfigError::new(
@@ -134,13 +148,13 @@ impl ConnectorConfig {
         let kind = match protocol.as_str() {
             #[cfg(feature = "simulator")]
             "simulator" => {
-                let spec = parse_spec(value, &path, errs)?;
+                let spec = parse_spec(entry, &path, env, errs)?;
                 simulator::validate(&spec, &path, errs);
                 ConnectorKind::Simulator(spec)
             }
             #[cfg(feature = "modbus")]
             "modbus" => {
-                let spec = parse_spec(value, &path, errs)?;
+                let spec = parse_spec(entry, &path, env, errs)?;
                 modbus::validate(&spec, &path, errs);
                 ConnectorKind::Modbus(spec)
             }
@@ -156,7 +170,6 @@ impl ConnectorConfig {
             }
         };
         Some(ConnectorConfig {
-            raw,
             kind: Arc::new(kind),
         })
     }
@@ -204,11 +217,12 @@ impl ConnectorConfig {
 
 /// Runs a connector until `ctx.shutdown` is cancelled or it fails.
 pub async fn run(config: ConnectorConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-    // The running task gets its own copy of the spec (it moves devices into tasks).
+    // Borrowed from the shared config: a connector builds its run-time state from the spec
+    // and copies only what it keeps.
     match &*config.kind {
         #[cfg(feature = "simulator")]
-        ConnectorKind::Simulator(spec) => simulator::run(spec.clone(), ctx).await,
+        ConnectorKind::Simulator(spec) => simulator::run(spec, ctx).await,
         #[cfg(feature = "modbus")]
-        ConnectorKind::Modbus(spec) => modbus::run(spec.clone(), ctx).await,
+        ConnectorKind::Modbus(spec) => modbus::run(spec, ctx).await,
     }
 }

@@ -265,10 +265,10 @@ impl Generator {
 }
 
 /// Runs the simulator: one task per device, until `ctx.shutdown` is cancelled.
-pub async fn run(spec: SimulatorConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+pub async fn run(spec: &SimulatorConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
     let mut tasks = JoinSet::new();
-    for device in spec.devices {
-        tasks.spawn(run_device(device, ctx.clone()));
+    for device in &spec.devices {
+        tasks.spawn(run_device(device.clone(), ctx.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())

@@ -247,12 +247,12 @@ impl DeviceOutput {
             .map(|c| ChannelOut {
                 name: c.name.clone(),
                 unit: c.unit.clone(),
-                transform: Transform::new(&c.transform).expect("transform validated at load"),
+                transform: Transform::new(c.transform()).expect("transform validated at load"),
             })
             .collect::<Vec<_>>();
         let status = DeviceStatus::new(connector.clone(), device.name.clone(), device.enabled);
         DeviceOutput {
-            readings: Vec::with_capacity(channels.len()),
+            readings: Vec::new(),
             connector,
             device: device.name.clone(),
             channels,
@@ -291,12 +291,7 @@ impl DeviceOutput {
         };
         let reading = c.reading(&self.device, value, ts, quality);
         match c.transform.apply(reading, now) {
-            Outcome::Emit(r) => {
-                if !r.quality.is_good() {
-                    self.health.counters.bad.fetch_add(1, Relaxed);
-                }
-                self.readings.push(r);
-            }
+            Outcome::Emit(r) => self.add(r),
             Outcome::Suppressed => {
                 self.health.counters.suppressed.fetch_add(1, Relaxed);
             }
@@ -327,14 +322,24 @@ impl DeviceOutput {
     /// `on_change` heartbeat); send them with [`DeviceOutput::flush_or_drop`]. Pollers need
     /// not call it: their transforms check the timers at every poll.
     pub fn poll_timers(&mut self, now: Instant) {
-        for c in &mut self.channels {
-            if let Some(r) = c.transform.poll(now) {
-                if !r.quality.is_good() {
-                    self.health.counters.bad.fetch_add(1, Relaxed);
-                }
-                self.readings.push(r);
+        for i in 0..self.channels.len() {
+            if let Some(r) = self.channels[i].transform.poll(now) {
+                self.add(r);
             }
         }
+    }
+
+    /// Adds a reading to the pending batch. The batch's buffer is allocated at its first
+    /// reading, sized for every channel, and handed on with the batch: an idle device holds
+    /// no buffer.
+    fn add(&mut self, r: Reading) {
+        if !r.quality.is_good() {
+            self.health.counters.bad.fetch_add(1, Relaxed);
+        }
+        if self.readings.capacity() == 0 {
+            self.readings.reserve_exact(self.channels.len());
+        }
+        self.readings.push(r);
     }
 
     /// When [`DeviceOutput::poll_timers`] next has something to do (`None`: no timer pending),
@@ -356,8 +361,7 @@ impl DeviceOutput {
         if self.readings.is_empty() {
             return None;
         }
-        let readings =
-            std::mem::replace(&mut self.readings, Vec::with_capacity(self.channels.len()));
+        let readings = std::mem::take(&mut self.readings);
         let c = &self.health.counters;
         c.readings.fetch_add(readings.len() as u64, Relaxed);
         c.batches.fetch_add(1, Relaxed);
@@ -433,7 +437,6 @@ impl DeviceOutput {
 mod tests {
     use super::*;
     use crate::config::{ChannelSpec, DeviceSpec};
-    use crate::transform::TransformConfig;
 
     fn device(n: usize) -> DeviceSpec<(), ()> {
         DeviceSpec {
@@ -444,7 +447,7 @@ mod tests {
                 .map(|i| ChannelSpec {
                     name: format!("c{i}").into(),
                     unit: Some("V".into()),
-                    transform: TransformConfig::default(),
+                    transform: None,
                     settings: (),
                 })
                 .collect(),

@@ -269,7 +269,7 @@ impl GatewayService {
                     || self
                         .connectors
                         .get(c.name())
-                        .is_none_or(|r| r.config.raw != c.raw)
+                        .is_none_or(|r| r.config != **c)
             })
             .map(|c| c.name().clone())
             .collect();
@@ -364,7 +364,7 @@ impl GatewayService {
             let keep = !everything
                 && wanted
                     .get(&name)
-                    .is_some_and(|c| c.raw == self.connectors[&name].config.raw);
+                    .is_some_and(|c| **c == self.connectors[&name].config);
             if keep {
                 summary.connectors_kept.push(name.to_string());
             } else {

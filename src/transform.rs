@@ -270,9 +270,22 @@ fn deserialize_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateConfig
 }
 
 impl TransformConfig {
+    /// No transform keys: every reading passes through unchanged.
+    pub const IDENTITY: TransformConfig = TransformConfig {
+        scale: None,
+        offset: None,
+        round: None,
+        deadband: None,
+        report: None,
+        heartbeat: None,
+        filter: None,
+        rate: None,
+        expr: None,
+    };
+
     /// True when the transform passes every reading through unchanged.
     pub fn is_identity(&self) -> bool {
-        *self == TransformConfig::default()
+        *self == TransformConfig::IDENTITY
     }
 
     /// The report strategy in effect: `report`, or `on_change` when only a deadband is set.
@@ -547,10 +560,60 @@ fn keep(slot: &mut Option<Box<Reading>>, r: Reading) {
     }
 }
 
-/// A channel's compiled transform with its state.
+/// A channel's compiled transform with its state. A channel without transform keys (most
+/// channels of a big device list) keeps no state at all: one null pointer.
 #[derive(Debug, Clone)]
-pub struct Transform {
-    identity: bool,
+pub struct Transform(Option<Box<Compiled>>);
+
+impl Transform {
+    /// Compiles a transform. The first problem is returned as `(field, message)`.
+    pub fn new(cfg: &TransformConfig) -> Result<Transform, (String, String)> {
+        if cfg.is_identity() {
+            return Ok(Transform(None));
+        }
+        Compiled::new(cfg).map(|c| Transform(Some(Box::new(c))))
+    }
+
+    /// Applies the transform to one reading; `now` is the monotonic time of the poll.
+    pub fn apply(&mut self, mut reading: Reading, now: Instant) -> Outcome {
+        match &mut self.0 {
+            Some(c) => c.apply(reading, now),
+            None => {
+                mark_not_finite(&mut reading);
+                Outcome::Emit(reading)
+            }
+        }
+    }
+
+    /// Timer hook for connectors that are pushed values rather than polling: returns the reading
+    /// due at `now`, if any (the latest reading of an ended `every` period, or a heartbeat).
+    pub fn poll(&mut self, now: Instant) -> Option<Reading> {
+        self.0.as_mut()?.poll(now)
+    }
+
+    /// When [`Transform::poll`] next has something to do (`None`: nothing pending).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.0.as_ref()?.next_deadline()
+    }
+
+    /// The stateless value steps only (1–6 of the module docs), without report strategy and
+    /// without changing any state: what an explicit read (`device.read`) returns. A `rate` is
+    /// computed against the previous polled reading; where there is none, and where the filter
+    /// would drop the value, the reading is returned with quality bad and the reason.
+    pub fn convert(&self, mut reading: Reading) -> Reading {
+        match &self.0 {
+            Some(c) => c.convert(reading),
+            None => {
+                mark_not_finite(&mut reading);
+                reading
+            }
+        }
+    }
+}
+
+/// The compiled steps and state of a transform that does something.
+#[derive(Debug, Clone)]
+struct Compiled {
     numeric: bool,
     linear: Option<(f64, f64)>,
     /// Boxed: a compiled expression is large (kilobytes), most channels have none.
@@ -571,9 +634,8 @@ pub struct Transform {
     due: Option<Instant>,
 }
 
-impl Transform {
-    /// Compiles a transform. The first problem is returned as `(field, message)`.
-    pub fn new(cfg: &TransformConfig) -> Result<Transform, (String, String)> {
+impl Compiled {
+    fn new(cfg: &TransformConfig) -> Result<Compiled, (String, String)> {
         if let Some(e) = cfg.validate().into_iter().next() {
             return Err(e);
         }
@@ -607,8 +669,7 @@ impl Transform {
             || cfg.rate.is_some()
             || cfg.round.is_some()
             || filter.is_some();
-        Ok(Transform {
-            identity: cfg.is_identity(),
+        Ok(Compiled {
             numeric,
             linear,
             expr,
@@ -627,12 +688,7 @@ impl Transform {
         })
     }
 
-    /// Applies the transform to one reading; `now` is the monotonic time of the poll.
-    pub fn apply(&mut self, mut reading: Reading, now: Instant) -> Outcome {
-        if self.identity {
-            mark_not_finite(&mut reading);
-            return Outcome::Emit(reading);
-        }
+    fn apply(&mut self, mut reading: Reading, now: Instant) -> Outcome {
         if self.numeric {
             let (step, baseline) = self.value_steps(&mut reading);
             let step = match step {
@@ -695,9 +751,7 @@ impl Transform {
         }
     }
 
-    /// Timer hook for connectors that are pushed values rather than polling: returns the reading
-    /// due at `now`, if any (the latest reading of an ended `every` period, or a heartbeat).
-    pub fn poll(&mut self, now: Instant) -> Option<Reading> {
+    fn poll(&mut self, now: Instant) -> Option<Reading> {
         match self.mode {
             Mode::Always => None,
             Mode::OnChange {
@@ -726,8 +780,7 @@ impl Transform {
         }
     }
 
-    /// When [`Transform::poll`] next has something to do (`None`: nothing pending).
-    pub fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&self) -> Option<Instant> {
         match self.mode {
             Mode::OnChange {
                 heartbeat: Some(h), ..
@@ -747,11 +800,7 @@ impl Transform {
         self.due = Some(if next <= now { now + period } else { next });
     }
 
-    /// The stateless value steps only (1–6 of the module docs), without report strategy and
-    /// without changing any state: what an explicit read (`device.read`) returns. A `rate` is
-    /// computed against the previous polled reading; where there is none, and where the filter
-    /// would drop the value, the reading is returned with quality bad and the reason.
-    pub fn convert(&self, mut reading: Reading) -> Reading {
+    fn convert(&self, mut reading: Reading) -> Reading {
         if !self.numeric {
             mark_not_finite(&mut reading);
             return reading;

@@ -162,7 +162,8 @@ fn unique(name: &str) -> String {
 
 fn parse(cfg: Json) -> Result<ConnectorConfig, Vec<String>> {
     let mut errs = Vec::new();
-    let c = ConnectorConfig::from_value(0, cfg, &mut errs);
+    let raw = serde_json::value::to_raw_value(&cfg).expect("json");
+    let c = ConnectorConfig::from_raw(0, &raw, &|_| None, &mut errs);
     if errs.is_empty() {
         Ok(c.expect("config"))
     } else {

@@ -603,7 +603,7 @@ fn device(transform: serde_json::Value) -> DeviceSpec<(), ()> {
         channels: vec![ChannelSpec {
             name: "c".into(),
             unit: None,
-            transform: cfg(transform),
+            transform: Some(Box::new(cfg(transform))),
             settings: (),
         }],
     }

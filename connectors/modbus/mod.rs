@@ -348,13 +348,13 @@ pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
                     ));
                 }
             }
-            if ch.writable && c.transform.scale == Some(0.0) {
+            if ch.writable && c.transform().scale == Some(0.0) {
                 errs.push(ConfigError::new(
                     format!("{cpath}.scale"),
                     "a writable channel cannot have scale 0 (writes reverse it)",
                 ));
             }
-            if let Some(key) = c.transform.irreversible_key().filter(|_| ch.writable) {
+            if let Some(key) = c.transform().irreversible_key().filter(|_| ch.writable) {
                 errs.push(ConfigError::new(
                     format!("{cpath}.{key}"),
                     format!(
@@ -379,11 +379,11 @@ pub fn device_limits(s: &ModbusSettings, d: &ModbusDevice) -> planner::Limits {
 /// until `ctx.shutdown` is cancelled. Devices register with the gateway's control registry, so
 /// `device.read` / `device.write` (JSON-RPC, MQTT commands) reach them through
 /// [`crate::control::ControlRegistry::read`] and [`crate::control::ControlRegistry::write`].
-pub async fn run(spec: ModbusConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-    let settings = Arc::new(spec.settings);
+pub async fn run(spec: &ModbusConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+    let settings = Arc::new(spec.settings.clone());
     let serial = matches!(settings.transport, Transport::Rtu(_));
     let mut lines: Vec<poller::Line> = Vec::new();
-    for device in spec.devices {
+    for device in &spec.devices {
         if !serial || lines.is_empty() {
             lines.push(poller::Line::new(settings.clone(), ctx.clone()));
         }
@@ -400,13 +400,14 @@ pub async fn run(spec: ModbusConfig, ctx: ConnectorContext) -> Result<(), Connec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::parse_spec;
+    use crate::config::spec::parse_spec_value;
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<ModbusConfig, Vec<ConfigError>> {
         let mut errs = Vec::new();
         let path = "connectors[0] \"plc\"";
-        let spec = parse_spec::<ModbusSettings, ModbusDevice, ModbusChannel>(v, path, &mut errs);
+        let spec =
+            parse_spec_value::<ModbusSettings, ModbusDevice, ModbusChannel>(v, path, &mut errs);
         if let Some(spec) = &spec {
             validate(spec, path, &mut errs);
         }
@@ -449,7 +450,7 @@ mod tests {
         let d = &c.devices[0];
         assert_eq!(d.settings.unit_id, 3);
         assert_eq!(d.channels[0].settings.order, ByteOrder::CDAB);
-        assert_eq!(d.channels[0].transform.scale, Some(0.1));
+        assert_eq!(d.channels[0].transform().scale, Some(0.1));
         assert_eq!(d.channels[1].settings.data_type(), DataType::Bool);
         let c = parse(json!({"name": "plc", "protocol": "modbus",
             "transport": {"rtu_over_tcp": "gw:4001"}, "devices": []}))

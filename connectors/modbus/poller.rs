@@ -132,8 +132,8 @@ impl Line {
 
     /// Adds a device: plans its reads, prepares its output and registers it for run-time
     /// control (must be called inside the runtime: it spawns the device's forwarding task).
-    pub fn add(&mut self, spec: DeviceSpec<ModbusDevice, ModbusChannel>) {
-        let control = self.ctx.register_device(&spec);
+    pub fn add(&mut self, spec: &DeviceSpec<ModbusDevice, ModbusChannel>) {
+        let control = self.ctx.register_device(spec);
         let enabled = control.is_enabled();
         tokio::spawn(forward(
             self.devices.len(),
@@ -152,8 +152,8 @@ impl Line {
                 address: c.settings.address,
                 format: c.settings.format(),
                 writable: c.settings.writable,
-                scale: c.transform.scale,
-                offset: c.transform.offset,
+                scale: c.transform().scale,
+                offset: c.transform().offset,
             })
             .collect();
         let items: Vec<PlanItem> = spec
@@ -189,7 +189,7 @@ impl Line {
             name: spec.name.clone(),
             unit: spec.settings.unit_id,
             enabled,
-            out: self.ctx.device_output(&spec),
+            out: self.ctx.device_output(spec),
             channels,
             items,
             groups,

@@ -1,14 +1,17 @@
 //! Configuration: the schema, where it is read from, and its validation.
 //!
-//! [`load_file`] reads a JSON file with figment, merges `OSGATE_SECTION__FIELD` environment
-//! overrides, replaces `${VAR}` in string values from the environment, and hands the result to
-//! [`from_value`], which parses every section and runs every semantic check, collecting all
-//! problems into one [`ConfigErrors`]. The remote-first loader ([`remote`]: fetch,
-//! cache, fallback, refresh) builds on [`from_value`] too, so a config from any source goes
-//! through the same checks.
+//! [`load_file`] reads a JSON file as a [`Document`] (top-level sections as values, the
+//! connector list kept as text), merges `OSGATE_SECTION__FIELD` environment overrides read with
+//! figment, and hands it to [`from_document`], which replaces `${VAR}` in string values from the
+//! environment, parses every section and runs every semantic check, collecting all problems
+//! into one [`ConfigErrors`]. Connectors are parsed one channel at a time ([`spec`]), so a
+//! device list of thousands of channels never exists as a `Value` tree. The remote-first loader
+//! ([`remote`]: fetch, cache, fallback, refresh) builds on [`from_document`] too, so a config
+//! from any source goes through the same checks.
 //!
 //! Next: [`crate::service`] builds the pipeline from a [`GatewayConfig`].
 
+mod document;
 mod duration;
 mod error;
 pub mod remote;
@@ -22,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use document::{Document, DocumentError, Entry};
 pub use duration::{parse_duration, Dur};
 pub use error::{deserialize_at, join, ConfigError, ConfigErrors};
 pub use spec::{ChannelSpec, ConnectorSpec, DeviceSpec};
@@ -136,24 +140,35 @@ fn default_rpc_listen() -> SocketAddr {
 
 const TOP_LEVEL: &[&str] = &["gateway", "remote", "broker", "rpc", "sinks", "connectors"];
 
-/// Parses and validates a configuration value (env overrides already merged). `${VAR}` in string
-/// values is replaced from `env`. Every problem is reported, each with its place.
+/// Parses and validates a configuration value (env overrides already merged): a convenience
+/// for small configs (tests, probes); files and remote bodies go through [`from_document`].
 pub fn from_value(
     source: Value,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<GatewayConfig, ConfigErrors> {
-    let mut errs = Vec::new();
-    // Kept as compact text, not as a second `Value` tree: a big device list costs ten times
-    // its text size as a tree.
-    let source_text: std::sync::Arc<str> = source.to_string().into();
-    let mut value = source;
-    interpolate(&mut value, "", env, &mut errs);
-    let Value::Object(mut obj) = value else {
-        return Err(ConfigErrors(vec![ConfigError::new(
+    match Document::from_value(source) {
+        Some(doc) => from_document(doc, env),
+        None => Err(ConfigErrors(vec![ConfigError::new(
             "",
-            "the configuration must be a JSON object",
-        )]));
-    };
+            DocumentError::NotAnObject.to_string(),
+        )])),
+    }
+}
+
+/// Parses and validates a configuration document (env overrides already merged). `${VAR}` in
+/// string values is replaced from `env`. Every problem is reported, each with its place.
+pub fn from_document(
+    doc: Document,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GatewayConfig, ConfigErrors> {
+    let mut errs = Vec::new();
+    // Kept as compact text, not as a `Value` tree: a big device list costs ten times its text
+    // size as a tree.
+    let source_text: std::sync::Arc<str> = doc.to_text().into();
+    let (mut obj, connectors_raw) = doc.into_parts();
+    for (key, v) in obj.iter_mut() {
+        interpolate(v, key, env, &mut errs);
+    }
     for key in obj.keys() {
         if !TOP_LEVEL.contains(&key.as_str()) {
             errs.push(ConfigError::new(
@@ -208,14 +223,20 @@ pub fn from_value(
         }
     }
     let mut connectors = Vec::new();
-    for (i, v) in array(obj.remove("connectors"), "connectors", &mut errs)
+    let list = Entry {
+        list: connectors_raw.as_deref(),
+        ..Entry::default()
+    };
+    for (i, raw) in list
+        .items("connectors", "", &mut errs)
         .into_iter()
         .enumerate()
     {
-        if let Some(c) = ConnectorConfig::from_value(i, v, &mut errs) {
+        if let Some(c) = ConnectorConfig::from_raw(i, raw, env, &mut errs) {
             connectors.push(c);
         }
     }
+    drop(connectors_raw);
 
     let cfg = gateway.map(|gateway| GatewayConfig {
         gateway,
@@ -321,7 +342,7 @@ impl GatewayConfig {
 }
 
 /// Replaces `${VAR}` in every string with the variable's value; `$${` stays a literal `${`.
-fn interpolate(
+pub(crate) fn interpolate(
     v: &mut Value,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
@@ -405,19 +426,18 @@ pub enum LoadError {
     },
 }
 
-/// Reads the raw configuration value from `path` with `OSGATE_SECTION__FIELD` env overrides
+/// Reads the configuration document at `path` with `OSGATE_SECTION__FIELD` env overrides
 /// merged in (before interpolation and validation).
-pub fn read_file(path: &Path) -> Result<Value, LoadError> {
+pub fn read_file(path: &Path) -> Result<Document, LoadError> {
     use figment::providers::Env;
     let err = |message: String| LoadError::Read {
         path: path.to_path_buf(),
         message,
     };
-    // The file is parsed straight into one `serde_json::Value`; going through figment's own
-    // value tree as well cost several times the memory on configs with thousands of channels.
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let mut value: Value =
-        serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+    // The file is read as a `Document` (its device lists stay text); going through figment's
+    // value tree cost many times the memory on configs with thousands of channels.
+    let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut doc = Document::parse(&text).map_err(|e| err(e.to_string()))?;
     drop(text);
     // figment reads and types the overrides; only nested keys (`OSGATE_RPC__LISTEN`): plain
     // `OSGATE_*` variables are secrets for `${VAR}` interpolation, not overrides.
@@ -429,31 +449,14 @@ pub fn read_file(path: &Path) -> Result<Value, LoadError> {
         )
         .extract()
         .map_err(|e| err(format!("environment override: {e}")))?;
-    merge(&mut value, overrides);
-    Ok(value)
-}
-
-/// Merges `over` into `base` as figment does: objects merge key by key, anything else replaces.
-fn merge(base: &mut Value, over: Value) {
-    match (base, over) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
+    doc.merge(overrides);
+    Ok(doc)
 }
 
 /// Reads and validates the configuration file at `path` (env overrides and `${VAR}` applied).
 pub fn load_file(path: &Path) -> Result<GatewayConfig, LoadError> {
-    let v = read_file(path)?;
-    from_value(v, &|k| std::env::var(k).ok()).map_err(|errors| LoadError::Invalid {
+    let doc = read_file(path)?;
+    from_document(doc, &|k| std::env::var(k).ok()).map_err(|errors| LoadError::Invalid {
         path: path.to_path_buf(),
         errors,
     })
@@ -470,6 +473,7 @@ mod tests {
 
     #[test]
     fn overrides_merge_like_figment() {
+        use document::merge;
         let mut base = json!({"gateway": {"id": "a", "shutdown_timeout": "5s"}, "sinks": [1]});
         merge(
             &mut base,

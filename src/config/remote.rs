@@ -37,7 +37,10 @@ use serde_json::Value;
 use tokio::sync::{watch, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{from_value, read_file, GatewayConfig, LoadError, RemoteSection};
+use super::{
+    from_document, from_value, read_file, Document, DocumentError, GatewayConfig, LoadError,
+    RemoteSection,
+};
 use crate::reading::Timestamp;
 
 /// Largest configuration body accepted from the remote (4 MiB); larger answers are rejected
@@ -231,15 +234,14 @@ pub fn parse_body(
     local_remote: &Value,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(GatewayConfig, bool), String> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut obj) = v else {
-        return Err("not a JSON object".into());
-    };
-    let own = obj.remove("remote");
+    let mut doc = Document::parse(bytes).map_err(|e| match e {
+        DocumentError::Syntax(e) => format!("not JSON: {e}"),
+        DocumentError::NotAnObject => "not a JSON object".to_string(),
+    })?;
+    let own = doc.remove("remote");
     let differs = own.as_ref().is_some_and(|o| o != local_remote);
-    obj.insert("remote".into(), local_remote.clone());
-    let cfg =
-        from_value(Value::Object(obj), env).map_err(|e| format!("invalid configuration: {e}"))?;
+    doc.insert("remote", local_remote.clone());
+    let cfg = from_document(doc, env).map_err(|e| format!("invalid configuration: {e}"))?;
     Ok((cfg, differs))
 }
 
@@ -388,9 +390,9 @@ impl RemoteLoader {
     /// Chooses the configuration by the loading order (module docs) and logs each step.
     pub async fn load(&self) -> Result<Loaded, LoadError> {
         let env = self.env;
-        let raw = read_file(&self.local)?;
-        let local_remote = raw.get("remote").cloned().unwrap_or(Value::Null);
-        let local = from_value(raw, &env);
+        let doc = read_file(&self.local)?;
+        let local_remote = doc.get("remote").cloned().unwrap_or(Value::Null);
+        let local = from_document(doc, &env);
         // The section is parsed on its own so that a local file with a broken connector still
         // yields the URL of the remote that may repair it.
         let section = match &local {

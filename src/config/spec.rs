@@ -6,14 +6,19 @@
 //! rest into the protocol's own `S`/`D`/`C` structs (each `deny_unknown_fields`), one object at a
 //! time, so a config with several mistakes reports all of them, each with its full path. The
 //! transform keys of a channel become its [`TransformConfig`], so every connector gets transforms
-//! without declaring them.
+//! without declaring them. Devices and channels are read from the connector's JSON text one at a
+//! time (see [`super::Document`]): memory for parsing stays at one channel's tree, whatever the
+//! size of the device list.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::document::{value_of, Entry};
 use super::error::{deserialize_at, join, ConfigError};
+use super::interpolate;
 use crate::transform::{TransformConfig, TRANSFORM_KEYS};
 
 /// A parsed connector: common fields plus the protocol's settings `S`, device settings `D` and
@@ -50,10 +55,20 @@ pub struct ChannelSpec<C> {
     pub name: Arc<str>,
     /// Engineering unit published with each reading.
     pub unit: Option<Arc<str>>,
-    /// Transform keys of the channel (`scale`, `deadband`, `report`, …).
-    pub transform: TransformConfig,
+    /// Transform keys of the channel (`scale`, `deadband`, `report`, …); `None` when it has
+    /// none. Boxed: most channels have none, and a gateway may hold tens of thousands.
+    pub transform: Option<Box<TransformConfig>>,
     /// Protocol-specific channel settings (address, type, signal…).
     pub settings: C,
+}
+
+impl<C> ChannelSpec<C> {
+    /// The channel's transform config ([`TransformConfig::IDENTITY`] when it has none).
+    pub fn transform(&self) -> &TransformConfig {
+        self.transform
+            .as_deref()
+            .unwrap_or(&TransformConfig::IDENTITY)
+    }
 }
 
 /// Connector keys handled here, not by the protocol.
@@ -117,38 +132,23 @@ fn take_bool(
     }
 }
 
-fn take_array(
-    obj: &mut Map<String, Value>,
-    key: &str,
-    path: &str,
-    errs: &mut Vec<ConfigError>,
-) -> Vec<Value> {
-    match obj.remove(key) {
-        None => Vec::new(),
-        Some(Value::Array(a)) => a,
-        Some(other) => {
-            errs.push(ConfigError::new(
-                join(path, key),
-                format!("expected an array, got {other}"),
-            ));
-            Vec::new()
-        }
-    }
-}
-
 /// The label of the connector at `index` in error paths: `connectors[1] "plc"`.
-pub fn connector_path(index: usize, value: &Value) -> String {
-    match value.get("name").and_then(Value::as_str) {
+pub fn connector_path(index: usize, fields: &Map<String, Value>) -> String {
+    match fields.get("name").and_then(Value::as_str) {
         Some(n) => format!("connectors[{index}] \"{n}\""),
         None => format!("connectors[{index}]"),
     }
 }
 
-/// Parses one connector entry (already known to be an object with a known `protocol`).
-/// Problems are pushed to `errs`; the returned spec is only meaningful when none were added.
+/// Parses one connector entry (already known to be an object with a known `protocol`), its
+/// own fields already interpolated. Devices and channels are taken from the entry's text one at
+/// a time, `${VAR}` in their strings replaced from `env`, so no tree of the whole device list
+/// is ever built. Problems are pushed to `errs`; the returned spec is only meaningful when none
+/// were added.
 pub fn parse_spec<S, D, C>(
-    value: Value,
+    entry: Entry<'_>,
     path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
     errs: &mut Vec<ConfigError>,
 ) -> Option<ConnectorSpec<S, D, C>>
 where
@@ -156,52 +156,54 @@ where
     D: DeserializeOwned,
     C: DeserializeOwned,
 {
-    let Value::Object(mut obj) = value else {
-        errs.push(ConfigError::new(path, "expected an object"));
-        return None;
-    };
     let before = errs.len();
+    let devices_raw = entry.items("devices", path, errs);
+    let mut obj = entry.fields;
     let name = take_name(&mut obj, path, errs);
     obj.remove("protocol");
     let enabled = take_bool(&mut obj, "enabled", path, errs);
-    let devices_v = take_array(&mut obj, "devices", path, errs);
     let settings = deserialize_at::<S>(Value::Object(obj), path, CONNECTOR_COMMON)
         .map_err(|e| errs.push(e))
         .ok();
 
-    let mut devices = Vec::with_capacity(devices_v.len());
-    let mut device_names: Vec<Arc<str>> = Vec::new();
-    for (di, dv) in devices_v.into_iter().enumerate() {
+    let mut devices = Vec::with_capacity(devices_raw.len());
+    let mut device_names: HashSet<Arc<str>> = HashSet::new();
+    for (di, raw) in devices_raw.into_iter().enumerate() {
         let dpath = format!("{path}.devices[{di}]");
-        let Value::Object(mut dobj) = dv else {
+        let Some(dentry) = Entry::parse(raw, "channels") else {
             errs.push(ConfigError::new(dpath, "expected an object"));
             continue;
         };
+        let channels_raw = dentry.items("channels", &dpath, errs);
+        let mut dobj = dentry.fields;
+        for (k, v) in dobj.iter_mut() {
+            interpolate(v, &join(&dpath, k), env, errs);
+        }
         let dname = take_name(&mut dobj, &dpath, errs);
-        if !dname.is_empty() && device_names.contains(&dname) {
+        if !dname.is_empty() && !device_names.insert(dname.clone()) {
             errs.push(ConfigError::new(
                 join(&dpath, "name"),
                 format!("duplicate device name \"{dname}\" in this connector"),
             ));
         }
-        device_names.push(dname.clone());
         let denabled = take_bool(&mut dobj, "enabled", &dpath, errs);
-        let channels_v = take_array(&mut dobj, "channels", &dpath, errs);
         let dsettings = deserialize_at::<D>(Value::Object(dobj), &dpath, DEVICE_COMMON)
             .map_err(|e| errs.push(e))
             .ok();
-        let mut channels = Vec::with_capacity(channels_v.len());
-        let mut channel_names: Vec<Arc<str>> = Vec::new();
-        for (ci, cv) in channels_v.into_iter().enumerate() {
+        let mut channels = Vec::with_capacity(channels_raw.len());
+        let mut channel_names: HashSet<String> = HashSet::new();
+        for (ci, raw) in channels_raw.into_iter().enumerate() {
             let cpath = format!("{dpath}.channels[{ci}]");
+            // One channel's tree at a time: small, dropped before the next.
+            let mut cv = value_of(raw);
+            interpolate(&mut cv, &cpath, env, errs);
             if let Some(n) = cv.get("name").and_then(Value::as_str) {
-                if channel_names.iter().any(|x| &**x == n) {
+                if !channel_names.insert(n.to_string()) {
                     errs.push(ConfigError::new(
                         join(&cpath, "name"),
                         format!("duplicate channel name \"{n}\" in device \"{dname}\""),
                     ));
                 }
-                channel_names.push(n.into());
             }
             if let Some(ch) = parse_channel::<C>(cv, &cpath, errs) {
                 channels.push(ch);
@@ -225,6 +227,26 @@ where
         settings: settings?,
         devices,
     })
+}
+
+/// [`parse_spec`] of a connector given as a value, without `${VAR}` interpolation (tests and
+/// tools that build a connector in code).
+pub fn parse_spec_value<S, D, C>(
+    value: Value,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ConnectorSpec<S, D, C>>
+where
+    S: DeserializeOwned,
+    D: DeserializeOwned,
+    C: DeserializeOwned,
+{
+    let raw = serde_json::value::to_raw_value(&value).expect("a Value always serializes");
+    let Some(entry) = Entry::parse(&raw, "devices") else {
+        errs.push(ConfigError::new(path, "expected an object"));
+        return None;
+    };
+    parse_spec(entry, path, &|_| None, errs)
 }
 
 fn parse_channel<C: DeserializeOwned>(
@@ -268,10 +290,11 @@ fn parse_channel<C: DeserializeOwned>(
     let settings = deserialize_at::<C>(Value::Object(obj), path, &common)
         .map_err(|e| errs.push(e))
         .ok();
+    let transform = transform?;
     Some(ChannelSpec {
         name,
         unit,
-        transform: transform?,
+        transform: (!transform.is_identity()).then(|| Box::new(transform)),
         settings: settings?,
     })
 }
@@ -305,11 +328,11 @@ mod tests {
             "devices": [{"name": "m1", "interval": 5, "channels": [
                 {"name": "v", "unit": "V", "address": 3, "scale": 0.1}]}]});
         let mut errs = vec![];
-        let s = parse_spec::<S, D, C>(v, "connectors[0] \"plc\"", &mut errs).unwrap();
+        let s = parse_spec_value::<S, D, C>(v, "connectors[0] \"plc\"", &mut errs).unwrap();
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(&*s.name, "plc");
         assert_eq!(s.devices[0].channels[0].settings, C { address: 3 });
-        assert_eq!(s.devices[0].channels[0].transform.scale, Some(0.1));
+        assert_eq!(s.devices[0].channels[0].transform().scale, Some(0.1));
         assert_eq!(s.devices[0].channels[0].unit.as_deref(), Some("V"));
     }
 
@@ -321,7 +344,7 @@ mod tests {
                 {"name": "v", "address": 70000},
                 {"name": "a/b", "address": 1, "deadband": -1}]}]});
         let mut errs = vec![];
-        assert!(parse_spec::<S, D, C>(v, "connectors[0] \"plc\"", &mut errs).is_none());
+        assert!(parse_spec_value::<S, D, C>(v, "connectors[0] \"plc\"", &mut errs).is_none());
         let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
         let p = "connectors[0] \"plc\".devices[0]";
         assert!(
