@@ -447,7 +447,9 @@ async fn modbus_peer_restart_resumes_polling_and_status_shows_the_outage() {
 
 #[tokio::test]
 async fn modbus_writes_are_read_back_from_the_peer() {
-    let spec = json!({"units": {"1": {"size": 100, "values": []}}});
+    // Register 10 has bits 0 and 15 set: a bit write must leave them alone.
+    let spec = json!({"units": {"1": {"size": 100, "values": [
+        {"table": "holding", "address": 10, "type": "u16", "value": 0x8001}]}}});
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
     let addr = format!("127.0.0.1:{}", peer.ready);
     let cfg = tcp(
@@ -499,7 +501,10 @@ async fn modbus_writes_are_read_back_from_the_peer() {
         rb(&["--address", "10", "--type", "bool", "--bit", "3"]).await,
         json!(true)
     );
-    assert_eq!(rb(&["--address", "10", "--type", "u16"]).await, json!(8));
+    assert_eq!(
+        rb(&["--address", "10", "--type", "u16"]).await,
+        json!(0x8009)
+    );
     assert_eq!(
         rb(&["--table", "coil", "--address", "7"]).await,
         json!(true)
@@ -717,7 +722,10 @@ async fn modbus_recovers_from_misbehaving_peers() {
 }
 
 /// An in-process tokio-modbus server that refuses reads larger than `max` and records sizes.
-mod limited {
+/// An in-process tokio-modbus server of holding registers (register `a` starts as `a`) that
+/// logs every request, may reject reads above `max` registers, and may lack Mask Write
+/// Register (0x16), as simple devices do.
+mod inproc {
     use std::future::{ready, Ready};
     use std::sync::{Arc, Mutex};
 
@@ -725,9 +733,25 @@ mod limited {
     use tokio_modbus::prelude::*;
     use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 
-    pub struct Svc {
+    /// What the server does.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Options {
         pub max: u16,
-        pub seen: Arc<Mutex<Vec<u16>>>,
+        pub mask_write: bool,
+    }
+
+    /// A running server.
+    pub struct Peer {
+        pub addr: String,
+        /// Requests as (function code, register count for reads or address for writes).
+        pub log: Arc<Mutex<Vec<(u8, u16)>>>,
+        pub regs: Arc<Mutex<Vec<u16>>>,
+    }
+
+    struct Svc {
+        opts: Options,
+        log: Arc<Mutex<Vec<(u8, u16)>>>,
+        regs: Arc<Mutex<Vec<u16>>>,
     }
 
     impl tokio_modbus::server::Service for Svc {
@@ -737,52 +761,87 @@ mod limited {
         type Future = Ready<Result<Response, ExceptionCode>>;
 
         fn call(&self, req: Self::Request) -> Self::Future {
+            let mut regs = self.regs.lock().expect("lock");
+            let mut log = self.log.lock().expect("lock");
             ready(match req {
                 Request::ReadHoldingRegisters(a, n) => {
-                    self.seen.lock().expect("lock").push(n);
-                    if n > self.max {
-                        Err(ExceptionCode::IllegalDataValue)
-                    } else {
-                        Ok(Response::ReadHoldingRegisters((a..a + n).collect()))
+                    log.push((0x03, n));
+                    let range = usize::from(a)..usize::from(a) + usize::from(n);
+                    match regs.get(range) {
+                        Some(r) if n <= self.opts.max => {
+                            Ok(Response::ReadHoldingRegisters(r.to_vec()))
+                        }
+                        Some(_) => Err(ExceptionCode::IllegalDataValue),
+                        None => Err(ExceptionCode::IllegalDataAddress),
                     }
+                }
+                Request::WriteSingleRegister(a, w) => {
+                    log.push((0x06, a));
+                    match regs.get_mut(usize::from(a)) {
+                        Some(r) => {
+                            *r = w;
+                            Ok(Response::WriteSingleRegister(a, w))
+                        }
+                        None => Err(ExceptionCode::IllegalDataAddress),
+                    }
+                }
+                Request::MaskWriteRegister(a, and, or) if self.opts.mask_write => {
+                    log.push((0x16, a));
+                    match regs.get_mut(usize::from(a)) {
+                        Some(r) => {
+                            *r = (*r & and) | (or & !and);
+                            Ok(Response::MaskWriteRegister(a, and, or))
+                        }
+                        None => Err(ExceptionCode::IllegalDataAddress),
+                    }
+                }
+                Request::MaskWriteRegister(a, ..) => {
+                    log.push((0x16, a));
+                    Err(ExceptionCode::IllegalFunction)
                 }
                 _ => Err(ExceptionCode::IllegalFunction),
             })
         }
     }
 
-    pub async fn start(max: u16) -> (String, Arc<Mutex<Vec<u16>>>) {
+    pub async fn start(opts: Options) -> Peer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s2 = seen.clone();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let regs = Arc::new(Mutex::new((0..200).collect::<Vec<u16>>()));
+        let (log2, regs2) = (log.clone(), regs.clone());
         tokio::spawn(async move {
             let server = Server::new(listener);
             let on_connected = |stream, socket_addr| {
-                let seen = s2.clone();
+                let (log, regs) = (log2.clone(), regs2.clone());
                 async move {
                     accept_tcp_connection(stream, socket_addr, move |_| {
                         Ok(Some(Svc {
-                            max,
-                            seen: seen.clone(),
+                            opts,
+                            log: log.clone(),
+                            regs: regs.clone(),
                         }))
                     })
                 }
             };
             let _ = server.serve(&on_connected, |_err| {}).await;
         });
-        (addr, seen)
+        Peer { addr, log, regs }
     }
 }
 
 #[tokio::test]
 async fn modbus_respects_a_device_s_smaller_request_limit() {
-    let (addr, seen) = limited::start(10).await;
+    let peer = inproc::start(inproc::Options {
+        max: 10,
+        mask_write: true,
+    })
+    .await;
     let channels: Vec<Json> = (0..40)
         .map(|i| json!({"name": format!("r{i}"), "table": "holding", "address": i * 2}))
         .collect();
     let mut run = start(tcp(
-        &addr,
+        &peer.addr,
         json!({}),
         json!([{"name": "small", "interval": "100ms", "max_registers": 10,
                 "channels": channels}]),
@@ -792,11 +851,50 @@ async fn modbus_respects_a_device_s_smaller_request_limit() {
     for i in 0..40u64 {
         assert_eq!(got[&format!("r{i}")], Value::U64(i * 2));
     }
-    let sizes = seen.lock().expect("lock").clone();
+    let sizes: Vec<u16> = peer.log.lock().expect("lock").iter().map(|r| r.1).collect();
     assert!(sizes.iter().all(|&n| n <= 10), "{sizes:?}");
     // 40 channels every other register = 79 registers: 8 requests of ≤10 (9 registers each).
     assert_eq!(sizes.len() % 8, 0, "{sizes:?}");
     run.stop().await;
+}
+
+#[tokio::test]
+async fn modbus_bit_writes_use_mask_write_and_fall_back_without_it() {
+    for mask_write in [true, false] {
+        let peer = inproc::start(inproc::Options {
+            max: 125,
+            mask_write,
+        })
+        .await;
+        peer.regs.lock().expect("lock")[5] = 0x8001;
+        let mut run = start(tcp(
+            &peer.addr,
+            json!({}),
+            json!([{"name": "valve", "interval": "1h", "channels": [
+                {"name": "open", "table": "holding", "address": 5, "type": "bool", "bit": 3,
+                 "writable": true},
+                {"name": "swapped", "table": "holding", "address": 5, "type": "bool",
+                 "bit": 1, "order": "BADC", "writable": true}]}]),
+        ));
+        run.good_batch("valve").await;
+        peer.log.lock().expect("lock").clear();
+        let (control, name) = (run.control.clone(), run.name.clone());
+        for (ch, on) in [("open", true), ("swapped", true), ("open", false)] {
+            let res = within("write", control.write(&name, "valve", ch, json!(on))).await;
+            assert_eq!(res, Ok(json!(on)), "{ch} := {on}");
+        }
+        // Bit 3, then bit 1 of the swapped register (bit 9 on the wire), then bit 3 cleared:
+        // bits 0 and 15 stay.
+        assert_eq!(peer.regs.lock().expect("lock")[5], 0x8201);
+        let fcs: Vec<u8> = peer.log.lock().expect("lock").iter().map(|r| r.0).collect();
+        if mask_write {
+            assert_eq!(fcs, [0x16, 0x16, 0x16], "atomic on the device");
+        } else {
+            // Asked once; then read and written back.
+            assert_eq!(fcs, [0x16, 0x03, 0x06, 0x03, 0x06, 0x03, 0x06]);
+        }
+        run.stop().await;
+    }
 }
 
 fn osgate() -> Command {
@@ -865,7 +963,8 @@ async fn modbus_bad_configs_exit_2_naming_the_place() {
 #[tokio::test]
 async fn modbus_command_reads_and_writes_like_a_channel() {
     let spec = json!({"units": {"3": {"size": 20, "values": [
-        {"table": "holding", "address": 4, "type": "f32", "order": "DCBA", "value": 12.5}]}}});
+        {"table": "holding", "address": 4, "type": "f32", "order": "DCBA", "value": 12.5},
+        {"table": "holding", "address": 6, "type": "u16", "value": 0x0101}]}}});
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
     let addr = format!("127.0.0.1:{}", peer.ready);
     let run = |args: Vec<String>| async move {
@@ -874,16 +973,19 @@ async fn modbus_command_reads_and_writes_like_a_channel() {
             .expect("run osgate")
     };
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
     let out = run(s(&[
         "read", "--tcp", &addr, "-u", "3", "-a", "4", "--type", "f32", "--order", "DCBA",
         "--scale", "2",
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "holding[4] = 25"
@@ -893,11 +995,7 @@ async fn modbus_command_reads_and_writes_like_a_channel() {
         "--value", "-5",
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     assert_eq!(
         pymodbus_read(
             &addr,
@@ -914,6 +1012,17 @@ async fn modbus_command_reads_and_writes_like_a_channel() {
         )
         .await,
         json!(-5)
+    );
+    // One bit of a register: the others stay.
+    let out = run(s(&[
+        "write", "--tcp", &addr, "-u", "3", "-a", "6", "--type", "bool", "--bit", "2", "--value",
+        "true",
+    ]))
+    .await;
+    ok(&out);
+    assert_eq!(
+        pymodbus_read(&addr, &["--unit", "3", "--address", "6", "--type", "u16"]).await,
+        json!(0x0105)
     );
     let out = run(s(&[
         "read", "--tcp", &addr, "-u", "3", "-a", "1", "--type", "bool", "--bit", "16",

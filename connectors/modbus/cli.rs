@@ -353,10 +353,8 @@ async fn write(r: &Resolved, value: &Value) -> Result<Value, CliError> {
             transport::call(t, ctx.write_single_coil(a, codec::to_coil(value)?)).await?;
         }
         (Table::Holding, DataType::Bool) => {
-            let on = codec::to_coil(value)?;
-            let cur = transport::call(t, ctx.read_holding_registers(a, 1)).await?;
-            let word = codec::set_bit(cur.first().copied().unwrap_or(0), &r.format, on)?;
-            transport::call(t, ctx.write_single_register(a, word)).await?;
+            let masks = codec::bit_masks(&r.format, codec::to_coil(value)?)?;
+            transport::write_masked(&mut ctx, t, a, masks, &mut true).await?;
         }
         (Table::Holding, _) => {
             let raw = codec::unscale(value, r.scale, r.offset)?;

@@ -504,7 +504,7 @@ fn to_float(v: &Value, dt: DataType) -> Result<f64, CodecError> {
 ///
 /// Integers accept integer values, and floats rounded to the nearest integer (after
 /// [`unscale`] a value is usually a float). A `bool` of a register is not encoded here: it needs
-/// the register's current value, see [`set_bit`].
+/// the register's current value, see [`bit_masks`].
 pub fn encode_registers(v: &Value, fmt: &ValueFormat) -> Result<Vec<u16>, CodecError> {
     let dt = fmt.data_type;
     let o = fmt.order;
@@ -582,26 +582,26 @@ pub fn encode_registers(v: &Value, fmt: &ValueFormat) -> Result<Vec<u16>, CodecE
     })
 }
 
-/// Sets or clears bit `bit` of a register value read from the device (in wire order), for
-/// writing a `bool` channel that is one bit of a holding register.
-pub fn set_bit(current: u16, fmt: &ValueFormat, on: bool) -> Result<u16, CodecError> {
+/// The masks that set (`on`) or clear the channel's bit of a holding register, for Mask Write
+/// Register (0x16), which computes `(current AND and_mask) OR (or_mask AND NOT and_mask)` on the
+/// device. The bit is counted in the channel's byte order (`BADC`/`DCBA` swap the register's
+/// bytes), the masks in wire order.
+pub fn bit_masks(fmt: &ValueFormat, on: bool) -> Result<(u16, u16), CodecError> {
     let bit = fmt.bit.unwrap_or(0);
     if bit > 15 {
         return Err(CodecError::BadBit(bit));
     }
-    let mut w = current;
+    let mut mask: u16 = 1 << bit;
     if fmt.order.swaps_bytes() {
-        w = w.swap_bytes();
+        mask = mask.swap_bytes();
     }
-    if on {
-        w |= 1 << bit;
-    } else {
-        w &= !(1 << bit);
-    }
-    if fmt.order.swaps_bytes() {
-        w = w.swap_bytes();
-    }
-    Ok(w)
+    Ok((!mask, if on { mask } else { 0 }))
+}
+
+/// What Mask Write Register makes of `current` (for devices without 0x16, which get the
+/// result written back instead).
+pub fn apply_masks(current: u16, (and, or): (u16, u16)) -> u16 {
+    (current & and) | (or & !and)
 }
 
 /// The value as a coil state: bools, and the numbers 0 and 1.
@@ -813,12 +813,50 @@ mod tests {
             decode_registers(&[0x0100], &swapped).unwrap(),
             Value::Bool(true)
         );
+        let set_bit = |cur, fmt: &ValueFormat, on| bit_masks(fmt, on).map(|m| apply_masks(cur, m));
         assert_eq!(set_bit(0x0000, &swapped, true).unwrap(), 0x0100);
         assert_eq!(set_bit(0xFFFF, &f15, false).unwrap(), 0x7FFF);
         assert_eq!(set_bit(0x00F0, &f, true).unwrap(), 0x00F1);
         let bad = ValueFormat { bit: Some(16), ..f };
         assert_eq!(decode_registers(&[0], &bad), Err(CodecError::BadBit(16)));
+        assert_eq!(bit_masks(&bad, true), Err(CodecError::BadBit(16)));
         assert_eq!(decode_bit(true), Value::Bool(true));
+    }
+
+    #[test]
+    fn bit_masks_change_only_their_bit_in_every_order() {
+        for order in [
+            ByteOrder::ABCD,
+            ByteOrder::CDAB,
+            ByteOrder::BADC,
+            ByteOrder::DCBA,
+        ] {
+            for bit in 0..16u8 {
+                let f = ValueFormat {
+                    bit: Some(bit),
+                    order,
+                    ..ValueFormat::new(DataType::Bool)
+                };
+                for cur in [0x0000u16, 0xFFFF, 0xA5C3, 0x1234] {
+                    for on in [false, true] {
+                        let w = apply_masks(cur, bit_masks(&f, on).unwrap());
+                        assert_eq!(decode_registers(&[w], &f).unwrap(), Value::Bool(on));
+                        // Every other bit is as it was.
+                        for other in (0..16u8).filter(|&b| b != bit) {
+                            let g = ValueFormat {
+                                bit: Some(other),
+                                ..f
+                            };
+                            assert_eq!(
+                                decode_registers(&[w], &g).unwrap(),
+                                decode_registers(&[cur], &g).unwrap(),
+                                "{order:?} bit {bit} of {cur:#06x}: bit {other} changed"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

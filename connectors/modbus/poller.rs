@@ -77,6 +77,8 @@ struct Device {
     health: Health,
     failures: u32,
     retry_at: Option<Instant>,
+    /// Whether bit writes may use Mask Write Register (until the device says it lacks it).
+    mask_write: bool,
 }
 
 impl Device {
@@ -196,6 +198,7 @@ impl Line {
             health: Health::Unknown,
             failures: 0,
             retry_at: None,
+            mask_write: true,
         });
     }
 
@@ -558,9 +561,12 @@ impl Line {
         let v = Value::from_json(value).ok_or_else(|| {
             out_of_range(format!("expected a number, bool or string, got {value}"))
         })?;
-        let unit = d.unit;
+        let (unit, mut mask_write) = (d.unit, d.mask_write);
         let timeout = self.settings.timeout.0;
-        let res = self.write_value(unit, &c, &v, timeout).await;
+        let res = self
+            .write_value(unit, &c, &v, timeout, &mut mask_write)
+            .await;
+        self.devices[i].mask_write = mask_write;
         if let Err(e) = &res {
             if e.needs_reconnect() {
                 self.after_error(&e.clone().call_error());
@@ -586,6 +592,7 @@ impl Line {
         c: &ChannelInfo,
         value: &Value,
         timeout: Duration,
+        mask_write: &mut bool,
     ) -> Result<Value, WriteFailure> {
         let conn = self.connection(unit).await?;
         let a = c.address;
@@ -597,12 +604,8 @@ impl Line {
             }
             (Table::Holding, DataType::Bool) => {
                 let on = codec::to_coil(value)?;
-                let cur = transport::call(timeout, conn.read_holding_registers(a, 1)).await?;
-                let cur = *cur
-                    .first()
-                    .ok_or_else(|| CallError::Io("short answer from the device".into()))?;
-                let word = codec::set_bit(cur, &c.format, on)?;
-                transport::call(timeout, conn.write_single_register(a, word)).await?;
+                let masks = codec::bit_masks(&c.format, on)?;
+                transport::write_masked(conn, timeout, a, masks, mask_write).await?;
                 Ok(Value::Bool(on))
             }
             (Table::Holding, _) => {

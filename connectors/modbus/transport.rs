@@ -61,13 +61,60 @@ pub async fn call<T, F>(timeout: Duration, request: F) -> Result<T, CallError>
 where
     F: Future<Output = tokio_modbus::Result<T>>,
 {
-    match tokio::time::timeout(timeout, request).await {
+    flatten(tokio::time::timeout(timeout, request).await, timeout)
+}
+
+fn flatten<T>(
+    res: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> Result<T, CallError> {
+    match res {
         Err(_) => Err(CallError::Timeout(timeout)),
         Ok(Ok(Ok(v))) => Ok(v),
         Ok(Ok(Err(exc))) => Err(CallError::Exception(exception_text(exc))),
         Ok(Err(tokio_modbus::Error::Protocol(p))) => Err(CallError::Mismatch(short(&p))),
         Ok(Err(tokio_modbus::Error::Transport(io))) => Err(CallError::Io(io.to_string())),
     }
+}
+
+/// Changes bits of holding register `address` by `masks` (from
+/// [`super::codec::bit_masks`]). With Mask Write Register (0x16) the device applies them
+/// itself, so bits another master writes at the same time are kept. A device without 0x16
+/// (exception "illegal function") gets the register read and written back instead, which such
+/// a race can undo; `mask_write` records the answer (start with `true`), so a device is asked
+/// only once.
+pub async fn write_masked(
+    ctx: &mut Context,
+    timeout: Duration,
+    address: u16,
+    masks: (u16, u16),
+    mask_write: &mut bool,
+) -> Result<(), CallError> {
+    use tokio_modbus::client::{Reader as _, Writer as _};
+    if *mask_write {
+        let res = tokio::time::timeout(
+            timeout,
+            ctx.masked_write_register(address, masks.0, masks.1),
+        )
+        .await;
+        if !matches!(res, Ok(Ok(Err(ExceptionCode::IllegalFunction)))) {
+            return flatten(res, timeout);
+        }
+        *mask_write = false;
+        tracing::debug!(
+            address,
+            "device lacks Mask Write Register (0x16): bit writes read and write back"
+        );
+    }
+    let cur = call(timeout, ctx.read_holding_registers(address, 1)).await?;
+    let cur = *cur
+        .first()
+        .ok_or_else(|| CallError::Io("short answer from the device".into()))?;
+    call(
+        timeout,
+        ctx.write_single_register(address, super::codec::apply_masks(cur, masks)),
+    )
+    .await
 }
 
 /// A protocol error without the (possibly long) decoded response tokio-modbus appends.
