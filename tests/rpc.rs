@@ -216,40 +216,43 @@ async fn every_method_over_http() {
         .result("device.read", json!({"device": "d1", "connector": "sim"}))
         .await;
     assert_eq!(r["readings"][1]["value"], 42.0, "{r}");
-    let (code, msg) = rpc
-        .error(
+    // Refusals: (method, params, error code, text in the message).
+    for (method, params, want, text) in [
+        (
             "device.write",
             json!({"device": "d1", "channel": "t", "value": 1}),
-        )
-        .await;
-    assert_eq!(code, -32003, "{msg}");
-    assert!(msg.contains("not writable"), "{msg}");
-    let (code, msg) = rpc
-        .error(
+            -32003,
+            "not writable",
+        ),
+        (
             "device.write",
             json!({"device": "d1", "channel": "sp", "value": 1000}),
-        )
-        .await;
-    assert_eq!(code, -32004, "{msg}");
-    assert!(msg.contains("out of range"), "{msg}");
-    let (code, _) = rpc
-        .error(
+            -32004,
+            "out of range",
+        ),
+        (
             "device.write",
             json!({"device": "d1", "channel": "sp", "value": "high"}),
-        )
-        .await;
-    assert_eq!(code, -32004);
-    let (code, _) = rpc
-        .error(
+            -32004,
+            "",
+        ),
+        (
             "device.write",
             json!({"device": "d1", "channel": "zz", "value": 1}),
-        )
-        .await;
-    assert_eq!(code, -32002);
-    let (code, _) = rpc
-        .error("device.read", json!({"device": "d1", "connector": "other"}))
-        .await;
-    assert_eq!(code, -32010);
+            -32002,
+            "",
+        ),
+        (
+            "device.read",
+            json!({"device": "d1", "connector": "other"}),
+            -32010,
+            "",
+        ),
+    ] {
+        let (code, msg) = rpc.error(method, params.clone()).await;
+        assert_eq!(code, want, "{method} {params}: {msg}");
+        assert!(msg.contains(text), "{method} {params}: {msg}");
+    }
 
     // device.disable / device.enable, and a disabled device refuses requests.
     let d = rpc.result("device.disable", json!({"device": "d1"})).await;
@@ -780,37 +783,13 @@ async fn mqtt_command_writes_and_answers_on_result() {
     let rpc = Rpc::connect(port, &gw).await;
     let mut results = Subscriber::connect(broker.port, "command/gwc/+/+/result").await;
     // The command client subscribes after the gateway connects; retry until it answers.
-    let mport = broker.port;
-    let publish = |topic: &'static str, payload: &'static str| {
-        let port = mport;
-        async move {
-            let st = tokio::process::Command::new("mosquitto_pub")
-                .args([
-                    "-p",
-                    &port.to_string(),
-                    "-q",
-                    "1",
-                    "-t",
-                    topic,
-                    "-m",
-                    payload,
-                ])
-                .status()
-                .await
-                .unwrap();
-            assert!(st.success());
-        }
-    };
-    let until = Instant::now() + TEST_TIMEOUT;
-    let ok = loop {
-        assert!(Instant::now() < until, "no command result");
-        publish("command/gwc/d1/sp/set", r#"{"value":42,"id":"abc"}"#).await;
-        if let Ok(m) =
-            tokio::time::timeout(Duration::from_millis(500), results.next(TEST_TIMEOUT)).await
-        {
-            break m;
-        }
-    };
+    let ok = broker
+        .publish_until_answered(
+            "command/gwc/d1/sp/set",
+            r#"{"value":42,"id":"abc"}"#,
+            &mut results,
+        )
+        .await;
     assert_eq!(ok.topic, "command/gwc/d1/sp/result");
     assert_eq!(ok.json["id"], "abc");
     assert_eq!(ok.json["ok"], true, "{:?}", ok.json);
@@ -819,7 +798,9 @@ async fn mqtt_command_writes_and_answers_on_result() {
     let r = rpc.result("device.read", json!({"device": "d1"})).await;
     assert_eq!(r["readings"][1]["value"], 42.0, "{r}");
 
-    publish("command/gwc/d1/t/set", r#"{"value":1,"id":"ro"}"#).await;
+    broker
+        .publish("command/gwc/d1/t/set", r#"{"value":1,"id":"ro"}"#)
+        .await;
     let m = results.next(TEST_TIMEOUT).await;
     assert_eq!(
         (m.json["id"].as_str(), m.json["ok"].as_bool()),
@@ -830,7 +811,9 @@ async fn mqtt_command_writes_and_answers_on_result() {
         "{:?}",
         m.json
     );
-    publish("command/gwc/d1/sp/set", r#"{"value":500,"id":"big"}"#).await;
+    broker
+        .publish("command/gwc/d1/sp/set", r#"{"value":500,"id":"big"}"#)
+        .await;
     let m = results.next(TEST_TIMEOUT).await;
     assert_eq!(m.json["ok"], false);
     assert!(
@@ -838,7 +821,9 @@ async fn mqtt_command_writes_and_answers_on_result() {
         "{:?}",
         m.json
     );
-    publish("command/gwc/ghost/x/set", r#"{"value":1,"id":"g"}"#).await;
+    broker
+        .publish("command/gwc/ghost/x/set", r#"{"value":1,"id":"g"}"#)
+        .await;
     let m = results.next(TEST_TIMEOUT).await;
     assert_eq!(m.topic, "command/gwc/ghost/x/result");
     assert!(
@@ -846,7 +831,7 @@ async fn mqtt_command_writes_and_answers_on_result() {
         "{:?}",
         m.json
     );
-    publish("command/gwc/d1/sp/set", "not json").await;
+    broker.publish("command/gwc/d1/sp/set", "not json").await;
     let m = results.next(TEST_TIMEOUT).await;
     assert_eq!(m.json["ok"], false);
     assert!(
@@ -871,7 +856,9 @@ async fn mqtt_command_writes_and_answers_on_result() {
             Instant::now() < until,
             "no command result after the broker restart"
         );
-        publish("command/gwc/d1/sp/set", r#"{"value":43,"id":"after"}"#).await;
+        broker
+            .publish("command/gwc/d1/sp/set", r#"{"value":43,"id":"after"}"#)
+            .await;
         let got = tokio::time::timeout(
             Duration::from_millis(500),
             results.next_where(TEST_TIMEOUT, |m| m.json["id"] == "after"),
@@ -896,30 +883,9 @@ async fn rpc_over_mqtt_is_opt_in() {
     let _rpc = Rpc::connect(port, &gw).await;
     let mut resp = Subscriber::connect(broker.port, "rpc/gwq/response").await;
     let req = json!({"jsonrpc": "2.0", "id": "q1", "method": "device.status", "params": {"device": "d2"}}).to_string();
-    let until = Instant::now() + TEST_TIMEOUT;
-    let m = loop {
-        assert!(Instant::now() < until, "no RPC response over MQTT");
-        let st = tokio::process::Command::new("mosquitto_pub")
-            .args([
-                "-p",
-                &broker.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                "rpc/gwq/request",
-                "-m",
-                &req,
-            ])
-            .status()
-            .await
-            .unwrap();
-        assert!(st.success());
-        if let Ok(m) =
-            tokio::time::timeout(Duration::from_millis(500), resp.next(TEST_TIMEOUT)).await
-        {
-            break m;
-        }
-    };
+    let m = broker
+        .publish_until_answered("rpc/gwq/request", &req, &mut resp)
+        .await;
     assert_eq!(m.json["id"], "q1");
     assert_eq!(m.json["result"]["device"], "d2", "{:?}", m.json);
 
@@ -931,42 +897,10 @@ async fn rpc_over_mqtt_is_opt_in() {
     let mut resp2 = Subscriber::connect(broker2.port, "rpc/gwq/response").await;
     let mut results = Subscriber::connect(broker2.port, "command/gwq/+/+/result").await;
     // Wait until the command client is subscribed (a command is answered), then ask.
-    let until = Instant::now() + TEST_TIMEOUT;
-    loop {
-        assert!(Instant::now() < until, "command client never answered");
-        let _ = tokio::process::Command::new("mosquitto_pub")
-            .args([
-                "-p",
-                &broker2.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                "command/gwq/d1/sp/set",
-                "-m",
-                r#"{"value":1}"#,
-            ])
-            .status()
-            .await;
-        if tokio::time::timeout(Duration::from_millis(500), results.next(TEST_TIMEOUT))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-    }
-    let _ = tokio::process::Command::new("mosquitto_pub")
-        .args([
-            "-p",
-            &broker2.port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            "rpc/gwq/request",
-            "-m",
-            &req,
-        ])
-        .status()
+    broker2
+        .publish_until_answered("command/gwq/d1/sp/set", r#"{"value":1}"#, &mut results)
         .await;
+    broker2.publish("rpc/gwq/request", &req).await;
     assert!(
         tokio::time::timeout(Duration::from_secs(1), resp2.next(TEST_TIMEOUT))
             .await
@@ -1254,29 +1188,13 @@ async fn device_write_and_mqtt_command_change_a_real_modbus_register() {
 
     // The MQTT command goes the same way.
     let mut results = Subscriber::connect(broker.port, "command/gwb/pump/setpoint/result").await;
-    let until = Instant::now() + TEST_TIMEOUT;
-    let m = loop {
-        assert!(Instant::now() < until, "no command result");
-        let st = tokio::process::Command::new("mosquitto_pub")
-            .args([
-                "-p",
-                &broker.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                "command/gwb/pump/setpoint/set",
-            ])
-            .args(["-m", r#"{"value":12.3,"id":"m1"}"#])
-            .status()
-            .await
-            .unwrap();
-        assert!(st.success());
-        if let Ok(m) =
-            tokio::time::timeout(Duration::from_millis(500), results.next(TEST_TIMEOUT)).await
-        {
-            break m;
-        }
-    };
+    let m = broker
+        .publish_until_answered(
+            "command/gwb/pump/setpoint/set",
+            r#"{"value":12.3,"id":"m1"}"#,
+            &mut results,
+        )
+        .await;
     assert_eq!(m.json["id"], "m1");
     assert_eq!(m.json["ok"], true, "{:?}", m.json);
     assert_eq!(modbus_read_back(&peer.port, 0).await, json!(123));

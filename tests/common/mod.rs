@@ -130,6 +130,46 @@ impl Mosquitto {
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
+
+    /// Publishes `payload` on `topic` at QoS 1 with `mosquitto_pub`: another client, as a
+    /// user's would be.
+    pub async fn publish(&self, topic: &str, payload: &str) {
+        let st = tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                payload,
+            ])
+            .status()
+            .await
+            .expect("run mosquitto_pub");
+        assert!(st.success(), "mosquitto_pub {topic}");
+    }
+
+    /// Publishes until `answers` receives a message and returns it: for requests to a client
+    /// that subscribes at a moment the test cannot see (the gateway's command client).
+    pub async fn publish_until_answered(
+        &self,
+        topic: &str,
+        payload: &str,
+        answers: &mut Subscriber,
+    ) -> Msg {
+        let until = Instant::now() + TEST_TIMEOUT;
+        loop {
+            assert!(Instant::now() < until, "no answer to {topic}");
+            self.publish(topic, payload).await;
+            if let Ok(m) =
+                tokio::time::timeout(Duration::from_millis(500), answers.next(TEST_TIMEOUT)).await
+            {
+                return m;
+            }
+        }
+    }
 }
 
 impl Drop for Mosquitto {
