@@ -39,8 +39,9 @@ fn simple(gw: &str, broker: &Mosquitto, device: &str) -> Value {
     )
 }
 
-/// Adds a `remote` section to `cfg`.
-fn with_remote(mut cfg: Value, url: &str, cache: &Path, refresh: &str) -> Value {
+/// The local file of gateway `gw`: one device `ldev`, and a `remote` section pointing at `url`.
+fn local_config(gw: &str, broker: &Mosquitto, url: &str, cache: &Path, refresh: &str) -> Value {
+    let mut cfg = simple(gw, broker, "ldev");
     cfg["remote"] = json!({"url": url, "timeout": "1s", "refresh": refresh, "cache": cache.display().to_string()});
     cfg
 }
@@ -97,7 +98,7 @@ async fn remote_config_is_used_and_cached_as_received() {
     remote["connectors"][0]["devices"][0]["channels"][0]["unit"] = json!("${RC_UNIT}");
     let body = bytes(&remote);
     let server = HttpServer::start(Reply::Json(body.clone())).await;
-    let mut local = with_remote(simple("rgw1", &broker, "ldev"), &server.url(), &cache, "1m");
+    let mut local = local_config("rgw1", &broker, &server.url(), &cache, "1m");
     local["remote"]["headers"] = json!({"Authorization": "Bearer ${RC_TOKEN}"});
     let gw = Gateway::start_with(
         &local,
@@ -140,7 +141,7 @@ async fn remote_down_uses_the_cache_then_the_local_file_and_recovers() {
     let (_st, cache) = state();
     let down = free_port(); // nothing listens here
     let url = format!("http://127.0.0.1:{down}/config.json");
-    let local = with_remote(simple("rgw2", &broker, "ldev"), &url, &cache, "1m");
+    let local = local_config("rgw2", &broker, &url, &cache, "1m");
 
     // 1. Remote refused, cache good → cache.
     std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
@@ -256,12 +257,7 @@ async fn invalid_remote_config_is_rejected_at_start_and_on_refresh() {
     let server = HttpServer::start(Reply::Json(bytes(&invalid))).await;
     std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
     std::fs::write(&cache, bytes(&simple("rgw4", &broker, "cdev"))).unwrap();
-    let local = with_remote(
-        simple("rgw4", &broker, "ldev"),
-        &server.url(),
-        &cache,
-        "200ms",
-    );
+    let local = local_config("rgw4", &broker, &server.url(), &cache, "200ms");
 
     // At start: the invalid remote config is rejected, the cache is used and kept.
     let gw = Gateway::start(&local);
@@ -315,12 +311,7 @@ async fn unchanged_remote_is_a_304_and_its_remote_section_is_ignored() {
     remote["remote"] = Value::Null;
     let body = bytes(&remote);
     let server = HttpServer::start(Reply::Json(body.clone())).await;
-    let local = with_remote(
-        simple("rgw5", &broker, "ldev"),
-        &server.url(),
-        &cache,
-        "200ms",
-    );
+    let local = local_config("rgw5", &broker, &server.url(), &cache, "200ms");
     let gw = Gateway::start(&local);
     gw.wait_log(
         "has a remote section of its own; it is ignored",
@@ -360,12 +351,7 @@ async fn a_refresh_restarts_only_the_changed_connector() {
         .unwrap()
         .push(json!({"name": "extra", "signal": "constant", "value": 7}));
     let server = HttpServer::start(Reply::Json(bytes(&before))).await;
-    let local = with_remote(
-        simple("rgw6", &broker, "ldev"),
-        &server.url(),
-        &cache,
-        "200ms",
-    );
+    let local = local_config("rgw6", &broker, &server.url(), &cache, "200ms");
     let gw = Gateway::start(&local);
     // A second of steady readings, the change, then another second.
     let steady = |m: &Msg| m.topic == "telemetry/rgw6/s/n";
@@ -476,8 +462,9 @@ async fn a_failed_cache_write_never_leaves_a_broken_cache() {
     let (st, _) = state();
     let blocker = st.path().join("blocker");
     std::fs::write(&blocker, b"not a dir").unwrap();
-    let local = with_remote(
-        simple("rgw8", &broker, "ldev"),
+    let local = local_config(
+        "rgw8",
+        &broker,
         &server.url(),
         &blocker.join("cache.json"),
         "1m",
@@ -499,8 +486,9 @@ async fn a_failed_cache_write_never_leaves_a_broken_cache() {
     std::fs::write(&tmp, br#"{"gateway": {"id": "rgw8"}, "conn"#).unwrap();
     let port = server.port;
     drop(server);
-    let local = with_remote(
-        simple("rgw8", &broker, "ldev"),
+    let local = local_config(
+        "rgw8",
+        &broker,
         &format!("http://127.0.0.1:{port}/config.json"),
         &cache,
         "1m",
@@ -538,7 +526,7 @@ async fn hostile_remote_answers_fall_back_with_a_clear_reason() {
     for (reply, reason) in cases {
         server.set(reply.clone());
         std::fs::write(&cache, &cached).unwrap();
-        let local = with_remote(simple("rgw9", &broker, "ldev"), &server.url(), &cache, "1m");
+        let local = local_config("rgw9", &broker, &server.url(), &cache, "1m");
         let gw = Gateway::start(&local);
         let line = gw
             .wait_log(
@@ -575,12 +563,7 @@ async fn a_refresh_that_fails_to_start_keeps_the_old_pipeline() {
         .unwrap()
         .push(json!({"name": "broken", "protocol": "simulator", "devices": []}));
     let server = HttpServer::start(Reply::Json(bytes(&good))).await;
-    let local = with_remote(
-        simple("rgw10", &broker, "ldev"),
-        &server.url(),
-        &cache,
-        "200ms",
-    );
+    let local = local_config("rgw10", &broker, &server.url(), &cache, "200ms");
     let gw = Gateway::start(&local);
     reading_from(&mut sub, "rgw10", "a").await;
     server.set(Reply::Json(bytes(&bad)));
@@ -632,12 +615,7 @@ async fn sighup_follows_a_new_remote_url_of_the_local_file() {
     let first = HttpServer::start(Reply::Json(bytes(&simple("rgw11", &broker, "one")))).await;
     let second = HttpServer::start(Reply::Json(bytes(&simple("rgw11", &broker, "two")))).await;
     // The local file's own connectors are broken: its remote section alone is enough.
-    let mut local = with_remote(
-        simple("rgw11", &broker, "ldev"),
-        &first.url(),
-        &cache,
-        "200ms",
-    );
+    let mut local = local_config("rgw11", &broker, &first.url(), &cache, "200ms");
     local["connectors"][0]["protocol"] = json!("nope");
     let gw = Gateway::start(&local);
     reading_from(&mut sub, "rgw11", "one").await;
@@ -664,12 +642,7 @@ async fn failed_polls_back_off_and_recover() {
     let mut sub = Subscriber::connect(broker.port, "#").await;
     let (_st, cache) = state();
     let server = HttpServer::start(Reply::Status(500)).await;
-    let local = with_remote(
-        simple("rgw12", &broker, "ldev"),
-        &server.url(),
-        &cache,
-        "1m",
-    );
+    let local = local_config("rgw12", &broker, &server.url(), &cache, "1m");
     let gw = Gateway::start(&local);
     reading_from(&mut sub, "rgw12", "ldev").await;
     // Start (t0), then retries after 1 s and 2 s more: the pauses double.

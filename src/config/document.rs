@@ -88,7 +88,7 @@ impl Document {
                 let mut base = self
                     .connectors
                     .take()
-                    .map_or(Value::Null, |raw| from_raw(&raw));
+                    .map_or(Value::Null, |raw| value_of(&raw));
                 merge(&mut base, v);
                 self.connectors = Some(to_raw(base));
             } else {
@@ -178,7 +178,8 @@ fn to_raw(v: Value) -> Box<RawValue> {
     serde_json::value::to_raw_value(&v).expect("a Value always serializes")
 }
 
-fn from_raw(raw: &RawValue) -> Value {
+/// Parses `raw` into a value (one channel: small). `raw` was checked as JSON when it was read.
+pub fn value_of(raw: &RawValue) -> Value {
     serde_json::from_str(raw.get()).expect("raw JSON was parsed before")
 }
 
@@ -223,27 +224,38 @@ impl<'a> Entry<'a> {
         EntrySeed(list_key).deserialize(&mut de).ok()
     }
 
-    /// The list's elements. A list that is not an array is reported at `path.list_key` (and
-    /// yields nothing); `null` or absent is empty.
+    /// The list's elements, as written. A list that is not an array is reported at
+    /// `path.list_key` (and yields nothing); `null` or absent is empty.
     pub fn items(
         &self,
         list_key: &str,
         path: &str,
         errs: &mut Vec<super::ConfigError>,
     ) -> Vec<&'a RawValue> {
-        let Some(raw) = self.list else {
-            return Vec::new();
-        };
-        match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
-            Ok(items) => items,
-            Err(_) if raw.get() == "null" => Vec::new(),
-            Err(_) => {
-                errs.push(super::ConfigError::new(
-                    super::join(path, list_key),
-                    format!("expected an array, got {}", from_raw(raw)),
-                ));
-                Vec::new()
-            }
+        list_items(self.list, list_key, path, errs)
+    }
+}
+
+/// The elements of the list `list_key` at `path`, as written. A list that is not an array is
+/// reported at `path.list_key` (and yields nothing); `null` or absent is empty.
+pub fn list_items<'a>(
+    list: Option<&'a RawValue>,
+    list_key: &str,
+    path: &str,
+    errs: &mut Vec<super::ConfigError>,
+) -> Vec<&'a RawValue> {
+    let Some(raw) = list else {
+        return Vec::new();
+    };
+    match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
+        Ok(items) => items,
+        Err(_) if raw.get() == "null" => Vec::new(),
+        Err(_) => {
+            errs.push(super::ConfigError::new(
+                super::join(path, list_key),
+                format!("expected an array, got {}", value_of(raw)),
+            ));
+            Vec::new()
         }
     }
 }
@@ -274,11 +286,6 @@ impl<'de> Visitor<'de> for EntrySeed {
         }
         Ok(e)
     }
-}
-
-/// Parses `raw` into a value (one channel: small).
-pub fn value_of(raw: &RawValue) -> Value {
-    from_raw(raw)
 }
 
 #[cfg(test)]

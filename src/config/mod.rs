@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use document::list_items;
 pub use document::{Document, DocumentError, Entry};
 pub use duration::{parse_duration, Dur};
 pub use error::{deserialize_at, join, ConfigError, ConfigErrors};
@@ -223,12 +224,7 @@ pub fn from_document(
         }
     }
     let mut connectors = Vec::new();
-    let list = Entry {
-        list: connectors_raw.as_deref(),
-        ..Entry::default()
-    };
-    for (i, raw) in list
-        .items("connectors", "", &mut errs)
+    for (i, raw) in list_items(connectors_raw.as_deref(), "connectors", "", &mut errs)
         .into_iter()
         .enumerate()
     {
