@@ -13,6 +13,7 @@
 //! - [`sinks`]: one module per sink type (`sinks/` at the top of the repository).
 //! - [`status`]: counters and device health.
 //! - [`control`]: run-time device control (enable/disable, read now, write).
+//! - [`duration`]: `Dur`, durations written as strings in the config (a leaf: no crate imports).
 //! - [`broker`]: the optional embedded MQTT broker.
 //! - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands) and the `osgate rpc` client.
 
@@ -21,6 +22,7 @@ pub mod config;
 #[path = "../connectors/mod.rs"]
 pub mod connectors;
 pub mod control;
+pub mod duration;
 pub mod pipeline;
 pub mod reading;
 pub mod rpc;

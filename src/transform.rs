@@ -44,7 +44,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use tokio::time::Instant;
 
-use crate::config::Dur;
+use crate::duration::Dur;
 use crate::reading::{Quality, Reading, Value};
 
 /// The channel config keys that belong to the transform (every connector accepts them).

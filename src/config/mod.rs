@@ -12,7 +12,6 @@
 //! Next: [`crate::service`] builds the pipeline from a [`GatewayConfig`].
 
 mod document;
-mod duration;
 mod error;
 pub mod remote;
 pub mod spec;
@@ -27,7 +26,7 @@ use serde_json::Value;
 
 use document::list_items;
 pub use document::{Document, DocumentError, Entry};
-pub use duration::{parse_duration, Dur};
+pub use crate::duration::{parse_duration, Dur};
 pub use error::{deserialize_at, join, ConfigError, ConfigErrors};
 pub use spec::{ChannelSpec, ConnectorSpec, DeviceSpec};
 
