@@ -1,24 +1,30 @@
-//! Connectors: one module per protocol, each a `<Proto>` config (device and channel settings)
-//! and `run(spec, ctx)`.
+//! Connectors: one module per protocol, each its config types (`<Proto>Config`) and `build`,
+//! on top of the shared device runtime ([`device`], the connector kit).
 //!
-//! [`ConnectorKind`] is a closed enum: [`ConnectorConfig::from_raw`] reads `"protocol"` and
-//! parses the entry with [`crate::config::spec::parse_spec`] into that protocol's types, and
-//! [`run`] dispatches with an exhaustive `match`, so the compiler lists every place a new
-//! protocol must be handled. Connectors import only core modules (`reading`, `pipeline`,
-//! `transform`, `status`, `config`), never `service` or each other.
+//! [`ConnectorConfig`] holds what every connector has (name, protocol, enabled flag, device
+//! names) and the parsed protocol config in [`ConnectorKind`], a closed enum. A protocol is two
+//! `match` arms: [`ConnectorConfig::from_raw`] parses `"protocol"` into its types, and
+//! [`ConnectorConfig::build`] checks what can be checked before it runs (addresses, serial
+//! ports, files) and returns the running connector, or a typed [`ConnectorError`]. The service
+//! builds every changed connector before a reload applies anything. Connectors import only core
+//! modules (`reading`, `pipeline`, `transform`, `status`, `control`, `config`), never `service`
+//! or each other.
 //!
-//! Adding a connector: a file here, one arm in each `match` below, a cargo feature,
-//! `osgate.json.example`, and a test (see CONTRIBUTING.md).
+//! Adding a connector: a file here with its config types and `build`, the two arms below, a
+//! cargo feature, `osgate.json.example`, and a test (see CONTRIBUTING.md).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::spec::{connector_path, parse_spec};
-use crate::config::{interpolate, join, ConfigError, DeviceSpec, Entry};
-use crate::control::{ControlRegistry, DeviceControl};
+use crate::config::{interpolate, join, ConfigError, ConnectorSpec, DeviceSpec, Entry};
+use crate::control::ControlRegistry;
 use crate::pipeline::{DeviceOutput, ReadingSender};
 use crate::status::ConnectorHealth;
 
@@ -27,6 +33,7 @@ compile_error!(
     "osgate needs at least one connector: enable the `simulator` and/or `modbus` feature"
 );
 
+pub mod device;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 #[cfg(feature = "simulator")]
@@ -59,35 +66,59 @@ impl ConnectorContext {
             self.health.clone(),
         )
     }
-
-    /// Registers a device's task for run-time control: its request queue (`device.read`,
-    /// `device.write`, MQTT commands) and its enabled flag (a run-time override survives
-    /// connector restarts and reloads). A device task should stop polling while disabled
-    /// (status `running: false`), answer requests with [`crate::control::DeviceError::Disabled`]
-    /// then, and resume when enabled.
-    pub fn register_device<D, C>(&self, device: &DeviceSpec<D, C>) -> DeviceControl {
-        self.control
-            .register(&self.name, &device.name, device.enabled)
-    }
 }
 
-/// Why a connector's task ended with an error.
-#[derive(Debug, thiserror::Error)]
+/// Why a connector cannot be built, or why its task ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectorError {
-    /// The connector cannot run with this configuration (found at start, e.g. a serial port
-    /// that does not exist).
+    /// A serial port that does not exist or cannot be used.
+    #[error("serial port {port}: {reason}")]
+    SerialPort {
+        /// The configured path.
+        port: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An address (`host:port`, URL) that cannot be used.
+    #[error("address \"{address}\": {reason}")]
+    Address {
+        /// The configured address.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file the connector needs (certificate, key) that cannot be read.
+    #[error("file {path}: {reason}")]
+    File {
+        /// The configured path.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Anything else found before or while running.
     #[error("{0}")]
     Setup(String),
 }
 
-/// One configured connector, by protocol. Two are equal when their parsed configs are: a
-/// reload restarts a connector only when what it runs on changed (a reordered key or a default
-/// written out is no change).
+/// A built connector, ready to run until its context's `shutdown` is cancelled.
+pub type Running = Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send>>;
+
+/// One configured connector. Two are equal when their parsed configs are: a reload restarts a
+/// connector only when what it runs on changed (a reordered key or a default written out is no
+/// change).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectorConfig {
+    /// Unique connector name.
+    pub name: Arc<str>,
+    /// The `"protocol"`.
+    pub protocol: &'static str,
+    /// `false` starts the connector disabled.
+    pub enabled: bool,
+    /// Its devices' names, in config order.
+    pub devices: Arc<[Arc<str>]>,
     /// The parsed protocol config, shared: the service, the supervisor and the reload diff all
     /// hold the same copy.
-    pub kind: Arc<ConnectorKind>,
+    pub kind: ConnectorKind,
 }
 
 /// The protocols osgate speaks (closed set: one arm per protocol).
@@ -95,10 +126,10 @@ pub struct ConnectorConfig {
 pub enum ConnectorKind {
     /// `"protocol": "simulator"`.
     #[cfg(feature = "simulator")]
-    Simulator(simulator::SimulatorConfig),
+    Simulator(Arc<simulator::SimulatorConfig>),
     /// `"protocol": "modbus"`.
     #[cfg(feature = "modbus")]
-    Modbus(modbus::ModbusConfig),
+    Modbus(Arc<modbus::ModbusConfig>),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -145,84 +176,70 @@ impl ConnectorConfig {
                 return None;
             }
         };
-        let kind = match protocol.as_str() {
+        let p = Parse {
+            path: &path,
+            env,
+            errs,
+        };
+        match protocol.as_str() {
             #[cfg(feature = "simulator")]
-            "simulator" => {
-                let spec = parse_spec(entry, &path, env, errs)?;
-                simulator::validate(&spec, &path, errs);
-                ConnectorKind::Simulator(spec)
-            }
+            "simulator" => p.spec(entry, "simulator", simulator::validate, ConnectorKind::Simulator),
             #[cfg(feature = "modbus")]
-            "modbus" => {
-                let spec = parse_spec(entry, &path, env, errs)?;
-                modbus::validate(&spec, &path, errs);
-                ConnectorKind::Modbus(spec)
-            }
+            "modbus" => p.spec(entry, "modbus", modbus::validate, ConnectorKind::Modbus),
             other => {
-                errs.push(ConfigError::new(
+                p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
                     format!(
                         "unknown protocol \"{other}\", expected one of: {} (protocols left out of this build by cargo features are not listed)",
                         PROTOCOLS.join(", ")
                     ),
                 ));
-                return None;
+                None
             }
-        };
-        Some(ConnectorConfig {
-            kind: Arc::new(kind),
-        })
-    }
-
-    /// The connector's name.
-    pub fn name(&self) -> &Arc<str> {
-        match &*self.kind {
-            #[cfg(feature = "simulator")]
-            ConnectorKind::Simulator(s) => &s.name,
-            #[cfg(feature = "modbus")]
-            ConnectorKind::Modbus(s) => &s.name,
         }
     }
 
-    /// Whether the connector starts enabled.
-    pub fn enabled(&self) -> bool {
-        match &*self.kind {
+    /// Checks what can be checked before the connector runs (addresses, serial ports, files)
+    /// and returns it ready to run with `ctx`.
+    pub fn build(&self, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
+        match &self.kind {
             #[cfg(feature = "simulator")]
-            ConnectorKind::Simulator(s) => s.enabled,
+            ConnectorKind::Simulator(spec) => simulator::build(spec.clone(), ctx),
             #[cfg(feature = "modbus")]
-            ConnectorKind::Modbus(s) => s.enabled,
-        }
-    }
-
-    /// The protocol name.
-    pub fn protocol(&self) -> &'static str {
-        match &*self.kind {
-            #[cfg(feature = "simulator")]
-            ConnectorKind::Simulator(_) => "simulator",
-            #[cfg(feature = "modbus")]
-            ConnectorKind::Modbus(_) => "modbus",
-        }
-    }
-
-    /// Names of the connector's devices, in config order.
-    pub fn device_names(&self) -> Vec<Arc<str>> {
-        match &*self.kind {
-            #[cfg(feature = "simulator")]
-            ConnectorKind::Simulator(s) => s.devices.iter().map(|d| d.name.clone()).collect(),
-            #[cfg(feature = "modbus")]
-            ConnectorKind::Modbus(s) => s.devices.iter().map(|d| d.name.clone()).collect(),
+            ConnectorKind::Modbus(spec) => modbus::build(spec.clone(), ctx),
         }
     }
 }
 
-/// Runs a connector until `ctx.shutdown` is cancelled or it fails.
-pub async fn run(config: ConnectorConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-    // Borrowed from the shared config: a connector builds its run-time state from the spec
-    // and copies only what it keeps.
-    match &*config.kind {
-        #[cfg(feature = "simulator")]
-        ConnectorKind::Simulator(spec) => simulator::run(spec, ctx).await,
-        #[cfg(feature = "modbus")]
-        ConnectorKind::Modbus(spec) => modbus::run(spec, ctx).await,
+/// What parsing one connector entry needs, whatever its protocol.
+struct Parse<'a> {
+    path: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errs: &'a mut Vec<ConfigError>,
+}
+
+impl Parse<'_> {
+    /// Parses the entry into a protocol's spec, runs its semantic checks, and wraps it.
+    fn spec<S, D, C>(
+        self,
+        entry: Entry<'_>,
+        protocol: &'static str,
+        validate: fn(&ConnectorSpec<S, D, C>, &str, &mut Vec<ConfigError>),
+        wrap: fn(Arc<ConnectorSpec<S, D, C>>) -> ConnectorKind,
+    ) -> Option<ConnectorConfig>
+    where
+        S: DeserializeOwned,
+        D: DeserializeOwned,
+        C: DeserializeOwned,
+    {
+        let spec = parse_spec(entry, self.path, self.env, self.errs)?;
+        validate(&spec, self.path, self.errs);
+        Some(ConnectorConfig {
+            name: spec.name.clone(),
+            protocol,
+            enabled: spec.enabled,
+            devices: spec.devices.iter().map(|d| d.name.clone()).collect(),
+            kind: wrap(Arc::new(spec)),
+        })
     }
 }

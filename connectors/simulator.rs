@@ -2,24 +2,24 @@
 //!
 //! Each channel follows a signal (`sine`, `sawtooth`/`ramp`, `random_walk`, `counter`, `square`,
 //! `bool`, `constant`) between `min` and `max` with a `period`; each device ticks at its own
-//! `interval` in its own task. It serves demos, tests, and — with many devices and channels at a
+//! `interval` in its own task (a line of one device of the connector kit, `connectors/device`,
+//! which owns scheduling, requests, health and writes: this file is only the signals). It serves demos, tests, and — with many devices and channels at a
 //! short interval — as the load generator for benchmarks: every tick is one batch, and when the
 //! sinks push back the next tick waits (counted as lag), so it runs exactly as fast as the
 //! pipeline delivers.
 
 use std::f64::consts::TAU;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use super::{ConnectorContext, ConnectorError};
-use crate::config::{ConfigError, ConnectorSpec, DeviceSpec, Dur};
-use crate::control::{DeviceError, DeviceRequest};
-use crate::pipeline::DeviceOutput;
-use crate::reading::{Quality, Timestamp, Value};
+use super::device::{self, Fault, Line, Poll, Poller, Schedule, ValueKind, WriteSpec};
+use super::{ConnectorContext, ConnectorError, Running};
+use crate::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
+use crate::control::DeviceError;
+use crate::reading::{Timestamp, Value};
 
 /// A parsed simulator connector.
 pub type SimulatorConfig = ConnectorSpec<SimulatorSettings, SimulatorDevice, SimulatorChannel>;
@@ -187,45 +187,17 @@ impl Generator {
         }
     }
 
-    /// Checks a value written to the channel and makes it the channel's value; returns the value
-    /// as stored.
-    pub fn write(&mut self, v: &serde_json::Value) -> Result<Value, String> {
-        let value = Value::from_json(v)
-            .ok_or_else(|| format!("expected a number, bool or string, got {v}"))?;
-        let value = match (self.signal, value) {
+    /// Makes `raw` (checked by the kit against the channel's [`WriteSpec`]) the channel's
+    /// value until the next write; returns it as stored.
+    pub fn write(&mut self, raw: Value) -> Result<Value, String> {
+        let value = match (self.signal, raw) {
+            (Signal::Counter, v) => match v {
+                Value::U64(u) => Value::U64(u),
+                other => return Err(format!("expected an unsigned integer, got {other}")),
+            },
             (Signal::Bool, Value::Bool(b)) => Value::Bool(b),
             (Signal::Bool, other) => return Err(format!("expected true or false, got {other}")),
-            (Signal::Counter, Value::U64(u)) if (u as f64) >= self.lo && (u as f64) <= self.hi => {
-                Value::U64(u)
-            }
-            (Signal::Counter, other) => {
-                return Err(format!(
-                    "expected an unsigned integer in [{}, {}], got {other}",
-                    self.lo, self.hi
-                ))
-            }
-            (Signal::Constant, v) => match (&self.constant, &v) {
-                (Some(Value::Text(_)), Value::Text(_)) | (Some(Value::Bool(_)), Value::Bool(_)) => {
-                    v
-                }
-                (Some(Value::Text(_) | Value::Bool(_)), _)
-                | (_, Value::Text(_) | Value::Bool(_)) => {
-                    return Err(format!("expected the constant's type, got {v}"))
-                }
-                _ => v,
-            },
-            (_, v) => match v {
-                Value::Bool(_) | Value::Text(_) => {
-                    return Err(format!("expected a number, got {v}"))
-                }
-                _ => {
-                    let x = v.as_f64().unwrap_or(f64::NAN);
-                    if !(x >= self.lo && x <= self.hi) {
-                        return Err(format!("{x} is outside [{}, {}]", self.lo, self.hi));
-                    }
-                    Value::F64(x)
-                }
-            },
+            (_, v) => v,
         };
         self.written = Some(value.clone());
         Ok(value)
@@ -264,124 +236,85 @@ impl Generator {
     }
 }
 
-/// Runs the simulator: one task per device, until `ctx.shutdown` is cancelled.
-pub async fn run(spec: &SimulatorConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-    let mut tasks = JoinSet::new();
-    for device in &spec.devices {
-        tasks.spawn(run_device(device.clone(), ctx.clone()));
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
-}
-
-async fn run_device(device: DeviceSpec<SimulatorDevice, SimulatorChannel>, ctx: ConnectorContext) {
-    let mut out = ctx.device_output(&device);
-    let mut control = ctx.register_device(&device);
-    let token = ctx.shutdown.clone();
-    let mut gens: Vec<Generator> = device
-        .channels
-        .iter()
-        .map(|c| Generator::new(&c.settings))
-        .collect();
-    let interval = device.settings.interval.0;
-    let start = Instant::now();
-    'enabled: loop {
-        // Disabled: not running, requests refused, until enabled again or stopped.
-        while !control.is_enabled() {
-            out.set_status(|s| {
-                s.running = false;
-                s.enabled = false;
-            })
-            .await;
-            tokio::select! {
-                biased;
-                _ = token.cancelled() => return,
-                r = control.enabled.changed() => if r.is_err() { token.cancelled().await; return },
-                Some(req) = control.requests.recv() => req.fail(DeviceError::Disabled(device.name.to_string())),
-            }
-        }
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        out.set_status(|s| {
-            s.running = true;
-            s.online = true;
-            s.enabled = true;
-            s.last_ok = Some(Timestamp::now());
+/// Checks what can be checked before the simulator runs (nothing can fail), and returns it
+/// running: one line (task) per device, each on its own interval.
+pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
+    Ok(Box::pin(async move {
+        let start = Instant::now();
+        device::run_lines(&ctx, spec.devices.len(), |i| {
+            let d = &spec.devices[i];
+            let gens = d.channels.iter().map(|c| Generator::new(&c.settings)).collect();
+            let mut line = Line::new(&ctx, Signals { start });
+            let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
+            line.add(d, schedule, gens, write_spec);
+            line
         })
         .await;
-        loop {
-            let scheduled = tokio::select! {
-                biased;
-                _ = token.cancelled() => break 'enabled,
-                _ = control.enabled.changed() => continue 'enabled,
-                Some(req) = control.requests.recv() => {
-                    handle_request(req, &device, &mut gens, &out, start);
-                    continue;
-                }
-                at = tick.tick() => at,
-            };
-            if scheduled.elapsed() > interval {
-                ctx.health.counters.lagged.fetch_add(1, Relaxed);
-            }
-            let ts = Timestamp::now();
-            let t = start.elapsed().as_secs_f64();
-            for (i, g) in gens.iter_mut().enumerate() {
-                out.push(i, g.next(t), ts);
-            }
-            tokio::select! {
-                biased;
-                _ = token.cancelled() => break 'enabled,
-                _ = out.flush() => {}
-            }
-        }
-    }
-    // Best effort: a full queue at shutdown must not hold the stop up.
-    let _ = tokio::time::timeout(
-        Duration::from_millis(200),
-        out.set_status(|s| s.running = false),
-    )
-    .await;
+        Ok(())
+    }))
 }
 
-fn handle_request(
-    req: DeviceRequest,
-    device: &DeviceSpec<SimulatorDevice, SimulatorChannel>,
-    gens: &mut [Generator],
-    out: &DeviceOutput,
+/// The simulator's half of the device runtime: the generators of a device's channels.
+struct Signals {
     start: Instant,
-) {
-    match req {
-        DeviceRequest::Read { reply } => {
-            let ts = Timestamp::now();
-            let t = start.elapsed().as_secs_f64();
-            let readings = gens
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, g)| out.convert(i, g.next(t), ts, Quality::Good))
-                .collect();
-            let _ = reply.send(Ok(readings));
+}
+
+impl Poller for Signals {
+    type Device = Vec<Generator>;
+
+    async fn poll(&mut self, gens: &mut Vec<Generator>, poll: &mut Poll<'_>) -> Result<(), Fault> {
+        let ts = Timestamp::now();
+        let t = self.start.elapsed().as_secs_f64();
+        for gi in 0..poll.due().len() {
+            let g = poll.due()[gi];
+            for ci in 0..poll.channels(g).len() {
+                let ch = poll.channels(g)[ci] as usize;
+                let v = gens[ch].next(t);
+                poll.push(ch, v, ts);
+            }
         }
-        DeviceRequest::Write {
-            channel,
-            value,
-            reply,
-        } => {
-            let res = match device.channels.iter().position(|c| *c.name == *channel) {
-                None => Err(DeviceError::UnknownChannel {
-                    device: device.name.to_string(),
-                    channel,
-                }),
-                Some(i) if !device.channels[i].settings.writable => {
-                    Err(DeviceError::NotWritable(channel))
-                }
-                Some(i) => gens[i]
-                    .write(&value)
-                    .map(|v| v.to_json())
-                    .map_err(|reason| DeviceError::OutOfRange { channel, reason }),
-            };
-            let _ = reply.send(res);
-        }
+        Ok(())
     }
+
+    async fn write(
+        &mut self,
+        gens: &mut Vec<Generator>,
+        ch: usize,
+        raw: Value,
+    ) -> Result<Value, DeviceError> {
+        gens[ch].write(raw).map_err(DeviceError::Failed)
+    }
+}
+
+/// What a write to a `writable` channel may be: the signal's type, within `min`/`max` (both
+/// in engineering units, after the channel's `scale`/`offset`).
+fn write_spec(c: &ChannelSpec<SimulatorChannel>) -> Option<WriteSpec> {
+    let s = &c.settings;
+    if !s.writable {
+        return None;
+    }
+    let kind = match (s.signal, s.value.as_ref().and_then(Value::from_json)) {
+        (Signal::Bool, _) | (Signal::Constant, Some(Value::Bool(_))) => ValueKind::Bool,
+        (Signal::Constant, Some(Value::Text(_))) => ValueKind::Text,
+        (Signal::Counter, _) => ValueKind::unsigned(64),
+        _ => ValueKind::Float,
+    };
+    let numeric = !matches!(kind, ValueKind::Bool | ValueKind::Text);
+    let (lo, hi) = match s.signal {
+        Signal::Constant | Signal::Counter => (s.min, s.max),
+        _ => (Some(s.min.unwrap_or(0.0)), Some(s.max.unwrap_or(100.0))),
+    };
+    // min/max bound the signal, before the channel's scale/offset: the kit checks writes in
+    // engineering units, so the bounds are scaled the same way.
+    let t = c.transform();
+    let eng = |v: f64| v * t.scale.unwrap_or(1.0) + t.offset.unwrap_or(0.0);
+    let (lo, hi) = (lo.map(eng), hi.map(eng));
+    let (lo, hi) = if t.scale.is_some_and(|s| s < 0.0) { (hi, lo) } else { (lo, hi) };
+    Some(WriteSpec {
+        kind,
+        min: lo.filter(|_| numeric),
+        max: hi.filter(|_| numeric),
+    })
 }
 
 #[cfg(test)]
@@ -424,16 +357,20 @@ mod tests {
     #[test]
     fn writes_replace_the_signal_within_its_range() {
         let mut g = Generator::new(&ch(Signal::Sine));
-        assert_eq!(g.write(&serde_json::json!(12.5)), Ok(Value::F64(12.5)));
+        assert_eq!(g.write(Value::F64(12.5)), Ok(Value::F64(12.5)));
         assert_eq!(g.next(3.0), Value::F64(12.5));
-        assert!(g
-            .write(&serde_json::json!(25))
-            .unwrap_err()
-            .contains("outside"));
-        assert!(g.write(&serde_json::json!("x")).is_err());
+        let spec = write_spec(&ChannelSpec {
+            name: "c".into(),
+            unit: None,
+            transform: None,
+            settings: ch(Signal::Sine),
+        })
+        .expect("writable");
+        assert!(spec.to_raw(&serde_json::json!(25), None).unwrap_err().contains("outside"));
+        assert!(spec.to_raw(&serde_json::json!("x"), None).is_err());
         let mut b = Generator::new(&ch(Signal::Bool));
-        assert_eq!(b.write(&serde_json::json!(true)), Ok(Value::Bool(true)));
-        assert!(b.write(&serde_json::json!(1)).is_err());
+        assert_eq!(b.write(Value::Bool(true)), Ok(Value::Bool(true)));
+        assert!(b.write(Value::U64(1)).is_err());
     }
 
     #[test]

@@ -47,6 +47,10 @@ struct Args {
     /// Poll interval in milliseconds.
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
+    /// The connector's `max_connections` (TCP connections the devices share; default: the
+    /// gateway's default of 1).
+    #[arg(long)]
+    max_connections: Option<u16>,
 }
 
 /// Kills and reaps a child when dropped.
@@ -223,12 +227,16 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
                    "interval": format!("{}ms", args.interval_ms), "channels": chs})
         })
         .collect();
+    let mut connector = json!({"name": "plc", "protocol": "modbus", "transport": {"tcp": sim_addr},
+                               "timeout": "1s", "devices": devices});
+    if let Some(n) = args.max_connections {
+        connector["max_connections"] = json!(n);
+    }
     let config = json!({
         "gateway": {"id": "bench"},
         "sinks": [{"name": "local", "type": "mqtt", "url": format!("mqtt://127.0.0.1:{mport}"),
                    "qos": 1, "format": args.format, "status": false}],
-        "connectors": [{"name": "plc", "protocol": "modbus", "transport": {"tcp": sim_addr},
-                        "timeout": "1s", "devices": devices}]
+        "connectors": [connector]
     });
     let cfg_path = dir.join("osgate.json");
     std::fs::write(&cfg_path, config.to_string()).expect("write config");

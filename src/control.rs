@@ -1,15 +1,16 @@
 //! Run-time control of devices: enable/disable, read now, write a channel.
 //!
-//! Each running device task registers with the [`ControlRegistry`] (through
-//! [`crate::connectors::ConnectorContext::register_device`]) and receives a [`DeviceControl`]:
-//! a queue of [`DeviceRequest`]s (from JSON-RPC `device.read`/`device.write` and MQTT commands)
-//! and a `watch` of its enabled flag. The registry outlives connector restarts and reloads, so a
+//! Each running device registers with the [`ControlRegistry`] (the connector kit does it, see
+//! `connectors/device`): its requests (JSON-RPC `device.read`/`device.write`, MQTT commands)
+//! go to the [`Inbox`] of the task that serves it, and it gets an [`EnabledFlag`] the registry
+//! flips (waking that task). The registry outlives connector restarts and reloads, so a
 //! device disabled at run time stays disabled until it is enabled again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::reading::Reading;
 
@@ -84,44 +85,46 @@ impl DeviceRequest {
     }
 }
 
-/// What a device task holds: its request queue and its enabled flag.
+/// Where the requests of the devices served by one task arrive: the task that serves a line
+/// (one connection or serial port with several devices behind it) reads them all from one
+/// queue, tagged with the device's index on the line, and is woken by [`Inbox::wake`] when a
+/// device is enabled or disabled.
 #[derive(Debug)]
-pub struct DeviceControl {
-    /// Requests for this device.
-    pub requests: mpsc::Receiver<DeviceRequest>,
-    /// The device's enabled flag (run-time override, else its config).
-    pub enabled: watch::Receiver<bool>,
+pub struct Inbox {
+    /// `(device index, request)` for every device registered with this inbox.
+    pub requests: mpsc::Receiver<(usize, DeviceRequest)>,
+    /// Notified when the enabled flag of one of the devices changes.
+    pub wake: Arc<Notify>,
+    tx: mpsc::Sender<(usize, DeviceRequest)>,
 }
 
-impl DeviceControl {
-    /// A control that never receives requests and stays enabled (for tools and tests).
-    pub fn detached() -> (
-        DeviceControl,
-        watch::Sender<bool>,
-        mpsc::Sender<DeviceRequest>,
-    ) {
-        let (etx, erx) = watch::channel(true);
-        let (rtx, rrx) = mpsc::channel(8);
-        (
-            DeviceControl {
-                requests: rrx,
-                enabled: erx,
-            },
-            etx,
-            rtx,
-        )
-    }
-
-    /// True while the device is enabled.
-    pub fn is_enabled(&self) -> bool {
-        *self.enabled.borrow()
+impl Inbox {
+    /// An empty inbox (requests queue of 16).
+    pub fn new() -> Self {
+        let (tx, requests) = mpsc::channel(16);
+        Inbox {
+            requests,
+            wake: Arc::new(Notify::new()),
+            tx,
+        }
     }
 }
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A device's enabled flag (run-time override, else its config), read by its task at every
+/// turn and written by the registry.
+pub type EnabledFlag = Arc<AtomicBool>;
 
 #[derive(Debug)]
 struct Entry {
-    enabled: watch::Sender<bool>,
-    requests: Option<mpsc::Sender<DeviceRequest>>,
+    enabled: EnabledFlag,
+    wake: Option<Arc<Notify>>,
+    requests: Option<(mpsc::Sender<(usize, DeviceRequest)>, usize)>,
 }
 
 /// (connector, device).
@@ -138,14 +141,17 @@ pub struct ControlRegistry {
 }
 
 impl ControlRegistry {
-    /// Registers a device task; replaces an earlier registration of the same device (a
-    /// restarted connector). `configured` is the device's `enabled` from the config.
+    /// Registers a device served by the task that reads `inbox`, as its device `index`;
+    /// replaces an earlier registration of the same device (a restarted connector).
+    /// `configured` is the device's `enabled` from the config; a run-time override wins.
     pub fn register(
         &self,
         connector: &Arc<str>,
         device: &Arc<str>,
         configured: bool,
-    ) -> DeviceControl {
+        inbox: &Inbox,
+        index: usize,
+    ) -> EnabledFlag {
         let key = (connector.clone(), device.clone());
         let enabled = self
             .overrides
@@ -154,18 +160,16 @@ impl ControlRegistry {
             .get(&key)
             .copied()
             .unwrap_or(configured);
-        let (rtx, rrx) = mpsc::channel(16);
         let mut devices = self.devices.lock().expect("control lock");
         let entry = devices.entry(key).or_insert_with(|| Entry {
-            enabled: watch::Sender::new(enabled),
+            enabled: Arc::new(AtomicBool::new(enabled)),
+            wake: None,
             requests: None,
         });
-        entry.enabled.send_replace(enabled);
-        entry.requests = Some(rtx);
-        DeviceControl {
-            requests: rrx,
-            enabled: entry.enabled.subscribe(),
-        }
+        entry.enabled.store(enabled, Relaxed);
+        entry.wake = Some(inbox.wake.clone());
+        entry.requests = Some((inbox.tx.clone(), index));
+        entry.enabled.clone()
     }
 
     /// Forgets devices not in `keep` (after a reload removed them).
@@ -202,7 +206,10 @@ impl ControlRegistry {
             .lock()
             .expect("control lock")
             .insert(key.clone(), enabled);
-        entry.enabled.send_replace(enabled);
+        entry.enabled.store(enabled, Relaxed);
+        if let Some(w) = &entry.wake {
+            w.notify_one();
+        }
         Ok(())
     }
 
@@ -213,7 +220,7 @@ impl ControlRegistry {
             .expect("control lock")
             .iter()
             .find(|((c, d), _)| &**c == connector && &**d == device)
-            .map(|(_, e)| *e.enabled.borrow())
+            .map(|(_, e)| e.enabled.load(Relaxed))
     }
 
     /// Records a run-time enable/disable of a connector (the service starts or stops it).
@@ -248,8 +255,8 @@ impl ControlRegistry {
                 device.to_string(),
                 "not running".into(),
             )),
-            Some(Some(tx)) => {
-                if let Err(mpsc::error::SendError(req)) = tx.send(req).await {
+            Some(Some((tx, index))) => {
+                if let Err(mpsc::error::SendError((_, req))) = tx.send((index, req)).await {
                     req.fail(DeviceError::Offline(
                         device.to_string(),
                         "not running".into(),
@@ -304,13 +311,18 @@ mod tests {
     async fn disable_survives_re_registration() {
         let reg = ControlRegistry::default();
         let (c, d): (Arc<str>, Arc<str>) = ("c".into(), "d".into());
-        let ctl = reg.register(&c, &d, true);
-        assert!(ctl.is_enabled());
+        let inbox = Inbox::new();
+        let flag = reg.register(&c, &d, true, &inbox, 0);
+        assert!(flag.load(Relaxed));
         reg.set_device_enabled("c", "d", false).unwrap();
-        assert!(!ctl.is_enabled());
+        assert!(!flag.load(Relaxed));
+        // The task was woken to notice.
+        tokio::time::timeout(std::time::Duration::from_secs(1), inbox.wake.notified())
+            .await
+            .expect("woken");
         // The connector restarts (reload): the run-time override stays.
-        let ctl2 = reg.register(&c, &d, true);
-        assert!(!ctl2.is_enabled());
+        let flag2 = reg.register(&c, &d, true, &Inbox::new(), 0);
+        assert!(!flag2.load(Relaxed));
         assert_eq!(reg.connector_of("d").as_deref(), Some("c"));
         assert!(matches!(
             reg.set_device_enabled("c", "x", true),
@@ -321,11 +333,12 @@ mod tests {
     #[tokio::test]
     async fn requests_reach_the_task_and_unknown_devices_fail() {
         let reg = Arc::new(ControlRegistry::default());
-        let mut ctl = reg.register(&"c".into(), &"d".into(), true);
+        let mut inbox = Inbox::new();
+        reg.register(&"c".into(), &"d".into(), true, &inbox, 3);
         let r2 = reg.clone();
         let t = tokio::spawn(async move { r2.write("c", "d", "x", serde_json::json!(1)).await });
-        match ctl.requests.recv().await.unwrap() {
-            DeviceRequest::Write { channel, reply, .. } => {
+        match inbox.requests.recv().await.unwrap() {
+            (3, DeviceRequest::Write { channel, reply, .. }) => {
                 assert_eq!(channel, "x");
                 reply.send(Ok(serde_json::json!(1))).unwrap();
             }
@@ -336,7 +349,7 @@ mod tests {
             reg.read("c", "nope").await,
             Err(DeviceError::UnknownDevice(_))
         ));
-        drop(ctl);
+        drop(inbox);
         assert!(matches!(
             reg.read("c", "d").await,
             Err(DeviceError::Offline(..))

@@ -5,6 +5,7 @@
 //! # Layout
 //! In pipeline order:
 //! - [`config`]: the schema, loading (file, env overrides, `${VAR}`), validation with paths.
+//! - [`app`]: the process — loading order, service, RPC, refresher, signals — `run(path, shutdown)`.
 //! - [`service`]: GatewayService — start, supervise, reload, stop.
 //! - [`connectors`]: one module per protocol (`connectors/` at the top of the repository).
 //! - [`reading`]: Reading, Value, Quality, Batch — the one data type that flows.
@@ -17,6 +18,7 @@
 //! - [`broker`]: the optional embedded MQTT broker.
 //! - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands) and the `osgate rpc` client.
 
+pub mod app;
 pub mod broker;
 pub mod config;
 #[path = "../connectors/mod.rs"]

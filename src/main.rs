@@ -88,16 +88,16 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
-            let devices: usize = cfg.connectors.iter().map(|c| c.device_names().len()).sum();
+            let devices: usize = cfg.connectors.iter().map(|c| c.devices.len()).sum();
             println!("{}: valid", path.display());
             println!("  gateway {}", cfg.gateway.id);
             for c in &cfg.connectors {
                 println!(
                     "  connector {} ({}, {} device(s){})",
-                    c.name(),
-                    c.protocol(),
-                    c.device_names().len(),
-                    if c.enabled() { "" } else { ", disabled" }
+                    c.name,
+                    c.protocol,
+                    c.devices.len(),
+                    if c.enabled { "" } else { ", disabled" }
                 );
             }
             for s in &cfg.sinks {
@@ -124,7 +124,7 @@ fn run(path: PathBuf) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(osgate::service::run(path)) {
+    match rt.block_on(osgate::app::run_until_signalled(path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<LoadError>() {
             Some(le) => config_error(le),

@@ -317,6 +317,22 @@ impl DeviceOutput {
         )
     }
 
+    /// The `(scale, offset)` of channel `ch`'s transform, if it has a linear step (writes
+    /// reverse it).
+    pub fn linear(&self, ch: usize) -> Option<(f64, f64)> {
+        self.channels.get(ch)?.transform.linear()
+    }
+
+    /// The number of channels.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// The name of channel `ch`.
+    pub fn channel_name(&self, ch: usize) -> Option<&Arc<str>> {
+        self.channels.get(ch).map(|c| &c.name)
+    }
+
     /// For connectors that are pushed values instead of polling (listeners): adds the readings
     /// whose report timer is due at `now` (the latest value of an ended `every` period, an
     /// `on_change` heartbeat); send them with [`DeviceOutput::flush_or_drop`]. Pollers need

@@ -246,7 +246,7 @@ fn device_error(e: DeviceError) -> ErrorObjectOwned {
 
 impl RpcContext {
     fn connector_config(&self, cfg: &GatewayConfig, name: &str) -> Option<ConnectorConfig> {
-        cfg.connectors.iter().find(|c| &**c.name() == name).cloned()
+        cfg.connectors.iter().find(|c| &*c.name == name).cloned()
     }
 
     /// The connector serving `device`: the one given (checked), else looked up.
@@ -255,8 +255,8 @@ impl RpcContext {
         let owner = cfg
             .connectors
             .iter()
-            .find(|c| c.device_names().iter().any(|d| &**d == device))
-            .map(|c| c.name().to_string())
+            .find(|c| c.devices.iter().any(|d| &**d == device))
+            .map(|c| c.name.to_string())
             .or_else(|| self.control.connector_of(device).map(|c| c.to_string()));
         match (owner, connector) {
             (Some(o), None) => Ok(o),
@@ -271,8 +271,8 @@ impl RpcContext {
 
     fn connector_enabled(&self, c: &ConnectorConfig) -> bool {
         self.control
-            .connector_override(c.name())
-            .unwrap_or_else(|| c.enabled())
+            .connector_override(&c.name)
+            .unwrap_or(c.enabled)
     }
 
     fn device_view(
@@ -292,6 +292,11 @@ impl RpcContext {
             "device": device,
             "running": connector_on && enabled && st.is_some_and(|s| s.running),
             "online": connector_on && st.is_some_and(|s| s.online),
+            "health": match st {
+                Some(s) if connector_on && enabled => s.health.as_str(),
+                _ => "stopped",
+            },
+            "bad_channels": st.map_or(0, |s| s.bad_channels),
             "enabled": enabled,
             "last_ok": st.and_then(|s| s.last_ok).map(|t| t.0),
             "errors": st.map_or(0, |s| s.errors),
@@ -300,7 +305,7 @@ impl RpcContext {
     }
 
     fn connector_view(&self, c: &ConnectorConfig) -> Value {
-        let name = c.name();
+        let name = &c.name;
         let on = self.connector_enabled(c);
         let health = self
             .registry
@@ -313,16 +318,16 @@ impl RpcContext {
             .map(|h| h.devices.lock().expect("status lock").clone())
             .unwrap_or_default();
         let devices: Vec<Value> = c
-            .device_names()
+            .devices
             .iter()
             .map(|d| self.device_view(name, on, d, statuses.get(d)))
             .collect();
         let degraded = devices
             .iter()
-            .any(|d| d["enabled"] == true && d["online"] != true);
+            .any(|d| d["enabled"] == true && d["health"] != "online");
         json!({
             "name": &**name,
-            "protocol": c.protocol(),
+            "protocol": c.protocol,
             "enabled": on,
             "running": on,
             "health": if !on { "stopped" } else if degraded { "degraded" } else { "ok" },

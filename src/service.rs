@@ -6,21 +6,20 @@
 //! applies a new, already validated configuration by restarting only the connectors and sinks
 //! whose configuration changed. [`GatewayService::shutdown`] stops connectors first, closes the
 //! sink queues, lets sinks flush (wait for PUBACKs) up to `gateway.shutdown_timeout`, and names
-//! any task still running.
+//! any task still running. The process around it (signals, the RPC server, the config
+//! refresher, the command loop) is [`crate::app`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::remote::{self, RemoteLoader};
 use crate::config::{self, GatewayConfig};
-use crate::connectors::{self, ConnectorConfig, ConnectorContext};
+use crate::connectors::device::Backoff;
+use crate::connectors::{self, ConnectorConfig, ConnectorContext, Running};
 use crate::control::ControlRegistry;
 use crate::pipeline::{sink_queue, ReadingSender, SinkInput};
 use crate::reading::Timestamp;
@@ -38,10 +37,6 @@ struct RunningSink {
     input: SinkInput,
     task: JoinHandle<()>,
 }
-
-/// How long connectors (re)started by a reload must run without failing for the reload to
-/// count as started (a failure within it restores the previous configuration).
-pub const RELOAD_SETTLE: Duration = Duration::from_millis(300);
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -96,9 +91,11 @@ impl GatewayService {
             svc.sinks.insert(s.name().into(), running);
         }
         svc.publish_sink_list();
-        for c in config.connectors.iter().filter(|c| c.enabled()) {
-            let running = svc.start_connector(c.clone());
-            svc.connectors.insert(c.name().clone(), running);
+        for c in config.connectors.iter().filter(|c| c.enabled) {
+            // A connector that cannot be built at start (a USB adapter not plugged in yet) is
+            // reported and retried by its supervisor; the others run.
+            let running = svc.start_connector(c.clone(), None);
+            svc.connectors.insert(c.name.clone(), running);
         }
         tracing::info!(
             gateway = %config.gateway.id,
@@ -142,8 +139,8 @@ impl GatewayService {
     /// Whether a connector should run: its run-time override, else its config.
     fn connector_wanted(&self, c: &ConnectorConfig) -> bool {
         self.control
-            .connector_override(c.name())
-            .unwrap_or_else(|| c.enabled())
+            .connector_override(&c.name)
+            .unwrap_or(c.enabled)
     }
 
     /// Enables, disables or restarts one connector at run time. Enable and disable are recorded
@@ -157,12 +154,12 @@ impl GatewayService {
             .config
             .connectors
             .iter()
-            .find(|c| &**c.name() == name)
+            .find(|c| &*c.name == name)
             .cloned()
         else {
             return Err(format!("unknown connector \"{name}\""));
         };
-        let key = cfg.name().clone();
+        let key = cfg.name.clone();
         let running = self.connectors.contains_key(&key);
         let (stop, start) = match action {
             ConnectorAction::Enable => {
@@ -191,7 +188,7 @@ impl GatewayService {
             .await;
         }
         if start {
-            let c = self.start_connector(cfg);
+            let c = self.start_connector(cfg, None);
             self.connectors.insert(key.clone(), c);
         }
         let running = self.connectors.contains_key(&key);
@@ -234,18 +231,31 @@ impl GatewayService {
         }
     }
 
-    fn start_connector(&self, config: ConnectorConfig) -> RunningConnector {
-        let name = config.name().clone();
-        let token = self.root.child_token();
-        let ctx = ConnectorContext {
+    /// The context a connector runs with (a child token of the gateway's).
+    fn connector_context(&self, name: &Arc<str>) -> ConnectorContext {
+        ConnectorContext {
             name: name.clone(),
             gateway: self.config.gateway.id.as_str().into(),
             out: self.out.clone(),
-            shutdown: token.clone(),
-            health: self.registry.connector(&name),
+            shutdown: self.root.child_token(),
+            health: self.registry.connector(name),
             control: self.control.clone(),
+        }
+    }
+
+    /// Starts a connector under its supervisor, with what [`ConnectorConfig::build`] returned
+    /// for it, or building it first when `built` is `None`.
+    fn start_connector(
+        &self,
+        config: ConnectorConfig,
+        built: Option<(ConnectorContext, Running)>,
+    ) -> RunningConnector {
+        let (ctx, first) = match built {
+            Some((ctx, running)) => (ctx, Some(running)),
+            None => (self.connector_context(&config.name), None),
         };
-        let task = tokio::spawn(supervise(config.clone(), ctx));
+        let token = ctx.shutdown.clone();
+        let task = tokio::spawn(supervise(config.clone(), ctx, first));
         RunningConnector {
             config,
             token,
@@ -254,62 +264,51 @@ impl GatewayService {
     }
 
     /// Applies a new, validated configuration by hot reload: restarts only the connectors and
-    /// sinks whose configuration changed; the others keep running without a gap. A connector
-    /// (re)started by the reload that fails within [`RELOAD_SETTLE`] means the new pipeline
-    /// did not start: the previous configuration is restored (again touching only what
-    /// differs) and the error names the connector and why.
+    /// sinks whose configuration changed; the others keep running without a gap. Every
+    /// connector to (re)start is built first ([`ConnectorConfig::build`]: addresses, serial
+    /// ports, files); if one cannot be built, nothing is applied, the running configuration
+    /// stays, and the error names each connector and why.
     pub async fn reload(&mut self, new: GatewayConfig) -> Result<ReloadSummary, String> {
-        let old = self.config.clone();
-        let everything = new.gateway != old.gateway;
-        let starting: Vec<Arc<str>> = new
-            .connectors
-            .iter()
-            .filter(|c| {
-                everything
-                    || self
-                        .connectors
-                        .get(c.name())
-                        .is_none_or(|r| r.config != **c)
-            })
-            .map(|c| c.name().clone())
-            .collect();
-        // Only the supervisor writes `last_error` (when a task fails): cleared, it tells below
-        // whether the new instance failed.
-        for n in &starting {
-            *self
-                .registry
-                .connector(n)
-                .last_error
-                .lock()
-                .expect("status lock") = None;
+        let everything = new.gateway != self.config.gateway;
+        // Tasks started below take the gateway id from here; restored if the build fails.
+        let old_gateway = std::mem::replace(&mut self.config.gateway, new.gateway.clone());
+        let mut built = BTreeMap::new();
+        let mut failed = Vec::new();
+        for c in new.connectors.iter().filter(|c| self.connector_wanted(c)) {
+            let changed = everything
+                || self
+                    .connectors
+                    .get(&c.name)
+                    .is_none_or(|r| r.config != *c);
+            if !changed {
+                continue;
+            }
+            let ctx = self.connector_context(&c.name);
+            match c.build(ctx.clone()) {
+                Ok(running) => {
+                    built.insert(c.name.clone(), (ctx, running));
+                }
+                Err(e) => failed.push(format!("connector \"{}\": {e}", c.name)),
+            }
         }
-        let summary = self.apply(new).await;
-        if summary.connectors_started.is_empty() {
-            return Ok(summary);
+        if !failed.is_empty() {
+            self.config.gateway = old_gateway;
+            let why = failed.join("; ");
+            tracing::error!(failed = %why, "the new configuration cannot start; the running configuration stays");
+            return Err(format!(
+                "the new configuration cannot start ({why}); the running configuration stays"
+            ));
         }
-        tokio::time::sleep(RELOAD_SETTLE).await;
-        let failed: Vec<String> = summary
-            .connectors_started
-            .iter()
-            .filter_map(|n| {
-                let h = self.registry.connector(&Arc::<str>::from(n.as_str()));
-                let e = h.last_error.lock().expect("status lock").clone();
-                e.map(|e| format!("connector \"{n}\": {e}"))
-            })
-            .collect();
-        if failed.is_empty() {
-            return Ok(summary);
-        }
-        let why = failed.join("; ");
-        tracing::error!(failed = %why, "the new configuration failed to start; restoring the previous one");
-        self.apply(old).await;
-        Err(format!(
-            "the new configuration failed to start ({why}); the previous configuration was restored"
-        ))
+        self.config.gateway = old_gateway;
+        Ok(self.apply(new, built).await)
     }
 
     /// Restarts the connectors and sinks whose configuration changed (no checks).
-    async fn apply(&mut self, new: GatewayConfig) -> ReloadSummary {
+    async fn apply(
+        &mut self,
+        new: GatewayConfig,
+        mut built: BTreeMap<Arc<str>, (ConnectorContext, Running)>,
+    ) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         if new.broker != self.config.broker {
             tracing::warn!("broker.embedded changed: it applies at the next start (the embedded broker cannot be restarted)");
@@ -356,7 +355,7 @@ impl GatewayService {
             .connectors
             .iter()
             .filter(|c| self.connector_wanted(c))
-            .map(|c| (c.name().clone(), c))
+            .map(|c| (c.name.clone(), c))
             .collect();
         let names: Vec<Arc<str>> = self.connectors.keys().cloned().collect();
         let mut stopping = Vec::new();
@@ -382,12 +381,12 @@ impl GatewayService {
         .await;
         for (name, cfg) in &wanted {
             if !self.connectors.contains_key(name) {
-                let c = self.start_connector((*cfg).clone());
+                let c = self.start_connector((*cfg).clone(), built.remove(name));
                 summary.connectors_started.push(name.to_string());
                 self.connectors.insert(name.clone(), c);
             }
         }
-        let keep_c: Vec<Arc<str>> = new.connectors.iter().map(|c| c.name().clone()).collect();
+        let keep_c: Vec<Arc<str>> = new.connectors.iter().map(|c| c.name.clone()).collect();
         let keep_s: Vec<Arc<str>> = new.sinks.iter().map(|s| s.name().into()).collect();
         self.registry.retain(&keep_c, &keep_s);
         self.shared.store(Arc::new(new.clone()));
@@ -449,41 +448,53 @@ async fn wait_all(
     stragglers
 }
 
-/// Runs a connector and restarts it with capped backoff if it fails or panics, until its token
-/// is cancelled.
-async fn supervise(config: ConnectorConfig, ctx: ConnectorContext) {
+/// Runs a connector (`first`, as built, or built here) and builds and restarts it with capped
+/// backoff if it cannot be built, fails or panics, until its token is cancelled.
+async fn supervise(config: ConnectorConfig, ctx: ConnectorContext, mut first: Option<Running>) {
     let name = ctx.name.clone();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
     loop {
-        let mut task = tokio::spawn(connectors::run(config.clone(), ctx.clone()));
-        let res = tokio::select! {
-            r = &mut task => r,
-            _ = ctx.shutdown.cancelled() => {
-                // The connector sees the same token; give it time for its own cleanup.
-                if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
-                    task.abort();
+        let built = match first.take() {
+            Some(r) => Ok(r),
+            None => config.build(ctx.clone()),
+        };
+        let error = match built {
+            Err(e) => format!("cannot start: {e}"),
+            Ok(running) => {
+                let mut task = tokio::spawn(running);
+                let res = tokio::select! {
+                    r = &mut task => r,
+                    _ = ctx.shutdown.cancelled() => {
+                        // The connector sees the same token; give it time for its own cleanup.
+                        if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+                            task.abort();
+                        }
+                        return;
+                    }
+                };
+                match res {
+                    Ok(Ok(())) if ctx.shutdown.is_cancelled() => return,
+                    Ok(Ok(())) => "connector task ended unexpectedly".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) if e.is_panic() => format!(
+                        "connector task panicked: {}",
+                        connectors::device::panic_message(e.into_panic())
+                    ),
+                    Err(_) => return,
                 }
-                return;
             }
         };
-        let error = match res {
-            Ok(Ok(())) if ctx.shutdown.is_cancelled() => return,
-            Ok(Ok(())) => "connector task ended unexpectedly".to_string(),
-            Ok(Err(e)) => e.to_string(),
-            Err(e) if e.is_panic() => format!("connector task panicked: {e}"),
-            Err(_) => return,
-        };
+        let wait = backoff.next_delay();
         ctx.health
             .counters
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *ctx.health.last_error.lock().expect("status lock") = Some(error.clone());
-        tracing::error!(connector = %name, error = %error, retry_in = ?backoff, "connector failed; restarting");
+        tracing::error!(connector = %name, error = %error, retry_in = ?wait, "connector failed; restarting");
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
     }
 }
 
@@ -535,6 +546,12 @@ pub struct ServiceHandle {
 }
 
 impl ServiceHandle {
+    /// A handle and the queue its commands arrive on (read by the process loop, `crate::app`).
+    pub fn new() -> (Self, mpsc::Receiver<ServiceCommand>) {
+        let (tx, rx) = mpsc::channel(16);
+        (ServiceHandle { tx }, rx)
+    }
+
     /// Sends a command; false when the service is gone.
     pub async fn send(&self, cmd: ServiceCommand) -> bool {
         self.tx.send(cmd).await.is_ok()
@@ -568,102 +585,4 @@ impl ServiceHandle {
         rx.await
             .unwrap_or_else(|_| Err("the gateway is stopping".into()))
     }
-}
-
-/// Runs the gateway until SIGINT/SIGTERM. The configuration comes from the remote, the cache or
-/// the file (in that order, [`config::remote`]); the refresher applies remote changes by hot
-/// reload; SIGHUP runs the loading order again and hot-reloads the result.
-pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    // Remote → cache → local file (config::remote); SIGHUP runs the same order again.
-    let loader = Arc::new(RemoteLoader::new(config_path.clone()));
-    let loaded = loader.load().await?;
-    let mut svc = GatewayService::start(loaded.config)
-        .await
-        .context("starting the gateway")?;
-    svc.registry().config.send_replace(loaded.info);
-    let (tx, mut commands) = mpsc::channel(16);
-    let handle = ServiceHandle { tx };
-    // The JSON-RPC server and MQTT commands live as long as the service loop (crate::rpc).
-    let management = match crate::rpc::start(&svc, handle.clone()).await {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = svc.shutdown().await;
-            return Err(e.context("starting the management API"));
-        }
-    };
-    let refresh_handle = handle.clone();
-    let refresher_stop = CancellationToken::new();
-    let refresher = tokio::spawn(remote::refresh_loop(
-        loader.clone(),
-        svc.registry().config.clone(),
-        move |cfg| {
-            let h = refresh_handle.clone();
-            async move { h.reload(Some(cfg)).await.map(|_| ()) }
-        },
-        refresher_stop.clone(),
-    ));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        let cmd = tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM received"); break }
-            _ = int.recv() => { tracing::info!("SIGINT received"); break }
-            _ = hup.recv() => {
-                tracing::info!(path = %config_path.display(), "SIGHUP received: reloading configuration");
-                ServiceCommand::Reload { config: None, reply: None }
-            }
-            Some(cmd) = commands.recv() => cmd,
-        };
-        match cmd {
-            ServiceCommand::Shutdown => break,
-            ServiceCommand::Connector {
-                name,
-                action,
-                reply,
-            } => {
-                let _ = reply.send(svc.connector_action(&name, action).await);
-            }
-            ServiceCommand::Reload { config, reply } => {
-                let mut info = None;
-                let result = match config {
-                    Some(c) => Ok(*c),
-                    None => loader
-                        .load()
-                        .await
-                        .map(|l| {
-                            info = Some(l.info);
-                            l.config
-                        })
-                        .map_err(|e| e.to_string()),
-                };
-                let result = match result {
-                    Ok(new) => {
-                        let result = svc.reload(new).await;
-                        match (&result, info) {
-                            (Ok(_), Some(i)) => {
-                                svc.registry().config.send_replace(i);
-                            }
-                            // Rolled back: let the refresher judge the remote body afresh.
-                            (Err(_), Some(_)) => loader.forget().await,
-                            _ => {}
-                        }
-                        result
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "reload rejected; the running configuration stays");
-                        Err(e)
-                    }
-                };
-                if let Some(r) = reply {
-                    let _ = r.send(result);
-                }
-            }
-        }
-    }
-    refresher_stop.cancel();
-    refresher.abort();
-    management.stop().await;
-    svc.shutdown().await
 }

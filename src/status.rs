@@ -118,8 +118,15 @@ pub struct DeviceStatus {
     pub device: Arc<str>,
     /// True only while the device's task is actually running.
     pub running: bool,
-    /// True while the device answers.
+    /// True while the device answers (also when some channels fail: see `health`).
     pub online: bool,
+    /// `online` (every channel good), `degraded` (some channels failed in the last poll, see
+    /// `bad_channels`), `offline` (no answer, or every channel failed: `last_error` says why),
+    /// or `unknown` (not polled yet).
+    pub health: Health,
+    /// Channels that failed in the last poll (`degraded`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bad_channels: u32,
     /// False when disabled by config or at run time.
     pub enabled: bool,
     /// Time of the last successful read.
@@ -129,6 +136,37 @@ pub struct DeviceStatus {
     pub errors: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+}
+
+/// A device's health, the same for every protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Not polled yet (or no message yet, for listeners).
+    #[default]
+    Unknown,
+    /// Every channel read fine.
+    Online,
+    /// The device answers, but some channels failed.
+    Degraded,
+    /// No answer, or every channel failed.
+    Offline,
+}
+
+impl Health {
+    /// The lowercase name (`online`, `degraded`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Online => "online",
+            Health::Degraded => "degraded",
+            Health::Offline => "offline",
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn ser_ts<S: serde::Serializer>(ts: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
@@ -146,6 +184,8 @@ impl DeviceStatus {
             device,
             running: false,
             online: false,
+            health: Health::Unknown,
+            bad_channels: 0,
             enabled,
             last_ok: None,
             errors: 0,
@@ -158,6 +198,8 @@ impl DeviceStatus {
     pub fn differs_in_state(&self, other: &DeviceStatus) -> bool {
         self.running != other.running
             || self.online != other.online
+            || self.health != other.health
+            || self.bad_channels != other.bad_channels
             || self.enabled != other.enabled
             || self.last_error != other.last_error
     }

@@ -596,6 +596,14 @@ impl Transform {
         self.0.as_ref()?.next_deadline()
     }
 
+    /// The `(scale, offset)` of the linear step, if the transform has one. A write reverses
+    /// it (`x = (y - offset) / scale`, see `connectors/device`) and applies it again to the
+    /// value the device took; writable channels cannot have `expr` or `rate` (rejected at
+    /// config load through [`TransformConfig::irreversible_key`]).
+    pub fn linear(&self) -> Option<(f64, f64)> {
+        self.0.as_ref()?.linear
+    }
+
     /// The stateless value steps only (1–6 of the module docs), without report strategy and
     /// without changing any state: what an explicit read (`device.read`) returns. A `rate` is
     /// computed against the previous polled reading; where there is none, and where the filter

@@ -551,8 +551,8 @@ async fn a_refresh_that_fails_to_start_keeps_the_old_pipeline() {
     let mut sub = Subscriber::connect(broker.port, "#").await;
     let (_st, cache) = state();
     let good = simple("rgw10", &broker, "a");
-    // The change adds a channel to "a" and a connector whose task ends at once (a simulator
-    // with no devices): the supervisor reports it as failed right after its start.
+    // The change adds a channel to "a" and a connector that cannot be built (a serial port
+    // that does not exist): the reload is refused before anything changes.
     let mut bad = good.clone();
     bad["connectors"][0]["devices"][0]["channels"]
         .as_array_mut()
@@ -561,20 +561,20 @@ async fn a_refresh_that_fails_to_start_keeps_the_old_pipeline() {
     bad["connectors"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"name": "broken", "protocol": "simulator", "devices": []}));
+        .push(json!({"name": "broken", "protocol": "modbus",
+            "transport": {"rtu": {"port": "/dev/ttyOSGATE-NOPE"}},
+            "devices": [{"name": "m", "channels": [{"name": "r", "table": "holding", "address": 0}]}]}));
     let server = HttpServer::start(Reply::Json(bytes(&good))).await;
     let local = local_config("rgw10", &broker, &server.url(), &cache, "200ms");
     let gw = Gateway::start(&local);
     reading_from(&mut sub, "rgw10", "a").await;
     server.set(Reply::Json(bytes(&bad)));
     let line = gw
-        .wait_log("the new configuration failed to start", TEST_TIMEOUT)
+        .wait_log("the new configuration cannot start", TEST_TIMEOUT)
         .await;
+    let failed = line["failed"].as_str().unwrap();
     assert!(
-        line["failed"]
-            .as_str()
-            .unwrap()
-            .contains("connector \"broken\""),
+        failed.contains("connector \"broken\"") && failed.contains("/dev/ttyOSGATE-NOPE"),
         "{line}"
     );
     gw.wait_log(
@@ -585,7 +585,7 @@ async fn a_refresh_that_fails_to_start_keeps_the_old_pipeline() {
     let cfg = status_where(&mut sub, "rgw10", |c| c["last_error"].is_string()).await;
     let err = cfg["last_error"].as_str().unwrap();
     assert!(
-        err.contains("broken") && err.contains("previous configuration was restored"),
+        err.contains("broken") && err.contains("the running configuration stays"),
         "{err}"
     );
     // The old pipeline runs again: "a" without the new channel; the cache keeps the old body.

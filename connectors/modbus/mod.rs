@@ -3,21 +3,20 @@
 //!
 //! Config → [`ModbusConfig`] (transport and timing on the connector, unit id and limits on each
 //! device, table/address/type/order on each channel; `scale`/`offset` and the other transform
-//! keys are applied by the generic transform layer, not here). [`run`] groups the devices into
-//! *lines*: a TCP or RTU-over-TCP device gets a connection of its own, a serial port is one line
-//! whose devices are polled in turn by the one task that owns the port. Each line task
-//! ([`poller`]) plans its devices' reads with the [`planner`], decodes answers with the
-//! [`codec`], and hands one batch per device poll to the pipeline. Writes and on-demand reads
-//! reach a running line through the gateway's control registry
-//! ([`crate::control::ControlRegistry::write`]).
+//! keys are applied by the generic transform layer, not here). [`build`] checks the transport
+//! and puts the devices on *lines* of the connector kit (`connectors/device`): a serial port is
+//! one line whose devices are polled in turn by the one task that owns the port, and devices
+//! behind one TCP address share `max_connections` connections (default 1). The kit owns the
+//! schedule, requests, health and writes; a line's [`poller::Link`] plans each device's reads
+//! with the [`planner`], sends them, and decodes answers with the [`codec`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::task::JoinSet;
 
-use super::{ConnectorContext, ConnectorError};
+use super::device::{self, Backoff, Line};
+use super::{ConnectorContext, ConnectorError, Running};
 use crate::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod cli;
@@ -57,13 +56,18 @@ pub struct ModbusSettings {
     /// (default 8; bit tables allow 16× as many bits). Devices may override it.
     #[serde(default = "default_max_gap")]
     pub max_gap: u16,
+    /// TCP connections to the address that the devices share, requests taken in turn on each
+    /// (default 1: a Modbus TCP gateway often accepts only one or a few). Raise it for a
+    /// server that answers several connections in parallel. A serial line is always one.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u16,
 }
 
 /// How the connector reaches its devices.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Transport {
-    /// Modbus TCP to `host:port`; each device gets its own connection.
+    /// Modbus TCP to `host:port`; the devices share `max_connections` connections.
     Tcp(String),
     /// Modbus RTU on a serial line; one task owns the port and polls the devices in turn.
     Rtu(SerialSettings),
@@ -206,6 +210,9 @@ fn default_backoff_max() -> Dur {
 fn default_max_gap() -> u16 {
     planner::Limits::default().max_gap
 }
+fn default_max_connections() -> u16 {
+    1
+}
 fn default_baud() -> u32 {
     9600
 }
@@ -272,6 +279,12 @@ pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
         errs.push(ConfigError::new(
             format!("{path}.timeout"),
             "must be greater than 0",
+        ));
+    }
+    if s.max_connections == 0 {
+        errs.push(ConfigError::new(
+            format!("{path}.max_connections"),
+            "must be at least 1",
         ));
     }
     if s.backoff_max.0 < s.backoff.0 {
@@ -375,26 +388,41 @@ pub fn device_limits(s: &ModbusSettings, d: &ModbusDevice) -> planner::Limits {
     }
 }
 
-/// Runs the connector: one task per line (a TCP device, or a serial port with all its devices)
-/// until `ctx.shutdown` is cancelled. Devices register with the gateway's control registry, so
-/// `device.read` / `device.write` (JSON-RPC, MQTT commands) reach them through
-/// [`crate::control::ControlRegistry::read`] and [`crate::control::ControlRegistry::write`].
-pub async fn run(spec: &ModbusConfig, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-    let settings = Arc::new(spec.settings.clone());
-    let serial = matches!(settings.transport, Transport::Rtu(_));
-    let mut lines: Vec<poller::Line> = Vec::new();
-    for device in &spec.devices {
-        if !serial || lines.is_empty() {
-            lines.push(poller::Line::new(settings.clone(), ctx.clone()));
+/// Checks what can be checked before the connector runs — a serial port must exist — and
+/// returns it running: its devices on lines of the connector kit (`connectors/device`). A serial
+/// port is one line whose devices are polled in turn by the one task that owns it; devices
+/// behind one TCP address share `max_connections` connections (default 1: Modbus gateways often
+/// accept only one or a few), devices spread over them in config order.
+pub fn build(spec: Arc<ModbusConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
+    let lines = match &spec.settings.transport {
+        Transport::Rtu(line) => {
+            std::fs::metadata(&line.port).map_err(|e| ConnectorError::SerialPort {
+                port: line.port.clone(),
+                reason: match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such device".to_string(),
+                    _ => e.to_string(),
+                },
+            })?;
+            1
         }
-        lines.last_mut().expect("a line was just added").add(device);
+        Transport::Tcp(_) | Transport::RtuOverTcp(_) => usize::from(spec.settings.max_connections),
     }
-    let mut tasks = JoinSet::new();
-    for line in lines {
-        tasks.spawn(line.run());
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+    .clamp(1, spec.devices.len().max(1));
+    let settings = Arc::new(spec.settings.clone());
+    let backoff = Backoff::new(settings.backoff.0, settings.backoff_max.0);
+    Ok(Box::pin(async move {
+        device::run_lines(&ctx, lines, |li| {
+            let mut line = Line::new(&ctx, poller::Link::new(settings.clone())).with_backoff(backoff);
+            for d in spec.devices.iter().skip(li).step_by(lines) {
+                let schedule = poller::schedule(d);
+                let unit = poller::Unit::new(&settings, d, &schedule);
+                line.add(d, schedule, unit, poller::write_spec);
+            }
+            line
+        })
+        .await;
+        Ok(())
+    }))
 }
 
 #[cfg(test)]

@@ -280,24 +280,24 @@ impl GatewayConfig {
         let mut conn_names = HashMap::new();
         let mut device_names: HashMap<String, (usize, String)> = HashMap::new();
         for (i, c) in self.connectors.iter().enumerate() {
-            if let Some(prev) = conn_names.insert(c.name().to_string(), i) {
+            if let Some(prev) = conn_names.insert(c.name.to_string(), i) {
                 errs.push(ConfigError::new(
-                    format!("connectors[{i}] \"{}\".name", c.name()),
+                    format!("connectors[{i}] \"{}\".name", c.name),
                     format!("duplicate connector name, also used by connectors[{prev}]"),
                 ));
             }
-            for (di, d) in c.device_names().into_iter().enumerate() {
-                if let Some((pi, pc)) = device_names.get(&*d) {
+            for (di, d) in c.devices.iter().enumerate() {
+                if let Some((pi, pc)) = device_names.get(&**d) {
                     if *pi != i {
                         errs.push(ConfigError::new(
-                            format!("connectors[{i}] \"{}\".devices[{di}].name", c.name()),
+                            format!("connectors[{i}] \"{}\".devices[{di}].name", c.name),
                             format!(
                                 "duplicate device name \"{d}\", also in connector \"{pc}\" (device names are topic levels and must be unique in the gateway)"
                             ),
                         ));
                     }
                 } else {
-                    device_names.insert(d.to_string(), (i, c.name().to_string()));
+                    device_names.insert(d.to_string(), (i, c.name.to_string()));
                 }
             }
         }

@@ -1,0 +1,127 @@
+//! The gateway process: the configuration loading order, the [`GatewayService`], the JSON-RPC
+//! server and MQTT commands, the remote-config refresher, SIGHUP, and the loop that serves
+//! [`ServiceCommand`]s one at a time (so no two reloads overlap). `main` adds SIGINT/SIGTERM
+//! through the `shutdown` token; a test runs a whole gateway in-process with [`run`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::remote::{self, RemoteLoader};
+use crate::service::{GatewayService, ServiceCommand, ServiceHandle};
+
+/// Runs the gateway until `shutdown` is cancelled (or a `gateway` shutdown command). The
+/// configuration comes from the remote, the cache or the file (in that order,
+/// [`crate::config::remote`]); the refresher applies remote changes by hot reload; SIGHUP runs the
+/// loading order again and hot-reloads the result. Tests run a whole gateway in-process with it.
+pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Remote → cache → local file (config::remote); SIGHUP runs the same order again.
+    let loader = Arc::new(RemoteLoader::new(config_path.clone()));
+    let loaded = loader.load().await?;
+    let mut svc = GatewayService::start(loaded.config)
+        .await
+        .context("starting the gateway")?;
+    svc.registry().config.send_replace(loaded.info);
+    let (handle, mut commands) = ServiceHandle::new();
+    // The JSON-RPC server and MQTT commands live as long as the service loop (crate::rpc).
+    let management = match crate::rpc::start(&svc, handle.clone()).await {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = svc.shutdown().await;
+            return Err(e.context("starting the management API"));
+        }
+    };
+    let refresh_handle = handle.clone();
+    let refresher_stop = CancellationToken::new();
+    let refresher = tokio::spawn(remote::refresh_loop(
+        loader.clone(),
+        svc.registry().config.clone(),
+        move |cfg| {
+            let h = refresh_handle.clone();
+            async move { h.reload(Some(cfg)).await.map(|_| ()) }
+        },
+        refresher_stop.clone(),
+    ));
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        let cmd = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = hup.recv() => {
+                tracing::info!(path = %config_path.display(), "SIGHUP received: reloading configuration");
+                ServiceCommand::Reload { config: None, reply: None }
+            }
+            Some(cmd) = commands.recv() => cmd,
+        };
+        match cmd {
+            ServiceCommand::Shutdown => break,
+            ServiceCommand::Connector {
+                name,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(svc.connector_action(&name, action).await);
+            }
+            ServiceCommand::Reload { config, reply } => {
+                let mut info = None;
+                let result = match config {
+                    Some(c) => Ok(*c),
+                    None => loader
+                        .load()
+                        .await
+                        .map(|l| {
+                            info = Some(l.info);
+                            l.config
+                        })
+                        .map_err(|e| e.to_string()),
+                };
+                let result = match result {
+                    Ok(new) => {
+                        let result = svc.reload(new).await;
+                        match (&result, info) {
+                            (Ok(_), Some(i)) => {
+                                svc.registry().config.send_replace(i);
+                            }
+                            // Not applied: let the refresher judge the remote body afresh.
+                            (Err(_), Some(_)) => loader.forget().await,
+                            _ => {}
+                        }
+                        result
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload rejected; the running configuration stays");
+                        Err(e)
+                    }
+                };
+                if let Some(r) = reply {
+                    let _ = r.send(result);
+                }
+            }
+        }
+    }
+    refresher_stop.cancel();
+    refresher.abort();
+    management.stop().await;
+    svc.shutdown().await
+}
+
+/// Runs the gateway until SIGINT or SIGTERM (see [`run`]).
+pub async fn run_until_signalled(config_path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let signals = tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        stop.cancel();
+    });
+    let res = run(config_path, shutdown).await;
+    signals.abort();
+    res
+}
