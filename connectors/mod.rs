@@ -183,7 +183,12 @@ impl ConnectorConfig {
         };
         match protocol.as_str() {
             #[cfg(feature = "simulator")]
-            "simulator" => p.spec(entry, "simulator", simulator::validate, ConnectorKind::Simulator),
+            "simulator" => p.spec(
+                entry,
+                "simulator",
+                simulator::validate,
+                ConnectorKind::Simulator,
+            ),
             #[cfg(feature = "modbus")]
             "modbus" => p.spec(entry, "modbus", modbus::validate, ConnectorKind::Modbus),
             other => {

@@ -243,7 +243,11 @@ pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Runnin
         let start = Instant::now();
         device::run_lines(&ctx, spec.devices.len(), |i| {
             let d = &spec.devices[i];
-            let gens = d.channels.iter().map(|c| Generator::new(&c.settings)).collect();
+            let gens = d
+                .channels
+                .iter()
+                .map(|c| Generator::new(&c.settings))
+                .collect();
             let mut line = Line::new(&ctx, Signals { start });
             let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
             line.add(d, schedule, gens, write_spec);
@@ -309,7 +313,11 @@ fn write_spec(c: &ChannelSpec<SimulatorChannel>) -> Option<WriteSpec> {
     let t = c.transform();
     let eng = |v: f64| v * t.scale.unwrap_or(1.0) + t.offset.unwrap_or(0.0);
     let (lo, hi) = (lo.map(eng), hi.map(eng));
-    let (lo, hi) = if t.scale.is_some_and(|s| s < 0.0) { (hi, lo) } else { (lo, hi) };
+    let (lo, hi) = if t.scale.is_some_and(|s| s < 0.0) {
+        (hi, lo)
+    } else {
+        (lo, hi)
+    };
     Some(WriteSpec {
         kind,
         min: lo.filter(|_| numeric),
@@ -366,7 +374,10 @@ mod tests {
             settings: ch(Signal::Sine),
         })
         .expect("writable");
-        assert!(spec.to_raw(&serde_json::json!(25), None).unwrap_err().contains("outside"));
+        assert!(spec
+            .to_raw(&serde_json::json!(25), None)
+            .unwrap_err()
+            .contains("outside"));
         assert!(spec.to_raw(&serde_json::json!("x"), None).is_err());
         let mut b = Generator::new(&ch(Signal::Bool));
         assert_eq!(b.write(Value::Bool(true)), Ok(Value::Bool(true)));

@@ -3,6 +3,7 @@
 
 mod common;
 mod foundation;
+mod kit;
 #[cfg(feature = "modbus")]
 mod modbus;
 mod remote_config;

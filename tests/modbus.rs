@@ -4,257 +4,20 @@
 //! changes are taken from a sink queue, exactly as a sink would see them.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use osgate::connectors::{self, ConnectorConfig, ConnectorContext};
-use osgate::control::{ControlRegistry, DeviceError};
-use osgate::pipeline::{sink_queue, Envelope, ReadingSender, WhenFull};
-use osgate::reading::{Quality, Reading, Value};
-use osgate::status::{ConnectorHealth, DeviceStatus, SinkCounters};
+use osgate::control::DeviceError;
+use osgate::pipeline::Envelope;
+use osgate::reading::{Quality, Value};
 use serde_json::{json, Value as Json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio::time::{timeout, Instant};
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
-/// Bound on any single wait in these tests.
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match timeout(WAIT, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
-
-fn peers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-/// A child process killed when dropped, with the argument of its `READY` line and the lines
-/// it prints after it.
-struct Peer {
-    child: Child,
-    ready: String,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl Peer {
-    /// Waits for an output line that satisfies `f`.
-    async fn line(&mut self, f: impl Fn(&str) -> bool) -> String {
-        within("a peer output line", async {
-            loop {
-                let l = self.lines.recv().await.expect("peer still running");
-                if f(&l) {
-                    return l;
-                }
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-async fn spawn_ready(mut cmd: Command) -> Peer {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("spawn peer");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = within("peer READY line", async {
-        loop {
-            match lines.next_line().await.expect("read peer stdout") {
-                Some(l) if l.starts_with("READY ") => break l[6..].trim().to_string(),
-                Some(_) => continue,
-                None => panic!("peer exited before READY"),
-            }
-        }
-    })
-    .await;
-    // Keep draining stdout so the peer never blocks on a full pipe.
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            let _ = tx.send(l);
-        }
-    });
-    Peer {
-        child,
-        ready,
-        lines: rx,
-    }
-}
-
-/// Starts the pymodbus peer; `how` is e.g. `["--tcp", "127.0.0.1:0"]`.
-async fn pymodbus(spec: &Json, how: &[&str]) -> Peer {
-    let mut cmd = Command::new("python3");
-    cmd.arg(peers_dir().join("modbus_peer.py"))
-        .arg("serve")
-        .arg("--spec")
-        .arg(spec.to_string())
-        .args(how);
-    spawn_ready(cmd).await
-}
-
-/// Reads one value back with pymodbus's client and decoder.
-async fn pymodbus_read(addr: &str, args: &[&str]) -> Json {
-    let out = within(
-        "pymodbus read",
-        Command::new("python3")
-            .arg(peers_dir().join("modbus_peer.py"))
-            .arg("read")
-            .arg("--tcp")
-            .arg(addr)
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("run pymodbus read");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Json = serde_json::from_slice(&out.stdout).expect("json");
-    v["value"].clone()
-}
-
-/// A connector running in-process, with its sink queue.
-struct Running {
-    rx: mpsc::Receiver<Envelope>,
-    token: CancellationToken,
-    task: Option<JoinHandle<()>>,
-    health: Arc<ConnectorHealth>,
-    control: Arc<ControlRegistry>,
-    name: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.token.cancel();
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-static NEXT: AtomicU16 = AtomicU16::new(0);
-
-/// A connector name unique in this test binary.
-fn unique(name: &str) -> String {
-    format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-fn parse(cfg: Json) -> Result<ConnectorConfig, Vec<String>> {
-    let mut errs = Vec::new();
-    let raw = serde_json::value::to_raw_value(&cfg).expect("json");
-    let c = ConnectorConfig::from_raw(0, &raw, &|_| None, &mut errs);
-    if errs.is_empty() {
-        Ok(c.expect("config"))
-    } else {
-        Err(errs
-            .iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
-            .collect())
-    }
-}
-
-fn start(cfg: Json) -> Running {
-    let cfg = parse(cfg).expect("valid config");
-    let (input, rx) = sink_queue(4096, WhenFull::Block, Arc::new(SinkCounters::default()));
-    let token = CancellationToken::new();
-    let health = Arc::new(ConnectorHealth::default());
-    let control = Arc::new(ControlRegistry::default());
-    let name = cfg.name().to_string();
-    let ctx = ConnectorContext {
-        name: cfg.name().clone(),
-        gateway: "gw".into(),
-        out: ReadingSender::new(vec![input]),
-        shutdown: token.clone(),
-        health: health.clone(),
-        control: control.clone(),
-    };
-    let task = tokio::spawn(async move {
-        connectors::run(cfg, ctx).await.expect("connector ran");
-    });
-    Running {
-        rx,
-        token,
-        task: Some(task),
-        health,
-        control,
-        name,
-    }
-}
-
-impl Running {
-    async fn next(&mut self) -> Envelope {
-        within("an envelope", self.rx.recv())
-            .await
-            .expect("queue open")
-    }
-
-    /// The next batch of `device`, skipping everything else.
-    async fn batch(&mut self, device: &str) -> Vec<Reading> {
-        loop {
-            if let Envelope::Batch(b) = self.next().await {
-                if &*b.device == device {
-                    return b.readings.clone();
-                }
-            }
-        }
-    }
-
-    /// Waits for a status of `device` that satisfies `f`.
-    async fn status(&mut self, device: &str, f: impl Fn(&DeviceStatus) -> bool) -> DeviceStatus {
-        loop {
-            if let Envelope::Status(s) = self.next().await {
-                if &*s.device == device && f(&s) {
-                    return (*s).clone();
-                }
-            }
-        }
-    }
-
-    /// Waits for a batch of `device` whose readings are all good.
-    async fn good_batch(&mut self, device: &str) -> HashMap<String, Value> {
-        loop {
-            let b = self.batch(device).await;
-            if b.iter().all(|r| r.quality.is_good()) {
-                return by_name(&b);
-            }
-        }
-    }
-
-    async fn stop(mut self) {
-        self.token.cancel();
-        if let Some(t) = self.task.take() {
-            within("connector stop", t).await.expect("connector task");
-        }
-    }
-}
-
-fn by_name(readings: &[Reading]) -> HashMap<String, Value> {
-    readings
-        .iter()
-        .map(|r| (r.channel.to_string(), r.value.clone()))
-        .collect()
-}
+use crate::common::connector::{by_name, unique, ConnectorRun};
+use crate::common::modbus::{peers_dir, pymodbus, pymodbus_read, spawn_ready, Peer};
+use crate::common::{within, TEST_TIMEOUT as WAIT};
 
 fn tcp(addr: &str, extra: Json, devices: Json) -> Json {
     let mut c = json!({"name": unique("plc"), "protocol": "modbus", "transport": {"tcp": addr},
@@ -356,7 +119,7 @@ async fn modbus_decodes_every_type_and_order_from_pymodbus() {
         json!({"name": "volts", "table": "holding", "address": 400, "scale": 0.1,
                          "unit": "V"}),
     );
-    let mut run = start(tcp(
+    let mut run = ConnectorRun::start(tcp(
         &addr,
         json!({}),
         json!([{"name": "meter", "unit_id": 1, "interval": "100ms", "channels": channels}]),
@@ -391,7 +154,7 @@ async fn modbus_exception_marks_only_the_affected_channels() {
         {"table": "holding", "address": 12, "type": "u16", "value": 22}]}}});
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
     let addr = format!("127.0.0.1:{}", peer.ready);
-    let mut run = start(tcp(
+    let mut run = ConnectorRun::start(tcp(
         &addr,
         json!({"max_gap": 40}),
         json!([{"name": "d", "interval": "100ms", "channels": [
@@ -423,7 +186,7 @@ async fn modbus_peer_restart_resumes_polling_and_status_shows_the_outage() {
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
     let port = peer.ready.clone();
     let addr = format!("127.0.0.1:{port}");
-    let mut run = start(tcp(
+    let mut run = ConnectorRun::start(tcp(
         &addr,
         json!({}),
         json!([{"name": "d", "interval": "100ms", "channels": [
@@ -469,7 +232,7 @@ async fn modbus_writes_are_read_back_from_the_peer() {
              "order": "BADC", "writable": true},
             {"name": "ro", "table": "holding", "address": 30}]}]),
     );
-    let mut run = start(cfg);
+    let mut run = ConnectorRun::start(cfg);
     run.batch("pump").await;
     let (control, name) = (run.control.clone(), run.name.clone());
     // The function the JSON-RPC `device.write` and the MQTT command path call.
@@ -588,7 +351,7 @@ async fn modbus_rtu_over_tcp_reads() {
         "transport": {"rtu_over_tcp": format!("127.0.0.1:{}", peer.ready)}, "timeout": "500ms",
         "devices": [{"name": "m", "unit_id": 5, "interval": "100ms", "channels": [
             {"name": "p", "table": "input", "address": 2, "type": "i32", "order": "CDAB"}]}]});
-    let mut run = start(cfg);
+    let mut run = ConnectorRun::start(cfg);
     assert_eq!(run.good_batch("m").await["p"], Value::I64(-70000));
     run.stop().await;
 }
@@ -650,7 +413,7 @@ async fn modbus_rtu_dead_slave_costs_the_live_one_at_most_one_timeout_per_cycle(
                 {"name": "v", "table": "holding", "address": 0}]},
             {"name": "dead", "unit_id": 2, "interval": "100ms", "channels": [
                 {"name": "v", "table": "holding", "address": 0}]}]});
-    let mut run = start(cfg);
+    let mut run = ConnectorRun::start(cfg);
     assert_eq!(run.good_batch("live").await["v"], Value::U64(4242));
     run.status("dead", |s| !s.online).await;
     // Measure the live device's poll period while the dead one times out every cycle.
@@ -703,7 +466,7 @@ async fn modbus_recovers_from_misbehaving_peers() {
     for mode in ["wrong_tid", "wrong_unit", "short", "garbled", "silent"] {
         let peer = bad_peer(mode, 3).await;
         let addr = format!("127.0.0.1:{}", peer.ready);
-        let mut run = start(tcp(
+        let mut run = ConnectorRun::start(tcp(
             &addr,
             json!({"timeout": "200ms", "retries": 0}),
             json!([{"name": "d", "interval": "50ms", "channels": [
@@ -840,7 +603,7 @@ async fn modbus_respects_a_device_s_smaller_request_limit() {
     let channels: Vec<Json> = (0..40)
         .map(|i| json!({"name": format!("r{i}"), "table": "holding", "address": i * 2}))
         .collect();
-    let mut run = start(tcp(
+    let mut run = ConnectorRun::start(tcp(
         &peer.addr,
         json!({}),
         json!([{"name": "small", "interval": "100ms", "max_registers": 10,
@@ -867,7 +630,7 @@ async fn modbus_bit_writes_use_mask_write_and_fall_back_without_it() {
         })
         .await;
         peer.regs.lock().expect("lock")[5] = 0x8001;
-        let mut run = start(tcp(
+        let mut run = ConnectorRun::start(tcp(
             &peer.addr,
             json!({}),
             json!([{"name": "valve", "interval": "1h", "channels": [
@@ -1088,18 +851,13 @@ async fn modbus_failures_are_logged_once_per_state_change() {
                 {"name": "r", "table": "holding", "address": 3}]}]}]});
     let gw = Gateway::start(&cfg);
     peer.line(|l| l == "GOOD 12").await;
-    gw.wait_log("modbus device answering again", WAIT).await;
+    gw.wait_log("device online again", WAIT).await;
     let log = gw.log_json();
     let count = |needle: &str| {
         log.iter()
             .filter(|l| l["message"].as_str().is_some_and(|m| m.contains(needle)))
             .count()
     };
-    assert_eq!(count("modbus device not answering"), 1, "{}", gw.log_text());
-    assert_eq!(
-        count("modbus device answering again"),
-        1,
-        "{}",
-        gw.log_text()
-    );
+    assert_eq!(count("device offline"), 1, "{}", gw.log_text());
+    assert_eq!(count("device online again"), 1, "{}", gw.log_text());
 }

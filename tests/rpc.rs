@@ -1062,80 +1062,20 @@ async fn stays_responsive_while_the_pipeline_runs_at_full_load() {
 }
 
 #[cfg(feature = "modbus")]
-/// The pymodbus peer of tests/peers, killed on drop; `port` from its `READY` line.
-struct ModbusPeer {
-    _child: tokio::process::Child,
-    port: String,
-}
-
-#[cfg(feature = "modbus")]
-async fn modbus_peer(spec: &Value) -> ModbusPeer {
-    use tokio::io::AsyncBufReadExt;
-    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_peer.py");
-    let mut child = tokio::process::Command::new("python3")
-        .arg(peer)
-        .args(["serve", "--spec", &spec.to_string(), "--tcp", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the Modbus peer");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = tokio::time::timeout(TEST_TIMEOUT, async {
-        loop {
-            match lines.next_line().await.unwrap() {
-                Some(l) if l.starts_with("READY ") => break l[6..].trim().to_string(),
-                Some(_) => continue,
-                None => panic!("the Modbus peer exited before READY"),
-            }
-        }
-    })
-    .await
-    .expect("Modbus peer ready in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    ModbusPeer {
-        _child: child,
-        port,
-    }
-}
-
-#[cfg(feature = "modbus")]
-/// Reads holding register `address` (u16) back with pymodbus's own client.
+/// Reads holding register `address` of unit 1 (u16) back with pymodbus's own client.
 async fn modbus_read_back(port: &str, address: u16) -> Value {
-    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_peer.py");
-    let out = tokio::time::timeout(
-        TEST_TIMEOUT,
-        tokio::process::Command::new("python3")
-            .arg(peer)
-            .args([
-                "read",
-                "--tcp",
-                &format!("127.0.0.1:{port}"),
-                "--unit",
-                "1",
-                "--table",
-                "holding",
-            ])
-            .args(["--address", &address.to_string(), "--type", "u16"])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("read back in time")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["value"].clone()
+    let addr = format!("127.0.0.1:{port}");
+    crate::common::modbus::pymodbus_read(&addr, &["--address", &address.to_string()]).await
 }
 
 #[cfg(feature = "modbus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_write_and_mqtt_command_change_a_real_modbus_register() {
-    let peer = modbus_peer(&json!({"units": {"1": {"size": 50, "values": [
-        {"table": "holding", "address": 30, "type": "u16", "value": 7}]}}}))
+    let peer = crate::common::modbus::pymodbus(
+        &json!({"units": {"1": {"size": 50, "values": [
+            {"table": "holding", "address": 30, "type": "u16", "value": 7}]}}}),
+        &["--tcp", "127.0.0.1:0"],
+    )
     .await;
     let broker = Mosquitto::start();
     let port = free_port();
@@ -1144,7 +1084,7 @@ async fn device_write_and_mqtt_command_change_a_real_modbus_register() {
         "rpc": {"listen": format!("127.0.0.1:{port}"), "api_keys": [KEY]},
         "sinks": [{"name": "local", "type": "mqtt", "url": broker.url(), "qos": 1}],
         "connectors": [{"name": "plc", "protocol": "modbus",
-            "transport": {"tcp": format!("127.0.0.1:{}", peer.port)}, "timeout": "500ms",
+            "transport": {"tcp": format!("127.0.0.1:{}", peer.ready)}, "timeout": "500ms",
             "devices": [{"name": "pump", "interval": "200ms", "channels": [
                 {"name": "setpoint", "table": "holding", "address": 0, "type": "u16",
                  "scale": 0.1, "writable": true},
@@ -1165,7 +1105,7 @@ async fn device_write_and_mqtt_command_change_a_real_modbus_register() {
         )
         .await;
     assert_eq!(w["value"], 42.5, "{w}");
-    assert_eq!(modbus_read_back(&peer.port, 0).await, json!(425));
+    assert_eq!(modbus_read_back(&peer.ready, 0).await, json!(425));
     let r = rpc.result("device.read", json!({"device": "pump"})).await;
     assert_eq!(r["readings"][0]["value"], 42.5, "{r}");
     assert_eq!(r["readings"][1]["value"], 7, "{r}");
@@ -1176,7 +1116,7 @@ async fn device_write_and_mqtt_command_change_a_real_modbus_register() {
         )
         .await;
     assert_eq!(code, -32003, "{msg}");
-    assert_eq!(modbus_read_back(&peer.port, 30).await, json!(7));
+    assert_eq!(modbus_read_back(&peer.ready, 30).await, json!(7));
     let (code, msg) = rpc
         .error(
             "device.write",
@@ -1184,7 +1124,7 @@ async fn device_write_and_mqtt_command_change_a_real_modbus_register() {
         )
         .await;
     assert_eq!(code, -32004, "{msg}");
-    assert_eq!(modbus_read_back(&peer.port, 0).await, json!(425));
+    assert_eq!(modbus_read_back(&peer.ready, 0).await, json!(425));
 
     // The MQTT command goes the same way.
     let mut results = Subscriber::connect(broker.port, "command/gwb/pump/setpoint/result").await;
@@ -1197,7 +1137,7 @@ async fn device_write_and_mqtt_command_change_a_real_modbus_register() {
         .await;
     assert_eq!(m.json["id"], "m1");
     assert_eq!(m.json["ok"], true, "{:?}", m.json);
-    assert_eq!(modbus_read_back(&peer.port, 0).await, json!(123));
+    assert_eq!(modbus_read_back(&peer.ready, 0).await, json!(123));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

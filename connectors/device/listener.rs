@@ -281,7 +281,7 @@ impl<L: Listener> ListenerLine<L> {
     fn fire_timers(&mut self) {
         let now = Instant::now();
         for s in &mut self.devices.slots {
-            if s.timer.is_some_and(|t| t <= now) {
+            if s.on && s.timer.is_some_and(|t| t <= now) {
                 s.out.poll_timers(now);
                 s.out.flush_or_drop();
                 s.timer = s.out.next_timer();
@@ -315,9 +315,13 @@ impl<L: Listener> ListenerLine<L> {
                     if !on {
                         st.online = false;
                         st.health = Health::Unknown;
+                        st.bad_channels = 0;
                     }
                 })
                 .await;
+            if !on {
+                s.timer = None;
+            }
         }
     }
 

@@ -25,6 +25,9 @@ pub mod backoff;
 pub mod listener;
 pub mod write;
 
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -634,7 +637,11 @@ pub async fn run_lines<P: Poller>(
         }
         let wait = backoffs[i].next_delay();
         let mut line = build(i);
-        let names: Vec<String> = line.devices.iter().map(|d| d.out.device().to_string()).collect();
+        let names: Vec<String> = line
+            .devices
+            .iter()
+            .map(|d| d.out.device().to_string())
+            .collect();
         tracing::error!(connector = %ctx.name, devices = ?names, error = %msg, retry_in = ?wait,
             "device task panicked; restarting it");
         let reason = format!("device task panicked: {msg}");
@@ -643,7 +650,11 @@ pub async fn run_lines<P: Poller>(
             ctx.health.counters.errors.fetch_add(1, Relaxed);
             let r = Some(reason.clone());
             d.out
-                .set_status(|s| set_health(s, Health::Offline, 0, false, r, ts))
+                .set_status(|s| {
+                    set_health(s, Health::Offline, 0, false, r, ts);
+                    // Nothing serves the device until the line is rebuilt.
+                    s.running = false;
+                })
                 .await;
         }
         started[i] = Instant::now() + wait;

@@ -163,13 +163,25 @@ mod tests {
     fn reverses_scale_and_checks_both_ranges() {
         let u16s = WriteSpec::new(ValueKind::unsigned(16));
         // 23.5 °C at scale 0.1 is 235 on the device.
-        assert_eq!(u16s.to_raw(&json!(23.5), Some((0.1, 0.0))), Ok(Value::U64(235)));
+        assert_eq!(
+            u16s.to_raw(&json!(23.5), Some((0.1, 0.0))),
+            Ok(Value::U64(235))
+        );
         assert_eq!(u16s.to_raw(&json!(7), None), Ok(Value::U64(7)));
         // offset: y = x * 2 + 10 → x = (30 - 10) / 2
-        assert_eq!(u16s.to_raw(&json!(30), Some((2.0, 10.0))), Ok(Value::U64(10)));
-        assert!(u16s.to_raw(&json!(70000), None).unwrap_err().contains("65535"));
+        assert_eq!(
+            u16s.to_raw(&json!(30), Some((2.0, 10.0))),
+            Ok(Value::U64(10))
+        );
+        assert!(u16s
+            .to_raw(&json!(70000), None)
+            .unwrap_err()
+            .contains("65535"));
         assert!(u16s.to_raw(&json!(-1), None).is_err());
-        assert!(u16s.to_raw(&json!("x"), None).unwrap_err().contains("number"));
+        assert!(u16s
+            .to_raw(&json!("x"), None)
+            .unwrap_err()
+            .contains("number"));
         let i16s = WriteSpec::new(ValueKind::signed(16));
         assert_eq!(i16s.to_raw(&json!(-5), None), Ok(Value::I64(-5)));
         assert!(i16s.to_raw(&json!(32768), None).is_err());

@@ -412,7 +412,8 @@ pub fn build(spec: Arc<ModbusConfig>, ctx: ConnectorContext) -> Result<Running, 
     let backoff = Backoff::new(settings.backoff.0, settings.backoff_max.0);
     Ok(Box::pin(async move {
         device::run_lines(&ctx, lines, |li| {
-            let mut line = Line::new(&ctx, poller::Link::new(settings.clone())).with_backoff(backoff);
+            let mut line =
+                Line::new(&ctx, poller::Link::new(settings.clone())).with_backoff(backoff);
             for d in spec.devices.iter().skip(li).step_by(lines) {
                 let schedule = poller::schedule(d);
                 let unit = poller::Unit::new(&settings, d, &schedule);

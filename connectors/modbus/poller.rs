@@ -104,7 +104,9 @@ impl Unit {
 pub fn schedule(spec: &DeviceSpec<ModbusDevice, ModbusChannel>) -> Schedule {
     Schedule::new(
         spec.settings.interval.0,
-        spec.channels.iter().map(|c| c.settings.interval.map(|d| d.0)),
+        spec.channels
+            .iter()
+            .map(|c| c.settings.interval.map(|d| d.0)),
     )
 }
 

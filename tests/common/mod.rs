@@ -4,12 +4,19 @@
 //!   stoppable and restartable on the same port.
 //! - [`Gateway`]: the `osgate` binary on a config written to a temp dir, JSON logs captured.
 //! - [`Subscriber`]: an MQTT client (rumqttc) collecting messages, reconnecting by itself.
+//! - [`connector::ConnectorRun`]: one connector of any protocol run in-process, its batches and
+//!   status changes taken from a sink queue, its devices controlled through the registry.
+//! - [`modbus`]: Modbus peers — pymodbus (`tests/peers/modbus_peer.py`) and our own
+//!   `examples/modbus_sim` — and a count of this process's TCP connections to a port.
 //!
 //! Every wait is bounded by a timeout; nothing sleeps where an event can be awaited.
 
 #![allow(dead_code)]
 
+pub mod connector;
 pub mod http;
+#[cfg(feature = "modbus")]
+pub mod modbus;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -21,6 +28,14 @@ use tokio::sync::mpsc;
 
 /// Upper bound for any single await in a test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Awaits `f`, or panics naming `what` after [`TEST_TIMEOUT`].
+pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(TEST_TIMEOUT, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {TEST_TIMEOUT:?} waiting for {what}"),
+    }
+}
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; a rare race is retried by the callers).
 pub fn free_port() -> u16 {
