@@ -275,11 +275,7 @@ impl GatewayService {
         let mut built = BTreeMap::new();
         let mut failed = Vec::new();
         for c in new.connectors.iter().filter(|c| self.connector_wanted(c)) {
-            let changed = everything
-                || self
-                    .connectors
-                    .get(&c.name)
-                    .is_none_or(|r| r.config != *c);
+            let changed = everything || self.connectors.get(&c.name).is_none_or(|r| r.config != *c);
             if !changed {
                 continue;
             }

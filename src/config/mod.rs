@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::duration::{parse_duration, Dur};
 use document::list_items;
 pub use document::{Document, DocumentError, Entry};
-pub use crate::duration::{parse_duration, Dur};
 pub use error::{deserialize_at, join, ConfigError, ConfigErrors};
 pub use spec::{ChannelSpec, ConnectorSpec, DeviceSpec};
 
