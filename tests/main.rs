@@ -7,4 +7,5 @@ mod foundation;
 mod modbus;
 mod remote_config;
 mod rpc;
+mod tls;
 mod transforms;
