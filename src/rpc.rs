@@ -164,7 +164,7 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
             let addr = listener.local_addr()?;
             let (stop, handle) = jsonrpsee::server::stop_channel();
             let services = builder.to_service_builder();
-            let methods: jsonrpsee::Methods = module.clone().into();
+            let methods = module.clone();
             // jsonrpsee serves connections it is given: accept TCP, finish the TLS handshake in
             // the connection's own task (a slow client holds up no one), then hand the stream
             // over. Stopping the handle ends the loop and drains the connections gracefully.

@@ -36,7 +36,7 @@ pub fn command_sink(cfg: &GatewayConfig) -> Option<MqttSinkConfig> {
         .iter()
         .filter(|s| s.common.enabled)
         .find_map(|s| match &s.kind {
-            SinkKind::Mqtt(m) => Some(m.clone()),
+            SinkKind::Mqtt(m) => Some((**m).clone()),
             _ => None,
         })
 }
