@@ -60,7 +60,7 @@ pub struct SinkConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     /// `"type": "mqtt"`: publish to an MQTT broker.
-    Mqtt(mqtt::MqttSinkConfig),
+    Mqtt(Box<mqtt::MqttSinkConfig>),
     /// `"type": "stdout"`: JSON lines on standard output.
     Stdout(stdout::StdoutSinkConfig),
 }
@@ -124,7 +124,7 @@ impl SinkConfig {
                 .map_err(|e| errs.push(e))
                 .ok()
                 .inspect(|c| c.validate(&path, errs))
-                .map(SinkKind::Mqtt),
+                .map(|c| SinkKind::Mqtt(Box::new(c))),
             "stdout" => deserialize_at::<stdout::StdoutSinkConfig>(rest, &path, COMMON_KEYS)
                 .map_err(|e| errs.push(e))
                 .ok()
@@ -190,7 +190,7 @@ pub enum SinkError {
 /// Runs a sink until its queue ends and it has flushed.
 pub async fn run(config: SinkConfig, ctx: SinkContext) -> Result<(), SinkError> {
     match config.kind {
-        SinkKind::Mqtt(c) => mqtt::run(c, ctx).await,
+        SinkKind::Mqtt(c) => mqtt::run(*c, ctx).await,
         SinkKind::Stdout(c) => stdout::run(c, ctx).await,
     }
 }

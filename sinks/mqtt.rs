@@ -24,12 +24,13 @@
 //! after every reconnect.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -38,6 +39,8 @@ use tokio::time::{sleep_until, Instant};
 use super::format::{encode_device, encode_reading, Format, TopicTemplate};
 use super::{SinkContext, SinkError};
 use crate::config::{ConfigError, Dur};
+use crate::net::mqtt::MqttClientSettings;
+use crate::net::TlsConfig;
 use crate::pipeline::Envelope;
 use crate::reading::Batch;
 use crate::status::DeviceStatus;
@@ -46,7 +49,8 @@ use crate::status::DeviceStatus;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSinkConfig {
-    /// Broker URL: `mqtt://host:port` (port defaults to 1883).
+    /// Broker URL: `mqtt://host[:port]` (default port 1883) or, with TLS, `mqtts://host[:port]`
+    /// (default port 8883). `tcp://` and `ssl://` are accepted too; IPv6 as `[::1]:1883`.
     pub url: String,
     /// Client id; `{gateway}` and `{sink}` are replaced. Stable, so the broker keeps the session.
     #[serde(default = "default_client_id")]
@@ -73,6 +77,15 @@ pub struct MqttSinkConfig {
     /// Password for the broker (use `${VAR}`).
     #[serde(default)]
     pub password: Option<String>,
+    /// File holding the password (trailing newline ignored), instead of `password`; read at
+    /// every connect.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// TLS settings (`ca_file`, `cert_file`, `key_file`, `server_name`,
+    /// `insecure_skip_verify`); needs an `mqtts://` URL. `mqtts://` without it verifies the
+    /// broker against the built-in roots.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// MQTT keep-alive (default `30s`; at least `1s`).
     #[serde(default = "default_keep_alive")]
     pub keep_alive: Dur,
@@ -116,43 +129,11 @@ fn default_backoff_max() -> Dur {
     Dur::from_secs(5)
 }
 
-/// Splits `mqtt://host:port` into host and port.
-pub fn parse_url(url: &str) -> Result<(String, u16), String> {
-    let rest = if let Some(r) = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-    {
-        r
-    } else if url.starts_with("mqtts://") || url.starts_with("ssl://") {
-        return Err(format!(
-            "\"{url}\": TLS (mqtts://) is not supported yet; use mqtt:// to a local broker"
-        ));
-    } else {
-        return Err(format!("\"{url}\": expected mqtt://host[:port]"));
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("\"{url}\": invalid port \"{p}\""))?;
-            (h, port)
-        }
-        _ => (rest, 1883),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') {
-        return Err(format!("\"{url}\": expected mqtt://host[:port]"));
-    }
-    Ok((host.to_string(), port))
-}
-
 impl MqttSinkConfig {
     /// Semantic checks (values that rumqttc would panic on are caught here).
     pub fn validate(&self, path: &str, errs: &mut Vec<ConfigError>) {
-        if let Err(e) = parse_url(&self.url) {
-            errs.push(ConfigError::new(format!("{path}.url"), e));
-        }
+        self.client_settings(self.client_id.clone())
+            .validate(path, errs);
         if self.qos > 1 {
             errs.push(ConfigError::new(
                 format!("{path}.qos"),
@@ -195,6 +176,19 @@ impl MqttSinkConfig {
                 Err(e) => errs.push(ConfigError::new(format!("{path}.topic"), e)),
             }
         }
+    }
+
+    /// The connection settings shared with other MQTT clients of the same broker (the command
+    /// client): URL, session, credentials, TLS. `client_id` is final.
+    pub fn client_settings(&self, client_id: String) -> MqttClientSettings {
+        let mut s = MqttClientSettings::new(self.url.clone(), client_id);
+        s.keep_alive = self.keep_alive.0;
+        s.clean_session = self.clean_session;
+        s.username = self.username.clone();
+        s.password = self.password.clone();
+        s.password_file = self.password_file.clone();
+        s.tls = self.tls.clone();
+        s
     }
 
     fn template(&self) -> &str {
@@ -291,7 +285,7 @@ async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
                 LinkEvent::Acks(std::mem::take(&mut acks))
             }
             Err(e) => {
-                let _ = tx.send(LinkEvent::Down(e.to_string()));
+                let _ = tx.send(LinkEvent::Down(crate::net::describe_error(&e)));
                 return;
             }
         };
@@ -305,9 +299,9 @@ async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
 struct Sink {
     cfg: MqttSinkConfig,
     ctx: SinkContext,
-    host: String,
-    port: u16,
-    client_id: String,
+    /// How to connect (built into rumqttc options at every connect, so a rotated password
+    /// file or certificate is picked up).
+    settings: MqttClientSettings,
     qos: QoS,
     topic: TopicTemplate,
     status_topic: Arc<str>,
@@ -325,18 +319,31 @@ struct Sink {
     device_status: BTreeMap<Arc<str>, Bytes>,
     dropping: bool,
     ever_connected: bool,
+    /// The cause of the last failed connect, logged once per change.
+    last_error: Option<String>,
 }
 
 /// Runs the MQTT sink until its queue ends and the outbox is flushed (or the deadline passes).
 pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError> {
-    let (host, port) = parse_url(&cfg.url).expect("validated at load");
     let client_id = cfg
         .client_id
         .replace("{gateway}", &ctx.gateway)
         .replace("{sink}", &ctx.name);
+    let status_topic: Arc<str> = format!("status/{}", ctx.gateway).into();
+    let offline = Bytes::from_static(b"{\"online\":false}");
+    let mut settings = cfg.client_settings(client_id);
+    settings.inflight = Some(cfg.inflight);
+    settings.max_packet_size = Some(256 * 1024);
+    if cfg.status {
+        settings.last_will = Some(LastWill::new(
+            status_topic.to_string(),
+            offline.clone(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    }
     let topic =
         TopicTemplate::compile(cfg.template(), &ctx.gateway, &ctx.name).expect("validated at load");
-    let status_topic: Arc<str> = format!("status/{}", ctx.gateway).into();
     let online = online_payload(&ctx);
     let window = cfg.inflight as usize * 2;
     let mut sink = Sink {
@@ -345,13 +352,11 @@ pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError>
         } else {
             QoS::AtLeastOnce
         },
-        host,
-        port,
-        client_id,
+        settings,
         topic,
         status_topic,
         online,
-        offline: Bytes::from_static(b"{\"online\":false}"),
+        offline,
         unsent: VecDeque::new(),
         awaiting: VecDeque::new(),
         inflight: (0..=cfg.inflight as usize).map(|_| None).collect(),
@@ -363,6 +368,7 @@ pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError>
         device_status: BTreeMap::new(),
         dropping: false,
         ever_connected: false,
+        last_error: None,
         cfg,
         ctx,
     };
@@ -370,35 +376,40 @@ pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError>
 }
 
 impl Sink {
-    fn options(&self) -> MqttOptions {
-        let mut o = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
-        o.set_keep_alive(self.cfg.keep_alive.0);
-        o.set_clean_session(self.cfg.clean_session);
-        o.set_inflight(self.cfg.inflight);
-        o.set_max_packet_size(256 * 1024, 256 * 1024);
-        if let (Some(u), p) = (&self.cfg.username, &self.cfg.password) {
-            o.set_credentials(u.clone(), p.clone().unwrap_or_default());
-        }
-        if self.cfg.status {
-            o.set_last_will(LastWill::new(
-                self.status_topic.to_string(),
-                self.offline.clone(),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        }
-        o
-    }
-
-    fn connect(&self) -> Link {
-        let (client, el) = AsyncClient::new(self.options(), self.window + 8);
+    /// Starts a connection attempt. Options that cannot be built (a TLS or password file gone
+    /// since the config was checked) fail the attempt like a refused connect: the sink keeps
+    /// buffering and retries with backoff, and never falls back to plain text.
+    fn connect(&self) -> Result<Link, String> {
+        let opts = self.settings.options().map_err(|e| e.to_string())?;
+        let (client, el) = AsyncClient::new(opts, self.window + 8);
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(drive(el, tx));
-        Link {
+        Ok(Link {
             client,
             events,
             task,
             connected: false,
+        })
+    }
+
+    /// A connection attempt failed or a connection was lost: count it, keep the cause in the
+    /// status, and log it once per change of cause (a broker that stays away, or a certificate
+    /// that stays wrong, is not logged at every retry).
+    fn link_down(&mut self, err: String, was_connected: bool) {
+        self.ctx.counters.errors.fetch_add(1, Relaxed);
+        self.ctx.counters.connected.store(false, Relaxed);
+        let name = &self.ctx.name;
+        let changed = self.last_error.as_deref() != Some(err.as_str());
+        if was_connected {
+            tracing::warn!(sink = %name, broker = %self.cfg.url, error = %err, buffered = self.len(), "lost connection to broker; buffering and retrying");
+        } else if changed {
+            tracing::warn!(sink = %name, broker = %self.cfg.url, error = %err, "cannot connect to broker; retrying with backoff");
+        } else {
+            tracing::debug!(sink = %name, error = %err, "broker still unreachable");
+        }
+        if changed {
+            self.ctx.counters.set_last_error(Some(err.clone()));
+            self.last_error = Some(err);
         }
     }
 
@@ -673,6 +684,9 @@ impl Sink {
                             let l = link.as_mut().expect("active link");
                             l.connected = true;
                             backoff = min_backoff;
+                            self.ctx.counters.connected.store(true, Relaxed);
+                            self.ctx.counters.set_last_error(None);
+                            self.last_error = None;
                             if self.ever_connected {
                                 tracing::info!(sink = %name, broker = %self.cfg.url, buffered = self.len(), "reconnected to broker");
                             } else {
@@ -689,14 +703,7 @@ impl Sink {
                             stash = None;
                             let was = link.take().is_some_and(|l| l.connected);
                             self.requeue();
-                            self.ctx.counters.errors.fetch_add(1, Relaxed);
-                            if was {
-                                tracing::warn!(sink = %name, broker = %self.cfg.url, error = %err, buffered = self.len(), "lost connection to broker; buffering and retrying");
-                            } else if backoff == min_backoff {
-                                tracing::warn!(sink = %name, broker = %self.cfg.url, error = %err, "cannot connect to broker; retrying with backoff");
-                            } else {
-                                tracing::debug!(sink = %name, error = %err, retry_in = ?backoff, "broker still unreachable");
-                            }
+                            self.link_down(err, was);
                             reconnect_at = Instant::now() + backoff;
                             backoff = (backoff * 2).min(self.cfg.backoff_max.0.max(min_backoff));
                         }
@@ -738,7 +745,14 @@ impl Sink {
                     }
                 }
                 _ = sleep_until(reconnect_at), if !link_active => {
-                    link = Some(self.connect());
+                    match self.connect() {
+                        Ok(l) => link = Some(l),
+                        Err(e) => {
+                            self.link_down(e, false);
+                            reconnect_at = Instant::now() + backoff;
+                            backoff = (backoff * 2).min(self.cfg.backoff_max.0.max(min_backoff));
+                        }
+                    }
                 }
                 _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {}
             }
@@ -748,6 +762,7 @@ impl Sink {
             let _ = l.client.try_disconnect();
             let _ = tokio::time::timeout(Duration::from_secs(1), l.task).await;
         }
+        self.ctx.counters.connected.store(false, Relaxed);
         let c = self.ctx.counters.snapshot();
         tracing::info!(sink = %name, received = c.received, published = c.published, acked = c.acked,
             dropped = c.dropped, "sink stopped; every accepted reading acknowledged");
@@ -771,16 +786,26 @@ fn online_payload(ctx: &SinkContext) -> Bytes {
 mod tests {
     use super::*;
 
+    fn cfg(v: serde_json::Value) -> MqttSinkConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
-    fn urls() {
-        assert_eq!(
-            parse_url("mqtt://127.0.0.1:1884").unwrap(),
-            ("127.0.0.1".into(), 1884)
-        );
-        assert_eq!(parse_url("mqtt://broker").unwrap(), ("broker".into(), 1883));
-        assert_eq!(parse_url("tcp://[::1]:1885").unwrap(), ("::1".into(), 1885));
-        assert!(parse_url("mqtts://x").unwrap_err().contains("TLS"));
-        assert!(parse_url("http://x").is_err());
-        assert!(parse_url("mqtt://x:99999").is_err());
+    fn tls_needs_mqtts_and_is_checked_at_load() {
+        let mut errs = Vec::new();
+        cfg(serde_json::json!({"url": "mqtt://h", "tls": {}})).validate("s", &mut errs);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "s.tls");
+        assert!(errs[0].message.contains("plain text"));
+        errs.clear();
+        cfg(serde_json::json!({"url": "mqtts://h"})).validate("s", &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        cfg(serde_json::json!({"url": "mqtts://h", "tls": {"ca_file": "/nonexistent.pem"}}))
+            .validate("s", &mut errs);
+        assert_eq!(errs[0].path, "s.tls.ca_file");
+        assert!(errs[0].message.contains("/nonexistent.pem: cannot read"));
+        let bad: Result<MqttSinkConfig, _> =
+            serde_json::from_value(serde_json::json!({"url": "mqtts://h", "tls": {"ca": "x"}}));
+        assert!(bad.is_err());
     }
 }

@@ -23,6 +23,7 @@ pub struct StdoutSinkConfig {
 /// Writes every envelope of the queue to stdout until the queue ends.
 pub async fn run(cfg: StdoutSinkConfig, mut ctx: SinkContext) -> Result<(), SinkError> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    ctx.counters.connected.store(true, Relaxed);
     while let Some(env) = ctx.rx.recv().await {
         let Envelope::Batch(batch) = env else {
             continue;
@@ -54,5 +55,6 @@ pub async fn run(cfg: StdoutSinkConfig, mut ctx: SinkContext) -> Result<(), Sink
         ctx.counters.published.fetch_add(n, Relaxed);
         ctx.counters.acked.fetch_add(n, Relaxed);
     }
+    ctx.counters.connected.store(false, Relaxed);
     Ok(())
 }

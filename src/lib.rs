@@ -16,6 +16,7 @@
 //! - [`control`]: run-time device control (enable/disable, read now, write).
 //! - [`duration`]: `Dur`, durations written as strings in the config (a leaf: no crate imports).
 //! - [`broker`]: the optional embedded MQTT broker.
+//! - [`net`]: outbound MQTT and HTTP clients with TLS and credentials, and the RPC listener's TLS.
 //! - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands) and the `osgate rpc` client.
 
 pub mod app;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod connectors;
 pub mod control;
 pub mod duration;
+pub mod net;
 pub mod pipeline;
 pub mod reading;
 pub mod rpc;

@@ -2,7 +2,8 @@
 //! and devices on and off, read now, write set-points, live readings.
 //!
 //! [`start`] serves one [`RpcModule`] over HTTP and WebSocket on `rpc.listen` (no `rpc` section:
-//! no server) behind the API-key check of [`auth`], and starts the MQTT command path of
+//! no server) behind the API-key check of [`auth`] — over HTTPS and WSS with `rpc.tls`, where
+//! osgate accepts the connections and does the TLS handshake itself — and starts the MQTT command path of
 //! [`mqtt`] (`command/{gateway}/{device}/{channel}/set`, and the opt-in
 //! `rpc/{gateway}/request`). Methods answer from the shared health and control registries;
 //! reloads and connector changes go through the service loop as [`ServiceCommand`]s, so they
@@ -51,6 +52,8 @@ pub const MAX_RESPONSE_BODY: u32 = 16 * 1024 * 1024;
 pub const MAX_BATCH: u32 = 32;
 /// Most simultaneous connections.
 pub const MAX_CONNECTIONS: u32 = 64;
+/// How long a client may take for the TLS handshake (with `rpc.tls`).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `device.read` and `device.write` wait for the device.
 pub const DEVICE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -147,16 +150,85 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
             .max_connections(MAX_CONNECTIONS)
             .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH))
             .build();
-        let server = Server::builder()
+        let builder = Server::builder()
             .set_config(limits)
-            .set_http_middleware(middleware)
-            .build(rpc.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
-        let addr = server.local_addr()?;
-        mgmt.server = Some(server.start(module.clone()));
-        mgmt.addr = Some(addr);
-        tracing::info!(%addr, keys = rpc.api_keys.len(), "JSON-RPC management listening (HTTP and WebSocket)");
+            .set_http_middleware(middleware);
+        if let Some(tls) = &rpc.tls {
+            let tls = tls
+                .server_config()
+                .map_err(|e| anyhow::anyhow!("rpc.tls: {e}"))?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            let listener = tokio::net::TcpListener::bind(rpc.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
+            let addr = listener.local_addr()?;
+            let (stop, handle) = jsonrpsee::server::stop_channel();
+            let services = builder.to_service_builder();
+            let methods = module.clone();
+            // jsonrpsee serves connections it is given: accept TCP, finish the TLS handshake in
+            // the connection's own task (a slow client holds up no one), then hand the stream
+            // over. Stopping the handle ends the loop and drains the connections gracefully.
+            tokio::spawn(async move {
+                loop {
+                    let (sock, peer) = tokio::select! {
+                        r = listener.accept() => match r {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "JSON-RPC accept failed");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        },
+                        _ = stop.clone().shutdown() => break,
+                    };
+                    let svc = services.clone().build(methods.clone(), stop.clone());
+                    let acceptor = acceptor.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        let tls = match tokio::time::timeout(
+                            TLS_HANDSHAKE_TIMEOUT,
+                            acceptor.accept(sock),
+                        )
+                        .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %crate::net::describe_error(&e), "JSON-RPC TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "JSON-RPC TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        if let Err(e) = jsonrpsee::server::serve_with_graceful_shutdown(
+                            tls,
+                            svc,
+                            stop.shutdown(),
+                        )
+                        .await
+                        {
+                            tracing::debug!(%peer, error = %e, "JSON-RPC connection ended with an error");
+                        }
+                    });
+                }
+            });
+            mgmt.server = Some(handle);
+            mgmt.addr = Some(addr);
+            tracing::info!(%addr, keys = rpc.api_keys.len(), mutual_tls = rpc.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()), "JSON-RPC management listening (HTTPS and WSS)");
+        } else {
+            if !rpc.listen.ip().is_loopback() {
+                tracing::warn!(listen = %rpc.listen, "the JSON-RPC API listens on a non-loopback address without TLS: API keys and data cross the network in plain text; set rpc.tls");
+            }
+            let server = builder
+                .build(rpc.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
+            let addr = server.local_addr()?;
+            mgmt.server = Some(server.start(module.clone()));
+            mgmt.addr = Some(addr);
+            tracing::info!(%addr, keys = rpc.api_keys.len(), "JSON-RPC management listening (HTTP and WebSocket)");
+        }
     }
     if let Some(sink) = mqtt::command_sink(cfg) {
         let token = CancellationToken::new();
@@ -357,6 +429,7 @@ impl RpcContext {
                     .map(|(_, c)| c.snapshot());
                 let health = match &c {
                     _ if !s.common.enabled => "stopped",
+                    Some(c) if !c.connected && c.last_error.is_some() => "disconnected",
                     Some(c) if c.buffered > 0 => "backlog",
                     _ => "ok",
                 };
@@ -365,6 +438,8 @@ impl RpcContext {
                     "type": s.raw.get("type").cloned().unwrap_or(Value::Null),
                     "enabled": s.common.enabled,
                     "health": health,
+                    "connected": c.as_ref().is_some_and(|c| c.connected),
+                    "last_error": c.as_ref().and_then(|c| c.last_error.clone()),
                     "counters": c.unwrap_or_default(),
                 })
             })

@@ -309,9 +309,10 @@ impl GatewayService {
         if new.broker != self.config.broker {
             tracing::warn!("broker.embedded changed: it applies at the next start (the embedded broker cannot be restarted)");
         }
-        let rpc_addr = |c: &GatewayConfig| c.rpc.as_ref().map(|r| (r.listen, r.mqtt));
+        let rpc_addr =
+            |c: &GatewayConfig| c.rpc.as_ref().map(|r| (r.listen, r.mqtt, r.tls.clone()));
         if rpc_addr(&new) != rpc_addr(&self.config) {
-            tracing::warn!("rpc.listen or rpc.mqtt changed: it applies at the next start (rpc.api_keys apply at once)");
+            tracing::warn!("rpc.listen, rpc.tls or rpc.mqtt changed: it applies at the next start (rpc.api_keys apply at once)");
         }
         // A new gateway id or shutdown timeout changes every topic or task: restart everything.
         let everything = new.gateway != self.config.gateway;

@@ -6,7 +6,7 @@
 //! (retained) and kept here for queries.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
@@ -79,6 +79,12 @@ pub struct SinkCounters {
     pub errors: AtomicU64,
     /// Messages waiting in the sink's own buffer right now.
     pub buffered: AtomicU64,
+    /// True while the sink's transport is up (MQTT: between CONNACK and the connection's end;
+    /// stdout: while running).
+    pub connected: AtomicBool,
+    /// Why the last connect failed or the connection dropped (TLS, authentication, network);
+    /// `None` once connected again. Set on change only, not per retry.
+    pub last_error: Mutex<Option<String>>,
 }
 
 /// A point-in-time copy of [`SinkCounters`].
@@ -91,6 +97,8 @@ pub struct SinkSnapshot {
     pub dropped: u64,
     pub errors: u64,
     pub buffered: u64,
+    pub connected: bool,
+    pub last_error: Option<String>,
 }
 
 impl SinkCounters {
@@ -103,7 +111,14 @@ impl SinkCounters {
             dropped: self.dropped.load(Relaxed),
             errors: self.errors.load(Relaxed),
             buffered: self.buffered.load(Relaxed),
+            connected: self.connected.load(Relaxed),
+            last_error: self.last_error.lock().expect("status lock").clone(),
         }
+    }
+
+    /// Replaces the last error.
+    pub fn set_last_error(&self, e: Option<String>) {
+        *self.last_error.lock().expect("status lock") = e;
     }
 }
 

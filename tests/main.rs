@@ -8,4 +8,5 @@ mod kit;
 mod modbus;
 mod remote_config;
 mod rpc;
+mod tls;
 mod transforms;

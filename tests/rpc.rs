@@ -1191,6 +1191,6 @@ async fn a_reload_rotates_the_keys_and_warns_about_a_new_listen() {
     assert_eq!(s, 401, "the old key still works after the reload");
     let (s, v) = rpc.post(Some("rotated-key-42"), status).await;
     assert_eq!((s, &v["result"]["gateway"]), (200, &json!("gwr")), "{v}");
-    gw.wait_log("rpc.listen or rpc.mqtt changed", TEST_TIMEOUT)
+    gw.wait_log("rpc.listen, rpc.tls or rpc.mqtt changed", TEST_TIMEOUT)
         .await;
 }

@@ -86,6 +86,10 @@ pub struct RemoteSection {
     /// Where the last good remote configuration is kept.
     #[serde(default = "default_remote_cache")]
     pub cache: PathBuf,
+    /// TLS for an `https://` URL (`ca_file`, `cert_file`, `key_file`, `server_name`,
+    /// `insecure_skip_verify`); without it the server is verified against the built-in roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::net::TlsConfig>,
 }
 
 fn default_remote_timeout() -> Dur {
@@ -128,6 +132,10 @@ pub struct RpcSection {
     /// Also serve the RPC module on `rpc/{gateway}/request` through the local broker.
     #[serde(default)]
     pub mqtt: bool,
+    /// Serve HTTPS and WSS instead of HTTP and WS: `cert_file`, `key_file` and, to require
+    /// client certificates, `client_ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::net::ServerTlsConfig>,
 }
 
 /// Shortest accepted API key. Keys are compared in constant time, so guessing is the only
@@ -311,6 +319,9 @@ impl GatewayConfig {
                     ),
                 ));
             }
+            if let Some(t) = &rpc.tls {
+                t.validate("rpc.tls", errs);
+            }
             for (i, k) in rpc.api_keys.iter().enumerate() {
                 if k.len() < MIN_API_KEY_LEN {
                     errs.push(ConfigError::new(
@@ -326,6 +337,18 @@ impl GatewayConfig {
                     "remote.url",
                     format!("\"{}\": expected an http:// or https:// URL", r.url),
                 ));
+            }
+            if let Some(t) = &r.tls {
+                if r.url.starts_with("http://") {
+                    errs.push(ConfigError::new(
+                        "remote.tls",
+                        format!(
+                            "a tls object needs an https:// URL; \"{}\" would be fetched in plain text",
+                            r.url
+                        ),
+                    ));
+                }
+                t.validate("remote.tls", errs);
             }
         }
     }

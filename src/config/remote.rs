@@ -4,7 +4,8 @@
 //! Loading order ([`RemoteLoader::load`], at start and on SIGHUP / `gateway.reload`):
 //! 1. the `remote` section of the local `-c` file names the URL; without it the local file is
 //!    the configuration (stand-alone);
-//! 2. GET `remote.url` (headers with `${VAR}` secrets, `remote.timeout` for the whole exchange,
+//! 2. GET `remote.url` (headers with `${VAR}` secrets, `remote.tls` for `https://` through
+//!    [`crate::net::http`], `remote.timeout` for the whole exchange,
 //!    at most [`MAX_REDIRECTS`] redirects, a body of at most [`MAX_BODY`] bytes, read while it
 //!    streams). A 2xx body that is JSON and a valid configuration is written to `remote.cache`
 //!    atomically ([`write_cache`]) exactly as received (before `${VAR}` interpolation, so secrets
@@ -145,12 +146,14 @@ impl RemoteClient {
                 .map_err(|e| format!("remote.headers.{k}: invalid header value: {e}"))?;
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
-            .timeout(section.timeout.0)
-            .connect_timeout(section.timeout.0)
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        let mut settings = crate::net::http::HttpClientSettings::new(section.timeout.0);
+        settings.connect_timeout = Some(section.timeout.0);
+        settings.max_redirects = MAX_REDIRECTS;
+        settings.tls = section.tls.clone();
+        let client = settings
+            .builder()
+            .map_err(|e| format!("remote.tls: {e}"))?
             .default_headers(headers)
-            .user_agent(concat!("osgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))?;
         Ok(RemoteClient {
@@ -211,19 +214,10 @@ impl RemoteClient {
     }
 }
 
-/// The error and its causes on one line (reqwest's top-level message alone says little).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
+/// The error and its causes on one line (reqwest's top-level message alone says little), the
+/// cause first when it is a known TLS problem (untrusted CA, name mismatch…).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    crate::net::describe_error(e)
 }
 
 /// Parses a remote or cached body into a configuration, with the local file's `remote` section

@@ -1,12 +1,21 @@
 //! `osgate rpc METHOD [JSON-PARAMS] [--url URL] [--key KEY]`: call a gateway's JSON-RPC API.
 //!
+//! For a gateway with `rpc.tls`, use an `https://` URL; `--ca-file` names the CA that signed the
+//! gateway's certificate (else the built-in roots), `--cert-file`/`--key-file` give a client
+//! certificate when the gateway requires one, `--insecure` skips verification (lab only). The
+//! HTTP client comes from [`crate::net::http`], like every other one.
+//!
 //! Prints the result as pretty JSON on stdout. Exit codes: 0 result, 1 the call failed (JSON-RPC
 //! error, HTTP 401, gateway unreachable), 2 usage (params are not a JSON object or array).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use crate::net::http::HttpClientSettings;
+use crate::net::TlsConfig;
 
 /// Arguments of `osgate rpc`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +33,32 @@ pub struct RpcCommand {
     /// How long to wait for the answer.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// PEM file with the CA that signed the gateway's certificate (https://); default: the
+    /// built-in roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file with a client certificate, for a gateway that requires one (with --key-file).
+    #[arg(long, value_name = "PEM", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM file with the private key of --cert-file.
+    #[arg(long, value_name = "PEM", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// Do not verify the gateway's certificate (lab only: anyone on the path can read the key).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl RpcCommand {
+    /// The TLS settings given by the flags.
+    pub fn tls(&self) -> TlsConfig {
+        TlsConfig {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            server_name: None,
+            insecure_skip_verify: self.insecure,
+        }
+    }
 }
 
 /// Builds the request body; `Err` = the params are not usable (exit 2).
@@ -59,7 +94,9 @@ pub fn main(cmd: RpcCommand) -> ExitCode {
         .key
         .clone()
         .or_else(|| std::env::var("OSGATE_API_KEY").ok());
-    match rt.block_on(call(&cmd.url, key.as_deref(), &body, cmd.timeout)) {
+    let mut settings = HttpClientSettings::new(cmd.timeout);
+    settings.tls = Some(cmd.tls());
+    match rt.block_on(call(&settings, &cmd.url, key.as_deref(), &body)) {
         Ok(result) => {
             println!(
                 "{}",
@@ -74,22 +111,23 @@ pub fn main(cmd: RpcCommand) -> ExitCode {
     }
 }
 
-/// Sends one request; returns its `result`, or a message for an error of any kind.
+/// Sends one request with a client built from `settings`; returns its `result`, or a message
+/// for an error of any kind (a TLS failure names its cause).
 pub async fn call(
+    settings: &HttpClientSettings,
     url: &str,
     key: Option<&str>,
     body: &Value,
-    timeout: Duration,
 ) -> Result<Value, String> {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))?;
+    let client = settings.build()?;
     let mut req = client.post(url).json(body);
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
-    let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", crate::net::describe_error(&e)))?;
     let status = resp.status();
     if status == reqwest::StatusCode::UNAUTHORIZED {
         return Err(format!(

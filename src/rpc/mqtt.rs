@@ -9,7 +9,8 @@
 //!   `rpc/{gateway}/response` by the same module as HTTP (single requests; no subscriptions).
 //!   There is no API key on this path: trust comes from the broker's ACLs.
 //!
-//! One rumqttc client in its own task, to the broker of the first enabled MQTT sink. rumqttc
+//! One rumqttc client in its own task, to the broker of the first enabled MQTT sink, with that
+//! sink's URL, credentials and TLS ([`crate::net::mqtt`]). rumqttc
 //! reconnects on the next poll after an error, so the loop sleeps with a capped backoff first;
 //! the session is clean, so it subscribes again on every ConnAck. Handlers run in their own
 //! tasks (a device write can take seconds) and publish with `publish().await`, which is fine
@@ -19,14 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::Methods;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::control::{ControlRegistry, DeviceError};
-use crate::sinks::mqtt::{parse_url, MqttSinkConfig};
+use crate::sinks::mqtt::MqttSinkConfig;
 use crate::sinks::SinkKind;
 
 /// The MQTT sink whose broker carries commands: the first enabled one.
@@ -35,7 +36,7 @@ pub fn command_sink(cfg: &GatewayConfig) -> Option<MqttSinkConfig> {
         .iter()
         .filter(|s| s.common.enabled)
         .find_map(|s| match &s.kind {
-            SinkKind::Mqtt(m) => Some(m.clone()),
+            SinkKind::Mqtt(m) => Some((**m).clone()),
             _ => None,
         })
 }
@@ -82,21 +83,19 @@ pub fn spawn(
     token: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let (host, port) = match parse_url(&sink.url) {
-            Ok(hp) => hp,
+        let mut settings = sink.client_settings(format!("osgate-{gateway}-commands"));
+        settings.clean_session = true;
+        settings.keep_alive = Duration::from_secs(30);
+        settings.max_packet_size = Some(1 << 20);
+        let opts = match settings.options() {
+            Ok(o) => o,
             Err(e) => {
-                tracing::error!(error = %e, "MQTT commands disabled");
+                tracing::error!(broker = %sink.url, error = %e, "MQTT commands disabled");
                 return;
             }
         };
-        let mut opts = MqttOptions::new(format!("osgate-{gateway}-commands"), host, port);
-        opts.set_clean_session(true);
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        if let Some(u) = &sink.username {
-            opts.set_credentials(u.clone(), sink.password.clone().unwrap_or_default());
-        }
         let (client, mut el) = AsyncClient::new(opts, 64);
+        let mut last_error: Option<String> = None;
         let set_filter = format!("command/{gateway}/+/+/set");
         let rpc_topic = format!("rpc/{gateway}/request");
         let gateway: Arc<str> = gateway.into();
@@ -109,6 +108,7 @@ pub fn spawn(
             match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(100);
+                    last_error = None;
                     let _ = client.try_subscribe(set_filter.clone(), QoS::AtLeastOnce);
                     if rpc.is_some() {
                         let _ = client.try_subscribe(rpc_topic.clone(), QoS::AtLeastOnce);
@@ -143,7 +143,16 @@ pub fn spawn(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::debug!(error = %e, retry_in = ?backoff, "MQTT command connection lost");
+                    // TLS and authentication failures are worth a warning (once per change);
+                    // a broker that is away is already reported by the sink.
+                    let known = crate::net::tls::classify(&e).is_some();
+                    let e = crate::net::describe_error(&e);
+                    if known && last_error.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(broker = %sink.url, error = %e, "MQTT command connection failed; retrying with backoff");
+                    } else {
+                        tracing::debug!(error = %e, retry_in = ?backoff, "MQTT command connection still failing");
+                    }
+                    last_error = Some(e);
                     tokio::select! {
                         _ = token.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}

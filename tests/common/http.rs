@@ -4,13 +4,14 @@
 //! `If-None-Match` for [`Reply::Json`] with an ETag (304), can misbehave on purpose (status codes,
 //! a body larger than any limit, a redirect loop, a body that is not JSON, a hang), and records
 //! each request so tests can await and inspect them. One response per connection
-//! (`Connection: close`), which is all a configuration fetch needs.
+//! (`Connection: close`), which is all a configuration fetch needs. [`HttpServer::start_tls`]
+//! serves the same over HTTPS (tokio-rustls) with a given certificate.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// What the server answers.
@@ -65,6 +66,8 @@ struct Shared {
 pub struct HttpServer {
     /// Its port.
     pub port: u16,
+    /// Serving HTTPS.
+    tls: bool,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -85,6 +88,28 @@ impl HttpServer {
 
     /// Starts on `port` (0 = any free one); retries a moment if the port is still held.
     pub async fn start_on(port: u16, reply: Reply) -> HttpServer {
+        Self::start_inner(port, reply, None).await
+    }
+
+    /// Starts an HTTPS server on a free port with the certificate `server` (TLS handshakes
+    /// that fail are not requests: they are not counted).
+    pub async fn start_tls(reply: Reply, server: &super::certs::Pair) -> HttpServer {
+        let cfg = osgate::net::ServerTlsConfig {
+            cert_file: server.cert.clone(),
+            key_file: server.key.clone(),
+            client_ca_file: None,
+        }
+        .server_config()
+        .expect("test server TLS config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        Self::start_inner(0, reply, Some(acceptor)).await
+    }
+
+    async fn start_inner(
+        port: u16,
+        reply: Reply,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> HttpServer {
         let mut tries = 0;
         let listener = loop {
             match TcpListener::bind(("127.0.0.1", port)).await {
@@ -104,22 +129,41 @@ impl HttpServer {
             count: watch::channel(0).0,
         });
         let s = shared.clone();
+        let is_tls = tls.is_some();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                conns.spawn(serve(stream, s.clone()));
+                let s = s.clone();
+                match tls.clone() {
+                    None => {
+                        conns.spawn(serve(stream, s));
+                    }
+                    Some(acceptor) => {
+                        conns.spawn(async move {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve(stream, s).await;
+                            }
+                        });
+                    }
+                }
                 while conns.try_join_next().is_some() {}
             }
         });
-        HttpServer { port, shared, task }
+        HttpServer {
+            port,
+            tls: is_tls,
+            shared,
+            task,
+        }
     }
 
-    /// `http://127.0.0.1:PORT/config.json`.
+    /// `http://127.0.0.1:PORT/config.json` (`https://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/config.json", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/config.json", self.port)
     }
 
     /// Changes the answer.
@@ -154,7 +198,7 @@ impl Drop for HttpServer {
     }
 }
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: Arc<Shared>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {

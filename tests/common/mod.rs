@@ -1,7 +1,9 @@
 //! Test harness: real peers on free loopback ports, killed on drop.
 //!
 //! - [`Mosquitto`]: a real mosquitto on a free port, in its own temp dir (persistence there),
-//!   stoppable and restartable on the same port.
+//!   stoppable and restartable on the same port; plain, TLS ([`Mosquitto::start_tls`]) or with a
+//!   password file ([`Mosquitto::start_with_password`]).
+//! - [`certs::Certs`]: CA, server and client certificates made at run time.
 //! - [`Gateway`]: the `osgate` binary on a config written to a temp dir, JSON logs captured.
 //! - [`Subscriber`]: an MQTT client (rumqttc) collecting messages, reconnecting by itself.
 //! - [`connector::ConnectorRun`]: one connector of any protocol run in-process, its batches and
@@ -13,6 +15,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod connector;
 pub mod http;
 #[cfg(feature = "modbus")]
@@ -71,17 +74,67 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Listener options beyond the defaults (TLS files, password file).
+    extra: String,
 }
 
 impl Mosquitto {
     /// Starts mosquitto with persistence in its own dir and no queue limits (tests count every
     /// message, so the broker must not drop any for a slow subscriber).
     pub fn start() -> Mosquitto {
+        Self::start_conf(|_| String::from("allow_anonymous true\n"))
+    }
+
+    /// Starts mosquitto with a TLS listener: `certs.server` signed by `certs.ca`; with
+    /// `require_client_cert`, clients must present a certificate signed by `certs.ca`.
+    pub fn start_tls(certs: &certs::Certs, require_client_cert: bool) -> Mosquitto {
+        Self::start_tls_with(certs, &certs.server, require_client_cert)
+    }
+
+    /// Like [`Mosquitto::start_tls`] with another server certificate (an untrusted one, one for
+    /// another name).
+    pub fn start_tls_with(
+        certs: &certs::Certs,
+        server: &certs::Pair,
+        require_client_cert: bool,
+    ) -> Mosquitto {
+        let text = format!(
+            "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require_client_cert}\n",
+            certs.ca.cert.display(),
+            server.cert.display(),
+            server.key.display()
+        );
+        Self::start_conf(move |_| text.clone())
+    }
+
+    /// Starts mosquitto that accepts only `user` with `password` (a password file made with
+    /// `mosquitto_passwd -b`).
+    pub fn start_with_password(user: &str, password: &str) -> Mosquitto {
+        let (user, password) = (user.to_string(), password.to_string());
+        Self::start_conf(move |dir| {
+            let file = dir.join("passwd");
+            let st = Command::new("mosquitto_passwd")
+                .arg("-c")
+                .arg("-b")
+                .arg(&file)
+                .args([&user, &password])
+                .status()
+                .expect("run mosquitto_passwd");
+            assert!(st.success(), "mosquitto_passwd failed");
+            format!("allow_anonymous false\npassword_file {}\n", file.display())
+        })
+    }
+
+    /// Starts mosquitto with `listener` options made by `conf(dir)` (the broker's own temp dir).
+    fn start_conf(conf: impl Fn(&Path) -> String) -> Mosquitto {
         for _ in 0..5 {
+            let dir = temp_dir();
+            let extra = conf(dir.path());
             let mut m = Mosquitto {
                 port: free_port(),
-                dir: temp_dir(),
+                dir,
                 child: None,
+                extra,
             };
             if m.spawn() {
                 return m;
@@ -93,8 +146,9 @@ impl Mosquitto {
     fn spawn(&mut self) -> bool {
         let conf = self.dir.path().join("mosquitto.conf");
         let text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nautosave_interval 0\nmax_queued_messages 0\nmax_inflight_messages 0\nuser root\nlog_dest file {dir}/mosquitto.log\n",
+            "listener {port} 127.0.0.1\n{extra}persistence true\npersistence_location {dir}/\nautosave_interval 0\nmax_queued_messages 0\nmax_inflight_messages 0\nuser root\nlog_dest file {dir}/mosquitto.log\n",
             port = self.port,
+            extra = self.extra,
             dir = self.dir.path().display()
         );
         std::fs::write(&conf, text).expect("write mosquitto.conf");
@@ -144,6 +198,16 @@ impl Mosquitto {
     /// `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// `mqtts://127.0.0.1:PORT`.
+    pub fn tls_url(&self) -> String {
+        format!("mqtts://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     /// Publishes `payload` on `topic` at QoS 1 with `mosquitto_pub`: another client, as a
@@ -377,12 +441,39 @@ impl Subscriber {
     /// Connects to 127.0.0.1:`port` and subscribes to `filter` at QoS 1; returns once the
     /// subscription is acknowledged.
     pub async fn connect(port: u16, filter: &str) -> Subscriber {
-        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        Self::connect_opts(Self::options(port), filter).await
+    }
+
+    /// Like [`Subscriber::connect`] over TLS with `tls` (rumqttc with a rustls config
+    /// that trusts `tls.ca_file` and presents `tls.cert_file`, if set).
+    pub async fn connect_tls(port: u16, filter: &str, tls: &osgate::net::TlsConfig) -> Subscriber {
+        osgate::install_crypto_provider();
+        let mut opts = Self::options(port);
+        let cfg = tls.client_config().expect("test TLS config");
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(cfg)),
+        ));
+        Self::connect_opts(opts, filter).await
+    }
+
+    /// Like [`Subscriber::connect`] with a user name and password.
+    pub async fn connect_auth(port: u16, filter: &str, user: &str, password: &str) -> Subscriber {
+        let mut opts = Self::options(port);
+        opts.set_credentials(user, password);
+        Self::connect_opts(opts, filter).await
+    }
+
+    fn options(port: u16) -> rumqttc::MqttOptions {
         let id = format!("test-sub-{}", rand_suffix());
-        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
         opts.set_clean_session(false);
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts
+    }
+
+    async fn connect_opts(opts: rumqttc::MqttOptions, filter: &str) -> Subscriber {
+        use rumqttc::{AsyncClient, Event, Packet, QoS};
         let (client, mut el) = AsyncClient::new(opts, 100);
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
