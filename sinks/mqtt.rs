@@ -456,6 +456,11 @@ impl Sink {
                     }
                     return;
                 }
+                if self.dropping && self.held < self.cfg.buffer / 2 {
+                    // The overflow ended (the backlog drained, not merely reconnected): a new
+                    // one is logged again.
+                    self.dropping = false;
+                }
                 match self.cfg.format {
                     Format::Reading => {
                         for idx in 0..n as u32 {
@@ -608,7 +613,6 @@ impl Sink {
     }
 
     fn on_connack(&mut self) {
-        self.dropping = false;
         if self.cfg.status {
             // Device statuses first, then online (pushed to the front last, so sent first).
             let statuses: Vec<_> = self
