@@ -6,7 +6,7 @@
 //!   poll starts more than an interval late (backpressure from the sinks, a slow line);
 //! - the enabled flag (config, then run-time overrides) and the status that says so;
 //! - the request queue: `device.read` (poll now, nothing to the pipeline) and `device.write`
-//!   (checked, `scale`/`offset` reversed and range-checked in [`write`], then sent);
+//!   (checked, `scale`/`offset` reversed and range-checked in [`mod@write`], then sent);
 //! - one [`Backoff`] per device;
 //! - device health: online / degraded (some channels failed) / offline (no answer, or every
 //!   channel failed, with the reason), `last_ok`, `errors`, `last_error`, published on
@@ -19,7 +19,7 @@
 //! task serving one or more devices in turn through one poller: a serial bus or a TCP gateway
 //! shared by several units is one line with many devices, a device with a connection of its own
 //! is a line of one. **Listeners** implement [`listener::Listener`]: a cancel-safe `next()`
-//! message, `map()` to readings, and `write()`; [`listener::run`] does the rest.
+//! message, `map()` to readings, and `write()`; [`listener::ListenerLine`] does the rest.
 
 pub mod backoff;
 pub mod listener;
