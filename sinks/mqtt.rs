@@ -38,6 +38,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::format::{encode_device, encode_reading, Format, TopicTemplate};
 use super::{SinkContext, SinkError};
+use crate::backoff::Backoff;
 use crate::config::{ConfigError, Dur};
 use crate::net::mqtt::MqttClientSettings;
 use crate::net::TlsConfig;
@@ -630,8 +631,10 @@ impl Sink {
 
     async fn run(&mut self) -> Result<(), SinkError> {
         let name = self.ctx.name.clone();
-        let min_backoff = Duration::from_millis(100);
-        let mut backoff = min_backoff;
+        let mut backoff = Backoff::new(
+            Duration::from_millis(100),
+            self.cfg.backoff_max.0.max(Duration::from_millis(100)),
+        );
         let mut link: Option<Link> = None;
         let mut reconnect_at = Instant::now();
         let mut input_open = true;
@@ -687,7 +690,7 @@ impl Sink {
                         Some(LinkEvent::ConnAck) => {
                             let l = link.as_mut().expect("active link");
                             l.connected = true;
-                            backoff = min_backoff;
+                            backoff.reset();
                             self.ctx.counters.connected.store(true, Relaxed);
                             self.ctx.counters.set_last_error(None);
                             self.last_error = None;
@@ -708,8 +711,7 @@ impl Sink {
                             let was = link.take().is_some_and(|l| l.connected);
                             self.requeue();
                             self.link_down(err, was);
-                            reconnect_at = Instant::now() + backoff;
-                            backoff = (backoff * 2).min(self.cfg.backoff_max.0.max(min_backoff));
+                            reconnect_at = Instant::now() + backoff.next_delay();
                         }
                         Some(LinkEvent::Closed) | None => {
                             stash = None;
@@ -753,8 +755,7 @@ impl Sink {
                         Ok(l) => link = Some(l),
                         Err(e) => {
                             self.link_down(e, false);
-                            reconnect_at = Instant::now() + backoff;
-                            backoff = (backoff * 2).min(self.cfg.backoff_max.0.max(min_backoff));
+                            reconnect_at = Instant::now() + backoff.next_delay();
                         }
                     }
                 }

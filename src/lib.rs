@@ -14,12 +14,14 @@
 //! - [`sinks`]: one module per sink type (`sinks/` at the top of the repository).
 //! - [`status`]: counters and device health.
 //! - [`control`]: run-time device control (enable/disable, read now, write).
+//! - [`backoff`]: the one capped exponential `Backoff` (a leaf).
 //! - [`duration`]: `Dur`, durations written as strings in the config (a leaf: no crate imports).
 //! - [`broker`]: the optional embedded MQTT broker.
 //! - [`net`]: outbound MQTT and HTTP clients with TLS and credentials, and the RPC listener's TLS.
 //! - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands) and the `osgate rpc` client.
 
 pub mod app;
+pub mod backoff;
 pub mod broker;
 pub mod config;
 #[path = "../connectors/mod.rs"]

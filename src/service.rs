@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, GatewayConfig};
-use crate::connectors::device::Backoff;
+use crate::backoff::Backoff;
 use crate::connectors::{self, ConnectorConfig, ConnectorContext, Running};
 use crate::control::ControlRegistry;
 use crate::pipeline::{sink_queue, ReadingSender, SinkInput};

@@ -21,7 +21,6 @@
 //! is a line of one. **Listeners** implement [`listener::Listener`]: a cancel-safe `next()`
 //! message, `map()` to readings, and `write()`; [`listener::ListenerLine`] does the rest.
 
-pub mod backoff;
 pub mod listener;
 pub mod write;
 
@@ -36,7 +35,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use backoff::Backoff;
+pub use crate::backoff::Backoff;
 pub use write::{ValueKind, WriteSpec};
 
 use super::ConnectorContext;

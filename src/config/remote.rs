@@ -42,6 +42,7 @@ use super::{
     from_document, from_value, read_file, Document, DocumentError, GatewayConfig, LoadError,
     RemoteSection,
 };
+use crate::backoff::Backoff;
 use crate::reading::Timestamp;
 
 /// Largest configuration body accepted from the remote (4 MiB); larger answers are rejected
@@ -303,8 +304,9 @@ pub fn next_delay(refresh: Duration, failures: u32) -> Duration {
     if failures == 0 {
         return refresh;
     }
-    let exp = RETRY_MIN.saturating_mul(1u32 << (failures - 1).min(20));
-    exp.min(refresh).max(Duration::from_millis(10))
+    Backoff::new(RETRY_MIN, refresh)
+        .after(failures)
+        .max(Duration::from_millis(10))
 }
 
 /// A configuration chosen by [`RemoteLoader::load`].

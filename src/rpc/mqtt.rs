@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::GatewayConfig;
 use crate::control::{ControlRegistry, DeviceError};
 use crate::sinks::mqtt::MqttSinkConfig;
@@ -99,7 +100,7 @@ pub fn spawn(
         let set_filter = format!("command/{gateway}/+/+/set");
         let rpc_topic = format!("rpc/{gateway}/request");
         let gateway: Arc<str> = gateway.into();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let ev = tokio::select! {
                 _ = token.cancelled() => break,
@@ -107,7 +108,7 @@ pub fn spawn(
             };
             match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     last_error = None;
                     let _ = client.try_subscribe(set_filter.clone(), QoS::AtLeastOnce);
                     if rpc.is_some() {
@@ -145,19 +146,19 @@ pub fn spawn(
                 Err(e) => {
                     // TLS and authentication failures are worth a warning (once per change);
                     // a broker that is away is already reported by the sink.
+                    let wait = backoff.next_delay();
                     let known = crate::net::tls::classify(&e).is_some();
                     let e = crate::net::describe_error(&e);
                     if known && last_error.as_deref() != Some(e.as_str()) {
                         tracing::warn!(broker = %sink.url, error = %e, "MQTT command connection failed; retrying with backoff");
                     } else {
-                        tracing::debug!(error = %e, retry_in = ?backoff, "MQTT command connection still failing");
+                        tracing::debug!(error = %e, retry_in = ?wait, "MQTT command connection still failing");
                     }
                     last_error = Some(e);
                     tokio::select! {
                         _ = token.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! The one capped exponential backoff of the gateway: device retries, line restarts after a
-//! panic, connector restarts and reconnects all wait with it.
+//! panic, connector restarts, MQTT reconnects and remote-config retries all wait with it. A
+//! leaf module: core and connectors alike use it.
 
 use std::time::Duration;
 
@@ -29,11 +30,21 @@ impl Backoff {
 
     /// The wait after the failures counted so far (zero before the first).
     pub fn current(&self) -> Duration {
-        if self.failures == 0 {
+        self.after(self.failures)
+    }
+
+    /// The wait after `failures` consecutive failures (zero for none).
+    pub const fn after(&self, failures: u32) -> Duration {
+        if failures == 0 {
             return Duration::ZERO;
         }
-        let shift = (self.failures - 1).min(20);
-        self.base.saturating_mul(1 << shift).min(self.max)
+        let shift = if failures - 1 < 20 { failures - 1 } else { 20 };
+        let d = self.base.saturating_mul(1 << shift);
+        if d.as_nanos() > self.max.as_nanos() {
+            self.max
+        } else {
+            d
+        }
     }
 
     /// Failures counted since the last reset.
