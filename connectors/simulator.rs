@@ -15,10 +15,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::device::{self, Fault, Line, Poll, Poller, Schedule, ValueKind, WriteSpec};
+use super::device::{self, Fault, Line, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
 use crate::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
-use crate::control::DeviceError;
 use crate::reading::{Timestamp, Value};
 
 /// A parsed simulator connector.
@@ -269,13 +268,8 @@ impl Poller for Signals {
     async fn poll(&mut self, gens: &mut Vec<Generator>, poll: &mut Poll<'_>) -> Result<(), Fault> {
         let ts = Timestamp::now();
         let t = self.start.elapsed().as_secs_f64();
-        for gi in 0..poll.due().len() {
-            let g = poll.due()[gi];
-            for ci in 0..poll.channels(g).len() {
-                let ch = poll.channels(g)[ci] as usize;
-                let v = gens[ch].next(t);
-                poll.push(ch, v, ts);
-            }
+        for ch in poll.due_channels() {
+            poll.push(ch, gens[ch].next(t), ts);
         }
         Ok(())
     }
@@ -285,8 +279,8 @@ impl Poller for Signals {
         gens: &mut Vec<Generator>,
         ch: usize,
         raw: Value,
-    ) -> Result<Value, DeviceError> {
-        gens[ch].write(raw).map_err(DeviceError::Failed)
+    ) -> Result<Value, WriteError> {
+        gens[ch].write(raw).map_err(WriteError::Invalid)
     }
 }
 

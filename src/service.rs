@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, GatewayConfig};
 use crate::backoff::Backoff;
+use crate::config::{self, GatewayConfig};
 use crate::connectors::{self, ConnectorConfig, ConnectorContext, Running};
 use crate::control::ControlRegistry;
 use crate::pipeline::{sink_queue, ReadingSender, SinkInput};

@@ -13,18 +13,16 @@
 //! the batch and counts it (DESIGN §6).
 
 use std::future::Future;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{set_health, write, Backoff, Fault, WriteSpec, DEFAULT_BACKOFF};
+use super::core::{Core, Tally, WriteError};
+use super::{Backoff, Fault, WriteSpec, DEFAULT_BACKOFF};
 use crate::config::{ChannelSpec, DeviceSpec};
 use crate::connectors::ConnectorContext;
-use crate::control::{DeviceError, DeviceRequest, EnabledFlag, Inbox};
-use crate::pipeline::DeviceOutput;
+use crate::control::{DeviceError, DeviceRequest, Inbox};
 use crate::reading::{Timestamp, Value};
-use crate::status::Health;
 
 /// The protocol part of a listening connector.
 pub trait Listener: Send + 'static {
@@ -48,18 +46,15 @@ pub trait Listener: Send + 'static {
         device: usize,
         ch: usize,
         raw: Value,
-    ) -> impl Future<Output = Result<Value, DeviceError>> + Send;
+    ) -> impl Future<Output = Result<Value, WriteError>> + Send;
 }
 
 struct Slot {
-    out: DeviceOutput,
-    enabled: EnabledFlag,
-    on: bool,
-    writes: Box<[(u32, WriteSpec)]>,
+    core: Core,
+    /// When the report timers of the device's transforms next have something to send.
     timer: Option<Instant>,
-    good: u32,
-    bad: u32,
-    first_bad: Option<Arc<str>>,
+    /// What the current message brought.
+    tally: Tally,
 }
 
 /// The devices of a listener, as [`Listener::map`] sees them.
@@ -72,12 +67,14 @@ pub struct Devices {
 impl Devices {
     /// The index of the device called `name`.
     pub fn find(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|s| &**s.out.device() == name)
+        self.slots
+            .iter()
+            .position(|s| &**s.core.out.device() == name)
     }
 
     /// The index of channel `name` of device `dev`.
     pub fn channel(&self, dev: usize, name: &str) -> Option<usize> {
-        self.slots.get(dev)?.out.channel_index(name)
+        self.slots.get(dev)?.core.out.channel_index(name)
     }
 
     /// Number of devices.
@@ -92,10 +89,10 @@ impl Devices {
 
     fn touch(&mut self, dev: usize) -> Option<&mut Slot> {
         let s = self.slots.get_mut(dev)?;
-        if !s.on {
+        if !s.core.on {
             return None;
         }
-        if s.good == 0 && s.bad == 0 {
+        if s.tally.good == 0 && s.tally.bad == 0 {
             self.touched.push(dev);
         }
         Some(s)
@@ -104,17 +101,16 @@ impl Devices {
     /// A good value of channel `ch` of device `dev` (ignored while the device is disabled).
     pub fn push(&mut self, dev: usize, ch: usize, value: Value, ts: Timestamp) {
         if let Some(s) = self.touch(dev) {
-            s.good += 1;
-            s.out.push(ch, value, ts);
+            s.tally.good += 1;
+            s.core.out.push(ch, value, ts);
         }
     }
 
     /// Channel `ch` of device `dev` reported a failure.
     pub fn push_bad(&mut self, dev: usize, ch: usize, reason: Arc<str>, ts: Timestamp) {
         if let Some(s) = self.touch(dev) {
-            s.bad += 1;
-            s.first_bad.get_or_insert_with(|| reason.clone());
-            s.out.push_bad(ch, reason, ts);
+            s.tally.bad(&reason);
+            s.core.out.push_bad(ch, reason, ts);
         }
     }
 }
@@ -153,25 +149,11 @@ impl<L: Listener> ListenerLine<L> {
         writes: impl Fn(&ChannelSpec<C>) -> Option<WriteSpec>,
     ) {
         let index = self.devices.slots.len();
-        let enabled =
-            self.ctx
-                .control
-                .register(&self.ctx.name, &spec.name, spec.enabled, &self.inbox, index);
-        let writes = spec
-            .channels
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| writes(c).map(|w| (i as u32, w)))
-            .collect();
+        let core = Core::new(&self.ctx, spec, &self.inbox, index, writes);
         self.devices.slots.push(Slot {
-            out: self.ctx.device_output(spec),
-            enabled,
-            on: false,
-            writes,
+            core,
             timer: None,
-            good: 0,
-            bad: 0,
-            first_bad: None,
+            tally: Tally::default(),
         });
     }
 
@@ -209,7 +191,9 @@ impl<L: Listener> ListenerLine<L> {
                                 retry_in = ?wait, "connection lost; devices offline");
                             fault_kind = f.kind;
                         }
-                        self.all_offline(&f.message).await;
+                        for s in &mut self.devices.slots {
+                            s.core.set_offline(&self.ctx, &f.message, true).await;
+                        }
                         tokio::select! {
                             biased;
                             _ = token.cancelled() => break,
@@ -222,56 +206,21 @@ impl<L: Listener> ListenerLine<L> {
         for s in &mut self.devices.slots {
             let _ = tokio::time::timeout(
                 std::time::Duration::from_millis(200),
-                s.out.set_status(|st| st.running = false),
+                s.core.out.set_status(|st| st.running = false),
             )
             .await;
         }
     }
 
-    /// Sends the batches of the devices a message touched and updates their health.
+    /// Sends the batches of the devices a message touched and records their health.
     async fn settle(&mut self) {
-        let ts = Timestamp::now();
         let touched = std::mem::take(&mut self.devices.touched);
         for &i in &touched {
             let s = &mut self.devices.slots[i];
-            let (good, bad) = (s.good, s.bad);
-            let reason = s.first_bad.take();
-            s.good = 0;
-            s.bad = 0;
-            s.out.flush_or_drop();
-            s.timer = s.out.next_timer();
-            let (health, why) = match (good, bad) {
-                (_, 0) => (Health::Online, None),
-                (0, _) => (Health::Offline, reason.map(|r| r.to_string())),
-                (g, b) => (
-                    Health::Degraded,
-                    Some(format!(
-                        "{b} of {} channels failed: {}",
-                        g + b,
-                        reason.as_deref().unwrap_or("")
-                    )),
-                ),
-            };
-            let before = s.out.status().health;
-            if before != health {
-                let device = s.out.device().clone();
-                match health {
-                    Health::Online if before == Health::Unknown => {
-                        tracing::debug!(connector = %self.ctx.name, device = %device, "device online")
-                    }
-                    Health::Online => tracing::info!(connector = %self.ctx.name,
-                        device = %device, "device online again"),
-                    _ => tracing::warn!(connector = %self.ctx.name, device = %device,
-                        health = health.as_str(), error = why.as_deref().unwrap_or(""),
-                        "device not healthy"),
-                }
-            }
-            if health != Health::Online {
-                self.ctx.health.counters.errors.fetch_add(1, Relaxed);
-            }
-            s.out
-                .set_status(|st| set_health(st, health, bad, good > 0, why, ts))
-                .await;
+            let verdict = std::mem::take(&mut s.tally).verdict(None);
+            s.core.out.flush_or_drop();
+            s.timer = s.core.out.next_timer();
+            s.core.record(&self.ctx, verdict, None).await;
         }
         self.devices.touched = touched;
         self.devices.touched.clear();
@@ -281,45 +230,17 @@ impl<L: Listener> ListenerLine<L> {
     fn fire_timers(&mut self) {
         let now = Instant::now();
         for s in &mut self.devices.slots {
-            if s.on && s.timer.is_some_and(|t| t <= now) {
-                s.out.poll_timers(now);
-                s.out.flush_or_drop();
-                s.timer = s.out.next_timer();
-            }
-        }
-    }
-
-    async fn all_offline(&mut self, reason: &str) {
-        let ts = Timestamp::now();
-        for s in &mut self.devices.slots {
-            if s.on && s.out.status().last_error.as_deref() != Some(reason) {
-                let r = Some(reason.to_string());
-                s.out
-                    .set_status(|st| set_health(st, Health::Offline, 0, false, r, ts))
-                    .await;
+            if s.core.on && s.timer.is_some_and(|t| t <= now) {
+                s.core.out.poll_timers(now);
+                s.core.out.flush_or_drop();
+                s.timer = s.core.out.next_timer();
             }
         }
     }
 
     async fn apply_enabled(&mut self) {
         for s in &mut self.devices.slots {
-            let on = s.enabled.load(Relaxed);
-            if on == s.on && s.out.status().running == on {
-                continue;
-            }
-            s.on = on;
-            s.out
-                .set_status(|st| {
-                    st.running = on;
-                    st.enabled = on;
-                    if !on {
-                        st.online = false;
-                        st.health = Health::Unknown;
-                        st.bad_channels = 0;
-                    }
-                })
-                .await;
-            if !on {
+            if s.core.apply_enabled().await == Some(false) {
                 s.timer = None;
             }
         }
@@ -329,42 +250,25 @@ impl<L: Listener> ListenerLine<L> {
         let Some(s) = self.devices.slots.get(i) else {
             return req.fail(DeviceError::UnknownDevice(format!("#{i}")));
         };
-        let device = s.out.device().to_string();
-        if !s.on {
-            return req.fail(DeviceError::Disabled(device));
-        }
         match req {
             DeviceRequest::Read { reply } => {
-                let _ = reply.send(Err(DeviceError::Failed(format!(
+                let device = s.core.out.device();
+                let _ = reply.send(s.core.check_enabled().and(Err(DeviceError::Failed(format!(
                     "device \"{device}\" sends its values itself; it cannot be read on demand"
-                ))));
+                )))));
             }
             DeviceRequest::Write {
                 channel,
                 value,
                 reply,
             } => {
-                let res = async {
-                    let ch = s.out.channel_index(&channel).ok_or_else(|| {
-                        DeviceError::UnknownChannel {
-                            device: device.clone(),
-                            channel: channel.clone(),
-                        }
-                    })?;
-                    let spec = s
-                        .writes
-                        .iter()
-                        .find(|(c, _)| *c as usize == ch)
-                        .map(|(_, w)| *w)
-                        .ok_or_else(|| DeviceError::NotWritable(channel.clone()))?;
-                    let linear = s.out.linear(ch);
-                    let raw = spec
-                        .to_raw(&value, linear)
-                        .map_err(|e| write::out_of_range(&channel, e))?;
-                    let took = self.listener.write(i, ch, raw).await?;
-                    Ok(write::to_engineering(took, linear).to_json())
-                }
-                .await;
+                let res = match s.core.prepare_write(&channel, &value) {
+                    Err(e) => Err(e),
+                    Ok((ch, raw)) => {
+                        let took = self.listener.write(i, ch, raw).await;
+                        s.core.write_done(&self.ctx, ch, &channel, took)
+                    }
+                };
                 let _ = reply.send(res);
             }
         }

@@ -21,6 +21,7 @@
 //! is a line of one. **Listeners** implement [`listener::Listener`]: a cancel-safe `next()`
 //! message, `map()` to readings, and `write()`; [`listener::ListenerLine`] does the rest.
 
+mod core;
 pub mod listener;
 pub mod write;
 
@@ -35,15 +36,17 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use self::core::WriteError;
 pub use crate::backoff::Backoff;
 pub use write::{ValueKind, WriteSpec};
 
+use self::core::{Core, Tally};
 use super::ConnectorContext;
 use crate::config::{ChannelSpec, DeviceSpec};
-use crate::control::{DeviceError, DeviceRequest, EnabledFlag, Inbox};
+use crate::control::{DeviceError, DeviceRequest, Inbox};
 use crate::pipeline::DeviceOutput;
 use crate::reading::{Quality, Reading, Timestamp, Value};
-use crate::status::{DeviceStatus, Health};
+use crate::status::Health;
 
 /// A device that did not answer at all (no connection, timeout, garbled frame): the whole poll
 /// failed, the device goes offline with this reason and is retried after its backoff.
@@ -93,7 +96,7 @@ pub trait Poller: Send + 'static {
         device: &mut Self::Device,
         ch: usize,
         raw: Value,
-    ) -> impl Future<Output = Result<Value, DeviceError>> + Send;
+    ) -> impl Future<Output = Result<Value, WriteError>> + Send;
 
     /// Called once when the line stops (close the connection).
     fn close(&mut self) -> impl Future<Output = ()> + Send {
@@ -167,20 +170,36 @@ pub struct Poll<'a> {
     due: &'a [usize],
     target: Target<'a>,
     offline: bool,
-    good: u32,
-    bad: u32,
-    first_bad: Option<Arc<str>>,
+    tally: Tally,
 }
 
-impl Poll<'_> {
+impl<'a> Poll<'a> {
+    fn new(groups: &'a [Group], due: &'a [usize], target: Target<'a>, offline: bool) -> Self {
+        Poll {
+            groups,
+            due,
+            target,
+            offline,
+            tally: Tally::default(),
+        }
+    }
+
     /// Indices of the groups due now ([`Schedule::groups`]); all of them for `device.read`.
-    pub fn due(&self) -> &[usize] {
+    pub fn due(&self) -> &'a [usize] {
         self.due
     }
 
     /// The channels of group `g`.
-    pub fn channels(&self, g: usize) -> &[u32] {
+    pub fn channels(&self, g: usize) -> &'a [u32] {
         &self.groups[g].channels
+    }
+
+    /// Every due channel, group by group (for protocols that read channel by channel).
+    pub fn due_channels(&self) -> impl Iterator<Item = usize> + 'a {
+        let groups = self.groups;
+        self.due
+            .iter()
+            .flat_map(move |&g| groups[g].channels.iter().map(|&c| c as usize))
     }
 
     /// True while the device is offline: spend one attempt, not retries, on it.
@@ -190,7 +209,7 @@ impl Poll<'_> {
 
     /// A good value of channel `ch`, read at `ts`.
     pub fn push(&mut self, ch: usize, value: Value, ts: Timestamp) {
-        self.good += 1;
+        self.tally.good += 1;
         match &mut self.target {
             Target::Batch(out) => out.push(ch, value, ts),
             Target::Read(out, readings) => {
@@ -201,10 +220,7 @@ impl Poll<'_> {
 
     /// Channel `ch` could not be read, because of `reason`.
     pub fn push_bad(&mut self, ch: usize, reason: Arc<str>, ts: Timestamp) {
-        self.bad += 1;
-        if self.first_bad.is_none() {
-            self.first_bad = Some(reason.clone());
-        }
+        self.tally.bad(&reason);
         match &mut self.target {
             Target::Batch(out) => out.push_bad(ch, reason, ts),
             Target::Read(out, readings) => {
@@ -215,41 +231,18 @@ impl Poll<'_> {
     }
 }
 
-/// What one poll says about a device's health.
-fn verdict(res: &Result<(), Fault>, poll: &Poll<'_>) -> (Health, Option<String>, &'static str) {
-    match res {
-        Err(f) => (Health::Offline, Some(f.message.clone()), f.kind),
-        Ok(()) if poll.bad > 0 => {
-            let reason = poll.first_bad.as_deref().unwrap_or("read failed");
-            if poll.good == 0 {
-                (Health::Offline, Some(reason.to_string()), "channels")
-            } else {
-                let n = poll.bad + poll.good;
-                let msg = format!("{} of {n} channels failed: {reason}", poll.bad);
-                (Health::Degraded, Some(msg), "channels")
-            }
-        }
-        Ok(()) => (Health::Online, None, ""),
-    }
-}
-
 /// One device on a line.
 struct Slot<D> {
     state: D,
-    out: DeviceOutput,
+    core: Core,
     groups: Vec<Group>,
-    enabled: EnabledFlag,
-    on: bool,
     backoff: Backoff,
     retry_at: Option<Instant>,
-    /// The kind of the last failure, so a new message of the same kind is not logged again.
-    fault_kind: &'static str,
-    writes: Box<[(u32, WriteSpec)]>,
 }
 
 impl<D> Slot<D> {
     fn next_due(&self) -> Option<Instant> {
-        if !self.on {
+        if !self.core.on {
             return None;
         }
         let due = self.groups.iter().map(|g| g.next).min()?;
@@ -299,40 +292,14 @@ impl<P: Poller> Line<P> {
         state: P::Device,
         writes: impl Fn(&ChannelSpec<C>) -> Option<WriteSpec>,
     ) {
-        let enabled = self.ctx.control.register(
-            &self.ctx.name,
-            &spec.name,
-            spec.enabled,
-            &self.inbox,
-            self.devices.len(),
-        );
-        let writes: Box<[(u32, WriteSpec)]> = spec
-            .channels
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| writes(c).map(|w| (i as u32, w)))
-            .collect();
+        let core = Core::new(&self.ctx, spec, &self.inbox, self.devices.len(), writes);
         self.devices.push(Slot {
             state,
-            out: self.ctx.device_output(spec),
+            core,
             groups: schedule.groups,
-            enabled,
-            on: false,
             backoff: self.backoff,
             retry_at: None,
-            fault_kind: "",
-            writes,
         });
-    }
-
-    /// Number of devices on the line.
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
-    /// True when the line has no device.
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
     }
 
     /// Polls until the connector is cancelled, serving requests and enable/disable between
@@ -377,7 +344,7 @@ impl<P: Poller> Line<P> {
             // Best effort: a full queue at shutdown must not hold the stop up.
             let _ = tokio::time::timeout(
                 Duration::from_millis(200),
-                d.out.set_status(|s| s.running = false),
+                d.core.out.set_status(|s| s.running = false),
             )
             .await;
         }
@@ -387,28 +354,12 @@ impl<P: Poller> Line<P> {
     async fn apply_enabled(&mut self) {
         let now = Instant::now();
         for d in &mut self.devices {
-            let on = d.enabled.load(Relaxed);
-            if on == d.on && d.out.status().running == on {
-                continue;
-            }
-            d.on = on;
-            if on {
+            if d.core.apply_enabled().await == Some(true) {
                 for g in &mut d.groups {
                     g.next = now;
                 }
                 d.retry_at = None;
             }
-            d.out
-                .set_status(|s| {
-                    s.running = on;
-                    s.enabled = on;
-                    if !on {
-                        s.online = false;
-                        s.health = Health::Unknown;
-                        s.bad_channels = 0;
-                    }
-                })
-                .await;
         }
     }
 
@@ -428,65 +379,30 @@ impl<P: Poller> Line<P> {
                 group.next = now + group.interval;
             }
         }
-        let offline = d.out.status().health == Health::Offline;
-        let mut poll = Poll {
-            groups: &d.groups,
-            due: &self.due,
-            target: Target::Batch(&mut d.out),
+        let offline = d.core.out.status().health == Health::Offline;
+        let mut poll = Poll::new(
+            &d.groups,
+            &self.due,
+            Target::Batch(&mut d.core.out),
             offline,
-            good: 0,
-            bad: 0,
-            first_bad: None,
-        };
+        );
         let res = self.poller.poll(&mut d.state, &mut poll).await;
-        let (health, reason, kind) = verdict(&res, &poll);
-        let (good, bad) = (poll.good, poll.bad);
-        let token = &self.ctx.shutdown;
+        let verdict = poll.tally.verdict(res.as_ref().err());
         tokio::select! {
             biased;
-            _ = token.cancelled() => return,
-            _ = d.out.flush() => {}
+            _ = self.ctx.shutdown.cancelled() => return,
+            _ = d.core.out.flush() => {}
         }
-        let before = d.out.status().health;
-        let retry_in = match health {
-            Health::Offline => {
-                let wait = d.backoff.next_delay();
-                d.retry_at = Some(Instant::now() + wait);
-                Some(wait)
-            }
-            _ => {
-                d.backoff.reset();
-                d.retry_at = None;
-                None
-            }
+        let retry_in = if verdict.health == Health::Offline {
+            let wait = d.backoff.next_delay();
+            d.retry_at = Some(Instant::now() + wait);
+            Some(wait)
+        } else {
+            d.backoff.reset();
+            d.retry_at = None;
+            None
         };
-        let name = &self.ctx.name;
-        let device = d.out.device().clone();
-        let changed = before != health || (health == Health::Offline && d.fault_kind != kind);
-        if changed {
-            match health {
-                Health::Offline => tracing::warn!(
-                    connector = %name, device = %device, error = reason.as_deref().unwrap_or(""),
-                    retry_in = ?retry_in.unwrap_or_default(), "device offline"
-                ),
-                Health::Degraded => tracing::warn!(
-                    connector = %name, device = %device, bad_channels = bad,
-                    error = reason.as_deref().unwrap_or(""), "device degraded"
-                ),
-                _ if before == Health::Unknown => {
-                    tracing::debug!(connector = %name, device = %device, "device online")
-                }
-                _ => tracing::info!(connector = %name, device = %device, "device online again"),
-            }
-        }
-        d.fault_kind = kind;
-        if health != Health::Online {
-            self.ctx.health.counters.errors.fetch_add(1, Relaxed);
-        }
-        let ts = Timestamp::now();
-        d.out
-            .set_status(|s| set_health(s, health, bad, good > 0, reason, ts))
-            .await;
+        d.core.record(&self.ctx, verdict, retry_in).await;
     }
 
     /// Serves a control request for device `i`.
@@ -494,101 +410,42 @@ impl<P: Poller> Line<P> {
         let Some(d) = self.devices.get_mut(i) else {
             return req.fail(DeviceError::UnknownDevice(format!("#{i}")));
         };
-        if !d.on {
-            return req.fail(DeviceError::Disabled(d.out.device().to_string()));
-        }
         match req {
             DeviceRequest::Read { reply } => {
-                let due: Vec<usize> = (0..d.groups.len()).collect();
-                let mut readings = Vec::new();
-                let mut poll = Poll {
-                    groups: &d.groups,
-                    due: &due,
-                    target: Target::Read(&d.out, &mut readings),
-                    offline: false,
-                    good: 0,
-                    bad: 0,
-                    first_bad: None,
+                let res = match d.core.check_enabled() {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let due: Vec<usize> = (0..d.groups.len()).collect();
+                        let mut readings = Vec::new();
+                        let target = Target::Read(&d.core.out, &mut readings);
+                        let mut poll = Poll::new(&d.groups, &due, target, false);
+                        match self.poller.poll(&mut d.state, &mut poll).await {
+                            Ok(()) => Ok(readings),
+                            Err(f) => Err(DeviceError::Offline(
+                                d.core.out.device().to_string(),
+                                f.message,
+                            )),
+                        }
+                    }
                 };
-                let res = self.poller.poll(&mut d.state, &mut poll).await;
-                let _ = reply.send(match res {
-                    Ok(()) => Ok(readings),
-                    Err(f) => Err(DeviceError::Offline(d.out.device().to_string(), f.message)),
-                });
+                let _ = reply.send(res);
             }
             DeviceRequest::Write {
                 channel,
                 value,
                 reply,
             } => {
-                let res = self.write(i, &channel, &value).await;
+                let res = match d.core.prepare_write(&channel, &value) {
+                    Err(e) => Err(e),
+                    Ok((ch, raw)) => {
+                        let took = self.poller.write(&mut d.state, ch, raw).await;
+                        d.core.write_done(&self.ctx, ch, &channel, took)
+                    }
+                };
                 let _ = reply.send(res);
             }
         }
     }
-
-    /// Checks a write in engineering units, sends it raw, answers in engineering units.
-    async fn write(
-        &mut self,
-        i: usize,
-        channel: &str,
-        value: &serde_json::Value,
-    ) -> Result<serde_json::Value, DeviceError> {
-        let d = &mut self.devices[i];
-        let device = d.out.device().clone();
-        let ch = d
-            .out
-            .channel_index(channel)
-            .ok_or_else(|| DeviceError::UnknownChannel {
-                device: device.to_string(),
-                channel: channel.to_string(),
-            })?;
-        let spec = d
-            .writes
-            .iter()
-            .find(|(c, _)| *c as usize == ch)
-            .map(|(_, w)| *w)
-            .ok_or_else(|| DeviceError::NotWritable(channel.to_string()))?;
-        let linear = d.out.linear(ch);
-        let raw = spec
-            .to_raw(value, linear)
-            .map_err(|e| write::out_of_range(channel, e))?;
-        let took = self
-            .poller
-            .write(&mut d.state, ch, raw)
-            .await
-            .map_err(|e| match e {
-                // The protocol knows the channel by index; name it.
-                DeviceError::OutOfRange { reason, .. } => write::out_of_range(channel, reason),
-                e => e,
-            })?;
-        let written = write::to_engineering(took, linear);
-        tracing::info!(connector = %self.ctx.name, device = %device, channel = %channel,
-            value = %written, "write");
-        Ok(written.to_json())
-    }
-}
-
-/// The status after a poll (or a message) with this outcome.
-pub fn set_health(
-    s: &mut DeviceStatus,
-    health: Health,
-    bad: u32,
-    some_good: bool,
-    reason: Option<String>,
-    ts: Timestamp,
-) {
-    s.running = true;
-    s.online = health != Health::Offline;
-    s.health = health;
-    s.bad_channels = if health == Health::Degraded { bad } else { 0 };
-    if some_good {
-        s.last_ok = Some(ts);
-    }
-    if health != Health::Online {
-        s.errors += 1;
-    }
-    s.last_error = reason;
 }
 
 /// How long a line that panicked waits before it is rebuilt: 1 s, doubling, at most 60 s.
@@ -639,22 +496,14 @@ pub async fn run_lines<P: Poller>(
         let names: Vec<String> = line
             .devices
             .iter()
-            .map(|d| d.out.device().to_string())
+            .map(|d| d.core.out.device().to_string())
             .collect();
         tracing::error!(connector = %ctx.name, devices = ?names, error = %msg, retry_in = ?wait,
             "device task panicked; restarting it");
         let reason = format!("device task panicked: {msg}");
-        let ts = Timestamp::now();
         for d in &mut line.devices {
-            ctx.health.counters.errors.fetch_add(1, Relaxed);
-            let r = Some(reason.clone());
-            d.out
-                .set_status(|s| {
-                    set_health(s, Health::Offline, 0, false, r, ts);
-                    // Nothing serves the device until the line is rebuilt.
-                    s.running = false;
-                })
-                .await;
+            // Nothing serves the device until the line is rebuilt.
+            d.core.set_offline(ctx, &reason, false).await;
         }
         started[i] = Instant::now() + wait;
         let token = ctx.shutdown.clone();

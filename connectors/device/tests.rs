@@ -20,7 +20,7 @@ use super::*;
 use crate::control::ControlRegistry;
 use crate::pipeline::{sink_queue, Envelope, ReadingSender, WhenFull};
 use crate::reading::Quality;
-use crate::status::ConnectorHealth;
+use crate::status::{ConnectorHealth, DeviceStatus};
 use crate::transform::TransformConfig;
 
 /// Bound of every wait (on the paused clock too: a wait that can never end fails).
@@ -82,15 +82,11 @@ impl Poller for TestPoller {
             Mode::Bad(chans) => chans,
             Mode::Good | Mode::PanicOnce => Vec::new(),
         };
-        for gi in 0..poll.due().len() {
-            let g = poll.due()[gi];
-            for ci in 0..poll.channels(g).len() {
-                let ch = poll.channels(g)[ci] as usize;
-                if bad.contains(&ch) {
-                    poll.push_bad(ch, "bad channel".into(), ts);
-                } else {
-                    poll.push(ch, dev[ch].clone(), ts);
-                }
+        for ch in poll.due_channels() {
+            if bad.contains(&ch) {
+                poll.push_bad(ch, "bad channel".into(), ts);
+            } else {
+                poll.push(ch, dev[ch].clone(), ts);
             }
         }
         Ok(())
@@ -101,13 +97,10 @@ impl Poller for TestPoller {
         dev: &mut Vec<Value>,
         ch: usize,
         raw: Value,
-    ) -> Result<Value, DeviceError> {
+    ) -> Result<Value, WriteError> {
         if raw.as_f64().is_some_and(|v| v > 90.0) {
             // The protocol knows the channel by its index only; the kit must name it.
-            return Err(DeviceError::OutOfRange {
-                channel: ch.to_string(),
-                reason: "too big for the device".into(),
-            });
+            return Err(WriteError::Invalid("too big for the device".into()));
         }
         self.0.writes.lock().unwrap().push((ch, raw.clone()));
         dev[ch] = raw.clone();
@@ -162,6 +155,15 @@ struct Harness {
 }
 
 impl Harness {
+    /// Stops the connector and waits for `task` (a line, a listener, or `run_lines`) to end.
+    async fn stop<T: std::fmt::Debug>(&self, task: tokio::task::JoinHandle<T>) {
+        self.ctx.shutdown.cancel();
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("stopped in time")
+            .expect("task ended without a panic");
+    }
+
     fn new() -> Self {
         let (input, rx) = sink_queue(1024, WhenFull::Block, Arc::default());
         let ctx = ConnectorContext {
@@ -283,11 +285,7 @@ async fn a_line_that_panics_is_reported_offline_and_rebuilt() {
         .expect("read in time")
         .expect("read");
     assert_eq!(by_name(&read)["scaled"], Value::F64(21.0));
-    h.ctx.shutdown.cancel();
-    tokio::time::timeout(WAIT, lines)
-        .await
-        .expect("stopped in time")
-        .expect("run_lines ended");
+    h.stop(lines).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -348,11 +346,7 @@ async fn health_follows_each_poll_online_degraded_offline_and_back() {
     );
     assert!(st.errors >= errors && errors >= 3, "{st:?}");
     assert_eq!(h.good_batch("d").await["scaled"], Value::F64(21.0));
-    h.ctx.shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("stopped in time")
-        .expect("line ended");
+    h.stop(task).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -395,11 +389,7 @@ async fn a_disabled_device_refuses_requests_and_is_not_polled() {
     assert!(st.enabled, "{st:?}");
     h.good_batch("d").await;
     assert!(shared.polls.load(SeqCst) > polls);
-    h.ctx.shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("stopped in time")
-        .expect("line ended");
+    h.stop(task).await;
 }
 
 #[tokio::test]
@@ -476,11 +466,7 @@ async fn device_read_and_write_go_through_the_transforms_and_checks() {
     while let Ok(env) = h.rx.try_recv() {
         assert!(!matches!(env, Envelope::Batch(_)), "{env:?}");
     }
-    h.ctx.shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("stopped in time")
-        .expect("line ended");
+    h.stop(task).await;
 }
 
 /// What the test listener receives: `(device, channel, value or failure)`s, or the
@@ -517,7 +503,7 @@ impl Listener for TestListener {
         }
     }
 
-    async fn write(&mut self, device: usize, ch: usize, raw: Value) -> Result<Value, DeviceError> {
+    async fn write(&mut self, device: usize, ch: usize, raw: Value) -> Result<Value, WriteError> {
         self.writes.lock().unwrap().push((device, ch, raw.clone()));
         Ok(raw)
     }
@@ -608,11 +594,7 @@ async fn a_listener_turns_messages_into_batches_and_a_lost_connection_into_offli
         control.read("conn", "a").await,
         Err(DeviceError::Failed(_))
     ));
-    h.ctx.shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("stopped in time")
-        .expect("listener ended");
+    h.stop(task).await;
 }
 
 /// A listener line of device "a" whose `plain` channel reports on change with a heartbeat.
@@ -661,11 +643,7 @@ async fn a_disabled_listener_device_sends_nothing_not_even_heartbeats() {
             "a batch from a disabled device: {env:?}"
         );
     }
-    h.ctx.shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("stopped in time")
-        .expect("listener ended");
+    h.stop(task).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -685,11 +663,7 @@ async fn a_disabled_listener_device_keeps_no_bad_channels() {
     let st = h.status("a", |s| !s.enabled).await;
     // As a disabled polled device reports: health unknown, no failed channels.
     assert_eq!((st.health, st.bad_channels), (Health::Unknown, 0), "{st:?}");
-    h.ctx.shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("stopped in time")
-        .expect("listener ended");
+    h.stop(task).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -707,9 +681,5 @@ async fn a_panicked_line_is_not_reported_running_while_it_waits_to_restart() {
     assert!(!down.running, "{down:?}");
     let up = h.status("p", |s| s.health == Health::Online).await;
     assert!(up.running, "{up:?}");
-    h.ctx.shutdown.cancel();
-    tokio::time::timeout(WAIT, lines)
-        .await
-        .expect("stopped in time")
-        .expect("run_lines ended");
+    h.stop(lines).await;
 }

@@ -24,8 +24,7 @@ use super::planner::{self, PlanItem, ReadRequest};
 use super::transport::{self, CallError};
 use super::{ModbusChannel, ModbusDevice, ModbusSettings, Transport};
 use crate::config::{ChannelSpec, DeviceSpec};
-use crate::connectors::device::{Fault, Poll, Poller, Schedule, ValueKind, WriteSpec};
-use crate::control::DeviceError;
+use crate::connectors::device::{Fault, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
 use crate::reading::{Timestamp, Value};
 
 /// What a unit needs of a channel at run time.
@@ -263,8 +262,7 @@ impl Poller for Link {
         };
         let mut answered = false;
         let mut failure: Option<CallError> = None;
-        for di in 0..poll.due().len() {
-            let g = poll.due()[di];
+        for &g in poll.due() {
             let mut r = 0;
             while r < u.groups[g].len() {
                 let req = &u.groups[g][r];
@@ -312,21 +310,18 @@ impl Poller for Link {
         }
     }
 
-    async fn write(&mut self, u: &mut Unit, ch: usize, raw: Value) -> Result<Value, DeviceError> {
+    async fn write(&mut self, u: &mut Unit, ch: usize, raw: Value) -> Result<Value, WriteError> {
         let c = u.channels[ch].clone();
         let res = self.write_raw(u, &c, &raw).await;
         if let Err(WriteFailure::Call(e)) = &res {
             self.after_error(e);
         }
         res.map_err(|e| match e {
-            WriteFailure::Codec(e) => DeviceError::OutOfRange {
-                channel: ch.to_string(),
-                reason: e.to_string(),
-            },
+            WriteFailure::Codec(e) => WriteError::Invalid(e.to_string()),
             WriteFailure::Call(CallError::Exception(m)) => {
-                DeviceError::Failed(format!("the device refused the write: {m}"))
+                WriteError::Refused(format!("the device refused the write: {m}"))
             }
-            WriteFailure::Call(e) => DeviceError::Offline(u.name.to_string(), e.to_string()),
+            WriteFailure::Call(e) => WriteError::Offline(e.to_string()),
         })
     }
 
