@@ -231,11 +231,12 @@ impl GatewayService {
         }
     }
 
-    /// The context a connector runs with (a child token of the gateway's).
-    fn connector_context(&self, name: &Arc<str>) -> ConnectorContext {
+    /// The context a connector of gateway `gateway` runs with (a child token of the
+    /// gateway's).
+    fn connector_context(&self, gateway: &str, name: &Arc<str>) -> ConnectorContext {
         ConnectorContext {
             name: name.clone(),
-            gateway: self.config.gateway.id.as_str().into(),
+            gateway: gateway.into(),
             out: self.out.clone(),
             shutdown: self.root.child_token(),
             health: self.registry.connector(name),
@@ -252,7 +253,10 @@ impl GatewayService {
     ) -> RunningConnector {
         let (ctx, first) = match built {
             Some((ctx, running)) => (ctx, Some(running)),
-            None => (self.connector_context(&config.name), None),
+            None => (
+                self.connector_context(&self.config.gateway.id, &config.name),
+                None,
+            ),
         };
         let token = ctx.shutdown.clone();
         let task = tokio::spawn(supervise(config.clone(), ctx, first));
@@ -270,8 +274,6 @@ impl GatewayService {
     /// stays, and the error names each connector and why.
     pub async fn reload(&mut self, new: GatewayConfig) -> Result<ReloadSummary, String> {
         let everything = new.gateway != self.config.gateway;
-        // Tasks started below take the gateway id from here; restored if the build fails.
-        let old_gateway = std::mem::replace(&mut self.config.gateway, new.gateway.clone());
         let mut built = BTreeMap::new();
         let mut failed = Vec::new();
         for c in new.connectors.iter().filter(|c| self.connector_wanted(c)) {
@@ -279,7 +281,7 @@ impl GatewayService {
             if !changed {
                 continue;
             }
-            let ctx = self.connector_context(&c.name);
+            let ctx = self.connector_context(&new.gateway.id, &c.name);
             match c.build(ctx.clone()) {
                 Ok(running) => {
                     built.insert(c.name.clone(), (ctx, running));
@@ -288,14 +290,14 @@ impl GatewayService {
             }
         }
         if !failed.is_empty() {
-            self.config.gateway = old_gateway;
+            // Building made health records for connectors that will not run: drop them.
+            self.retain_health(&self.config);
             let why = failed.join("; ");
             tracing::error!(failed = %why, "the new configuration cannot start; the running configuration stays");
             return Err(format!(
                 "the new configuration cannot start ({why}); the running configuration stays"
             ));
         }
-        self.config.gateway = old_gateway;
         Ok(self.apply(new, built).await)
     }
 
@@ -383,14 +385,19 @@ impl GatewayService {
                 self.connectors.insert(name.clone(), c);
             }
         }
-        let keep_c: Vec<Arc<str>> = new.connectors.iter().map(|c| c.name.clone()).collect();
-        let keep_s: Vec<Arc<str>> = new.sinks.iter().map(|s| s.name().into()).collect();
-        self.registry.retain(&keep_c, &keep_s);
+        self.retain_health(&new);
         self.shared.store(Arc::new(new.clone()));
         self.config = new;
         self.retiring.retain(|(_, t)| !t.is_finished());
         tracing::info!(?summary, "configuration reloaded");
         summary
+    }
+
+    /// Forgets the health records of connectors and sinks that `config` does not have.
+    fn retain_health(&self, config: &GatewayConfig) {
+        let keep_c: Vec<Arc<str>> = config.connectors.iter().map(|c| c.name.clone()).collect();
+        let keep_s: Vec<Arc<str>> = config.sinks.iter().map(|s| s.name().into()).collect();
+        self.registry.retain(&keep_c, &keep_s);
     }
 
     /// Stops everything: connectors, then sinks (which flush), within the shutdown deadline.
