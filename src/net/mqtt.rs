@@ -147,8 +147,21 @@ impl MqttClientSettings {
     }
 
     /// Load-time checks of what the settings name (URL, TLS files, password file, the
-    /// combination of `tls` and the URL's scheme); problems go to `errs` under `{path}.field`.
+    /// combination of `tls` and the URL's scheme) and of values rumqttc would panic on
+    /// (keep-alive, client id); problems go to `errs` under `{path}.field`.
     pub fn validate(&self, path: &str, errs: &mut Vec<ConfigError>) {
+        if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
+            errs.push(ConfigError::new(
+                format!("{path}.keep_alive"),
+                "must be at least 1s (or 0s to disable)",
+            ));
+        }
+        if self.client_id.is_empty() {
+            errs.push(ConfigError::new(
+                format!("{path}.client_id"),
+                "must not be empty",
+            ));
+        }
         match parse_url(&self.url) {
             Err(e) => errs.push(ConfigError::new(format!("{path}.url"), e)),
             Ok(u) if !u.tls && self.tls.is_some() => errs.push(ConfigError::new(
