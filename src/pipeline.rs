@@ -323,16 +323,6 @@ impl DeviceOutput {
         self.channels.get(ch)?.transform.linear()
     }
 
-    /// The number of channels.
-    pub fn channel_count(&self) -> usize {
-        self.channels.len()
-    }
-
-    /// The name of channel `ch`.
-    pub fn channel_name(&self, ch: usize) -> Option<&Arc<str>> {
-        self.channels.get(ch).map(|c| &c.name)
-    }
-
     /// For connectors that are pushed values instead of polling (listeners): adds the readings
     /// whose report timer is due at `now` (the latest value of an ended `every` period, an
     /// `on_change` heartbeat); send them with [`DeviceOutput::flush_or_drop`]. Pollers need
@@ -423,29 +413,6 @@ impl DeviceOutput {
                 .send(Envelope::Status(Arc::new(self.status.clone())))
                 .await;
         }
-    }
-
-    /// Records a successful read: online, `last_ok` now.
-    pub async fn mark_ok(&mut self, ts: Timestamp) {
-        self.set_status(|s| {
-            s.running = true;
-            s.online = true;
-            s.last_ok = Some(ts);
-            s.last_error = None;
-        })
-        .await;
-    }
-
-    /// Records a failed read: offline, error counted, reason kept.
-    pub async fn mark_error(&mut self, error: &str) {
-        self.health.counters.errors.fetch_add(1, Relaxed);
-        self.set_status(|s| {
-            s.running = true;
-            s.online = false;
-            s.errors += 1;
-            s.last_error = Some(error.to_string());
-        })
-        .await;
     }
 }
 
