@@ -26,6 +26,14 @@ fn tls_obj(ca: &Path) -> Value {
     json!({"ca_file": ca})
 }
 
+/// The TLS settings of a test client that trusts `ca` only.
+fn trusting(ca: &Path) -> osgate::net::TlsConfig {
+    osgate::net::TlsConfig {
+        ca_file: Some(ca.to_path_buf()),
+        ..Default::default()
+    }
+}
+
 /// A gateway config: simulator → MQTT sink at `url` with `sink_extra`, and the RPC API on
 /// `rpc_port` (to read the sink's status).
 fn config(gw: &str, url: &str, sink_extra: Value, rpc_port: u16) -> Value {
@@ -160,10 +168,7 @@ async fn assert_delivers(gw_id: &str, url: &str, sink_extra: Value, watch: &mut 
 async fn tls_sink_delivers_with_the_right_ca() {
     let certs = Certs::generate();
     let broker = Mosquitto::start_tls(&certs, false);
-    let ca = osgate::net::TlsConfig {
-        ca_file: Some(certs.ca.cert.clone()),
-        ..Default::default()
-    };
+    let ca = trusting(&certs.ca.cert);
     let mut sub = Subscriber::connect_tls(broker.port, "telemetry/tls1/#", &ca).await;
     assert_delivers(
         "tls1",
@@ -178,10 +183,7 @@ async fn tls_sink_delivers_with_the_right_ca() {
 async fn tls_sink_refuses_a_wrong_ca() {
     let certs = Certs::generate();
     let broker = Mosquitto::start_tls(&certs, false);
-    let ca = osgate::net::TlsConfig {
-        ca_file: Some(certs.ca.cert.clone()),
-        ..Default::default()
-    };
+    let ca = trusting(&certs.ca.cert);
     let mut sub = Subscriber::connect_tls(broker.port, "#", &ca).await;
     assert_refused(
         "tls2",
@@ -206,10 +208,7 @@ async fn tls_sink_refuses_a_wrong_ca() {
 async fn tls_sink_refuses_an_untrusted_server_certificate() {
     let certs = Certs::generate();
     let broker = Mosquitto::start_tls_with(&certs, &certs.untrusted_server, false);
-    let other = osgate::net::TlsConfig {
-        ca_file: Some(certs.other_ca.cert.clone()),
-        ..Default::default()
-    };
+    let other = trusting(&certs.other_ca.cert);
     let mut sub = Subscriber::connect_tls(broker.port, "#", &other).await;
     assert_refused(
         "tls3",
@@ -226,9 +225,8 @@ async fn tls_sink_refuses_a_host_name_mismatch() {
     let certs = Certs::generate();
     let broker = Mosquitto::start_tls_with(&certs, &certs.wrong_name_server, false);
     let watch_tls = osgate::net::TlsConfig {
-        ca_file: Some(certs.ca.cert.clone()),
         server_name: Some("other.example".into()),
-        ..Default::default()
+        ..trusting(&certs.ca.cert)
     };
     let mut sub = Subscriber::connect_tls(broker.port, "#", &watch_tls).await;
     let e = assert_refused(
@@ -255,10 +253,9 @@ async fn tls_sink_mutual_tls() {
     let certs = Certs::generate();
     let broker = Mosquitto::start_tls(&certs, true);
     let client = osgate::net::TlsConfig {
-        ca_file: Some(certs.ca.cert.clone()),
         cert_file: Some(certs.client.cert.clone()),
         key_file: Some(certs.client.key.clone()),
-        ..Default::default()
+        ..trusting(&certs.ca.cert)
     };
     let mut sub = Subscriber::connect_tls(broker.port, "#", &client).await;
     assert_refused(
