@@ -43,6 +43,7 @@ use super::{
     RemoteSection,
 };
 use crate::backoff::Backoff;
+use crate::net::describe_error;
 use crate::reading::Timestamp;
 
 /// Largest configuration body accepted from the remote (4 MiB); larger answers are rejected
@@ -156,7 +157,7 @@ impl RemoteClient {
             .map_err(|e| format!("remote.tls: {e}"))?
             .default_headers(headers)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))?;
+            .map_err(|e| format!("cannot build the HTTP client: {}", describe_error(&e)))?;
         Ok(RemoteClient {
             section: section.clone(),
             client,
@@ -176,10 +177,10 @@ impl RemoteClient {
             } else if e.is_redirect() {
                 format!(
                     "too many redirects (more than {MAX_REDIRECTS}, or a loop): {}",
-                    chain(&e)
+                    describe_error(&e)
                 )
             } else {
-                chain(&e)
+                describe_error(&e)
             }
         };
         let mut resp = req.send().await.map_err(describe)?;
@@ -213,12 +214,6 @@ impl RemoteClient {
         }
         Ok(Fetched::Body { bytes, etag })
     }
-}
-
-/// The error and its causes on one line (reqwest's top-level message alone says little), the
-/// cause first when it is a known TLS problem (untrusted CA, name mismatch…).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::net::describe_error(e)
 }
 
 /// Parses a remote or cached body into a configuration, with the local file's `remote` section
