@@ -14,6 +14,7 @@ use osgate::status::Health;
 use serde_json::{json, Value as Json};
 
 use crate::common::connector::{by_name, unique, ConnectorRun};
+use crate::common::rpc::Rpc;
 use crate::common::*;
 
 /// The reason of a bad reading (panics on a good one).
@@ -22,25 +23,13 @@ fn bad_reason(q: &Quality) -> &str {
         .unwrap_or_else(|| panic!("expected a bad reading, got {q:?}"))
 }
 
-/// A Modbus TCP connector to `addr` with short timeouts and backoffs.
-#[cfg(feature = "modbus")]
-fn modbus_tcp(addr: &str, extra: Json, devices: Json) -> Json {
-    let mut c = json!({"name": unique("plc"), "protocol": "modbus", "transport": {"tcp": addr},
-                       "timeout": "300ms", "backoff": "50ms", "backoff_max": "200ms",
-                       "devices": devices});
-    if let (Json::Object(c), Json::Object(e)) = (&mut c, extra) {
-        c.extend(e);
-    }
-    c
-}
-
 #[cfg(feature = "modbus")]
 #[tokio::test]
 async fn exception_only_unit_goes_offline_with_the_reason_and_comes_back() {
-    use crate::common::modbus::ModbusSim;
+    use crate::common::modbus::{tcp_connector, ModbusSim};
     // modbus_sim serves unit 1 only: unit 2 answers every request with exception 0x0B.
     let mut sim = ModbusSim::start(1, 10).await;
-    let mut run = ConnectorRun::start(modbus_tcp(
+    let mut run = ConnectorRun::start(tcp_connector(
         &sim.addr,
         json!({}),
         json!([{"name": "u2", "unit_id": 2, "interval": "100ms", "channels": [
@@ -79,12 +68,12 @@ async fn exception_only_unit_goes_offline_with_the_reason_and_comes_back() {
 #[cfg(feature = "modbus")]
 #[tokio::test]
 async fn some_failed_channels_make_a_device_degraded() {
-    use crate::common::modbus::pymodbus;
+    use crate::common::modbus::{pymodbus, tcp_connector};
     // Registers 0..20 exist; 30 does not (exception 0x02, illegal data address).
     let spec = json!({"units": {"1": {"size": 20, "values": [
         {"table": "holding", "address": 0, "type": "u16", "value": 11}]}}});
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
-    let mut run = ConnectorRun::start(modbus_tcp(
+    let mut run = ConnectorRun::start(tcp_connector(
         &format!("127.0.0.1:{}", peer.ready),
         json!({"max_gap": 0}),
         json!([{"name": "d", "interval": "100ms", "channels": [
@@ -136,7 +125,7 @@ async fn all_good(run: &mut ConnectorRun, devices: &[String]) {
 #[cfg(feature = "modbus")]
 #[tokio::test]
 async fn devices_behind_one_address_share_one_connection() {
-    use crate::common::modbus::{established_connections, ModbusSim};
+    use crate::common::modbus::{established_connections, tcp_connector, ModbusSim};
     let names: Vec<String> = (1..=20).map(|u| format!("unit{u}")).collect();
     let devices = |names: &[String]| -> Json {
         names
@@ -152,7 +141,7 @@ async fn devices_behind_one_address_share_one_connection() {
 
     // Default: one connection for all twenty units.
     let sim = ModbusSim::start(20, 10).await;
-    let mut run = ConnectorRun::start(modbus_tcp(&sim.addr, json!({}), devices(&names)));
+    let mut run = ConnectorRun::start(tcp_connector(&sim.addr, json!({}), devices(&names)));
     all_good(&mut run, &names).await;
     assert_eq!(
         established_connections(sim.port),
@@ -164,7 +153,7 @@ async fn devices_behind_one_address_share_one_connection() {
 
     // max_connections raises it, never beyond.
     let sim = ModbusSim::start(20, 10).await;
-    let mut run = ConnectorRun::start(modbus_tcp(
+    let mut run = ConnectorRun::start(tcp_connector(
         &sim.addr,
         json!({"max_connections": 4}),
         devices(&names),
@@ -182,25 +171,6 @@ async fn devices_behind_one_address_share_one_connection() {
 const KEY: &str = "kit-test-key-0123456789";
 
 /// Calls JSON-RPC `method` on the gateway's HTTP server at `port`; the whole answer object.
-async fn rpc_call(port: u16, method: &str, params: Json) -> Json {
-    osgate::install_crypto_provider();
-    let http = reqwest::Client::builder()
-        .timeout(TEST_TIMEOUT)
-        .build()
-        .expect("http client");
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let resp = http
-        .post(format!("http://127.0.0.1:{port}/"))
-        .bearer_auth(KEY)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("HTTP request");
-    assert_eq!(resp.status().as_u16(), 200, "{method}");
-    resp.json().await.expect("JSON answer")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_with_a_missing_serial_port_is_rejected_and_the_old_config_keeps_running() {
     let broker = Mosquitto::start();
@@ -217,16 +187,7 @@ async fn reload_with_a_missing_serial_port_is_rejected_and_the_old_config_keeps_
     let gw = Gateway::start(&cfg);
     sub.next_where(TEST_TIMEOUT, |m| m.topic == "telemetry/gwkit/k1/n")
         .await;
-    // The RPC server of another process: nothing to await but its port.
-    within("the RPC port", async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
 
     let tty = format!("/dev/ttyNOPE-{}-{}", std::process::id(), unique("x"));
     let mut new = cfg.clone();
@@ -240,7 +201,7 @@ async fn reload_with_a_missing_serial_port_is_rejected_and_the_old_config_keeps_
             {"name": "v", "table": "holding", "address": 0}]}]}));
     std::fs::write(&gw.config, serde_json::to_vec_pretty(&new).expect("json")).expect("write");
     let t = Instant::now();
-    let v = rpc_call(port, "gateway.reload", json!([])).await;
+    let v = rpc.call("gateway.reload", json!([])).await;
     let took = t.elapsed();
     let err = v
         .get("error")
@@ -258,7 +219,7 @@ async fn reload_with_a_missing_serial_port_is_rejected_and_the_old_config_keeps_
     );
 
     // Nothing was applied: only the simulator is configured, and it keeps delivering.
-    let list = rpc_call(port, "connectors.list", json!([])).await;
+    let list = rpc.call("connectors.list", json!([])).await;
     let names: Vec<&str> = list["result"]
         .as_array()
         .unwrap_or_else(|| panic!("{list}"))

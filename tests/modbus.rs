@@ -16,18 +16,8 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::common::connector::{by_name, unique, ConnectorRun};
-use crate::common::modbus::{peers_dir, pymodbus, pymodbus_read, spawn_ready, Peer};
+use crate::common::modbus::{peers_dir, pymodbus, pymodbus_read, spawn_ready, tcp_connector, Peer};
 use crate::common::{within, TEST_TIMEOUT as WAIT};
-
-fn tcp(addr: &str, extra: Json, devices: Json) -> Json {
-    let mut c = json!({"name": unique("plc"), "protocol": "modbus", "transport": {"tcp": addr},
-                       "timeout": "300ms", "backoff": "50ms", "backoff_max": "200ms",
-                       "devices": devices});
-    if let (Json::Object(c), Json::Object(e)) = (&mut c, extra) {
-        c.extend(e);
-    }
-    c
-}
 
 const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
 
@@ -119,7 +109,7 @@ async fn modbus_decodes_every_type_and_order_from_pymodbus() {
         json!({"name": "volts", "table": "holding", "address": 400, "scale": 0.1,
                          "unit": "V"}),
     );
-    let mut run = ConnectorRun::start(tcp(
+    let mut run = ConnectorRun::start(tcp_connector(
         &addr,
         json!({}),
         json!([{"name": "meter", "unit_id": 1, "interval": "100ms", "channels": channels}]),
@@ -154,7 +144,7 @@ async fn modbus_exception_marks_only_the_affected_channels() {
         {"table": "holding", "address": 12, "type": "u16", "value": 22}]}}});
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
     let addr = format!("127.0.0.1:{}", peer.ready);
-    let mut run = ConnectorRun::start(tcp(
+    let mut run = ConnectorRun::start(tcp_connector(
         &addr,
         json!({"max_gap": 40}),
         json!([{"name": "d", "interval": "100ms", "channels": [
@@ -186,7 +176,7 @@ async fn modbus_peer_restart_resumes_polling_and_status_shows_the_outage() {
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
     let port = peer.ready.clone();
     let addr = format!("127.0.0.1:{port}");
-    let mut run = ConnectorRun::start(tcp(
+    let mut run = ConnectorRun::start(tcp_connector(
         &addr,
         json!({}),
         json!([{"name": "d", "interval": "100ms", "channels": [
@@ -215,7 +205,7 @@ async fn modbus_writes_are_read_back_from_the_peer() {
         {"table": "holding", "address": 10, "type": "u16", "value": 0x8001}]}}});
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
     let addr = format!("127.0.0.1:{}", peer.ready);
-    let cfg = tcp(
+    let cfg = tcp_connector(
         &addr,
         json!({}),
         json!([{"name": "pump", "interval": "200ms", "channels": [
@@ -466,7 +456,7 @@ async fn modbus_recovers_from_misbehaving_peers() {
     for mode in ["wrong_tid", "wrong_unit", "short", "garbled", "silent"] {
         let peer = bad_peer(mode, 3).await;
         let addr = format!("127.0.0.1:{}", peer.ready);
-        let mut run = ConnectorRun::start(tcp(
+        let mut run = ConnectorRun::start(tcp_connector(
             &addr,
             json!({"timeout": "200ms", "retries": 0}),
             json!([{"name": "d", "interval": "50ms", "channels": [
@@ -603,7 +593,7 @@ async fn modbus_respects_a_device_s_smaller_request_limit() {
     let channels: Vec<Json> = (0..40)
         .map(|i| json!({"name": format!("r{i}"), "table": "holding", "address": i * 2}))
         .collect();
-    let mut run = ConnectorRun::start(tcp(
+    let mut run = ConnectorRun::start(tcp_connector(
         &peer.addr,
         json!({}),
         json!([{"name": "small", "interval": "100ms", "max_registers": 10,
@@ -630,7 +620,7 @@ async fn modbus_bit_writes_use_mask_write_and_fall_back_without_it() {
         })
         .await;
         peer.regs.lock().expect("lock")[5] = 0x8001;
-        let mut run = ConnectorRun::start(tcp(
+        let mut run = ConnectorRun::start(tcp_connector(
             &peer.addr,
             json!({}),
             json!([{"name": "valve", "interval": "1h", "channels": [

@@ -9,6 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite;
 
+use crate::common::rpc::Rpc;
 use crate::common::*;
 
 const KEY: &str = "test-key-0123456789";
@@ -32,80 +33,6 @@ fn rpc_config(gw: &str, broker: &Mosquitto, rpc_port: u16, interval: &str) -> Va
     cfg
 }
 
-/// A JSON-RPC client over HTTP (reqwest).
-struct Rpc {
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Rpc {
-    async fn connect(port: u16, gw: &Gateway) -> Rpc {
-        osgate::install_crypto_provider();
-        let until = Instant::now() + TEST_TIMEOUT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < until,
-                "RPC port {port} not listening; log:\n{}",
-                gw.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Rpc {
-            url: format!("http://127.0.0.1:{port}/"),
-            http: reqwest::Client::builder()
-                .timeout(TEST_TIMEOUT)
-                .build()
-                .unwrap(),
-        }
-    }
-
-    /// Posts `body` with `key` (as Bearer); returns the status and the body as JSON.
-    async fn post(&self, key: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
-        }
-        let resp = req.send().await.expect("HTTP request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Calls `method` with the right key; returns the whole answer object.
-    async fn call(&self, method: &str, params: Value) -> Value {
-        let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
-        let (status, v) = self.post(Some(KEY), body.to_string()).await;
-        assert_eq!(status, 200, "{method}: {v}");
-        assert_eq!(v["id"], 7, "{method}: {v}");
-        v
-    }
-
-    async fn result(&self, method: &str, params: Value) -> Value {
-        let v = self.call(method, params).await;
-        assert!(v.get("error").is_none(), "{method} failed: {v}");
-        v["result"].clone()
-    }
-
-    /// Calls `method`, expects an error; returns (code, message).
-    async fn error(&self, method: &str, params: Value) -> (i64, String) {
-        let v = self.call(method, params).await;
-        let e = v
-            .get("error")
-            .unwrap_or_else(|| panic!("{method}: no error in {v}"));
-        (
-            e["code"].as_i64().unwrap(),
-            e["message"].as_str().unwrap().to_string(),
-        )
-    }
-}
-
 async fn device_status(rpc: &Rpc, device: &str) -> Value {
     rpc.result("device.status", json!({"device": device})).await
 }
@@ -126,7 +53,7 @@ async fn every_method_over_http() {
     cfg["sinks"][0]["password"] = json!("${RPC_TEST_PW}");
     cfg["sinks"][0]["username"] = json!("u");
     let gw = Gateway::start_with(&cfg, &[], &[("RPC_TEST_PW", "")]);
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
 
     // gateway.status: version, uptime, config source and age, counters and health.
     let mut st = Value::Null;
@@ -381,7 +308,7 @@ async fn missing_or_wrong_key_gets_401_on_http_and_websocket() {
     let broker = Mosquitto::start();
     let port = free_port();
     let gw = Gateway::start(&rpc_config("gwa", &broker, port, "100ms"));
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
     let disable =
         json!({"jsonrpc": "2.0", "id": 1, "method": "device.disable", "params": {"device": "d1"}})
             .to_string();
@@ -464,7 +391,7 @@ async fn protocol_errors_are_answered_and_change_nothing() {
     let broker = Mosquitto::start();
     let port = free_port();
     let gw = Gateway::start(&rpc_config("gwp", &broker, port, "100ms"));
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
 
     // Malformed JSON: parse error.
     let (s, v) = rpc
@@ -615,7 +542,7 @@ async fn disabled_device_stops_within_an_interval_and_survives_reload() {
     let interval = Duration::from_millis(500);
     let cfg = rpc_config("gwl", &broker, port, "500ms");
     let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
     let mut sub = Subscriber::connect(broker.port, "telemetry/gwl/#").await;
     let mut status = Subscriber::connect(broker.port, "status/gwl/sim/d1").await;
     sub.next_where(TEST_TIMEOUT, |m| m.topic.starts_with("telemetry/gwl/d1/"))
@@ -703,7 +630,7 @@ async fn readings_subscribe_streams_over_websocket_with_a_filter() {
     let broker = Mosquitto::start();
     let port = free_port();
     let gw = Gateway::start(&rpc_config("gws", &broker, port, "50ms"));
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
     let mut ws = ws_connect(port, &[("x-api-key", KEY)])
         .await
         .expect("handshake");
@@ -780,7 +707,7 @@ async fn mqtt_command_writes_and_answers_on_result() {
     let broker = Mosquitto::start();
     let port = free_port();
     let gw = Gateway::start(&rpc_config("gwc", &broker, port, "100ms"));
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
     let mut results = Subscriber::connect(broker.port, "command/gwc/+/+/result").await;
     // The command client subscribes after the gateway connects; retry until it answers.
     let ok = broker
@@ -880,7 +807,7 @@ async fn rpc_over_mqtt_is_opt_in() {
     let mut cfg = rpc_config("gwq", &broker, port, "100ms");
     cfg["rpc"]["mqtt"] = json!(true);
     let gw = Gateway::start(&cfg);
-    let _rpc = Rpc::connect(port, &gw).await;
+    let _rpc = Rpc::connect(KEY, port, &gw).await;
     let mut resp = Subscriber::connect(broker.port, "rpc/gwq/response").await;
     let req = json!({"jsonrpc": "2.0", "id": "q1", "method": "device.status", "params": {"device": "d2"}}).to_string();
     let m = broker
@@ -893,7 +820,7 @@ async fn rpc_over_mqtt_is_opt_in() {
     let broker2 = Mosquitto::start();
     let port2 = free_port();
     let gw2 = Gateway::start(&rpc_config("gwq", &broker2, port2, "100ms"));
-    let rpc2 = Rpc::connect(port2, &gw2).await;
+    let rpc2 = Rpc::connect(KEY, port2, &gw2).await;
     let mut resp2 = Subscriber::connect(broker2.port, "rpc/gwq/response").await;
     let mut results = Subscriber::connect(broker2.port, "command/gwq/+/+/result").await;
     // Wait until the command client is subscribed (a command is answered), then ask.
@@ -918,7 +845,7 @@ async fn cli_client_calls_the_gateway() {
     let broker = Mosquitto::start();
     let port = free_port();
     let gw = Gateway::start(&rpc_config("gwx", &broker, port, "100ms"));
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
     let url = format!("http://127.0.0.1:{port}");
     let run = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {
@@ -1025,7 +952,7 @@ async fn stays_responsive_while_the_pipeline_runs_at_full_load() {
     );
     cfg["rpc"] = json!({"listen": format!("127.0.0.1:{port}"), "api_keys": [KEY]});
     let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
     let mut lagged = 0;
     wait_for("the pipeline to saturate", async || {
         let st = rpc.result("gateway.status", json!([])).await;
@@ -1091,7 +1018,7 @@ async fn device_write_and_mqtt_command_change_a_real_modbus_register() {
                 {"name": "ro", "table": "holding", "address": 30, "type": "u16"}]}]}]
     });
     let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
     wait_for("the pump online", async || {
         rpc.call("device.status", json!({"device": "pump"})).await["result"]["online"] == true
     })
@@ -1147,7 +1074,7 @@ async fn without_keys_the_server_is_loopback_only_and_warns() {
     let mut cfg = rpc_config("gwk", &broker, port, "100ms");
     cfg["rpc"] = json!({"listen": format!("127.0.0.1:{port}")});
     let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
     let (s, v) = rpc
         .post(
             None,
@@ -1180,7 +1107,7 @@ async fn a_reload_rotates_the_keys_and_warns_about_a_new_listen() {
     let port = free_port();
     let cfg = rpc_config("gwr", &broker, port, "100ms");
     let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect(port, &gw).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
     let mut rotated = cfg.clone();
     rotated["rpc"]["api_keys"] = json!(["rotated-key-42"]);
     rotated["rpc"]["mqtt"] = json!(true);

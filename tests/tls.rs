@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::common::certs::Certs;
 use crate::common::http::{HttpServer, Reply};
+use crate::common::rpc::Rpc;
 use crate::common::*;
 
 const KEY: &str = "tls-test-key";
@@ -54,40 +55,20 @@ async fn osgate_rpc(args: Vec<String>) -> (i32, String, String) {
     .unwrap()
 }
 
-/// The `sinks[0]` entry of `gateway.status`, over plain HTTP.
-async fn sink_status(rpc_port: u16) -> Option<Value> {
-    let (code, out, _) = osgate_rpc(vec![
-        "gateway.status".into(),
-        "--url".into(),
-        format!("http://127.0.0.1:{rpc_port}"),
-        "--key".into(),
-        KEY.into(),
-        "--timeout".into(),
-        "2s".into(),
-    ])
-    .await;
-    if code != 0 {
-        return None;
-    }
-    serde_json::from_str::<Value>(&out).ok()?["sinks"][0]
-        .as_object()
-        .map(|o| Value::Object(o.clone()))
-}
-
-/// Waits until the sink's status satisfies `pred`; returns it.
-async fn sink_status_where(rpc_port: u16, pred: impl Fn(&Value) -> bool) -> Value {
+/// Waits until the sink's entry in `gateway.status` satisfies `pred`; returns it.
+async fn sink_status_where(rpc: &Rpc, pred: impl Fn(&Value) -> bool) -> Value {
     let until = tokio::time::Instant::now() + TEST_TIMEOUT;
-    let mut last = None;
-    while tokio::time::Instant::now() < until {
-        if let Some(s) = sink_status(rpc_port).await {
-            if pred(&s) {
-                return s;
-            }
-            last = Some(s);
+    loop {
+        let st = rpc.result("gateway.status", json!([])).await["sinks"][0].clone();
+        if pred(&st) {
+            return st;
         }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "sink status never satisfied the condition; last: {st}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("sink status never satisfied the condition; last: {last:?}");
 }
 
 /// The WARN/ERROR lines of the gateway log that say the sink cannot connect.
@@ -115,6 +96,7 @@ async fn assert_refused(
 ) -> String {
     let rpc_port = free_port();
     let gw = Gateway::start(&config(gw_id, url, sink_extra, rpc_port));
+    let rpc = Rpc::connect(KEY, rpc_port, &gw).await;
     let line = gw.wait_log("cannot connect to broker", TEST_TIMEOUT).await;
     let error = line["error"].as_str().unwrap_or_default().to_string();
     assert!(
@@ -126,7 +108,7 @@ async fn assert_refused(
         "{line}"
     );
     // Several retries later: the status names the cause, and the log said it only once.
-    let st = sink_status_where(rpc_port, |s| s["counters"]["errors"].as_u64() >= Some(4)).await;
+    let st = sink_status_where(&rpc, |s| s["counters"]["errors"].as_u64() >= Some(4)).await;
     assert_eq!(st["connected"], json!(false), "{st}");
     assert_eq!(st["health"], json!("disconnected"), "{st}");
     let last = st["last_error"].as_str().unwrap_or_default();
@@ -154,12 +136,13 @@ async fn assert_refused(
 async fn assert_delivers(gw_id: &str, url: &str, sink_extra: Value, watch: &mut Subscriber) {
     let rpc_port = free_port();
     let gw = Gateway::start(&config(gw_id, url, sink_extra, rpc_port));
+    let rpc = Rpc::connect(KEY, rpc_port, &gw).await;
     let prefix = format!("telemetry/{gw_id}/d1/");
     let m = watch
         .next_where(TEST_TIMEOUT, |m| m.topic.starts_with(&prefix))
         .await;
     assert!(m.json["value"].is_number(), "{m:?}");
-    let st = sink_status_where(rpc_port, |s| s["connected"] == json!(true)).await;
+    let st = sink_status_where(&rpc, |s| s["connected"] == json!(true)).await;
     assert_eq!(st["last_error"], Value::Null, "{st}");
     assert!(connect_failures(&gw).is_empty(), "{}", gw.log_text());
 }

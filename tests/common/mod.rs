@@ -8,6 +8,7 @@
 //! - [`Subscriber`]: an MQTT client (rumqttc) collecting messages, reconnecting by itself.
 //! - [`connector::ConnectorRun`]: one connector of any protocol run in-process, its batches and
 //!   status changes taken from a sink queue, its devices controlled through the registry.
+//! - [`rpc::Rpc`]: a JSON-RPC client of a gateway's management API.
 //! - [`modbus`]: Modbus peers — pymodbus (`tests/peers/modbus_peer.py`) and our own
 //!   `examples/modbus_sim` — and a count of this process's TCP connections to a port.
 //!
@@ -20,6 +21,7 @@ pub mod connector;
 pub mod http;
 #[cfg(feature = "modbus")]
 pub mod modbus;
+pub mod rpc;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

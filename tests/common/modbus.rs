@@ -252,3 +252,15 @@ pub fn established_connections(port: u16) -> usize {
     }
     n
 }
+
+/// A Modbus TCP connector config to `addr` (a unique name, short timeouts and backoffs for
+/// tests) with `extra` connector keys and `devices`.
+pub fn tcp_connector(addr: &str, extra: Json, devices: Json) -> Json {
+    let mut c = serde_json::json!({"name": super::connector::unique("plc"), "protocol": "modbus",
+        "transport": {"tcp": addr}, "timeout": "300ms", "backoff": "50ms", "backoff_max": "200ms",
+        "devices": devices});
+    if let (Json::Object(c), Json::Object(e)) = (&mut c, extra) {
+        c.extend(e);
+    }
+    c
+}
