@@ -357,6 +357,27 @@ impl DeviceOutput {
             .min()
     }
 
+    /// Adds a channel found at run time (a listener's device announcing a new field); returns
+    /// its index. `transform` was validated at config load.
+    pub fn add_channel(
+        &mut self,
+        name: Arc<str>,
+        unit: Option<Arc<str>>,
+        transform: &crate::transform::TransformConfig,
+    ) -> usize {
+        self.channels.push(ChannelOut {
+            name,
+            unit,
+            transform: Transform::new(transform).expect("transform validated at load"),
+        });
+        self.channels.len() - 1
+    }
+
+    /// Number of channels.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
     /// The index of the channel called `name`.
     pub fn channel_index(&self, name: &str) -> Option<usize> {
         self.channels.iter().position(|c| &*c.name == name)

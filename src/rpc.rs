@@ -389,11 +389,17 @@ impl RpcContext {
             .as_ref()
             .map(|h| h.devices.lock().expect("status lock").clone())
             .unwrap_or_default();
+        // The configured devices, then those a listener created at run time.
         let devices: Vec<Value> = c
             .devices
             .iter()
+            .chain(statuses.keys().filter(|d| !c.devices.contains(d)))
             .map(|d| self.device_view(name, on, d, statuses.get(d)))
             .collect();
+        let inputs = health
+            .as_ref()
+            .map(|h| h.inputs_snapshot())
+            .unwrap_or_default();
         let degraded = devices
             .iter()
             .any(|d| d["enabled"] == true && d["health"] != "online");
@@ -405,6 +411,7 @@ impl RpcContext {
             "health": if !on { "stopped" } else if degraded { "degraded" } else { "ok" },
             "counters": health.as_ref().map(|h| h.counters.snapshot()).unwrap_or_default(),
             "last_error": health.as_ref().and_then(|h| h.last_error.lock().expect("status lock").clone()),
+            "inputs": inputs,
             "devices": devices,
         })
     }

@@ -32,6 +32,13 @@ pub struct ConnectorCounters {
     pub lagged: AtomicU64,
     /// Device or protocol errors (timeouts, exceptions, bad frames).
     pub errors: AtomicU64,
+    /// Listeners: messages received (MQTT messages, HTTP pushes).
+    pub messages: AtomicU64,
+    /// Listeners: messages that no mapping or device took (counted, logged at debug).
+    pub unmatched: AtomicU64,
+    /// Listeners: messages of devices or channels refused (unknown device while new devices
+    /// are not accepted, or over the configured maximum).
+    pub refused: AtomicU64,
 }
 
 /// A point-in-time copy of [`ConnectorCounters`].
@@ -46,6 +53,16 @@ pub struct ConnectorSnapshot {
     pub dropped: u64,
     pub lagged: u64,
     pub errors: u64,
+    #[serde(skip_serializing_if = "is_zero64")]
+    pub messages: u64,
+    #[serde(skip_serializing_if = "is_zero64")]
+    pub unmatched: u64,
+    #[serde(skip_serializing_if = "is_zero64")]
+    pub refused: u64,
+}
+
+fn is_zero64(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ConnectorCounters {
@@ -60,6 +77,9 @@ impl ConnectorCounters {
             dropped: self.dropped.load(Relaxed),
             lagged: self.lagged.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            messages: self.messages.load(Relaxed),
+            unmatched: self.unmatched.load(Relaxed),
+            refused: self.refused.load(Relaxed),
         }
     }
 }
@@ -229,6 +249,68 @@ pub struct ConnectorHealth {
     pub devices: Mutex<BTreeMap<Arc<str>, DeviceStatus>>,
     /// The connector's last error (e.g. why its task ended).
     pub last_error: Mutex<Option<String>>,
+    /// Counters per input of a listener (an MQTT mapping, an HTTP endpoint), in config order.
+    pub inputs: Mutex<Vec<(Arc<str>, Arc<InputCounters>)>>,
+}
+
+/// Counters of one input of a listener: an MQTT mapping, an HTTP ingest endpoint.
+#[derive(Debug, Default)]
+pub struct InputCounters {
+    /// Messages the input took.
+    pub messages: AtomicU64,
+    /// Messages it could not decode (invalid JSON, a missing pointer, a wrong type, too big).
+    pub bad: AtomicU64,
+    /// Why the last bad message was bad.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A point-in-time copy of one input's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InputSnapshot {
+    /// The input (e.g. the mapping's topic).
+    pub name: String,
+    /// Messages taken.
+    pub messages: u64,
+    /// Bad messages.
+    pub bad: u64,
+    /// Why the last bad message was bad.
+    pub last_error: Option<String>,
+}
+
+impl ConnectorHealth {
+    /// Sets the connector's inputs (at build), keeping the counters of inputs of the same
+    /// name from before a restart.
+    pub fn set_inputs(&self, names: &[Arc<str>]) -> Vec<Arc<InputCounters>> {
+        let mut inputs = self.inputs.lock().expect("status lock");
+        let kept: Vec<(Arc<str>, Arc<InputCounters>)> = names
+            .iter()
+            .map(|n| {
+                let c = inputs
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_default();
+                (n.clone(), c)
+            })
+            .collect();
+        *inputs = kept;
+        inputs.iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    /// Copies the input counters.
+    pub fn inputs_snapshot(&self) -> Vec<InputSnapshot> {
+        self.inputs
+            .lock()
+            .expect("status lock")
+            .iter()
+            .map(|(n, c)| InputSnapshot {
+                name: n.to_string(),
+                messages: c.messages.load(Relaxed),
+                bad: c.bad.load(Relaxed),
+                last_error: c.last_error.lock().expect("status lock").clone(),
+            })
+            .collect()
+    }
 }
 
 /// All health data of the gateway, shared by connectors, sinks, the service and the RPC server.

@@ -12,17 +12,23 @@
 //! wait for a full sink queue: a listener cannot slow its source down, so a full queue drops
 //! the batch and counts it (DESIGN §6).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::core::{Core, Tally, WriteError};
 use super::{Backoff, Fault, WriteSpec, DEFAULT_BACKOFF};
+use crate::config::spec::check_name;
 use crate::config::{ChannelSpec, DeviceSpec};
 use crate::connectors::ConnectorContext;
 use crate::control::{DeviceError, DeviceRequest, Inbox};
 use crate::reading::{Timestamp, Value};
+use crate::status::{Health, InputCounters};
+use crate::transform::TransformConfig;
 
 /// The protocol part of a listening connector.
 pub trait Listener: Send + 'static {
@@ -53,28 +59,118 @@ struct Slot {
     core: Core,
     /// When the report timers of the device's transforms next have something to send.
     timer: Option<Instant>,
+    /// When the device goes offline for sending nothing (`stale_after`).
+    stale_at: Option<Instant>,
     /// What the current message brought.
     tally: Tally,
 }
 
-/// The devices of a listener, as [`Listener::map`] sees them.
-#[derive(Default)]
+/// Most channels one device may gain at run time ([`Devices::channel_or_add`]).
+pub const MAX_CHANNELS: usize = 1024;
+
+/// The devices of a listener, as [`Listener::map`] sees them: the configured ones, and those
+/// created at run time when the connector accepts new devices ([`ListenerLine::accept_new`]).
 pub struct Devices {
     slots: Vec<Slot>,
     touched: Vec<usize>,
+    by_name: HashMap<Arc<str>, usize>,
+    ctx: ConnectorContext,
+    inbox: Inbox,
+    /// Devices that may still be created at run time.
+    new_left: usize,
+    refused_logged: bool,
 }
 
 impl Devices {
+    fn new(ctx: &ConnectorContext) -> Self {
+        Devices {
+            slots: Vec::new(),
+            touched: Vec::new(),
+            by_name: HashMap::new(),
+            ctx: ctx.clone(),
+            inbox: Inbox::new(),
+            new_left: 0,
+            refused_logged: false,
+        }
+    }
+
+    fn add<D, C>(
+        &mut self,
+        spec: &DeviceSpec<D, C>,
+        writes: impl Fn(&ChannelSpec<C>) -> Option<WriteSpec>,
+    ) -> usize {
+        let index = self.slots.len();
+        let core = Core::new(&self.ctx, spec, &self.inbox, index, writes);
+        self.by_name.insert(spec.name.clone(), index);
+        self.slots.push(Slot {
+            core,
+            timer: None,
+            stale_at: None,
+            tally: Tally::default(),
+        });
+        index
+    }
+
     /// The index of the device called `name`.
     pub fn find(&self, name: &str) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| &**s.core.out.device() == name)
+        self.by_name.get(name).copied()
+    }
+
+    /// The index of the device called `name`, created when it is new and the connector
+    /// accepts new devices ([`ListenerLine::accept_new`]) up to its maximum; `None` (counted
+    /// as `refused`, logged once) otherwise. A new device starts with no channels: add them
+    /// with [`Devices::channel_or_add`].
+    pub fn find_or_create(&mut self, name: &str) -> Option<usize> {
+        if let Some(i) = self.find(name) {
+            return Some(i);
+        }
+        if self.new_left == 0 || check_name(name).is_err() {
+            self.ctx.health.counters.refused.fetch_add(1, Relaxed);
+            if !self.refused_logged {
+                self.refused_logged = true;
+                tracing::warn!(connector = %self.ctx.name, device = %name,
+                    "message of an unknown device refused (new devices are not accepted, \
+                     the maximum is reached, or the name cannot be a topic level); counted \
+                     as refused, logged once");
+            }
+            return None;
+        }
+        self.new_left -= 1;
+        let spec: DeviceSpec<(), ()> = DeviceSpec {
+            name: name.into(),
+            enabled: true,
+            settings: (),
+            channels: Vec::new(),
+        };
+        let i = self.add(&spec, |_| None);
+        tracing::info!(connector = %self.ctx.name, device = %name, "new device");
+        Some(i)
     }
 
     /// The index of channel `name` of device `dev`.
     pub fn channel(&self, dev: usize, name: &str) -> Option<usize> {
         self.slots.get(dev)?.core.out.channel_index(name)
+    }
+
+    /// The index of channel `name` of device `dev`, added with `unit` and `transform` when
+    /// the device does not have it yet (at most [`MAX_CHANNELS`] per device; beyond that
+    /// `None`, counted as `refused`).
+    pub fn channel_or_add(
+        &mut self,
+        dev: usize,
+        name: &str,
+        unit: Option<&Arc<str>>,
+        transform: &TransformConfig,
+    ) -> Option<usize> {
+        let out = &mut self.slots.get_mut(dev)?.core.out;
+        if let Some(c) = out.channel_index(name) {
+            return Some(c);
+        }
+        if out.channel_count() >= MAX_CHANNELS || check_name(name).is_err() {
+            self.ctx.health.counters.refused.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(out.add_channel(name.into(), unit.cloned(), transform))
     }
 
     /// Number of devices.
@@ -115,13 +211,57 @@ impl Devices {
     }
 }
 
+/// One input of a listener (an MQTT mapping, an HTTP endpoint): counts its messages and bad
+/// ones (visible in `connectors.list`), and logs a change between good and bad payloads once,
+/// never once per message.
+pub struct Input {
+    counters: Arc<InputCounters>,
+    failing: bool,
+}
+
+impl Input {
+    /// The inputs named `names` of `ctx`'s connector, counters kept across restarts.
+    pub fn all(ctx: &ConnectorContext, names: &[Arc<str>]) -> Vec<Input> {
+        ctx.health
+            .set_inputs(names)
+            .into_iter()
+            .map(|counters| Input {
+                counters,
+                failing: false,
+            })
+            .collect()
+    }
+
+    /// A message this input took and decoded.
+    pub fn good(&mut self, ctx: &ConnectorContext, name: &str) {
+        self.counters.messages.fetch_add(1, Relaxed);
+        if self.failing {
+            self.failing = false;
+            tracing::info!(connector = %ctx.name, input = %name, "payloads decode again");
+        }
+    }
+
+    /// A message this input took but could not decode, and why.
+    pub fn bad(&mut self, ctx: &ConnectorContext, name: &str, why: &str) {
+        self.counters.messages.fetch_add(1, Relaxed);
+        self.counters.bad.fetch_add(1, Relaxed);
+        ctx.health.counters.errors.fetch_add(1, Relaxed);
+        if !self.failing {
+            self.failing = true;
+            tracing::warn!(connector = %ctx.name, input = %name, error = %why,
+                "bad payload; counted per input, logged again only after good ones");
+        }
+        *self.counters.last_error.lock().expect("status lock") = Some(why.to_string());
+    }
+}
+
 /// A listener and its devices, served by one task.
 pub struct ListenerLine<L: Listener> {
     listener: L,
     devices: Devices,
-    inbox: Inbox,
     ctx: ConnectorContext,
     backoff: Backoff,
+    stale_after: Option<Duration>,
 }
 
 impl<L: Listener> ListenerLine<L> {
@@ -129,10 +269,10 @@ impl<L: Listener> ListenerLine<L> {
     pub fn new(ctx: &ConnectorContext, listener: L) -> Self {
         ListenerLine {
             listener,
-            devices: Devices::default(),
-            inbox: Inbox::new(),
+            devices: Devices::new(ctx),
             ctx: ctx.clone(),
             backoff: DEFAULT_BACKOFF,
+            stale_after: None,
         }
     }
 
@@ -142,29 +282,50 @@ impl<L: Listener> ListenerLine<L> {
         self
     }
 
+    /// Accepts up to `max` devices not in the config, created on their first message
+    /// ([`Devices::find_or_create`]); by default none are.
+    pub fn accept_new(mut self, max: usize) -> Self {
+        self.devices.new_left = max;
+        self
+    }
+
+    /// A device that sent nothing for `after` goes offline with that reason (until its next
+    /// message).
+    pub fn with_stale_after(mut self, after: Option<Duration>) -> Self {
+        self.stale_after = after;
+        self
+    }
+
     /// Adds a device (see [`super::Line::add`]).
     pub fn add<D, C>(
         &mut self,
         spec: &DeviceSpec<D, C>,
         writes: impl Fn(&ChannelSpec<C>) -> Option<WriteSpec>,
     ) {
-        let index = self.devices.slots.len();
-        let core = Core::new(&self.ctx, spec, &self.inbox, index, writes);
-        self.devices.slots.push(Slot {
-            core,
-            timer: None,
-            tally: Tally::default(),
-        });
+        self.devices.add(spec, writes);
     }
 
     /// Runs until the connector is cancelled.
     pub async fn run(mut self) {
         let token = self.ctx.shutdown.clone();
-        let wake = self.inbox.wake.clone();
+        let wake = self.devices.inbox.wake.clone();
         let mut fault_kind = "";
         self.apply_enabled().await;
+        if let Some(after) = self.stale_after {
+            // A device that never sends goes offline too.
+            let at = Instant::now() + after;
+            for s in &mut self.devices.slots {
+                s.stale_at = Some(at);
+            }
+        }
         loop {
-            let timer = self.devices.slots.iter().filter_map(|s| s.timer).min();
+            let timer = self
+                .devices
+                .slots
+                .iter()
+                .flat_map(|s| [s.timer, s.stale_at])
+                .flatten()
+                .min();
             let sleep = async {
                 match timer {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -175,12 +336,13 @@ impl<L: Listener> ListenerLine<L> {
                 biased;
                 _ = token.cancelled() => break,
                 _ = wake.notified() => self.apply_enabled().await,
-                Some((i, req)) = self.inbox.requests.recv() => self.serve(i, req).await,
-                _ = sleep => self.fire_timers(),
+                Some((i, req)) = self.devices.inbox.requests.recv() => self.serve(i, req).await,
+                _ = sleep => self.fire_timers().await,
                 msg = self.listener.next() => match msg {
                     Ok(m) => {
                         fault_kind = "";
                         self.backoff.reset();
+                        self.ctx.health.counters.messages.fetch_add(1, Relaxed);
                         self.listener.map(m, &mut self.devices);
                         self.settle().await;
                     }
@@ -220,20 +382,31 @@ impl<L: Listener> ListenerLine<L> {
             let verdict = std::mem::take(&mut s.tally).verdict(None);
             s.core.out.flush_or_drop();
             s.timer = s.core.out.next_timer();
+            s.stale_at = self.stale_after.map(|d| Instant::now() + d);
             s.core.record(&self.ctx, verdict, None).await;
         }
         self.devices.touched = touched;
         self.devices.touched.clear();
     }
 
-    /// Sends what the report timers of `every` and heartbeat transforms have due.
-    fn fire_timers(&mut self) {
+    /// Sends what the report timers of `every` and heartbeat transforms have due, and takes
+    /// devices that went quiet for `stale_after` offline.
+    async fn fire_timers(&mut self) {
         let now = Instant::now();
         for s in &mut self.devices.slots {
             if s.core.on && s.timer.is_some_and(|t| t <= now) {
                 s.core.out.poll_timers(now);
                 s.core.out.flush_or_drop();
                 s.timer = s.core.out.next_timer();
+            }
+            if s.stale_at.is_some_and(|t| t <= now) {
+                s.stale_at = None;
+                let after = self.stale_after.unwrap_or_default();
+                if s.core.on && s.core.out.status().health != Health::Offline {
+                    let msg = format!("no message for {}", humantime::format_duration(after));
+                    let v = Tally::default().verdict(Some(&Fault::new("stale", msg)));
+                    s.core.record(&self.ctx, v, None).await;
+                }
             }
         }
     }
@@ -247,7 +420,7 @@ impl<L: Listener> ListenerLine<L> {
     }
 
     async fn serve(&mut self, i: usize, req: DeviceRequest) {
-        let Some(s) = self.devices.slots.get(i) else {
+        let Some(s) = self.devices.slots.get_mut(i) else {
             return req.fail(DeviceError::UnknownDevice(format!("#{i}")));
         };
         match req {

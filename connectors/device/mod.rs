@@ -23,6 +23,7 @@
 
 mod core;
 pub mod listener;
+pub mod payload;
 pub mod write;
 
 #[cfg(test)]

@@ -71,6 +71,31 @@ impl<C> ChannelSpec<C> {
     }
 }
 
+/// A channel embedded in a protocol's own settings (an MQTT mapping's channels, an HTTP
+/// endpoint's) parses like a device's: `name`, `unit`, the transform keys and the protocol's
+/// `C`, every problem reported with its field.
+impl<'de, C: DeserializeOwned> serde::Deserialize<'de> for ChannelSpec<C> {
+    fn deserialize<De: serde::Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
+        let v = <Value as serde::Deserialize>::deserialize(d)?;
+        let mut errs = Vec::new();
+        match parse_channel::<C>(v, "", &mut errs) {
+            Some(c) if errs.is_empty() => Ok(c),
+            _ => Err(serde::de::Error::custom(
+                errs.iter()
+                    .map(|e| {
+                        if e.path.is_empty() {
+                            e.message.clone()
+                        } else {
+                            format!("{}: {}", e.path, e.message)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
+    }
+}
+
 /// Connector keys handled here, not by the protocol.
 pub const CONNECTOR_COMMON: &[&str] = &["name", "protocol", "enabled", "devices"];
 /// Device keys handled here.
