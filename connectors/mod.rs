@@ -28,7 +28,7 @@ use crate::control::ControlRegistry;
 use crate::pipeline::{DeviceOutput, ReadingSender};
 use crate::status::ConnectorHealth;
 
-#[cfg(not(any(feature = "simulator", feature = "modbus")))]
+#[cfg(not(any(feature = "simulator", feature = "modbus", feature = "mqtt")))]
 compile_error!(
     "osgate needs at least one connector: enable the `simulator` and/or `modbus` feature"
 );
@@ -36,6 +36,8 @@ compile_error!(
 pub mod device;
 #[cfg(feature = "modbus")]
 pub mod modbus;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 
@@ -130,6 +132,9 @@ pub enum ConnectorKind {
     /// `"protocol": "modbus"`.
     #[cfg(feature = "modbus")]
     Modbus(Arc<modbus::ModbusConfig>),
+    /// `"protocol": "mqtt"`.
+    #[cfg(feature = "mqtt")]
+    Mqtt(Arc<mqtt::MqttConfig>),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -138,6 +143,8 @@ pub const PROTOCOLS: &[&str] = &[
     "simulator",
     #[cfg(feature = "modbus")]
     "modbus",
+    #[cfg(feature = "mqtt")]
+    "mqtt",
 ];
 
 impl ConnectorConfig {
@@ -191,6 +198,8 @@ impl ConnectorConfig {
             ),
             #[cfg(feature = "modbus")]
             "modbus" => p.spec(entry, "modbus", modbus::validate, ConnectorKind::Modbus),
+            #[cfg(feature = "mqtt")]
+            "mqtt" => p.spec(entry, "mqtt", mqtt::validate, ConnectorKind::Mqtt),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -212,6 +221,8 @@ impl ConnectorConfig {
             ConnectorKind::Simulator(spec) => simulator::build(spec.clone(), ctx),
             #[cfg(feature = "modbus")]
             ConnectorKind::Modbus(spec) => modbus::build(spec.clone(), ctx),
+            #[cfg(feature = "mqtt")]
+            ConnectorKind::Mqtt(spec) => mqtt::build(spec.clone(), ctx),
         }
     }
 }

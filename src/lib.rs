@@ -16,6 +16,7 @@
 //! - [`control`]: run-time device control (enable/disable, read now, write).
 //! - [`backoff`]: the one capped exponential `Backoff` (a leaf).
 //! - [`duration`]: `Dur`, durations written as strings in the config (a leaf: no crate imports).
+//! - [`size`]: `Size`, byte sizes written as `"256KiB"` in the config (a leaf).
 //! - [`broker`]: the optional embedded MQTT broker.
 //! - [`net`]: outbound MQTT and HTTP clients with TLS and credentials, and the RPC listener's TLS.
 //! - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands) and the `osgate rpc` client.
@@ -35,6 +36,7 @@ pub mod rpc;
 pub mod service;
 #[path = "../sinks/mod.rs"]
 pub mod sinks;
+pub mod size;
 pub mod status;
 pub mod transform;
 

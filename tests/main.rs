@@ -6,6 +6,8 @@ mod foundation;
 mod kit;
 #[cfg(feature = "modbus")]
 mod modbus;
+#[cfg(feature = "mqtt")]
+mod mqtt;
 mod remote_config;
 mod rpc;
 mod tls;

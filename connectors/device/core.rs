@@ -139,6 +139,12 @@ impl Core {
         Some(on)
     }
 
+    /// Takes the enabled flag as it is now, without publishing a status (a device created at
+    /// run time: its first message's health record publishes one).
+    pub fn enable_now(&mut self) {
+        self.on = self.enabled.load(Relaxed);
+    }
+
     /// Fails a request while the device is disabled.
     pub fn check_enabled(&self) -> Result<(), DeviceError> {
         if self.on {

@@ -143,6 +143,7 @@ impl Devices {
             channels: Vec::new(),
         };
         let i = self.add(&spec, |_| None);
+        self.slots[i].core.enable_now();
         tracing::info!(connector = %self.ctx.name, device = %name, "new device");
         Some(i)
     }
@@ -262,6 +263,7 @@ pub struct ListenerLine<L: Listener> {
     ctx: ConnectorContext,
     backoff: Backoff,
     stale_after: Option<Duration>,
+    backpressure: bool,
 }
 
 impl<L: Listener> ListenerLine<L> {
@@ -273,6 +275,7 @@ impl<L: Listener> ListenerLine<L> {
             ctx: ctx.clone(),
             backoff: DEFAULT_BACKOFF,
             stale_after: None,
+            backpressure: false,
         }
     }
 
@@ -286,6 +289,15 @@ impl<L: Listener> ListenerLine<L> {
     /// ([`Devices::find_or_create`]); by default none are.
     pub fn accept_new(mut self, max: usize) -> Self {
         self.devices.new_left = max;
+        self
+    }
+
+    /// For sources that hold messages while osgate is busy (an MQTT broker): a batch waits
+    /// for room in a sink queue whose `when_full` is `block`, so the source is read more
+    /// slowly instead of readings being dropped. Without it (the default) a full queue drops
+    /// the batch and counts it: a source that cannot wait is never stalled.
+    pub fn with_backpressure(mut self) -> Self {
+        self.backpressure = true;
         self
     }
 
@@ -380,7 +392,11 @@ impl<L: Listener> ListenerLine<L> {
         for &i in &touched {
             let s = &mut self.devices.slots[i];
             let verdict = std::mem::take(&mut s.tally).verdict(None);
-            s.core.out.flush_or_drop();
+            if self.backpressure {
+                s.core.out.flush().await;
+            } else {
+                s.core.out.flush_or_drop();
+            }
             s.timer = s.core.out.next_timer();
             s.stale_at = self.stale_after.map(|d| Instant::now() + d);
             s.core.record(&self.ctx, verdict, None).await;
