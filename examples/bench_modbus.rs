@@ -15,16 +15,20 @@
 //! Needs `mosquitto` on the PATH. Every child process is killed when the benchmark ends.
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::path::Path;
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+#[path = "support/mod.rs"]
+mod support;
 use osgate::connectors::modbus::codec::Table;
 use osgate::connectors::modbus::planner::{self, PlanItem};
 use serde_json::json;
+use support::{bin_dir, cpu_seconds, free_port, median, peak_rss_mb, Proc};
 
 /// Options.
 #[derive(Debug, Parser)]
@@ -53,40 +57,6 @@ struct Args {
     max_connections: Option<u16>,
 }
 
-/// Kills and reaps a child when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/examples/bench_modbus → target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_port(port: u16) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Reads lines until one starts with `prefix`; returns its rest.
 fn wait_line(r: &mut BufReader<ChildStdout>, prefix: &str) -> String {
     let mut line = String::new();
@@ -99,28 +69,6 @@ fn wait_line(r: &mut BufReader<ChildStdout>, prefix: &str) -> String {
             return rest.trim().to_string();
         }
     }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
-    // CLK_TCK is 100 on Linux for all practical purposes.
-    ticks / 100.0
-}
-
-/// Peak resident set size of a process, in MB.
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// The channels of one device: `n/2` u16 counters, then `n/2` f32 values (ABCD).
@@ -170,25 +118,7 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
     let bins = bin_dir();
     // mosquitto
     let mport = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 0\nmax_inflight_messages 0\nuser root\n"
-        ),
-    )
-    .expect("write mosquitto.conf");
-    let _mosquitto = Proc(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mosquitto (is it installed?)"),
-    );
-    wait_port(mport);
+    let _mosquitto = support::mosquitto(dir, mport);
 
     // simulator
     let (chs, registers, floats) = channels(args.channels);
@@ -318,11 +248,6 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
         cpu_share: cpu / secs,
         peak_rss_mb: rss,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -25,23 +25,34 @@ pub async fn run(cfg: StdoutSinkConfig, mut ctx: SinkContext) -> Result<(), Sink
     let mut buf = BytesMut::with_capacity(64 * 1024);
     ctx.counters.connected.store(true, Relaxed);
     while let Some(env) = ctx.rx.recv().await {
-        let Envelope::Batch(batch) = env else {
-            continue;
-        };
-        let n = batch.readings.len() as u64;
-        ctx.counters.received.fetch_add(n, Relaxed);
-        match cfg.format {
-            Format::Reading => {
-                for r in &batch.readings {
-                    encode_reading(&mut buf, r, true);
-                    buf.put_u8(b'\n');
+        // Encode what is queued now (up to 64 KiB), then write it in one go: one blocking
+        // write per burst, not per batch.
+        let mut n = 0;
+        let mut next = Some(env);
+        while let Some(env) = next.take() {
+            if let Envelope::Batch(batch) = env {
+                n += batch.readings.len() as u64;
+                match cfg.format {
+                    Format::Reading => {
+                        for r in &batch.readings {
+                            encode_reading(&mut buf, r, true);
+                            buf.put_u8(b'\n');
+                        }
+                    }
+                    Format::Device => {
+                        encode_device(&mut buf, &batch, true);
+                        buf.put_u8(b'\n');
+                    }
                 }
             }
-            Format::Device => {
-                encode_device(&mut buf, &batch, true);
-                buf.put_u8(b'\n');
+            if buf.len() < 64 * 1024 {
+                next = ctx.rx.try_recv().ok();
             }
         }
+        if buf.is_empty() {
+            continue;
+        }
+        ctx.counters.received.fetch_add(n, Relaxed);
         // Writing to a pipe may block; keep it off the async workers.
         let out = std::mem::take(&mut buf);
         let out = tokio::task::spawn_blocking(move || {

@@ -1,0 +1,358 @@
+//! MQTT connector benchmark: a publisher floods a source mosquitto with Tasmota-shaped JSON
+//! messages; how fast do they come out of osgate (MQTT connector → MQTT sink → a second
+//! mosquitto), against a bare rumqttc subscriber reading the same flood from the same broker?
+//!
+//! Each run, in turn:
+//! 1. **bare**: a rumqttc subscriber (QoS 1, like the connector) on the source broker; the
+//!    publisher sends `--messages` messages at QoS 1 (in-flight window 100); the rate is
+//!    messages received / time from the first publish to the last message received;
+//! 2. **osgate ingest**: the release binary with one MQTT connector on the source broker (two
+//!    channels per message by JSON pointer, the device from a topic capture, the timestamp from
+//!    the payload) and a `stdout` sink (`format: device`, a line per message, read by the
+//!    benchmark): the rate at which messages become readings in the sink, the connector's own
+//!    figure;
+//! 3. **osgate to a broker**: the same with the MQTT sink (QoS 1, `format: device`) on a second
+//!    mosquitto, where a subscriber counts the messages: the whole path, with a second broker
+//!    and subscriber on the same 2 cores.
+//!
+//! Gateway CPU is utime+stime of the osgate process over the flood (from `/proc`).
+//!
+//! ```text
+//! cargo build --release --bin osgate --example bench_mqtt
+//! target/release/examples/bench_mqtt [--runs 3] [--messages 200000] [--devices 100]
+//! ```
+//! Needs `mosquitto` on the PATH. Every child process is killed when the benchmark ends.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{bin_dir, cpu_seconds, free_port, median, mosquitto, peak_rss_mb, Proc};
+
+/// Options.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Number of runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Messages per flood.
+    #[arg(long, default_value_t = 200_000)]
+    messages: u64,
+    /// Devices the messages are spread over (topics `tele/dev-N/SENSOR`).
+    #[arg(long, default_value_t = 100)]
+    devices: u64,
+}
+
+/// A subscriber counting the messages on `filter` at `port`; returns the counter and the time
+/// of the last message (ms since `t0`).
+fn counter(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    id: &str,
+    filter: &str,
+    t0: Instant,
+) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
+    let n = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(AtomicU64::new(0));
+    let (n2, last2, filter, id) = (n.clone(), last.clone(), filter.to_string(), id.to_string());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_inflight(100);
+        let (client, mut el) = AsyncClient::new(opts, 100);
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(_))) => {
+                    n2.fetch_add(1, Ordering::Relaxed);
+                    last2.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed");
+    (n, last)
+}
+
+/// Publishes `n` messages at QoS 1 over `devices` topics; returns when all are acknowledged.
+fn flood(rt: &tokio::runtime::Runtime, port: u16, n: u64, devices: u64, offset: u64) {
+    rt.block_on(async move {
+        let mut opts = MqttOptions::new(format!("bench-pub-{offset}"), "127.0.0.1", port);
+        opts.set_inflight(100);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(opts, 1000);
+        let driver = tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < n {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                    Ok(_) => {}
+                    Err(e) => panic!("publisher: {e}"),
+                }
+            }
+        });
+        for i in 0..n {
+            let t = 20.0 + (i % 100) as f64 / 10.0;
+            let payload = format!(
+                r#"{{"Time":"2026-12-01T10:{:02}:{:02}","AM2301":{{"Temperature":{t:.1},"Humidity":{}}},"TempUnit":"C"}}"#,
+                (i / 60) % 60,
+                i % 60,
+                40 + i % 20
+            );
+            client
+                .publish(
+                    format!("tele/dev-{}/SENSOR", (i + offset) % devices),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await
+                .expect("publish");
+        }
+        driver.await.expect("publisher driver");
+    });
+}
+
+/// Waits until `count` reaches `n` (or 60 s pass); returns the time of the last message.
+fn wait_count(count: &AtomicU64, last: &AtomicU64, n: u64) -> Duration {
+    let until = Instant::now() + Duration::from_secs(60);
+    while count.load(Ordering::Relaxed) < n && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        count.load(Ordering::Relaxed) >= n,
+        "only {} of {n} messages arrived",
+        count.load(Ordering::Relaxed)
+    );
+    Duration::from_millis(last.load(Ordering::Relaxed))
+}
+
+struct Figures {
+    bare_per_s: f64,
+    ingest_per_s: f64,
+    ingest_cpu: f64,
+    broker_per_s: f64,
+    broker_cpu: f64,
+    peak_rss_mb: f64,
+}
+
+/// The gateway's config: the benchmark's connector, and `sink`.
+fn config(sport: u16, run: usize, phase: &str, sink: serde_json::Value) -> serde_json::Value {
+    json!({
+        "gateway": {"id": "bench"},
+        "sinks": [sink],
+        "connectors": [{"name": "src", "protocol": "mqtt",
+            "url": format!("mqtt://127.0.0.1:{sport}"),
+            "client_id": format!("bench-osgate-{run}-{phase}"),
+            "accept_new_devices": true,
+            "mappings": [{"topic": "tele/{device}/SENSOR", "format": "json",
+                "timestamp": {"pointer": "/Time", "format": "rfc3339"},
+                "channels": [{"name": "temperature", "pointer": "/AM2301/Temperature", "unit": "°C"},
+                             {"name": "humidity", "pointer": "/AM2301/Humidity", "unit": "%"}]}]}]
+    })
+}
+
+/// Starts osgate on `cfg`, waits until every device has delivered (the connector has
+/// subscribed), floods, and returns (messages/s, CPU-s per 100k messages, peak RSS).
+fn measure_osgate(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    dir: &std::path::Path,
+    name: &str,
+    cfg: &serde_json::Value,
+    sport: u16,
+    counted: impl FnOnce(&mut std::process::Child, Instant) -> (Arc<AtomicU64>, Arc<AtomicU64>),
+) -> (f64, f64, f64) {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec(cfg).unwrap()).unwrap();
+    let mut gw = Proc(
+        Command::new(bin_dir().join("osgate"))
+            .arg("-c")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn osgate (cargo build --release --bin osgate)"),
+    );
+    let pid = gw.0.id();
+    let t0 = Instant::now();
+    let (count, last) = counted(&mut gw.0, t0);
+    let until = Instant::now() + Duration::from_secs(30);
+    while count.load(Ordering::Relaxed) < args.devices {
+        assert!(Instant::now() < until, "osgate delivered nothing");
+        flood(rt, sport, args.devices, args.devices, 0);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let base = count.load(Ordering::Relaxed);
+    let cpu0 = cpu_seconds(pid);
+    let start = t0.elapsed();
+    flood(rt, sport, args.messages, args.devices, 0);
+    let end = wait_count(&count, &last, base + args.messages);
+    let cpu = cpu_seconds(pid) - cpu0;
+    let rss = peak_rss_mb(pid);
+    (
+        args.messages as f64 / (end - start).as_secs_f64(),
+        cpu / args.messages as f64 * 100_000.0,
+        rss,
+    )
+}
+
+fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sport = free_port();
+    let _source = mosquitto(dir, sport);
+
+    // 1. bare subscriber
+    let t0 = Instant::now();
+    let (count, last) = counter(
+        &rt,
+        sport,
+        &format!("bench-bare-{run}"),
+        "tele/+/SENSOR",
+        t0,
+    );
+    let start = t0.elapsed();
+    flood(&rt, sport, args.messages, args.devices, 0);
+    let end = wait_count(&count, &last, args.messages);
+    let bare_per_s = args.messages as f64 / (end - start).as_secs_f64();
+
+    // 2. osgate into a stdout sink: a line per message, counted here.
+    let cfg = config(
+        sport,
+        run,
+        "ingest",
+        json!({"name": "out", "type": "stdout", "format": "device"}),
+    );
+    let (ingest_per_s, ingest_cpu, rss) = measure_osgate(
+        &rt,
+        args,
+        dir,
+        &format!("ingest-{run}"),
+        &cfg,
+        sport,
+        |child, t0| {
+            let out = child.stdout.take().expect("piped stdout");
+            let n = Arc::new(AtomicU64::new(0));
+            let last = Arc::new(AtomicU64::new(0));
+            let (n2, last2) = (n.clone(), last.clone());
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(out).lines() {
+                    if line.is_err() {
+                        break;
+                    }
+                    n2.fetch_add(1, Ordering::Relaxed);
+                    last2.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+            });
+            (n, last)
+        },
+    );
+
+    // 3. osgate into the MQTT sink on a second broker.
+    let lport = free_port();
+    let _local = mosquitto(dir, lport);
+    let cfg = config(
+        sport,
+        run,
+        "broker",
+        json!({"name": "local", "type": "mqtt", "url": format!("mqtt://127.0.0.1:{lport}"),
+               "qos": 1, "format": "device", "status": false}),
+    );
+    let (broker_per_s, broker_cpu, _) = measure_osgate(
+        &rt,
+        args,
+        dir,
+        &format!("broker-{run}"),
+        &cfg,
+        sport,
+        |_, t0| {
+            counter(
+                &rt,
+                lport,
+                &format!("bench-out-{run}"),
+                "telemetry/bench/#",
+                t0,
+            )
+        },
+    );
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Figures {
+        bare_per_s,
+        ingest_per_s,
+        ingest_cpu,
+        broker_per_s,
+        broker_cpu,
+        peak_rss_mb: rss,
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let dir = tempfile::Builder::new()
+        .prefix("osgate-bench-mqtt")
+        .tempdir()
+        .expect("temp dir");
+    println!(
+        "mqtt bench: {} Tasmota-shaped messages (2 channels each) over {} devices, QoS 1",
+        args.messages, args.devices
+    );
+    let mut all = Vec::new();
+    for i in 0..args.runs.max(1) {
+        let f = run_once(&args, dir.path(), i);
+        println!(
+            "  run {}: bare {:.0} msgs/s | ingest {:.0} msgs/s = {:.0} readings/s ({:.0} % of bare), \
+             {:.3} CPU-s per 100k msgs, peak RSS {:.1} MB | to a broker {:.0} msgs/s ({:.0} % of bare), \
+             {:.3} CPU-s per 100k msgs",
+            i + 1,
+            f.bare_per_s,
+            f.ingest_per_s,
+            f.ingest_per_s * 2.0,
+            f.ingest_per_s / f.bare_per_s * 100.0,
+            f.ingest_cpu,
+            f.peak_rss_mb,
+            f.broker_per_s,
+            f.broker_per_s / f.bare_per_s * 100.0,
+            f.broker_cpu,
+        );
+        all.push(f);
+    }
+    let m = |f: &dyn Fn(&Figures) -> f64| median(all.iter().map(f).collect());
+    println!(
+        "  median: bare {:.0} msgs/s | ingest {:.0} msgs/s = {:.0} readings/s, {:.0} % of bare, \
+         {:.3} CPU-s per 100k msgs, peak RSS {:.1} MB | to a broker {:.0} msgs/s, {:.0} % of bare, \
+         {:.3} CPU-s per 100k msgs",
+        m(&|f| f.bare_per_s),
+        m(&|f| f.ingest_per_s),
+        m(&|f| f.ingest_per_s * 2.0),
+        m(&|f| f.ingest_per_s / f.bare_per_s * 100.0),
+        m(&|f| f.ingest_cpu),
+        m(&|f| f.peak_rss_mb),
+        m(&|f| f.broker_per_s),
+        m(&|f| f.broker_per_s / f.bare_per_s * 100.0),
+        m(&|f| f.broker_cpu),
+    );
+}
