@@ -683,3 +683,85 @@ async fn a_panicked_line_is_not_reported_running_while_it_waits_to_restart() {
     assert!(up.running, "{up:?}");
     h.stop(lines).await;
 }
+
+/// A listener whose devices and channels are created from its messages.
+struct DynListener(mpsc::Receiver<ListenerMsg>);
+
+impl Listener for DynListener {
+    type Msg = Vec<(&'static str, &'static str, Option<f64>)>;
+
+    async fn next(&mut self) -> Result<Self::Msg, Fault> {
+        match self.0.recv().await {
+            Some(m) => m,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn map(&mut self, msg: Self::Msg, devices: &mut Devices) {
+        let ts = Timestamp::now();
+        let unit: Arc<str> = "W".into();
+        for (dev, ch, v) in msg {
+            let Some(d) = devices.find_or_create(dev) else {
+                continue;
+            };
+            let Some(c) = devices.channel_or_add(d, ch, Some(&unit), &TransformConfig::default())
+            else {
+                continue;
+            };
+            if let Some(v) = v {
+                devices.push(d, c, Value::F64(v), ts);
+            }
+        }
+    }
+
+    async fn write(&mut self, _: usize, _: usize, raw: Value) -> Result<Value, WriteError> {
+        Ok(raw)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listener_creates_devices_up_to_its_maximum_and_takes_quiet_ones_offline() {
+    let mut h = Harness::new();
+    let (tx, rx) = mpsc::channel(8);
+    let mut line = ListenerLine::new(&h.ctx, DynListener(rx))
+        .accept_new(1)
+        .with_stale_after(Some(Duration::from_secs(1)));
+    let (a, _) = device("a");
+    line.add(&a, writes);
+    let task = tokio::spawn(line.run());
+
+    // A configured device gains a channel it did not list; a new device is created with it.
+    tx.send(Ok(vec![("a", "extra", Some(1.0)), ("new", "p", Some(2.0))]))
+        .await
+        .unwrap();
+    let got = h.batch("a").await;
+    assert_eq!(
+        (&*got[0].channel, got[0].unit.as_deref()),
+        ("extra", Some("W"))
+    );
+    let got = h.batch("new").await;
+    assert_eq!(got[0].value, Value::F64(2.0));
+    // Beyond the maximum: refused and counted; bad names too.
+    tx.send(Ok(vec![
+        ("third", "p", Some(3.0)),
+        ("new", "a/b", Some(4.0)),
+    ]))
+    .await
+    .unwrap();
+    tx.send(Ok(vec![("new", "p", Some(5.0))])).await.unwrap();
+    let got = h.batch("new").await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].value, Value::F64(5.0));
+    assert_eq!(h.ctx.health.counters.refused.load(Relaxed), 2);
+    assert!(h.ctx.control.device_enabled("conn", "third").is_none());
+    // The new device is under run-time control like a configured one.
+    assert_eq!(h.ctx.control.device_enabled("conn", "new"), Some(true));
+
+    // Quiet for stale_after: offline with the reason, back online with the next message.
+    let st = h.status("new", |s| s.health == Health::Offline).await;
+    assert_eq!(st.last_error.as_deref(), Some("no message for 1s"));
+    tx.send(Ok(vec![("new", "p", Some(6.0))])).await.unwrap();
+    let st = h.status("new", |s| s.health == Health::Online).await;
+    assert!(st.online, "{st:?}");
+    h.stop(task).await;
+}
