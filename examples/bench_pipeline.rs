@@ -13,84 +13,23 @@
 //! (argument: seconds per phase, default 60). Needs `mosquitto` on the PATH. See BENCHMARKS.md.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{bin_dir, cpu_seconds, free_port, peak_rss_mb};
+
 const INFLIGHT: u16 = 100;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {port}");
-}
-
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_mosquitto(dir: &Path) -> (Killer, u16) {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"),
-    )
-    .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto on the PATH");
-    wait_port(port);
-    (Killer(child), port)
-}
 
 /// CPU seconds (user + system) and peak RSS (kB) of a process.
 fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let hz = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / hz, hwm)
+    (cpu_seconds(pid), (peak_rss_mb(pid) * 1024.0) as u64)
 }
 
 fn payload(i: u64) -> Vec<u8> {
@@ -152,17 +91,11 @@ struct GwResult {
     rss_kb: u64,
 }
 
-fn osgate_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/osgate");
-    assert!(p.exists(), "build it first: cargo build --release");
-    p
-}
-
 /// Runs osgate on `config` for `secs`, then SIGTERM; reads the sink's final counters.
 fn run_osgate(dir: &Path, config: &serde_json::Value, secs: u64) -> GwResult {
     let path = dir.join("bench.json");
     std::fs::write(&path, serde_json::to_vec(config).unwrap()).unwrap();
-    let mut child = Command::new(osgate_bin())
+    let mut child = Command::new(bin_dir().join("osgate"))
         .arg("-c")
         .arg(&path)
         .args(["--log-format", "json"])
@@ -251,7 +184,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let dir = tempfile::tempdir().unwrap();
-    let (_mosq, port) = start_mosquitto(dir.path());
+    let port = free_port();
+    let _mosq = support::mosquitto(dir.path(), port);
     println!(
         "phase length {secs} s, mosquitto on 127.0.0.1:{port}, QoS 1, in-flight window {INFLIGHT}"
     );
