@@ -34,6 +34,8 @@ compile_error!(
 );
 
 pub mod device;
+#[cfg(feature = "mbus")]
+pub mod mbus;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 #[cfg(feature = "simulator")]
