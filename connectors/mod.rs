@@ -132,6 +132,9 @@ pub enum ConnectorKind {
     /// `"protocol": "modbus"`.
     #[cfg(feature = "modbus")]
     Modbus(Arc<modbus::ModbusConfig>),
+    /// `"protocol": "mbus"`.
+    #[cfg(feature = "mbus")]
+    Mbus(Arc<mbus::MbusConfig>),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -140,6 +143,8 @@ pub const PROTOCOLS: &[&str] = &[
     "simulator",
     #[cfg(feature = "modbus")]
     "modbus",
+    #[cfg(feature = "mbus")]
+    "mbus",
 ];
 
 impl ConnectorConfig {
@@ -193,6 +198,8 @@ impl ConnectorConfig {
             ),
             #[cfg(feature = "modbus")]
             "modbus" => p.spec(entry, "modbus", modbus::validate, ConnectorKind::Modbus),
+            #[cfg(feature = "mbus")]
+            "mbus" => p.spec(entry, "mbus", mbus::validate, ConnectorKind::Mbus),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -214,6 +221,8 @@ impl ConnectorConfig {
             ConnectorKind::Simulator(spec) => simulator::build(spec.clone(), ctx),
             #[cfg(feature = "modbus")]
             ConnectorKind::Modbus(spec) => modbus::build(spec.clone(), ctx),
+            #[cfg(feature = "mbus")]
+            ConnectorKind::Mbus(spec) => mbus::build(spec.clone(), ctx),
         }
     }
 }

@@ -357,6 +357,22 @@ impl DeviceOutput {
             .min()
     }
 
+    /// The index of the channel called `name`, added (no unit transform, identity
+    /// transform) when the device has none of that name: for protocols whose devices describe
+    /// their own values (an M-Bus meter without configured channels).
+    pub fn named_channel(&mut self, name: &str, unit: Option<&str>) -> usize {
+        if let Some(i) = self.channel_index(name) {
+            return i;
+        }
+        self.channels.push(ChannelOut {
+            name: name.into(),
+            unit: unit.map(Arc::from),
+            transform: Transform::new(&crate::transform::TransformConfig::IDENTITY)
+                .expect("the identity transform is valid"),
+        });
+        self.channels.len() - 1
+    }
+
     /// The index of the channel called `name`.
     pub fn channel_index(&self, name: &str) -> Option<usize> {
         self.channels.iter().position(|c| &*c.name == name)
