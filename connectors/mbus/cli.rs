@@ -52,6 +52,9 @@ pub struct BusArgs {
     /// Baud rate of the bus.
     #[arg(long, default_value_t = 2400)]
     pub baud: u32,
+    /// Serial parity: even (M-Bus) or none.
+    #[arg(long, default_value = "even")]
+    pub parity: String,
     /// Time to wait for an answer (default from the baud rate).
     #[arg(long)]
     pub timeout: Option<String>,
@@ -116,7 +119,9 @@ pub fn main(cmd: MbusCommand) -> ExitCode {
         Op::Read(args) => with_link(&args.bus, |mut link| async move {
             let address = match (args.address, &args.id) {
                 (Some(a), None) if a <= 250 => Address::Primary(a),
-                (None, Some(id)) => Address::Secondary(Secondary::parse(id).map_err(CliError::Usage)?),
+                (None, Some(id)) => {
+                    Address::Secondary(Secondary::parse(id).map_err(CliError::Usage)?)
+                }
                 _ => return Err(CliError::Usage("give --address 0-250 or --id".into())),
             };
             let telegrams = link
@@ -180,6 +185,11 @@ fn link_of(bus: &BusArgs) -> Result<Link, String> {
         (Some(p), None) => Endpoint::Serial {
             port: p.clone(),
             baud: bus.baud,
+            even_parity: match bus.parity.as_str() {
+                "even" => true,
+                "none" => false,
+                other => return Err(format!("--parity {other}: expected even or none")),
+            },
         },
         (None, Some(a)) => Endpoint::Tcp(a.clone()),
         _ => return Err("give --serial PORT or --tcp HOST:PORT".into()),
@@ -233,7 +243,10 @@ fn decode(input: &str) -> ExitCode {
     match json::frame(&f) {
         Ok(j) => {
             if let Some(e) = j.get("error").and_then(|e| e.get("message")) {
-                eprintln!("meter reports an application error: {}", e.as_str().unwrap_or(""));
+                eprintln!(
+                    "meter reports an application error: {}",
+                    e.as_str().unwrap_or("")
+                );
             }
             println!(
                 "{}",

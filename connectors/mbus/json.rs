@@ -129,11 +129,7 @@ pub fn frame(f: &Frame<'_>) -> Result<Json, DecodeError> {
             out.insert("header".into(), header(&ud.header));
             let recs: Vec<Record<'_>> = ud.records().collect::<Result<_, _>>()?;
             let names = unique_names(&recs);
-            let list: Vec<Json> = recs
-                .iter()
-                .zip(names)
-                .map(|(r, n)| record(r, n))
-                .collect();
+            let list: Vec<Json> = recs.iter().zip(names).map(|(r, n)| record(r, n)).collect();
             out.insert("records".into(), Json::Array(list));
         }
     }

@@ -17,12 +17,14 @@ use super::record;
 /// How to reach the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// A serial port at a baud rate (8 data bits, even parity, 1 stop bit).
+    /// A serial port at a baud rate (8 data bits, 1 stop bit, even parity unless told).
     Serial {
         /// The device path.
         port: String,
         /// The baud rate.
         baud: u32,
+        /// Even parity (M-Bus); `false` for none (converters that add it themselves, ptys).
+        even_parity: bool,
     },
     /// A TCP level converter in transparent mode, `host:port`.
     Tcp(String),
@@ -31,7 +33,7 @@ pub enum Endpoint {
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Endpoint::Serial { port, baud } => write!(f, "serial {port} at {baud} baud"),
+            Endpoint::Serial { port, baud, .. } => write!(f, "serial {port} at {baud} baud"),
             Endpoint::Tcp(a) => write!(f, "tcp {a}"),
         }
     }
@@ -253,12 +255,19 @@ impl Link {
     async fn open(&mut self) -> Result<&mut Box<dyn Io>, LinkError> {
         if self.io.is_none() {
             let io: Box<dyn Io> = match &self.endpoint {
-                Endpoint::Serial { port, baud } => Box::new(open_serial(port, *baud)?),
+                Endpoint::Serial {
+                    port,
+                    baud,
+                    even_parity,
+                } => Box::new(open_serial(port, *baud, *even_parity)?),
                 Endpoint::Tcp(addr) => {
-                    let s = timeout(self.timing.timeout.max(Duration::from_secs(1)), tokio::net::TcpStream::connect(addr))
-                        .await
-                        .map_err(|_| LinkError::Io(format!("connect to {addr}: timed out")))?
-                        .map_err(|e| LinkError::Io(format!("connect to {addr}: {e}")))?;
+                    let s = timeout(
+                        self.timing.timeout.max(Duration::from_secs(1)),
+                        tokio::net::TcpStream::connect(addr),
+                    )
+                    .await
+                    .map_err(|_| LinkError::Io(format!("connect to {addr}: timed out")))?
+                    .map_err(|e| LinkError::Io(format!("connect to {addr}: {e}")))?;
                     let _ = s.set_nodelay(true);
                     Box::new(s)
                 }
@@ -328,7 +337,9 @@ impl Link {
                 Ok(Some(len)) if self.buf.len() >= len => {
                     if self.buf.len() > len {
                         // Two answers at once: a collision (or noise).
-                        return Err(LinkError::Garbled(FrameError::Trailing(self.buf.len() - len)));
+                        return Err(LinkError::Garbled(FrameError::Trailing(
+                            self.buf.len() - len,
+                        )));
                     }
                     frame::parse(&self.buf).map_err(LinkError::Garbled)?;
                     // A second meter may still be answering: wait one character gap.
@@ -403,7 +414,10 @@ impl Link {
             {
                 Ok(bytes)
             }
-            other => Err(LinkError::Unexpected(format!("{} to REQ_UD2", other.kind()))),
+            other => Err(LinkError::Unexpected(format!(
+                "{} to REQ_UD2",
+                other.kind()
+            ))),
         }
     }
 
@@ -454,12 +468,21 @@ impl Link {
     }
 }
 
-/// Opens a serial port as M-Bus wants it: 8 data bits, even parity, 1 stop bit.
-pub fn open_serial(port: &str, baud: u32) -> Result<tokio_serial::SerialStream, LinkError> {
+/// Opens a serial port as M-Bus wants it: 8 data bits, even parity (unless `even_parity` is
+/// false), 1 stop bit.
+pub fn open_serial(
+    port: &str,
+    baud: u32,
+    even_parity: bool,
+) -> Result<tokio_serial::SerialStream, LinkError> {
     use tokio_serial::SerialPortBuilderExt as _;
     tokio_serial::new(port, baud)
         .data_bits(tokio_serial::DataBits::Eight)
-        .parity(tokio_serial::Parity::Even)
+        .parity(if even_parity {
+            tokio_serial::Parity::Even
+        } else {
+            tokio_serial::Parity::None
+        })
         .stop_bits(tokio_serial::StopBits::One)
         .open_native_async()
         .map_err(|e| LinkError::Io(format!("open {port}: {e}")))
@@ -553,14 +576,20 @@ mod tests {
     #[test]
     fn secondary_masks() {
         let s = Secondary::parse("1234FFFF").unwrap();
-        assert_eq!(s.select_bytes(), [0xFF, 0xFF, 0x34, 0x12, 0xFF, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(
+            s.select_bytes(),
+            [0xFF, 0xFF, 0x34, 0x12, 0xFF, 0xFF, 0xFF, 0xFF]
+        );
         assert!(s.matches([0x78, 0x56, 0x34, 0x12], 1, 2, 3));
         assert!(!s.matches([0x78, 0x56, 0x34, 0x13], 1, 2, 3));
         let full = Secondary::parse("12345678C5140E07").unwrap();
         assert_eq!(full.manufacturer, Some(0x0E14).map(|_| 0xC514));
         assert_eq!(full.version, Some(0x0E));
         assert!(Secondary::parse("12x45678").is_err());
-        assert_eq!(Secondary::parse("12**5678").unwrap().to_string(), "12FF5678");
+        assert_eq!(
+            Secondary::parse("12**5678").unwrap().to_string(),
+            "12FF5678"
+        );
     }
 
     #[test]

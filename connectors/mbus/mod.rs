@@ -75,6 +75,21 @@ pub struct SerialSettings {
     /// Baud rate: 300, 600, 1200, 2400 (default), 4800, 9600, 19200 or 38400.
     #[serde(default = "default_baud")]
     pub baud: u32,
+    /// `"even"` (default, as EN 13757-2 wants) or `"none"` (for converters that add the
+    /// parity bit themselves).
+    #[serde(default)]
+    pub parity: Parity,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    /// Even parity (8E1).
+    #[default]
+    Even,
+    /// No parity (8N1).
+    None,
 }
 
 /// Device settings: which meter.
@@ -154,6 +169,7 @@ impl MbusSettings {
                 link::Endpoint::Serial {
                     port: s.port.clone(),
                     baud: s.baud,
+                    even_parity: s.parity == Parity::Even,
                 },
                 s.baud,
             ),
@@ -171,8 +187,8 @@ impl MbusSettings {
 
 /// 330 bit times plus 50 ms (EN 13757-2), at least 500 ms.
 pub fn default_timeout(baud: u32) -> Duration {
-    let t = Duration::from_micros(330 * 1_000_000 / u64::from(baud.max(1)))
-        + Duration::from_millis(50);
+    let t =
+        Duration::from_micros(330 * 1_000_000 / u64::from(baud.max(1))) + Duration::from_millis(50);
     t.max(Duration::from_millis(500))
 }
 

@@ -102,7 +102,11 @@ pub fn meter(d: &DeviceSpec<MbusDevice, MbusChannel>) -> (Schedule, Meter) {
         (None, Some(s)) => Address::Secondary(Secondary::parse(s).unwrap_or(Secondary::ANY)),
         (None, None) => Address::Primary(0),
     };
-    let selectors: Box<[Selector]> = d.channels.iter().map(|c| Selector::of(&c.settings)).collect();
+    let selectors: Box<[Selector]> = d
+        .channels
+        .iter()
+        .map(|c| Selector::of(&c.settings))
+        .collect();
     let schedule = if selectors.is_empty() {
         Schedule::device_only(d.settings.interval.0)
     } else {
@@ -194,7 +198,9 @@ impl Poller for Bus {
     }
 
     async fn write(&mut self, _: &mut Meter, _: usize, _: Value) -> Result<Value, WriteError> {
-        Err(WriteError::Refused("M-Bus meter values are read-only".into()))
+        Err(WriteError::Refused(
+            "M-Bus meter values are read-only".into(),
+        ))
     }
 
     async fn close(&mut self) {
