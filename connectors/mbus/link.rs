@@ -133,10 +133,8 @@ impl Secondary {
     /// manufacturer, version, medium.
     pub fn select_bytes(&self) -> [u8; 8] {
         let mut b = [0xFF; 8];
-        for i in 0..4 {
-            let hi = self.id[6 - 2 * i];
-            let lo = self.id[7 - 2 * i];
-            b[i] = (hi << 4) | lo;
+        for (i, byte) in b.iter_mut().take(4).enumerate() {
+            *byte = (self.id[6 - 2 * i] << 4) | self.id[7 - 2 * i];
         }
         let man = self.manufacturer.unwrap_or(0xFFFF).to_le_bytes();
         b[4] = man[0];

@@ -118,7 +118,7 @@ impl Header {
     /// it is not valid BCD).
     pub fn id_string(&self) -> Option<String> {
         self.id
-            .map(|id| u32::from_le_bytes(id))
+            .map(u32::from_le_bytes)
             .map(|v| format!("{v:08X}"))
     }
 
