@@ -102,6 +102,22 @@ pub enum ConnectorError {
     Setup(String),
 }
 
+impl ConnectorError {
+    /// Checks that the serial device `port` exists and can be looked at, before a connector
+    /// that needs it runs.
+    pub fn check_serial_port(port: &str) -> Result<(), ConnectorError> {
+        std::fs::metadata(port)
+            .map(|_| ())
+            .map_err(|e| ConnectorError::SerialPort {
+                port: port.to_string(),
+                reason: match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such device".to_string(),
+                    _ => e.to_string(),
+                },
+            })
+    }
+}
+
 /// A built connector, ready to run until its context's `shutdown` is cancelled.
 pub type Running = Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send>>;
 

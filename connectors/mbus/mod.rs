@@ -286,15 +286,7 @@ fn check_host_port(addr: &str) -> Result<(), String> {
 /// Checks the bus, then runs one line (one task owning the bus) with every meter on it.
 pub fn build(spec: Arc<MbusConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
     match &spec.settings.transport {
-        Transport::Serial(line) => {
-            std::fs::metadata(&line.port).map_err(|e| ConnectorError::SerialPort {
-                port: line.port.clone(),
-                reason: match e.kind() {
-                    std::io::ErrorKind::NotFound => "no such device".to_string(),
-                    _ => e.to_string(),
-                },
-            })?;
-        }
+        Transport::Serial(line) => ConnectorError::check_serial_port(&line.port)?,
         Transport::Tcp(addr) => {
             check_host_port(addr).map_err(|reason| ConnectorError::Address {
                 address: addr.clone(),

@@ -117,9 +117,7 @@ impl Header {
     /// The identification number as printed on the meter (the BCD digits, or hex digits when
     /// it is not valid BCD).
     pub fn id_string(&self) -> Option<String> {
-        self.id
-            .map(u32::from_le_bytes)
-            .map(|v| format!("{v:08X}"))
+        self.id.map(u32::from_le_bytes).map(|v| format!("{v:08X}"))
     }
 
     /// The identification number as a number (`None` when not BCD).
