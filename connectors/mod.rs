@@ -28,12 +28,19 @@ use crate::control::ControlRegistry;
 use crate::pipeline::{DeviceOutput, ReadingSender};
 use crate::status::ConnectorHealth;
 
-#[cfg(not(any(feature = "simulator", feature = "modbus", feature = "mqtt")))]
+#[cfg(not(any(
+    feature = "simulator",
+    feature = "modbus",
+    feature = "mqtt",
+    feature = "mbus"
+)))]
 compile_error!(
     "osgate needs at least one connector: enable the `simulator` and/or `modbus` feature"
 );
 
 pub mod device;
+#[cfg(feature = "mbus")]
+pub mod mbus;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 #[cfg(feature = "mqtt")]
@@ -102,6 +109,22 @@ pub enum ConnectorError {
     Setup(String),
 }
 
+impl ConnectorError {
+    /// Checks that the serial device `port` exists and can be looked at, before a connector
+    /// that needs it runs.
+    pub fn check_serial_port(port: &str) -> Result<(), ConnectorError> {
+        std::fs::metadata(port)
+            .map(|_| ())
+            .map_err(|e| ConnectorError::SerialPort {
+                port: port.to_string(),
+                reason: match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such device".to_string(),
+                    _ => e.to_string(),
+                },
+            })
+    }
+}
+
 /// A built connector, ready to run until its context's `shutdown` is cancelled.
 pub type Running = Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send>>;
 
@@ -135,6 +158,9 @@ pub enum ConnectorKind {
     /// `"protocol": "mqtt"`.
     #[cfg(feature = "mqtt")]
     Mqtt(Arc<mqtt::MqttConfig>),
+    /// `"protocol": "mbus"`.
+    #[cfg(feature = "mbus")]
+    Mbus(Arc<mbus::MbusConfig>),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -145,6 +171,8 @@ pub const PROTOCOLS: &[&str] = &[
     "modbus",
     #[cfg(feature = "mqtt")]
     "mqtt",
+    #[cfg(feature = "mbus")]
+    "mbus",
 ];
 
 impl ConnectorConfig {
@@ -200,6 +228,8 @@ impl ConnectorConfig {
             "modbus" => p.spec(entry, "modbus", modbus::validate, ConnectorKind::Modbus),
             #[cfg(feature = "mqtt")]
             "mqtt" => p.spec(entry, "mqtt", mqtt::validate, ConnectorKind::Mqtt),
+            #[cfg(feature = "mbus")]
+            "mbus" => p.spec(entry, "mbus", mbus::validate, ConnectorKind::Mbus),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -223,6 +253,8 @@ impl ConnectorConfig {
             ConnectorKind::Modbus(spec) => modbus::build(spec.clone(), ctx),
             #[cfg(feature = "mqtt")]
             ConnectorKind::Mqtt(spec) => mqtt::build(spec.clone(), ctx),
+            #[cfg(feature = "mbus")]
+            ConnectorKind::Mbus(spec) => mbus::build(spec.clone(), ctx),
         }
     }
 }

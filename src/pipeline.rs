@@ -373,6 +373,20 @@ impl DeviceOutput {
         self.channels.len() - 1
     }
 
+    /// The index of the channel called `name`, added (no transform) when the device has none
+    /// of that name: for protocols whose devices describe their own values (an M-Bus meter
+    /// without configured channels).
+    pub fn named_channel(&mut self, name: &str, unit: Option<&str>) -> usize {
+        match self.channel_index(name) {
+            Some(i) => i,
+            None => self.add_channel(
+                name.into(),
+                unit.map(Arc::from),
+                &crate::transform::TransformConfig::IDENTITY,
+            ),
+        }
+    }
+
     /// Number of channels.
     pub fn channel_count(&self) -> usize {
         self.channels.len()

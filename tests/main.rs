@@ -4,6 +4,8 @@
 mod common;
 mod foundation;
 mod kit;
+#[cfg(feature = "mbus")]
+mod mbus;
 #[cfg(feature = "modbus")]
 mod modbus;
 #[cfg(feature = "mqtt")]

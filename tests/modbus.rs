@@ -4,7 +4,6 @@
 //! changes are taken from a sink queue, exactly as a sink would see them.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,12 +11,12 @@ use osgate::control::DeviceError;
 use osgate::pipeline::Envelope;
 use osgate::reading::{Quality, Value};
 use serde_json::{json, Value as Json};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::time::Instant;
 
 use crate::common::connector::{by_name, unique, ConnectorRun};
 use crate::common::modbus::{peers_dir, pymodbus, pymodbus_read, spawn_ready, tcp_connector, Peer};
-use crate::common::{within, TEST_TIMEOUT as WAIT};
+use crate::common::{pty_pair, within, TEST_TIMEOUT as WAIT};
 
 const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
 
@@ -344,41 +343,6 @@ async fn modbus_rtu_over_tcp_reads() {
     let mut run = ConnectorRun::start(cfg);
     assert_eq!(run.good_batch("m").await["p"], Value::I64(-70000));
     run.stop().await;
-}
-
-/// A socat pty pair: two linked serial devices.
-struct PtyPair {
-    _socat: Child,
-    a: PathBuf,
-    b: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-async fn pty_pair() -> PtyPair {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = dir.path().join("a");
-    let b = dir.path().join("b");
-    let socat = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn socat");
-    within("socat ptys", async {
-        while !(a.exists() && b.exists()) {
-            // socat creates the links right after it starts; no event to wait on.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    PtyPair {
-        _socat: socat,
-        a,
-        b,
-        _dir: dir,
-    }
 }
 
 #[tokio::test]

@@ -152,6 +152,18 @@ impl Schedule {
         &self.groups
     }
 
+    /// A device polled every `device` whose values are not configured channels (they come
+    /// from the device itself, pushed with [`Poll::push_named`]).
+    pub fn device_only(device: Duration) -> Self {
+        Schedule {
+            groups: vec![Group {
+                interval: device,
+                channels: Box::new([]),
+                next: Instant::now(),
+            }],
+        }
+    }
+
     /// Every device's channels at its own interval (no per-channel intervals).
     pub fn every(device: Duration, channels: usize) -> Self {
         Self::new(device, std::iter::repeat_n(None, channels))
@@ -216,6 +228,26 @@ impl<'a> Poll<'a> {
             Target::Read(out, readings) => {
                 readings.extend(out.convert(ch, value, ts, Quality::Good));
             }
+        }
+    }
+
+    /// A good value of a channel the device itself names (not in its config): the channel
+    /// is added on first use, with `unit` and no transform.
+    pub fn push_named(&mut self, name: &str, unit: Option<&str>, value: Value, ts: Timestamp) {
+        self.tally.good += 1;
+        match &mut self.target {
+            Target::Batch(out) => {
+                let ch = out.named_channel(name, unit);
+                out.push(ch, value, ts);
+            }
+            Target::Read(out, readings) => readings.push(Reading {
+                device: out.device().clone(),
+                channel: name.into(),
+                value,
+                ts,
+                quality: Quality::Good,
+                unit: unit.map(Arc::from),
+            }),
         }
     }
 

@@ -396,13 +396,7 @@ pub fn device_limits(s: &ModbusSettings, d: &ModbusDevice) -> planner::Limits {
 pub fn build(spec: Arc<ModbusConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
     let lines = match &spec.settings.transport {
         Transport::Rtu(line) => {
-            std::fs::metadata(&line.port).map_err(|e| ConnectorError::SerialPort {
-                port: line.port.clone(),
-                reason: match e.kind() {
-                    std::io::ErrorKind::NotFound => "no such device".to_string(),
-                    _ => e.to_string(),
-                },
-            })?;
+            ConnectorError::check_serial_port(&line.port)?;
             1
         }
         Transport::Tcp(_) | Transport::RtuOverTcp(_) => usize::from(spec.settings.max_connections),

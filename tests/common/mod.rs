@@ -19,6 +19,8 @@
 pub mod certs;
 pub mod connector;
 pub mod http;
+#[cfg(feature = "mbus")]
+pub mod mbus;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod rpc;
@@ -589,4 +591,42 @@ pub fn sim_config(gateway: &str, url: &str, devices: Value, sink_extra: Value) -
         "sinks": [sink],
         "connectors": [{"name": "sim", "protocol": "simulator", "devices": devices}]
     })
+}
+
+/// A socat pty pair: two linked serial devices, socat killed on drop.
+pub struct PtyPair {
+    _socat: tokio::process::Child,
+    /// One end.
+    pub a: PathBuf,
+    /// The other end.
+    pub b: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts socat with two linked pseudo-terminals.
+pub async fn pty_pair() -> PtyPair {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let socat = tokio::process::Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn socat");
+    within("socat ptys", async {
+        while !(a.exists() && b.exists()) {
+            // socat creates the links right after it starts; no event to wait on.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    PtyPair {
+        _socat: socat,
+        a,
+        b,
+        _dir: dir,
+    }
 }

@@ -1,0 +1,373 @@
+//! The M-Bus connector (`"protocol": "mbus"`): reads wired M-Bus meters (EN 13757-2/-3) over a
+//! serial port (8E1) or a TCP level converter.
+//!
+//! Config → [`MbusConfig`] (the bus and its timing on the connector, a primary or secondary
+//! address on each device, on each channel what record it takes). [`build`] checks the bus and
+//! puts every meter on one line of the connector kit: the bus is one task that reads its meters
+//! in turn. The [`poller`] reads a meter with the [`link`] layer (select or SND_NKE, REQ_UD2
+//! per telegram with the FCB toggled), decodes the telegrams with [`frame`] and [`record`], and
+//! maps records to channels by what they are (quantity, storage, tariff, sub-unit, function),
+//! by derived name, or by index; a device without channels publishes every record under its
+//! derived name. [`cli`] is `osgate mbus decode|scan|read`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::device::{self, Backoff, Line};
+use super::{ConnectorContext, ConnectorError, Running};
+use crate::config::{ConfigError, ConnectorSpec, Dur};
+
+pub mod cli;
+pub mod frame;
+pub mod json;
+pub mod link;
+pub mod poller;
+pub mod record;
+
+/// A parsed M-Bus connector.
+pub type MbusConfig = ConnectorSpec<MbusSettings, MbusDevice, MbusChannel>;
+
+/// Connector settings: the bus and how patient to be with its meters.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MbusSettings {
+    /// `{"serial": {"port": "/dev/ttyUSB0", "baud": 2400}}` or `{"tcp": "host:port"}` (a
+    /// level converter in transparent mode).
+    pub transport: Transport,
+    /// Time to wait for the first byte of an answer (default: 330 bit times plus 50 ms at the
+    /// bus's baud rate, at least 500 ms).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Extra REQ_UD2 attempts (same FCB, so the meter repeats its telegram) after no or a
+    /// garbled answer (default 1).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Most telegrams read from one meter per poll (default 16).
+    #[serde(default = "default_max_telegrams")]
+    pub max_telegrams: u16,
+    /// First wait before reading a meter again after a failed read; doubles per failure
+    /// (default `5s`).
+    #[serde(default = "default_backoff")]
+    pub backoff: Dur,
+    /// Longest wait between attempts on a failing meter (default `5m`).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Dur,
+}
+
+/// How the connector reaches the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Transport {
+    /// A serial port (8 data bits, even parity, 1 stop bit).
+    Serial(SerialSettings),
+    /// A TCP level converter, `host:port`; its bus is assumed to run at 2400 baud for timing.
+    Tcp(String),
+}
+
+/// A serial M-Bus line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialSettings {
+    /// The serial device, e.g. `/dev/ttyUSB0`.
+    pub port: String,
+    /// Baud rate: 300, 600, 1200, 2400 (default), 4800, 9600, 19200 or 38400.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// `"even"` (default, as EN 13757-2 wants) or `"none"` (for converters that add the
+    /// parity bit themselves).
+    #[serde(default)]
+    pub parity: Parity,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    /// Even parity (8E1).
+    #[default]
+    Even,
+    /// No parity (8N1).
+    None,
+}
+
+/// Device settings: which meter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MbusDevice {
+    /// Primary address 0–250.
+    #[serde(default)]
+    pub address: Option<u8>,
+    /// Secondary address: 8 id digits (`12345678`), or 16 hex digits with manufacturer,
+    /// version and medium (`12345678C5140E07`). Use it on busses where primary addresses are
+    /// not unique.
+    #[serde(default)]
+    pub secondary: Option<String>,
+    /// Time between two reads (default `60s`).
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+}
+
+/// Channel settings: which record. Give one of `quantity` (with `storage`, `tariff`,
+/// `subunit`, `function` where not the defaults), `record` or `index`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MbusChannel {
+    /// What the record measures: `energy`, `volume`, `power`, `volume flow`,
+    /// `flow temperature`, `return temperature`, `temperature difference`, `date and time`,
+    /// `fabrication number`, `voltage`, `current`… (as `osgate mbus decode` prints it).
+    #[serde(default)]
+    pub quantity: Option<String>,
+    /// With `quantity`: the storage number (default 0, the current value).
+    #[serde(default)]
+    pub storage: u64,
+    /// With `quantity`: the tariff (default 0).
+    #[serde(default)]
+    pub tariff: u32,
+    /// With `quantity`: the sub-unit (default 0).
+    #[serde(default)]
+    pub subunit: u32,
+    /// With `quantity`: `instantaneous` (default), `maximum`, `minimum` or `error`.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// The record's derived name as `osgate mbus decode` prints it (`energy_wh`, `volume_m3_s1`).
+    #[serde(default)]
+    pub record: Option<String>,
+    /// The record's position in the meter's answer (0-based, counting across telegrams).
+    #[serde(default)]
+    pub index: Option<u16>,
+}
+
+fn default_retries() -> u32 {
+    1
+}
+fn default_max_telegrams() -> u16 {
+    16
+}
+fn default_backoff() -> Dur {
+    Dur::from_secs(5)
+}
+fn default_backoff_max() -> Dur {
+    Dur::from_secs(300)
+}
+fn default_baud() -> u32 {
+    2400
+}
+fn default_interval() -> Dur {
+    Dur::from_secs(60)
+}
+
+/// Baud rates of EN 13757-2.
+pub const BAUDS: &[u32] = &[300, 600, 1200, 2400, 4800, 9600, 19200, 38400];
+
+impl MbusSettings {
+    /// The endpoint and timing of the bus.
+    pub fn link(&self) -> (link::Endpoint, link::Timing) {
+        let (endpoint, baud) = match &self.transport {
+            Transport::Serial(s) => (
+                link::Endpoint::Serial {
+                    port: s.port.clone(),
+                    baud: s.baud,
+                    even_parity: s.parity == Parity::Even,
+                },
+                s.baud,
+            ),
+            Transport::Tcp(a) => (link::Endpoint::Tcp(a.clone()), 2400),
+        };
+        let timeout = self.timeout.map_or_else(|| default_timeout(baud), |d| d.0);
+        let timing = link::Timing {
+            timeout,
+            retries: self.retries,
+            baud,
+        };
+        (endpoint, timing)
+    }
+}
+
+/// 330 bit times plus 50 ms (EN 13757-2), at least 500 ms.
+pub fn default_timeout(baud: u32) -> Duration {
+    let t =
+        Duration::from_micros(330 * 1_000_000 / u64::from(baud.max(1))) + Duration::from_millis(50);
+    t.max(Duration::from_millis(500))
+}
+
+/// Semantic checks.
+pub fn validate(spec: &MbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
+    let s = &spec.settings;
+    match &s.transport {
+        Transport::Serial(line) => {
+            if !BAUDS.contains(&line.baud) {
+                errs.push(ConfigError::new(
+                    format!("{path}.transport.serial.baud"),
+                    format!("unsupported baud rate {}, expected one of 300, 600, 1200, 2400, 4800, 9600, 19200, 38400", line.baud),
+                ));
+            }
+            if line.port.is_empty() {
+                errs.push(ConfigError::new(
+                    format!("{path}.transport.serial.port"),
+                    "must not be empty",
+                ));
+            }
+        }
+        Transport::Tcp(addr) => {
+            if let Err(e) = check_host_port(addr) {
+                errs.push(ConfigError::new(format!("{path}.transport.tcp"), e));
+            }
+        }
+    }
+    if s.max_telegrams == 0 {
+        errs.push(ConfigError::new(
+            format!("{path}.max_telegrams"),
+            "must be at least 1",
+        ));
+    }
+    for (i, d) in spec.devices.iter().enumerate() {
+        let dp = format!("{path}.devices[{i}]");
+        match (&d.settings.address, &d.settings.secondary) {
+            (Some(_), Some(_)) | (None, None) => errs.push(ConfigError::new(
+                dp.clone(),
+                "give exactly one of \"address\" (primary, 0-250) and \"secondary\"",
+            )),
+            (Some(a), None) if *a > 250 => errs.push(ConfigError::new(
+                format!("{dp}.address"),
+                format!("primary address {a} out of range 0-250"),
+            )),
+            (None, Some(sec)) => {
+                if let Err(e) = link::Secondary::parse(sec) {
+                    errs.push(ConfigError::new(format!("{dp}.secondary"), e));
+                }
+            }
+            _ => {}
+        }
+        if d.settings.interval.0 < Duration::from_millis(100) {
+            errs.push(ConfigError::new(
+                format!("{dp}.interval"),
+                "must be at least 100ms",
+            ));
+        }
+        for (j, c) in d.channels.iter().enumerate() {
+            let cp = format!("{dp}.channels[{j}]");
+            let c = &c.settings;
+            let given = [c.quantity.is_some(), c.record.is_some(), c.index.is_some()];
+            if given.iter().filter(|g| **g).count() != 1 {
+                errs.push(ConfigError::new(
+                    cp.clone(),
+                    "give exactly one of \"quantity\", \"record\" and \"index\"",
+                ));
+            }
+            if let Some(f) = &c.function {
+                if record::Function::parse(f).is_none() {
+                    errs.push(ConfigError::new(
+                        format!("{cp}.function"),
+                        format!("unknown function \"{f}\", expected one of instantaneous, maximum, minimum, error"),
+                    ));
+                }
+            }
+            if c.quantity.is_none()
+                && (c.storage != 0 || c.tariff != 0 || c.subunit != 0 || c.function.is_some())
+            {
+                errs.push(ConfigError::new(
+                    cp.clone(),
+                    "storage, tariff, subunit and function refine \"quantity\"; give it too",
+                ));
+            }
+        }
+    }
+}
+
+fn check_host_port(addr: &str) -> Result<(), String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("\"{addr}\" is not host:port")),
+    }
+}
+
+/// Checks the bus, then runs one line (one task owning the bus) with every meter on it.
+pub fn build(spec: Arc<MbusConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
+    match &spec.settings.transport {
+        Transport::Serial(line) => ConnectorError::check_serial_port(&line.port)?,
+        Transport::Tcp(addr) => {
+            check_host_port(addr).map_err(|reason| ConnectorError::Address {
+                address: addr.clone(),
+                reason,
+            })?;
+        }
+    }
+    let s = &spec.settings;
+    let backoff = Backoff::new(s.backoff.0, s.backoff_max.0);
+    Ok(Box::pin(async move {
+        let n = usize::from(!spec.devices.is_empty());
+        device::run_lines(&ctx, n, |_| {
+            let (endpoint, timing) = spec.settings.link();
+            let bus = poller::Bus::new(
+                link::Link::new(endpoint, timing),
+                usize::from(spec.settings.max_telegrams),
+            );
+            let mut line = Line::new(&ctx, bus).with_backoff(backoff);
+            for d in &spec.devices {
+                let (schedule, meter) = poller::meter(d);
+                line.add(d, schedule, meter, |_| None);
+            }
+            line
+        })
+        .await;
+        Ok(())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::spec::parse_spec_value;
+    use serde_json::json;
+
+    fn errors(v: serde_json::Value) -> Vec<String> {
+        let mut errs = Vec::new();
+        let path = "connectors[0] \"bus\"";
+        let spec = parse_spec_value::<MbusSettings, MbusDevice, MbusChannel>(v, path, &mut errs);
+        if let Some(spec) = &spec {
+            validate(spec, path, &mut errs);
+        }
+        errs.into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn parses_a_bus_and_names_bad_fields() {
+        let ok = json!({"name": "bus", "protocol": "mbus",
+            "transport": {"serial": {"port": "/dev/ttyUSB0", "baud": 2400}},
+            "devices": [
+                {"name": "heat", "address": 5, "interval": "30s", "channels": [
+                    {"name": "energy", "quantity": "energy", "unit": "Wh"},
+                    {"name": "e_prev", "quantity": "energy", "storage": 1},
+                    {"name": "vol", "record": "volume_m3"},
+                    {"name": "third", "index": 2}]},
+                {"name": "water", "secondary": "12345678"}]});
+        assert_eq!(errors(ok), Vec::<String>::new());
+        let bad = json!({"name": "bus", "protocol": "mbus",
+            "transport": {"serial": {"port": "/dev/ttyUSB0", "baud": 1234}},
+            "devices": [
+                {"name": "a", "address": 251},
+                {"name": "b", "secondary": "12x"},
+                {"name": "c", "address": 1, "secondary": "12345678"},
+                {"name": "d", "address": 2, "channels": [
+                    {"name": "x", "quantity": "energy", "function": "avg"},
+                    {"name": "y", "index": 1, "record": "energy_wh"}]}]});
+        let e = errors(bad);
+        assert_eq!(e.len(), 6, "{e:#?}");
+        assert!(e[0].contains("transport.serial.baud: unsupported baud rate 1234"));
+        assert!(e[1].contains("devices[0].address: primary address 251"));
+        assert!(e[2].contains("devices[1].secondary"));
+        assert!(e[3].contains("devices[2]: give exactly one"));
+        assert!(e[4].contains("devices[3].channels[0].function: unknown function \"avg\""));
+        assert!(e[5].contains("devices[3].channels[1]: give exactly one"));
+    }
+
+    #[test]
+    fn timeout_follows_baud() {
+        assert_eq!(default_timeout(2400), Duration::from_millis(500));
+        assert_eq!(default_timeout(300), Duration::from_millis(1150));
+    }
+}

@@ -1,0 +1,242 @@
+//! M-Bus connector against a meter responder (tests/common/mbus.rs) on a real serial line (a
+//! socat pty pair) and over TCP: readouts of several meters in turn, multi-telegram answers
+//! with the FCB toggled, secondary selection with wildcards and collisions, a silent and a
+//! corrupt meter, the `osgate mbus` commands, and readings with units in mosquitto.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use osgate::connectors::mbus::link::{self, Address, Endpoint, Link, Secondary, Timing};
+use osgate::reading::Value;
+use serde_json::json;
+
+use crate::common::connector::{by_name, unique, ConnectorRun};
+use crate::common::mbus::{corpus_frame, Meter, Responder};
+use crate::common::{osgate_cmd, pty_pair, within, TEST_TIMEOUT as WAIT};
+
+fn water(primary: u8, id: &'static str) -> Meter {
+    Meter::new(primary, id, vec![corpus_frame("ACW_Itron-BM-plus-m")])
+}
+
+fn bus_settings(transport: serde_json::Value) -> serde_json::Value {
+    json!({"name": unique("bus"), "protocol": "mbus", "transport": transport,
+           "timeout": "200ms", "retries": 0, "backoff": "100ms", "backoff_max": "200ms"})
+}
+
+#[tokio::test]
+async fn mbus_serial_bus_reads_meters_in_turn_and_isolates_bad_ones() {
+    let pty = pty_pair().await;
+    let mut silent = water(5, "00000005");
+    silent.silent = true;
+    let mut corrupt = water(6, "00000006");
+    corrupt.corrupt = true;
+    let multi = Meter::new(
+        2,
+        "00000002",
+        vec![
+            corpus_frame("sen_pollutherm"),
+            corpus_frame("kamstrup_multical_601"),
+        ],
+    );
+    let responder = Responder::serial(&pty.b, vec![water(1, "11490378"), multi, silent, corrupt]);
+    let mut cfg = bus_settings(json!({"serial": {"port": pty.a, "baud": 38400, "parity": "none"}}));
+    cfg["devices"] = json!([
+        {"name": "water", "address": 1, "interval": "100ms", "channels": [
+            {"name": "volume", "quantity": "volume", "unit": "m^3"},
+            {"name": "volume_prev", "quantity": "volume", "storage": 1},
+            {"name": "taken", "record": "date_and_time"},
+            {"name": "serial", "index": 0},
+            {"name": "pressure", "quantity": "pressure"}]},
+        {"name": "heat", "address": 2, "interval": "100ms"},
+        {"name": "silent", "address": 5, "interval": "100ms"},
+        {"name": "corrupt", "address": 6, "interval": "100ms"}]);
+    let mut run = ConnectorRun::start(cfg);
+
+    // Records chosen by what they are, by derived name and by index; a missing one is bad.
+    let b = run.batch("water").await;
+    let v = by_name(&b);
+    assert_eq!(v["volume"], Value::F64(54.321));
+    assert_eq!(v["volume_prev"], Value::F64(0.0));
+    assert_eq!(v["taken"], Value::Text("2014-03-13T11:11:00Z".into()));
+    assert_eq!(v["serial"], Value::F64(11490378.0));
+    let unit = b
+        .iter()
+        .find(|r| &*r.channel == "volume")
+        .and_then(|r| r.unit.clone());
+    assert_eq!(unit.as_deref(), Some("m^3"));
+    let p = b
+        .iter()
+        .find(|r| &*r.channel == "pressure")
+        .expect("pressure reading");
+    assert!(!p.quality.is_good(), "{p:?}");
+
+    // No channels: every record of both telegrams under derived names, so the FCB toggled.
+    let h = by_name(&run.batch("heat").await);
+    assert_eq!(h["energy_wh"], Value::F64(8_640_000.0), "{h:?}");
+    assert_eq!(h["energy_wh_2"], Value::F64(37_351_000.0), "{h:?}");
+    assert_eq!(h["flow_temperature_c_2"], Value::F64(101.69), "{h:?}");
+    assert_eq!(responder.seen.repeats.load(Ordering::Relaxed), 0);
+
+    // A silent and a corrupt meter go offline with the reason; the others keep going.
+    let s = run.status("silent", |s| !s.online).await;
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("no answer"),
+        "{s:?}"
+    );
+    let c = run.status("corrupt", |s| !s.online).await;
+    assert!(
+        c.last_error.as_deref().unwrap_or("").contains("checksum"),
+        "{c:?}"
+    );
+    let again = by_name(&run.batch("water").await);
+    assert_eq!(again["volume"], Value::F64(54.321));
+    run.stop().await;
+}
+
+fn tcp_link(addr: &str) -> Link {
+    Link::new(
+        Endpoint::Tcp(addr.to_string()),
+        Timing {
+            timeout: Duration::from_millis(150),
+            retries: 0,
+            baud: 38400,
+        },
+    )
+}
+
+#[tokio::test]
+async fn mbus_secondary_scan_narrows_on_collisions_over_tcp() {
+    let responder = Responder::tcp(vec![
+        water(0, "12345678"),
+        water(0, "12349999"),
+        water(0, "55555555"),
+    ])
+    .await;
+    let addr = responder.addr.clone().expect("tcp");
+    let mut link = tcp_link(&addr);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let found = within(
+        "a secondary scan",
+        link::scan_secondary(&mut link, deadline),
+    )
+    .await
+    .expect("scan");
+    let mut ids: Vec<&str> = found.iter().map(|f| &f.address[..8]).collect();
+    ids.sort();
+    assert_eq!(ids, ["12345678", "12349999", "55555555"]);
+    assert!(responder.seen.collisions.load(Ordering::Relaxed) >= 4);
+
+    // A wildcard that matches two meters is refused; an exact one reads its meter.
+    let both = Address::Secondary(Secondary::parse("1234FFFF").unwrap());
+    let err = link.read_meter(both, 4).await.unwrap_err();
+    assert!(err.to_string().contains("more than one meter"), "{err}");
+    let one = Address::Secondary(Secondary::parse("12349999").unwrap());
+    let t = link.read_meter(one, 4).await.expect("read");
+    assert_eq!(t.len(), 1);
+}
+
+// Multi-thread: the responder answers while the test blocks on the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mbus_commands_decode_scan_and_read() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mbus/libmbus");
+    let (code, out, _) = osgate_cmd(&[
+        "mbus",
+        "decode",
+        &format!("{dir}/test-frames/ACW_Itron-BM-plus-m.hex"),
+    ]);
+    assert_eq!(code, 0);
+    let j: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(j["header"]["id"], "11490378");
+    assert_eq!(j["header"]["manufacturer"], "ACW");
+    assert_eq!(j["records"][1]["value"], 54.321);
+    assert_eq!(j["records"][1]["unit"], "m^3");
+    assert_eq!(j["records"][1]["name"], "volume_m3");
+    let (code, _, err) = osgate_cmd(&["mbus", "decode", "10 5B 01 5D 16"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("checksum"), "{err}");
+    let (code, _, err) = osgate_cmd(&["mbus", "decode", "E5 E5"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("left over"), "{err}");
+    let (code, _, err) = osgate_cmd(&[
+        "mbus",
+        "decode",
+        &format!("{dir}/error-frames/premature_end_of_data1.hex"),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("premature"), "{err}");
+
+    let responder = Responder::tcp(vec![water(3, "12345678"), water(4, "87654321")]).await;
+    let addr = responder.addr.clone().expect("tcp");
+    let (code, out, err) = osgate_cmd(&[
+        "mbus",
+        "scan",
+        "--tcp",
+        &addr,
+        "--secondary",
+        "--timeout",
+        "100ms",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.contains("\"1234567804770107\"") && out.contains("87654321"),
+        "{out}"
+    );
+    let (code, out, err) = osgate_cmd(&[
+        "mbus",
+        "read",
+        "--tcp",
+        &addr,
+        "--address",
+        "4",
+        "--timeout",
+        "100ms",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"volume_m3\""), "{out}");
+    let (code, _, err) = osgate_cmd(&[
+        "mbus",
+        "read",
+        "--tcp",
+        &addr,
+        "--address",
+        "9",
+        "--timeout",
+        "100ms",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no answer"), "{err}");
+}
+
+#[tokio::test]
+async fn mbus_readings_reach_mqtt_with_units() {
+    use crate::common::{Gateway, Mosquitto, Subscriber};
+    let responder = Responder::tcp(vec![
+        water(0, "11490378"),
+        Meter::new(7, "00000007", vec![corpus_frame("kamstrup_multical_601")]),
+    ])
+    .await;
+    let broker = Mosquitto::start();
+    let mut conn = bus_settings(json!({"tcp": responder.addr.clone().expect("tcp")}));
+    conn["name"] = json!("mbus");
+    conn["devices"] = json!([
+        {"name": "water", "secondary": "11490378", "interval": "200ms", "channels": [
+            {"name": "volume", "quantity": "volume", "unit": "m^3"}]},
+        {"name": "heat", "address": 7, "interval": "200ms"}]);
+    let cfg = json!({"gateway": {"id": "gwb"},
+        "sinks": [{"name": "local", "type": "mqtt", "url": broker.url(), "qos": 1}],
+        "connectors": [conn]});
+    let mut sub = Subscriber::connect(broker.port, "telemetry/#").await;
+    let _gw = Gateway::start(&cfg);
+    let m = sub
+        .next_where(WAIT, |m| m.topic == "telemetry/gwb/water/volume")
+        .await;
+    assert_eq!(m.json["value"], 54.321);
+    assert_eq!(m.json["unit"], "m^3");
+    let m = sub
+        .next_where(WAIT, |m| m.topic == "telemetry/gwb/heat/flow_temperature_c")
+        .await;
+    assert_eq!(m.json["value"], 101.69);
+    assert_eq!(m.json["unit"], "°C");
+    assert_eq!(m.json["quality"], "good");
+}
