@@ -16,6 +16,8 @@
 
 pub mod auth;
 pub mod client;
+#[cfg(feature = "mbus")]
+mod mbus;
 pub mod mqtt;
 
 use std::net::SocketAddr;
@@ -579,6 +581,8 @@ fn register(
 /// Builds the RPC module (HTTP, WebSocket and MQTT all serve this one).
 fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
     let mut m = RpcModule::new(ctx);
+    #[cfg(feature = "mbus")]
+    mbus::register(&mut m);
     register(&mut m, "gateway.status", |_, ctx| Ok(ctx.status()));
     register(&mut m, "gateway.config", |_, ctx| {
         let source: Value = serde_json::from_str(&ctx.config.load().source)

@@ -240,3 +240,50 @@ async fn mbus_readings_reach_mqtt_with_units() {
     assert_eq!(m.json["unit"], "°C");
     assert_eq!(m.json["quality"], "good");
 }
+
+#[tokio::test]
+async fn mbus_scan_over_rpc_pauses_the_connector_and_finds_the_meters() {
+    use crate::common::rpc::Rpc;
+    use crate::common::{free_port, Gateway, Mosquitto};
+    let responder = Responder::tcp(vec![water(3, "00000003"), water(9, "00000009")]).await;
+    let broker = Mosquitto::start();
+    let mut conn = bus_settings(json!({"tcp": responder.addr.clone().expect("tcp")}));
+    conn["name"] = json!("bus");
+    conn["devices"] = json!([{"name": "w3", "address": 3, "interval": "200ms"}]);
+    let rpc_port = free_port();
+    let cfg = json!({"gateway": {"id": "gws"},
+        "sinks": [{"name": "local", "type": "mqtt", "url": broker.url(), "qos": 1}],
+        "rpc": {"listen": format!("127.0.0.1:{rpc_port}"), "api_keys": ["scan-key-0123456789"]},
+        "connectors": [conn]});
+    let gw = Gateway::start(&cfg);
+    let rpc = Rpc::connect("scan-key-0123456789", rpc_port, &gw).await;
+    // The responder takes one TCP connection at a time: the scan can only reach the bus
+    // because the connector let go of it.
+    let r = rpc
+        .result("mbus.scan", json!({"connector": "bus", "max_time": "6s"}))
+        .await;
+    // 251 addresses at 200 ms each do not fit in 6 s: the answer says so.
+    assert_eq!(r["complete"], false, "{r}");
+    let addresses: Vec<&str> = r["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses, ["3", "9"], "{r}");
+    assert_eq!(r["meters"][0]["header"]["manufacturer"], "ACW", "{r}");
+    // The connector runs again and reads its meter.
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = rpc.result("device.status", json!({"device": "w3"})).await;
+        if s["running"] == true && s["health"] == "online" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "w3 not back: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, msg) = rpc
+        .error("mbus.scan", json!({"connector": "bus", "max_time": "1h"}))
+        .await;
+    assert_eq!(code, -32602, "{msg}");
+}

@@ -102,16 +102,7 @@ pub fn main(cmd: MbusCommand) -> ExitCode {
             }
             .map_err(|e| CliError::Failed(e.to_string()))?;
             for f in &found {
-                let header = f
-                    .telegram
-                    .as_deref()
-                    .and_then(|t| frame::parse(t).ok())
-                    .and_then(|fr| json::frame(&fr).ok())
-                    .and_then(|j| j.get("header").cloned());
-                println!(
-                    "{}",
-                    serde_json::json!({"address": f.address, "header": header})
-                );
+                println!("{}", json::found(f));
             }
             eprintln!("{} meter(s) found", found.len());
             Ok(())

@@ -147,3 +147,15 @@ pub fn hex(b: &[u8]) -> String {
     }
     s
 }
+
+/// A meter found by a scan: how to address it, and the header of its first telegram (when it
+/// answered one).
+pub fn found(f: &super::link::Found) -> Json {
+    let header = f
+        .telegram
+        .as_deref()
+        .and_then(|t| super::frame::parse(t).ok())
+        .and_then(|fr| frame(&fr).ok())
+        .and_then(|j| j.get("header").cloned());
+    serde_json::json!({"address": f.address, "header": header})
+}
