@@ -146,9 +146,14 @@ fn fault(e: &LinkError) -> Fault {
 
 /// Decodes the telegrams of one readout into records (indices counted across telegrams).
 pub fn decode_all(telegrams: &[Vec<u8>]) -> Result<Vec<Record<'_>>, LinkError> {
+    decode_borrowed(telegrams)
+}
+
+/// [`decode_all`] of telegrams held anywhere.
+pub fn decode_borrowed<T: AsRef<[u8]>>(telegrams: &[T]) -> Result<Vec<Record<'_>>, LinkError> {
     let mut recs = Vec::new();
     for t in telegrams {
-        let (ci, data) = match frame::parse(t).map_err(LinkError::Garbled)? {
+        let (ci, data) = match frame::parse(t.as_ref()).map_err(LinkError::Garbled)? {
             frame::Frame::Long { ci, data, .. } => (ci, data),
             frame::Frame::Control { ci, .. } => (ci, &[][..]),
             other => return Err(LinkError::Unexpected(other.kind().to_string())),
