@@ -34,6 +34,8 @@ compile_error!(
 );
 
 pub mod device;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 #[cfg(feature = "simulator")]
@@ -130,6 +132,9 @@ pub enum ConnectorKind {
     /// `"protocol": "modbus"`.
     #[cfg(feature = "modbus")]
     Modbus(Arc<modbus::ModbusConfig>),
+    /// `"protocol": "http"` (`"mode": "poll"` or `"listen"`).
+    #[cfg(feature = "http")]
+    Http(http::HttpConfig),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -138,6 +143,8 @@ pub const PROTOCOLS: &[&str] = &[
     "simulator",
     #[cfg(feature = "modbus")]
     "modbus",
+    #[cfg(feature = "http")]
+    "http",
 ];
 
 impl ConnectorConfig {
@@ -191,6 +198,8 @@ impl ConnectorConfig {
             ),
             #[cfg(feature = "modbus")]
             "modbus" => p.spec(entry, "modbus", modbus::validate, ConnectorKind::Modbus),
+            #[cfg(feature = "http")]
+            "http" => http::parse(p, entry),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -212,6 +221,8 @@ impl ConnectorConfig {
             ConnectorKind::Simulator(spec) => simulator::build(spec.clone(), ctx),
             #[cfg(feature = "modbus")]
             ConnectorKind::Modbus(spec) => modbus::build(spec.clone(), ctx),
+            #[cfg(feature = "http")]
+            ConnectorKind::Http(cfg) => http::build(cfg, ctx),
         }
     }
 }

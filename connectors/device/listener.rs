@@ -10,7 +10,9 @@
 //! channels were bad, and every device goes offline with the reason when the connection is
 //! lost), one log line per transition, and reconnects with [`super::Backoff`]. Readings never
 //! wait for a full sink queue: a listener cannot slow its source down, so a full queue drops
-//! the batch and counts it (DESIGN §6).
+//! the batch and counts it (DESIGN §6) — unless the listener can make its source retry: then
+//! it asks for room first ([`Devices::try_reserve`]) and refuses the message when there is
+//! none (HTTP ingest answers 503).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +28,7 @@ use crate::config::spec::check_name;
 use crate::config::{ChannelSpec, DeviceSpec};
 use crate::connectors::ConnectorContext;
 use crate::control::{DeviceError, DeviceRequest, Inbox};
+use crate::pipeline::Reserved;
 use crate::reading::{Timestamp, Value};
 use crate::status::{Health, InputCounters};
 use crate::transform::TransformConfig;
@@ -171,6 +174,27 @@ impl Devices {
             return None;
         }
         Some(out.add_channel(name.into(), unit.cloned(), transform))
+    }
+
+    /// True when device `dev` is enabled (a disabled device's readings are ignored).
+    pub fn is_enabled(&self, dev: usize) -> bool {
+        self.slots.get(dev).is_some_and(|s| s.core.on)
+    }
+
+    /// Room for one batch in every `block` sink's queue, or `None` when one is full: for a
+    /// listener that can make its source retry (HTTP 503) instead of dropping. Push the
+    /// message's readings after it was granted, then send them with
+    /// [`Devices::flush_reserved`].
+    pub fn try_reserve(&self) -> Option<Reserved> {
+        self.ctx.out.try_reserve()
+    }
+
+    /// Sends device `dev`'s pending readings now, through `room` (never waits, never drops
+    /// for a `block` sink); the runtime still records the device's health after `map()`.
+    pub fn flush_reserved(&mut self, dev: usize, room: Reserved) {
+        if let Some(s) = self.slots.get_mut(dev) {
+            s.core.out.flush_reserved(room);
+        }
     }
 
     /// Number of devices.

@@ -1,0 +1,2 @@
+//! Placeholder: the HTTP ingest benchmark.
+fn main() {}
