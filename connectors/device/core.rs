@@ -139,6 +139,12 @@ impl Core {
         Some(on)
     }
 
+    /// The enabled flag as it is now (config, then run-time overrides), before
+    /// [`Core::apply_enabled`] puts it in force.
+    pub fn enabled_now(&self) -> bool {
+        self.enabled.load(Relaxed)
+    }
+
     /// Fails a request while the device is disabled.
     pub fn check_enabled(&self) -> Result<(), DeviceError> {
         if self.on {

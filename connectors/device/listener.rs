@@ -146,6 +146,11 @@ impl Devices {
             channels: Vec::new(),
         };
         let i = self.add(&spec, |_| None);
+        // In force at once: the message that created it is being mapped now. The line
+        // publishes its status when it wakes.
+        let core = &mut self.slots[i].core;
+        core.on = core.enabled_now();
+        self.inbox.wake.notify_one();
         tracing::info!(connector = %self.ctx.name, device = %name, "new device");
         Some(i)
     }
