@@ -14,6 +14,9 @@
 //! ```
 //! Needs `mosquitto` on the PATH. Every child process is killed when the benchmark ends.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -22,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::{bin_dir, cpu_seconds, free_port, median, peak_rss_mb, wait_port, Proc};
 use osgate::connectors::modbus::codec::Table;
 use osgate::connectors::modbus::planner::{self, PlanItem};
 use serde_json::json;
@@ -53,40 +57,6 @@ struct Args {
     max_connections: Option<u16>,
 }
 
-/// Kills and reaps a child when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/examples/bench_modbus → target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_port(port: u16) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Reads lines until one starts with `prefix`; returns its rest.
 fn wait_line(r: &mut BufReader<ChildStdout>, prefix: &str) -> String {
     let mut line = String::new();
@@ -99,28 +69,6 @@ fn wait_line(r: &mut BufReader<ChildStdout>, prefix: &str) -> String {
             return rest.trim().to_string();
         }
     }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
-    // CLK_TCK is 100 on Linux for all practical purposes.
-    ticks / 100.0
-}
-
-/// Peak resident set size of a process, in MB.
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// The channels of one device: `n/2` u16 counters, then `n/2` f32 values (ABCD).
@@ -318,11 +266,6 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
         cpu_share: cpu / secs,
         peak_rss_mb: rss,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

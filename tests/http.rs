@@ -522,20 +522,25 @@ async fn full_pipeline_answers_503_and_nothing_is_lost() {
         &mq,
         port,
         json!({"max_body": "64KiB"}),
-        json!({"queue": 1, "inflight": 1, "when_full": "block"}),
+        json!({"queue": 4, "inflight": 1, "when_full": "block"}),
     ));
     assert!(wait_port(port, TEST_TIMEOUT));
     let c = client();
     let url = format!("http://127.0.0.1:{port}/ingest/weather");
     // The first one shows the sink is connected and publishing.
     let body = |i: usize| {
-        let items: Vec<Json> = (0..20)
+        let items: Vec<Json> = (0..3)
             .map(|k| json!({"temperature": (i * 100 + k) as f64, "ts": 1_790_000_000_000i64 + (i * 100 + k) as i64}))
             .collect();
         Json::Array(items).to_string()
     };
     assert_eq!(post(&c, &url, Some("key-1"), &body(0)).await.0, 202);
-    assert!(sub.collect_until(TEST_TIMEOUT, |m| m.len() >= 20).await);
+    assert!(sub.collect_until(TEST_TIMEOUT, |m| m.len() >= 3).await);
+    // More objects than the sink queue holds can never be taken: refused as too large.
+    let five = Json::Array(vec![json!({"temperature": 1.0}); 5]).to_string();
+    let (s, msg) = post(&c, &url, Some("key-1"), &five).await;
+    assert_eq!(s, 413);
+    assert!(msg.contains("at most 4"), "{msg}");
     // A paused broker: connected, but no PUBACK ever comes; the sink stops taking batches.
     let pid = mq.pid().unwrap();
     unsafe_free_kill(pid, "STOP");
@@ -575,7 +580,7 @@ async fn full_pipeline_answers_503_and_nothing_is_lost() {
         assert!(tokio::time::Instant::now() < deadline, "never taken again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let want = accepted.len() * 20;
+    let want = accepted.len() * 3;
     let all = sub
         .collect_until(TEST_TIMEOUT, |m| {
             let mut vals: Vec<i64> = m
@@ -596,7 +601,7 @@ async fn full_pipeline_answers_503_and_nothing_is_lost() {
     vals.dedup();
     assert!(all, "{} of {want} accepted readings arrived", vals.len());
     for i in &accepted {
-        for k in 0..20 {
+        for k in 0..3 {
             assert!(
                 vals.binary_search(&((i * 100 + k) as i64)).is_ok(),
                 "reading {i}/{k} lost"

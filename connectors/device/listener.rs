@@ -186,17 +186,24 @@ impl Devices {
         self.slots.get(dev).is_some_and(|s| s.core.on)
     }
 
-    /// Room for one batch in every `block` sink's queue, or `None` when one is full: for a
-    /// listener that can make its source retry (HTTP 503) instead of dropping. Push the
-    /// message's readings after it was granted, then send them with
+    /// Room for `n` batches in every `block` sink's queue, or `None` when one has less: for
+    /// a listener that can make its source retry (HTTP 503) instead of dropping. Push a
+    /// message's readings after it was granted, then send each batch with
     /// [`Devices::flush_reserved`].
-    pub fn try_reserve(&self) -> Option<Reserved> {
-        self.ctx.out.try_reserve()
+    pub fn try_reserve(&self, n: usize) -> Option<Reserved> {
+        self.ctx.out.try_reserve(n)
     }
 
-    /// Sends device `dev`'s pending readings now, through `room` (never waits, never drops
-    /// for a `block` sink); the runtime still records the device's health after `map()`.
-    pub fn flush_reserved(&mut self, dev: usize, room: Reserved) {
+    /// The most batches [`Devices::try_reserve`] can ever grant at once (the smallest `block`
+    /// sink queue): a message that needs more must be refused as too large.
+    pub fn reservable(&self) -> usize {
+        self.ctx.out.reservable()
+    }
+
+    /// Sends device `dev`'s pending readings now as one batch, through `room` (never waits,
+    /// never drops for a `block` sink); the runtime still records the device's health after
+    /// `map()`.
+    pub fn flush_reserved(&mut self, dev: usize, room: &mut Reserved) {
         if let Some(s) = self.slots.get_mut(dev) {
             s.core.out.flush_reserved(room);
         }

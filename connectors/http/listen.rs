@@ -14,11 +14,11 @@
 //! | 404 | another path, or an unknown device (unless `accept_new_devices` allows it) |
 //! | 405 | not a POST |
 //! | 409 | the device is disabled |
-//! | 413 | the body is larger than `max_body` |
+//! | 413 | the body is larger than `max_body`, or has more objects than the smallest sink queue holds |
 //! | 503 + `Retry-After` | a `block` sink's queue is full: nothing was taken, send it again |
 //!
 //! A request is all or nothing: one bad object refuses the whole body, and the readings go to
-//! the pipeline only after room for them was reserved in every `block` sink's queue
+//! the pipeline (one batch per object) only after room for them was reserved in every `block` sink's queue
 //! (`Devices::try_reserve`), so a 202 is never followed by a silent drop there and a 503 leaves
 //! no trace (transforms did not see it). `drop_newest` sinks drop and count as their policy says.
 
@@ -132,6 +132,7 @@ pub fn build(
             default_ts,
             decoders,
             scratch: Vec::new(),
+            ends: Vec::new(),
             input,
             name,
             ctx: ctx.clone(),
@@ -193,6 +194,8 @@ enum Outcome {
     UnknownDevice,
     Disabled,
     Full,
+    /// More objects than the smallest sink queue holds (its capacity).
+    TooMany(usize),
 }
 
 /// The listener: maps pushed bodies to readings of its devices.
@@ -202,6 +205,8 @@ pub struct Ingest {
     decoders: Vec<Decoder>,
     /// The readings of the body being mapped (kept: no allocation per request once warm).
     scratch: Vec<(usize, Value, Timestamp)>,
+    /// Where each object's readings end in `scratch`.
+    ends: Vec<usize>,
     input: Input,
     name: Arc<str>,
     ctx: ConnectorContext,
@@ -229,6 +234,7 @@ impl Ingest {
         let Ingest {
             decoders,
             scratch,
+            ends,
             default_ts,
             ..
         } = self;
@@ -251,6 +257,7 @@ impl Ingest {
         };
         let skip = leaf_path(&stamp.parser.pointer);
         scratch.clear();
+        ends.clear();
         for (i, item) in items.iter().enumerate() {
             let ts = match item.pointer(&stamp.parser.pointer) {
                 None if !stamp.required => msg.received,
@@ -308,15 +315,26 @@ impl Ingest {
                     ),
                 ));
             }
+            ends.push(scratch.len());
         }
-        let Some(room) = devices.try_reserve() else {
+        // One batch per object: a batch is one moment of one device (the `device` format
+        // publishes it as one message with one timestamp).
+        let most = devices.reservable();
+        if ends.len() > most {
+            return Outcome::TooMany(most);
+        }
+        let Some(mut room) = devices.try_reserve(ends.len()) else {
             return Outcome::Full;
         };
         let n = scratch.len();
-        for (ch, v, ts) in scratch.drain(..) {
-            devices.push(dev, ch, v, ts);
+        let mut start = 0;
+        for &end in ends.iter() {
+            for (ch, v, ts) in scratch[start..end].iter().cloned() {
+                devices.push(dev, ch, v, ts);
+            }
+            devices.flush_reserved(dev, &mut room);
+            start = end;
         }
-        devices.flush_reserved(dev, room);
         Outcome::Accepted(n)
     }
 }
@@ -554,6 +572,10 @@ impl Server {
             Ok(Ok(Outcome::UnknownDevice)) => error(StatusCode::NOT_FOUND, "unknown device"),
             Ok(Ok(Outcome::Disabled)) => error(StatusCode::CONFLICT, "the device is disabled"),
             Ok(Ok(Outcome::Full)) => busy("the pipeline is full; send the body again later"),
+            Ok(Ok(Outcome::TooMany(most))) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("more objects than the gateway takes in one request (at most {most}: the smallest sink queue); send them in several"),
+            ),
             // The line did not answer in time (its queue is stuck behind a full sink).
             _ => busy("the gateway is busy; send the body again later"),
         }
