@@ -239,27 +239,7 @@ fn run_once(args: &Args, dir: &Path) -> (Side, Side) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     osgate::install_crypto_provider();
 
-    // mosquitto
-    let mport = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 0\nmax_inflight_messages 0\nuser root\n"
-        ),
-    )
-    .expect("write mosquitto.conf");
-    let _mosquitto = Proc(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mosquitto (is it installed?)"),
-    );
-    wait_port(mport);
+    let (_mosquitto, mport) = common::start_mosquitto(dir);
 
     // gateway
     let port = free_port();
@@ -288,38 +268,7 @@ fn run_once(args: &Args, dir: &Path) -> (Side, Side) {
     );
     wait_port(port);
 
-    // subscriber
-    let delivered = Arc::new(AtomicU64::new(0));
-    {
-        let delivered = delivered.clone();
-        let per_message = args.format != "device";
-        rt.spawn(async move {
-            use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-            let mut opts = MqttOptions::new("bench-sub", "127.0.0.1", mport);
-            opts.set_max_packet_size(1 << 20, 1 << 20);
-            let (client, mut el) = AsyncClient::new(opts, 100);
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_subscribe("telemetry/bench/#", QoS::AtMostOnce);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let n = if per_message {
-                            1
-                        } else {
-                            serde_json::from_slice::<serde_json::Value>(&p.payload)
-                                .ok()
-                                .and_then(|v| v["values"].as_object().map(|o| o.len() as u64))
-                                .unwrap_or(0)
-                        };
-                        delivered.fetch_add(n, Relaxed);
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-    }
+    let delivered = common::count_readings(&rt, mport, "bench", args.format != "device");
     let url = format!("http://127.0.0.1:{port}/ingest/bench");
     let gateway = measure(&rt, args, url, gw.0.id(), &delivered);
     drop(gw);

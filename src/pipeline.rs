@@ -605,7 +605,7 @@ mod tests {
         };
         assert_eq!(b.readings[0].value, Value::U64(7));
         assert!(
-            tx.try_reserve().is_some(),
+            tx.try_reserve(1).is_some(),
             "room again once the sink took it"
         );
         assert_eq!(health.counters.readings.load(Relaxed), 1);

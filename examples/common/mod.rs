@@ -71,3 +71,71 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// Starts mosquitto on a free loopback port (config in `dir`, no persistence, no queue
+/// limits); returns it and its port once it listens.
+pub fn start_mosquitto(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nuser root\n"
+        ),
+    )
+    .expect("write mosquitto.conf");
+    let p = Proc(
+        std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto (is it installed?)"),
+    );
+    wait_port(port);
+    (p, port)
+}
+
+/// Subscribes (on `rt`) to `telemetry/{gateway}/#` on the broker at `port` and counts the
+/// readings that arrive: one per message, or with `per_message` false (the `device` format)
+/// the number of values in each message.
+pub fn count_readings(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    gateway: &str,
+    per_message: bool,
+) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let readings = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = readings.clone();
+    let filter = format!("telemetry/{gateway}/#");
+    rt.spawn(async move {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        let mut opts = MqttOptions::new("bench-sub", "127.0.0.1", port);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(opts, 100);
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(filter.as_str(), QoS::AtMostOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let n = if per_message {
+                        1
+                    } else {
+                        serde_json::from_slice::<serde_json::Value>(&p.payload)
+                            .ok()
+                            .and_then(|v| v["values"].as_object().map(|o| o.len() as u64))
+                            .unwrap_or(0)
+                    };
+                    count.fetch_add(n, Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    readings
+}
