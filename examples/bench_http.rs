@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use common::{bin_dir, cpu_seconds, free_port, median, peak_rss_mb, wait_port, Proc};
+use common::{cpu_seconds, free_port, median, peak_rss_mb, wait_port, Proc};
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
@@ -235,7 +235,6 @@ fn measure(
 }
 
 fn run_once(args: &Args, dir: &Path) -> (Side, Side) {
-    let bins = bin_dir();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     osgate::install_crypto_provider();
 
@@ -254,18 +253,7 @@ fn run_once(args: &Args, dir: &Path) -> (Side, Side) {
                         "listen": format!("127.0.0.1:{port}"), "api_keys": ["bench-key"],
                         "devices": [{"name": "bench", "channels": channels}]}]
     });
-    let cfg_path = dir.join("osgate.json");
-    std::fs::write(&cfg_path, config.to_string()).expect("write config");
-    let gw = Proc(
-        Command::new(bins.join("osgate"))
-            .arg("-c")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn osgate (build it with --release)"),
-    );
+    let gw = common::start_gateway(dir, &config);
     wait_port(port);
 
     let delivered = common::count_readings(&rt, mport, "bench", args.format != "device");

@@ -166,18 +166,7 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
                    "qos": 1, "format": args.format, "status": false}],
         "connectors": [connector]
     });
-    let cfg_path = dir.join("osgate.json");
-    std::fs::write(&cfg_path, config.to_string()).expect("write config");
-    let gw = Proc(
-        Command::new(bins.join("osgate"))
-            .arg("-c")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn osgate (build it with --release)"),
-    );
+    let gw = common::start_gateway(dir, &config);
     let pid = gw.0.id();
 
     // subscriber

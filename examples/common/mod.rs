@@ -139,3 +139,20 @@ pub fn count_readings(
     });
     readings
 }
+
+/// Writes `config` to `dir/osgate.json` and starts the release gateway on it (logging warnings
+/// only, to nowhere).
+pub fn start_gateway(dir: &Path, config: &serde_json::Value) -> Proc {
+    let path = dir.join("osgate.json");
+    std::fs::write(&path, config.to_string()).expect("write config");
+    Proc(
+        std::process::Command::new(bin_dir().join("osgate"))
+            .arg("-c")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn osgate (build it with --release)"),
+    )
+}
