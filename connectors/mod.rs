@@ -32,13 +32,16 @@ use crate::status::ConnectorHealth;
     feature = "simulator",
     feature = "modbus",
     feature = "mqtt",
-    feature = "mbus"
+    feature = "mbus",
+    feature = "http"
 )))]
 compile_error!(
     "osgate needs at least one connector: enable the `simulator` and/or `modbus` feature"
 );
 
 pub mod device;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "mbus")]
 pub mod mbus;
 #[cfg(feature = "modbus")]
@@ -161,6 +164,9 @@ pub enum ConnectorKind {
     /// `"protocol": "mbus"`.
     #[cfg(feature = "mbus")]
     Mbus(Arc<mbus::MbusConfig>),
+    /// `"protocol": "http"` (`"mode": "poll"` or `"listen"`).
+    #[cfg(feature = "http")]
+    Http(http::HttpConfig),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -173,6 +179,8 @@ pub const PROTOCOLS: &[&str] = &[
     "mqtt",
     #[cfg(feature = "mbus")]
     "mbus",
+    #[cfg(feature = "http")]
+    "http",
 ];
 
 impl ConnectorConfig {
@@ -230,6 +238,8 @@ impl ConnectorConfig {
             "mqtt" => p.spec(entry, "mqtt", mqtt::validate, ConnectorKind::Mqtt),
             #[cfg(feature = "mbus")]
             "mbus" => p.spec(entry, "mbus", mbus::validate, ConnectorKind::Mbus),
+            #[cfg(feature = "http")]
+            "http" => http::parse(p, entry),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -255,6 +265,8 @@ impl ConnectorConfig {
             ConnectorKind::Mqtt(spec) => mqtt::build(spec.clone(), ctx),
             #[cfg(feature = "mbus")]
             ConnectorKind::Mbus(spec) => mbus::build(spec.clone(), ctx),
+            #[cfg(feature = "http")]
+            ConnectorKind::Http(cfg) => http::build(cfg, ctx),
         }
     }
 }

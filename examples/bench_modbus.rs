@@ -14,6 +14,9 @@
 //! ```
 //! Needs `mosquitto` on the PATH. Every child process is killed when the benchmark ends.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::Path;
 use std::process::{ChildStdout, Command, Stdio};
@@ -22,13 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-
-#[path = "support/mod.rs"]
-mod support;
+use common::{bin_dir, cpu_seconds, median, peak_rss_mb, Proc};
 use osgate::connectors::modbus::codec::Table;
 use osgate::connectors::modbus::planner::{self, PlanItem};
 use serde_json::json;
-use support::{bin_dir, cpu_seconds, free_port, median, peak_rss_mb, Proc};
 
 /// Options.
 #[derive(Debug, Parser)]
@@ -116,9 +116,7 @@ struct Figures {
 
 fn run_once(args: &Args, dir: &Path) -> Figures {
     let bins = bin_dir();
-    // mosquitto
-    let mport = free_port();
-    let _mosquitto = support::mosquitto(dir, mport);
+    let (_mosquitto, mport) = common::start_mosquitto(dir);
 
     // simulator
     let (chs, registers, floats) = channels(args.channels);
@@ -168,56 +166,15 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
                    "qos": 1, "format": args.format, "status": false}],
         "connectors": [connector]
     });
-    let cfg_path = dir.join("osgate.json");
-    std::fs::write(&cfg_path, config.to_string()).expect("write config");
-    let gw = Proc(
-        Command::new(bins.join("osgate"))
-            .arg("-c")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn osgate (build it with --release)"),
-    );
+    let gw = common::start_gateway(dir, &config);
     let pid = gw.0.id();
 
     // subscriber
-    let readings = Arc::new(AtomicU64::new(0));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    {
-        let readings = readings.clone();
-        let per_message = args.format != "device";
-        rt.spawn(async move {
-            use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-            let mut opts = MqttOptions::new("bench-sub", "127.0.0.1", mport);
-            opts.set_max_packet_size(1 << 20, 1 << 20);
-            let (client, mut el) = AsyncClient::new(opts, 100);
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_subscribe("telemetry/bench/#", QoS::AtMostOnce);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let n = if per_message {
-                            1
-                        } else {
-                            serde_json::from_slice::<serde_json::Value>(&p.payload)
-                                .ok()
-                                .and_then(|v| v["values"].as_object().map(|o| o.len() as u64))
-                                .unwrap_or(0)
-                        };
-                        readings.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-    }
+    let readings = common::count_readings(&rt, mport, "bench", args.format != "device");
     // Warm-up, then measure.
     rt.block_on(async { tokio::time::sleep(Duration::from_secs(5)).await });
     let (r0, q0, c0, t0) = (

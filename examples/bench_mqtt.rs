@@ -32,9 +32,9 @@ use clap::Parser;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 
-#[path = "support/mod.rs"]
-mod support;
-use support::{bin_dir, cpu_seconds, free_port, median, mosquitto, peak_rss_mb, Proc};
+#[path = "common/mod.rs"]
+mod common;
+use common::{bin_dir, cpu_seconds, median, peak_rss_mb, start_mosquitto, Proc};
 
 /// Options.
 #[derive(Debug, Parser)]
@@ -222,8 +222,7 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
         .enable_all()
         .build()
         .expect("runtime");
-    let sport = free_port();
-    let _source = mosquitto(dir, sport);
+    let (_source, sport) = start_mosquitto(dir);
 
     // 1. bare subscriber
     let t0 = Instant::now();
@@ -273,8 +272,7 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
     );
 
     // 3. osgate into the MQTT sink on a second broker.
-    let lport = free_port();
-    let _local = mosquitto(dir, lport);
+    let (_local, lport) = start_mosquitto(dir);
     let cfg = config(
         sport,
         run,

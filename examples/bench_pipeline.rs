@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
-#[path = "support/mod.rs"]
-mod support;
-use support::{bin_dir, cpu_seconds, free_port, peak_rss_mb};
+#[path = "common/mod.rs"]
+mod common;
+use common::{bin_dir, cpu_seconds, free_port, peak_rss_mb};
 
 const INFLIGHT: u16 = 100;
 
@@ -184,8 +184,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _mosq = support::mosquitto(dir.path(), port);
+    let (_mosq, port) = common::start_mosquitto(dir.path());
     println!(
         "phase length {secs} s, mosquitto on 127.0.0.1:{port}, QoS 1, in-flight window {INFLIGHT}"
     );

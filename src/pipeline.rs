@@ -175,6 +175,66 @@ impl ReadingSender {
         dropped
     }
 
+    /// Reserves room for `n` envelopes in the queue of every `block` sink, without waiting:
+    /// `None` when one of them has less room (nothing reserved). A listener that can tell its
+    /// source to retry (HTTP 503) asks first and sends with [`ReadingSender::send_reserved`],
+    /// so its batches are either in every `block` queue or refused before any transform saw
+    /// them, never lost silently.
+    pub fn try_reserve(&self, n: usize) -> Option<Reserved> {
+        let sinks = self.sinks.load_full();
+        let mut permits = Vec::with_capacity(sinks.len());
+        for s in sinks.iter() {
+            let mut mine = Vec::new();
+            if s.when_full == WhenFull::Block {
+                for _ in 0..n {
+                    match s.tx.clone().try_reserve_owned() {
+                        Ok(p) => mine.push(p),
+                        Err(mpsc::error::TrySendError::Full(_)) => return None,
+                        // A sink that is gone: the send counts the drop.
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+            }
+            permits.push(mine);
+        }
+        Some(Reserved { sinks, permits })
+    }
+
+    /// The most envelopes [`ReadingSender::try_reserve`] can ever grant at once: the capacity
+    /// of the smallest `block` sink queue (`usize::MAX` without one).
+    pub fn reservable(&self) -> usize {
+        self.sinks
+            .load()
+            .iter()
+            .filter(|s| s.when_full == WhenFull::Block)
+            .map(|s| s.tx.max_capacity())
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Sends through room reserved by [`ReadingSender::try_reserve`] (one envelope's worth
+    /// per call): into every `block` queue without waiting, and to `drop_newest` sinks as
+    /// [`ReadingSender::try_send`] does. Returns the number of readings dropped.
+    pub fn send_reserved(&self, room: &mut Reserved, env: Envelope) -> u64 {
+        self.tap.feed(&env);
+        let mut dropped = 0;
+        for (s, permits) in room.sinks.iter().zip(room.permits.iter_mut()) {
+            match permits.pop() {
+                Some(p) => {
+                    p.send(env.clone());
+                }
+                None => {
+                    if s.tx.try_send(env.clone()).is_err() {
+                        let n = readings_in(&env);
+                        s.counters.dropped.fetch_add(n, Relaxed);
+                        dropped += n;
+                    }
+                }
+            }
+        }
+        dropped
+    }
+
     /// Sends to every sink without ever waiting: a full queue drops the envelope for that sink
     /// (counted). Returns the number of readings dropped.
     pub fn try_send(&self, env: Envelope) -> u64 {
@@ -190,6 +250,15 @@ impl ReadingSender {
         }
         dropped
     }
+}
+
+/// Room for envelopes in every `block` sink's queue ([`ReadingSender::try_reserve`]);
+/// dropping it gives what was not used back.
+#[derive(Debug)]
+pub struct Reserved {
+    sinks: Arc<Vec<SinkInput>>,
+    /// Per sink, in order: the permits left of a `block` sink, none for the others.
+    permits: Vec<Vec<mpsc::OwnedPermit<Envelope>>>,
 }
 
 fn readings_in(env: &Envelope) -> u64 {
@@ -432,6 +501,16 @@ impl DeviceOutput {
         }
     }
 
+    /// Sends the pending readings as one batch through room reserved with
+    /// [`ReadingSender::try_reserve`] (never waits; `drop_newest` sinks may still drop it).
+    pub fn flush_reserved(&mut self, room: &mut Reserved) {
+        if let Some(env) = self.take_batch() {
+            if self.out.send_reserved(room, env) > 0 {
+                self.health.counters.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     /// Updates the device's status; publishes it (retained, on `status/{gateway}/{connector}/
     /// {device}`) and records it in the registry when a published field changed.
     pub async fn set_status(&mut self, update: impl FnOnce(&mut DeviceStatus)) {
@@ -517,6 +596,33 @@ mod tests {
         }
         assert_eq!(c.dropped.load(Relaxed), 2);
         assert_eq!(health.counters.dropped.load(Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn reserved_room_is_all_or_nothing() {
+        let (i1, mut r1) = sink_queue(1, WhenFull::Block, Arc::default());
+        let (i2, _r2) = sink_queue(1, WhenFull::DropNewest, Arc::default());
+        let health = Arc::new(ConnectorHealth::default());
+        let tx = ReadingSender::new(vec![i1, i2]);
+        let mut out = DeviceOutput::new("x".into(), &device(1), tx.clone(), health.clone());
+        assert_eq!(tx.reservable(), 1);
+        assert!(tx.try_reserve(2).is_none(), "one slot only");
+        let mut room = tx.try_reserve(1).expect("room in an empty queue");
+        assert!(tx.try_reserve(1).is_none(), "the one slot is reserved");
+        out.push(0, Value::U64(7), Timestamp(1));
+        out.flush_reserved(&mut room);
+        drop(room);
+        // The block queue is full now; the drop_newest one never refuses.
+        assert!(tx.try_reserve(1).is_none());
+        let Some(Envelope::Batch(b)) = r1.recv().await else {
+            panic!("no batch")
+        };
+        assert_eq!(b.readings[0].value, Value::U64(7));
+        assert!(
+            tx.try_reserve(1).is_some(),
+            "room again once the sink took it"
+        );
+        assert_eq!(health.counters.readings.load(Relaxed), 1);
     }
 
     #[tokio::test]

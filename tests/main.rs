@@ -3,6 +3,8 @@
 
 mod common;
 mod foundation;
+#[cfg(feature = "http")]
+mod http;
 mod kit;
 #[cfg(feature = "mbus")]
 mod mbus;

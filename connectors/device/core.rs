@@ -139,10 +139,10 @@ impl Core {
         Some(on)
     }
 
-    /// Takes the enabled flag as it is now, without publishing a status (a device created at
-    /// run time: its first message's health record publishes one).
-    pub fn enable_now(&mut self) {
-        self.on = self.enabled.load(Relaxed);
+    /// The enabled flag as it is now (config, then run-time overrides), before
+    /// [`Core::apply_enabled`] puts it in force.
+    pub fn enabled_now(&self) -> bool {
+        self.enabled.load(Relaxed)
     }
 
     /// Fails a request while the device is disabled.

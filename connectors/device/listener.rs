@@ -10,7 +10,9 @@
 //! channels were bad, and every device goes offline with the reason when the connection is
 //! lost), one log line per transition, and reconnects with [`super::Backoff`]. Readings never
 //! wait for a full sink queue: a listener cannot slow its source down, so a full queue drops
-//! the batch and counts it (DESIGN §6).
+//! the batch and counts it (DESIGN §6) — unless the listener can make its source retry: then
+//! it asks for room first ([`Devices::try_reserve`]) and refuses the message when there is
+//! none (HTTP ingest answers 503).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +28,7 @@ use crate::config::spec::check_name;
 use crate::config::{ChannelSpec, DeviceSpec};
 use crate::connectors::ConnectorContext;
 use crate::control::{DeviceError, DeviceRequest, Inbox};
+use crate::pipeline::Reserved;
 use crate::reading::{Timestamp, Value};
 use crate::status::{Health, InputCounters};
 use crate::transform::TransformConfig;
@@ -143,7 +146,11 @@ impl Devices {
             channels: Vec::new(),
         };
         let i = self.add(&spec, |_| None);
-        self.slots[i].core.enable_now();
+        // In force at once: the message that created it is being mapped now. The line
+        // publishes its status when it wakes.
+        let core = &mut self.slots[i].core;
+        core.on = core.enabled_now();
+        self.inbox.wake.notify_one();
         tracing::info!(connector = %self.ctx.name, device = %name, "new device");
         Some(i)
     }
@@ -172,6 +179,34 @@ impl Devices {
             return None;
         }
         Some(out.add_channel(name.into(), unit.cloned(), transform))
+    }
+
+    /// True when device `dev` is enabled (a disabled device's readings are ignored).
+    pub fn is_enabled(&self, dev: usize) -> bool {
+        self.slots.get(dev).is_some_and(|s| s.core.on)
+    }
+
+    /// Room for `n` batches in every `block` sink's queue, or `None` when one has less: for
+    /// a listener that can make its source retry (HTTP 503) instead of dropping. Push a
+    /// message's readings after it was granted, then send each batch with
+    /// [`Devices::flush_reserved`].
+    pub fn try_reserve(&self, n: usize) -> Option<Reserved> {
+        self.ctx.out.try_reserve(n)
+    }
+
+    /// The most batches [`Devices::try_reserve`] can ever grant at once (the smallest `block`
+    /// sink queue): a message that needs more must be refused as too large.
+    pub fn reservable(&self) -> usize {
+        self.ctx.out.reservable()
+    }
+
+    /// Sends device `dev`'s pending readings now as one batch, through `room` (never waits,
+    /// never drops for a `block` sink); the runtime still records the device's health after
+    /// `map()`.
+    pub fn flush_reserved(&mut self, dev: usize, room: &mut Reserved) {
+        if let Some(s) = self.slots.get_mut(dev) {
+            s.core.out.flush_reserved(room);
+        }
     }
 
     /// Number of devices.

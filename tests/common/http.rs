@@ -3,7 +3,9 @@
 //! It answers every GET with the current [`Reply`] (changeable while running), honours
 //! `If-None-Match` for [`Reply::Json`] with an ETag (304), can misbehave on purpose (status codes,
 //! a body larger than any limit, a redirect loop, a body that is not JSON, a hang), and records
-//! each request so tests can await and inspect them. One response per connection
+//! each request (method, path, headers, body) so tests can await and inspect them; it can also
+//! answer late ([`Reply::Slow`]) or with a status and a body ([`Reply::StatusBody`]), for the
+//! HTTP connector's tests. One response per connection
 //! (`Connection: close`), which is all a configuration fetch needs. [`HttpServer::start_tls`]
 //! serves the same over HTTPS (tokio-rustls) with a given certificate.
 
@@ -31,13 +33,21 @@ pub enum Reply {
     NotJson,
     /// Reads the request and never answers.
     Hang,
+    /// 200 with this body (no ETag), after this delay.
+    Slow(Duration, Vec<u8>),
+    /// This status with this body.
+    StatusBody(u16, Vec<u8>),
 }
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// Request method.
+    pub method: String,
     /// Request path.
     pub path: String,
+    /// Request body.
+    pub body: Vec<u8>,
     /// Headers, names lower-cased.
     pub headers: Vec<(String, String)>,
     /// The status answered.
@@ -166,6 +176,12 @@ impl HttpServer {
         format!("{scheme}://127.0.0.1:{}/config.json", self.port)
     }
 
+    /// `http://127.0.0.1:PORT` (`https://` for a TLS server), for paths of one's own.
+    pub fn base(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
     /// Changes the answer.
     pub fn set(&self, reply: Reply) {
         *self.shared.reply.lock().unwrap() = reply;
@@ -215,15 +231,26 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: Arc<Sha
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
-    let path = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .unwrap_or("/")
-        .to_string();
+    let first = lines.next().unwrap_or_default().to_string();
+    let mut words = first.split(' ');
+    let method = words.next().unwrap_or_default().to_string();
+    let path = words.next().unwrap_or("/").to_string();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut req_body = buf[head_end + 4..].to_vec();
+    while req_body.len() < length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req_body.extend_from_slice(&chunk[..n]),
+        }
+    }
     let reply = shared.reply.lock().unwrap().clone();
     let inm = headers
         .iter()
@@ -240,6 +267,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: Arc<Sha
         }
         Reply::JsonNoEtag(b) => (200, String::new(), b.clone()),
         Reply::Status(s) => (*s, String::new(), Vec::new()),
+        Reply::StatusBody(s, b) => (*s, String::new(), b.clone()),
+        Reply::Slow(_, b) => (200, String::new(), b.clone()),
         Reply::NotJson => (
             200,
             "Content-Type: text/html\r\n".into(),
@@ -249,12 +278,17 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: Arc<Sha
         Reply::Huge(_) | Reply::Hang => (200, String::new(), Vec::new()),
     };
     shared.log.lock().unwrap().push(Request {
+        method,
         path: path.clone(),
+        body: req_body,
         headers,
         status,
         at: std::time::Instant::now(),
     });
     shared.count.send_modify(|c| *c += 1);
+    if let Reply::Slow(d, _) = &reply {
+        tokio::time::sleep(*d).await;
+    }
     match reply {
         Reply::Hang => {
             // Hold the connection open without answering until the client gives up.

@@ -188,6 +188,11 @@ impl Mosquitto {
         }
     }
 
+    /// The broker's process id (to pause it with SIGSTOP), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Starts the broker again on the same port with the same persistence.
     pub fn restart(&mut self) {
         for _ in 0..50 {
