@@ -333,6 +333,17 @@ fn bad_configs_exit_2_naming_the_field() {
             Box::new(|c| c["gateway"]["id"] = json!("a/b")),
             "gateway.id",
         ),
+        // Once a panic (exit 101) in the loader: a value nested 200 levels deep in a channel.
+        (
+            Box::new(|c| {
+                let mut deep = json!(0);
+                for _ in 0..200 {
+                    deep = json!([deep]);
+                }
+                c["connectors"][0]["devices"][0]["channels"][0]["x"] = deep;
+            }),
+            "connectors[0] \"sim\".devices[0].channels[0]: nested more than 128 levels deep",
+        ),
     ];
     for (mutate, want) in cases {
         let mut cfg = base_config();

@@ -13,6 +13,8 @@
 
 mod document;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod remote;
 pub mod spec;
 
@@ -165,7 +167,37 @@ pub fn from_value(
 
 /// Parses and validates a configuration document (env overrides already merged). `${VAR}` in
 /// string values is replaced from `env`. Every problem is reported, each with its place.
+///
+/// No input makes this panic; should a bug in a parser or a check panic all the same, the
+/// panic becomes a configuration error here, so a bad file, reload or remote body is rejected
+/// like any invalid configuration and a running gateway keeps its configuration.
 pub fn from_document(
+    doc: Document,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GatewayConfig, ConfigErrors> {
+    guard_panics(|| parse_document(doc, env))
+}
+
+/// Runs `parse`, turning a panic into a configuration error.
+fn guard_panics(
+    parse: impl FnOnce() -> Result<GatewayConfig, ConfigErrors>,
+) -> Result<GatewayConfig, ConfigErrors> {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    // Nothing shared is mutated inside: a panic leaves only the dropped document behind.
+    catch_unwind(AssertUnwindSafe(parse)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(ConfigErrors(vec![ConfigError::new(
+            "",
+            format!("this configuration cannot be read (internal error, please report it: {what})"),
+        )]))
+    })
+}
+
+fn parse_document(
     doc: Document,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<GatewayConfig, ConfigErrors> {
@@ -467,7 +499,8 @@ pub fn read_file(path: &Path) -> Result<Document, LoadError> {
         )
         .extract()
         .map_err(|e| err(format!("environment override: {e}")))?;
-    doc.merge(overrides);
+    doc.merge(overrides)
+        .map_err(|e| err(format!("environment override: {e}")))?;
     Ok(doc)
 }
 
