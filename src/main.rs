@@ -89,10 +89,10 @@ fn check(path: &std::path::Path) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
             let devices: usize = cfg.connectors.iter().map(|c| c.devices.len()).sum();
-            println!("{}: valid", path.display());
-            println!("  gateway {}", cfg.gateway.id);
+            osgate::outln!("{}: valid", path.display());
+            osgate::outln!("  gateway {}", cfg.gateway.id);
             for c in &cfg.connectors {
-                println!(
+                osgate::outln!(
                     "  connector {} ({}, {} device(s){})",
                     c.name,
                     c.protocol,
@@ -101,9 +101,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                 );
             }
             for s in &cfg.sinks {
-                println!("  sink {}", s.name());
+                osgate::outln!("  sink {}", s.name());
             }
-            println!(
+            osgate::outln!(
                 "  {} connector(s), {devices} device(s), {} sink(s)",
                 cfg.connectors.len(),
                 cfg.sinks.len()

@@ -98,7 +98,7 @@ pub fn main(cmd: RpcCommand) -> ExitCode {
     settings.tls = Some(cmd.tls());
     match rt.block_on(call(&settings, &cmd.url, key.as_deref(), &body)) {
         Ok(result) => {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&result).unwrap_or_default()
             );
