@@ -15,6 +15,8 @@ mod document;
 mod error;
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+pub(crate) use fuzz::fuzz_cases;
 pub mod remote;
 pub mod spec;
 
