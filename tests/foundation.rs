@@ -306,8 +306,18 @@ fn bad_configs_exit_2_naming_the_field() {
             "connectors[0] \"sim\".devices[0].channels[0].intervall: unknown field",
         ),
         (
-            Box::new(|c| c["sinks"][0]["qos"] = json!("one")),
-            "sinks[0] \"local\".qos",
+            Box::new(|c| c["sinks"][0]["qos"] = json!("1")),
+            "sinks[0] \"local\".qos: expected 0 or 1, got \"1\"",
+        ),
+        // Type errors in JSON words, not Rust types (`expected f64`).
+        (
+            Box::new(|c| c["connectors"][0]["devices"][0]["channels"][0]["min"] = json!("20")),
+            "connectors[0] \"sim\".devices[0].channels[0].min: expected a number, got the string \"20\"",
+        ),
+        // Only the documented broker URL schemes.
+        (
+            Box::new(|c| c["sinks"][0]["url"] = json!("tcp://127.0.0.1:1883")),
+            "expected mqtt://host[:port], or mqtts://host[:port] for TLS",
         ),
         (
             Box::new(|c| c["connectors"][0]["devices"][0]["interval"] = json!("5 parsecs")),
@@ -401,6 +411,29 @@ fn check_accepts_the_example_and_env_overrides() {
         err.contains("sinks[0].password: environment variable TEST_BROKER_PASSWORD is not set"),
         "{err}"
     );
+    // An error caused by an override names the variable; array elements cannot be set.
+    for (var, value, want) in [
+        (
+            "OSGATE_GATEWAY__IDD",
+            "x",
+            "environment variable OSGATE_GATEWAY__IDD: gateway.idd: unknown field",
+        ),
+        (
+            "OSGATE_SINKS__QOS",
+            "0",
+            "array elements cannot be set from the environment",
+        ),
+    ] {
+        let out = std::process::Command::new(osgate_bin())
+            .args(["check", "-c", &path])
+            .env(var, value)
+            .env("TEST_BROKER_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want) && err.contains(var), "{var}: {err}");
+    }
     // A missing file is a config error too.
     let (code, _, err) = osgate_cmd(&["check", "-c", "/nonexistent/osgate.json"]);
     assert_eq!(code, 2, "{err}");

@@ -20,6 +20,9 @@ use serde_json::{Map, Value};
 pub struct Document {
     sections: Map<String, Value>,
     connectors: Option<Box<RawValue>>,
+    /// Environment overrides merged in: (variable, dotted path it sets), so errors at those
+    /// places can name the variable.
+    pub env_overrides: Vec<(String, String)>,
 }
 
 /// Why a text is not a configuration document.
@@ -61,6 +64,7 @@ impl Document {
         Some(Document {
             sections,
             connectors,
+            env_overrides: Vec::new(),
         })
     }
 

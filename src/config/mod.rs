@@ -200,6 +200,64 @@ fn guard_panics(
 }
 
 fn parse_document(
+    mut doc: Document,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GatewayConfig, ConfigErrors> {
+    let overrides = std::mem::take(&mut doc.env_overrides);
+    parse_sections(doc, env).map_err(|mut errs| {
+        for e in &mut errs.0 {
+            name_override(e, &overrides);
+        }
+        errs
+    })
+}
+
+/// `sinks[0] "local".qos` → `sinks.qos`: the path as an `OSGATE_SINKS__QOS` variable names it.
+fn plain_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '[' => {
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        break;
+                    }
+                }
+            }
+            ' ' => {
+                // ` "name"` label of a list element.
+                let _ = chars.next();
+                for c in chars.by_ref() {
+                    if c == '"' {
+                        break;
+                    }
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Names the environment variable behind an error at a place that an override set.
+fn name_override(e: &mut ConfigError, overrides: &[(String, String)]) {
+    let at = plain_path(&e.path);
+    let hit = overrides.iter().find(|(_, p)| {
+        !at.is_empty()
+            && (*p == at || p.starts_with(&format!("{at}.")) || at.starts_with(&format!("{p}.")))
+    });
+    let Some((var, p)) = hit else { return };
+    if (at == "sinks" || at == "connectors") && p.len() > at.len() {
+        e.message.push_str(&format!(
+            " ({var} sets a field of an array: array elements cannot be set from the environment; set the whole array, e.g. OSGATE_{}='[{{…}}]', or edit the file)",
+            at.to_uppercase()
+        ));
+    }
+    e.path = format!("environment variable {var}: {}", e.path);
+}
+
+fn parse_sections(
     doc: Document,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<GatewayConfig, ConfigErrors> {
@@ -503,6 +561,14 @@ pub fn read_file(path: &Path) -> Result<Document, LoadError> {
         .map_err(|e| err(format!("environment override: {e}")))?;
     doc.merge(overrides)
         .map_err(|e| err(format!("environment override: {e}")))?;
+    doc.env_overrides = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter_map(|k| {
+            let rest = k.strip_prefix("OSGATE_")?;
+            rest.contains("__")
+                .then(|| (k.clone(), rest.to_lowercase().replace("__", ".")))
+        })
+        .collect();
     Ok(doc)
 }
 
@@ -609,6 +675,32 @@ mod tests {
         assert!(
             errs.contains("connectors[1] \"s\".devices[0].name: duplicate device name"),
             "{errs}"
+        );
+    }
+
+    #[test]
+    fn errors_from_env_overrides_name_the_variable() {
+        let mut doc = Document::from_value(json!({"gateway": {"id": "gw", "idd": "x"},
+            "sinks": {"qos": 0}}))
+        .unwrap();
+        doc.env_overrides = vec![
+            ("OSGATE_GATEWAY__IDD".into(), "gateway.idd".into()),
+            ("OSGATE_SINKS__QOS".into(), "sinks.qos".into()),
+        ];
+        let errs = from_document(doc, &env).unwrap_err().to_string();
+        assert!(
+            errs.contains("environment variable OSGATE_GATEWAY__IDD: gateway.idd: unknown field"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("environment variable OSGATE_SINKS__QOS: sinks: expected an array")
+                && errs.contains("array elements cannot be set from the environment"),
+            "{errs}"
+        );
+        assert_eq!(plain_path("sinks[0] \"lo cal\".qos"), "sinks.qos");
+        assert_eq!(
+            plain_path("connectors[1] \"plc\".devices[0].channels[2].type"),
+            "connectors.devices.channels.type"
         );
     }
 
