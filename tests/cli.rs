@@ -61,3 +61,65 @@ async fn a_closed_stdout_is_a_normal_end() {
     let (code, err) = run_into_closed_pipe(&["--help"]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn check_summarises_every_section() {
+    let dir = temp_dir();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(include_str!("../osgate.json.example")).unwrap();
+    cfg["rpc"] = json!({"listen": "127.0.0.1:8580", "api_keys": ["sum-key-1"]});
+    let path = dir.path().join("c.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let (code, out, err) = osgate_cmd(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "broker embedded on 127.0.0.1:1883",
+        "rpc on 127.0.0.1:8580 (HTTP/WS, 1 API key(s))",
+        "sink local (mqtt)",
+        // The example's stdout sink is disabled: say so, and do not count it as active.
+        "sink debug (stdout, disabled)",
+        "2 (1 enabled) sink(s)",
+    ] {
+        assert!(out.contains(want), "want {want:?} in:\n{out}");
+    }
+    cfg.as_object_mut().unwrap().remove("rpc");
+    cfg.as_object_mut().unwrap().remove("broker");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let (code, out, _) = osgate_cmd(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("rpc none") && out.contains("broker none"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_taken_port_names_the_listener_once_and_logs_carry_no_colour() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = temp_dir();
+    for (section, field) in [
+        (json!({"rpc": {"listen": addr}}), "rpc.listen"),
+        (
+            json!({"broker": {"embedded": {"listen": addr}}}),
+            "broker.embedded.listen",
+        ),
+    ] {
+        let mut cfg = json!({"gateway": {"id": "gwport"}, "sinks": [], "connectors": []});
+        for (k, v) in section.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        // stderr is a pipe here, as with a log file or journald: no ANSI colour codes.
+        let (code, _, err) = osgate_cmd(&["-c", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&format!("{field} {addr}")), "{field}: {err}");
+        assert_eq!(
+            err.matches("Address already in use").count(),
+            1,
+            "{field}: {err}"
+        );
+        assert!(!err.contains('\x1b'), "colour codes in a pipe: {err:?}");
+    }
+}

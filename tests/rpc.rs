@@ -1231,3 +1231,59 @@ async fn a_reload_rotates_the_keys_and_warns_about_a_new_listen() {
     gw.wait_log("rpc.listen, rpc.tls or rpc.mqtt changed", TEST_TIMEOUT)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_runs_once_live_and_never_from_the_store() {
+    // What the README says about retained commands, shown against mosquitto: the broker
+    // forwards a retained publish to subscribers already connected with the retain flag
+    // cleared (MQTT 3.1.1, 3.3.1.3), so the running gateway executes it once; the stored copy
+    // arrives with the flag set on every later subscription and is ignored.
+    let broker = Mosquitto::start();
+    let port = free_port();
+    let cfg = rpc_config("gwr", &broker, port, "100ms");
+    let gw = Gateway::start(&cfg);
+    let rpc = Rpc::connect(KEY, port, &gw).await;
+    let mut results = Subscriber::connect(broker.port, "command/gwr/+/+/result").await;
+    // The command client subscribes at a moment the test cannot see: a plain command first.
+    broker
+        .publish_until_answered(
+            "command/gwr/d1/sp/set",
+            r#"{"value":1,"id":"ready"}"#,
+            &mut results,
+        )
+        .await;
+    let st = tokio::process::Command::new("mosquitto_pub")
+        .args(["-p", &broker.port.to_string(), "-q", "1", "-r"])
+        .args([
+            "-t",
+            "command/gwr/d1/sp/set",
+            "-m",
+            r#"{"value":42.125,"id":"kept"}"#,
+        ])
+        .status()
+        .await
+        .unwrap();
+    assert!(st.success());
+    let m = results
+        .next_where(TEST_TIMEOUT, |m| m.json["id"] == "kept")
+        .await;
+    assert_eq!(m.json["ok"], true, "{:?}", m.json);
+    let r = rpc.result("device.read", json!({"device": "d1"})).await;
+    assert_eq!(r["readings"][1]["value"], 42.125, "{r}");
+    drop(rpc);
+    drop(gw);
+
+    // A new gateway subscribes: the stored command comes with the retain flag and is ignored.
+    let gw = Gateway::start(&cfg);
+    gw.wait_log("retained command ignored", TEST_TIMEOUT).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
+    let r = rpc.result("device.read", json!({"device": "d1"})).await;
+    assert_ne!(r["readings"][1]["value"], 42.125, "{r}");
+    results.drain();
+    let kept = results
+        .seen
+        .iter()
+        .filter(|m| m.json["id"] == "kept")
+        .count();
+    assert!(kept <= 1, "executed again: {:?}", results.seen);
+}

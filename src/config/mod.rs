@@ -119,8 +119,15 @@ pub struct BrokerSection {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedBrokerConfig {
-    /// Address to listen on, e.g. `127.0.0.1:1883`.
+    /// Address to listen on, e.g. `127.0.0.1:1883`. Beyond loopback, `username` and
+    /// `password` are required: anyone who can connect can publish commands.
     pub listen: SocketAddr,
+    /// With `password`: the one user the broker accepts (no anonymous clients then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// With `username`: its password (use `${VAR}` to keep it out of the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// `rpc` section: the JSON-RPC management server.
@@ -423,6 +430,27 @@ impl GatewayConfig {
                 }
             }
         }
+        if let Some(b) = &self.broker.embedded {
+            match (&b.username, &b.password) {
+                (Some(_), Some(_)) => {}
+                (None, None) if b.listen.ip().is_loopback() => {}
+                (None, None) => errs.push(ConfigError::new(
+                    "broker.embedded.listen",
+                    format!(
+                        "{} is not a loopback address and broker.embedded.username/password are not set: anyone on the network could publish commands; set both or listen on 127.0.0.1",
+                        b.listen
+                    ),
+                )),
+                (Some(_), None) => errs.push(ConfigError::new(
+                    "broker.embedded.password",
+                    "missing: username and password go together",
+                )),
+                (None, Some(_)) => errs.push(ConfigError::new(
+                    "broker.embedded.username",
+                    "missing: username and password go together",
+                )),
+            }
+        }
         if let Some(r) = &self.remote {
             if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
                 errs.push(ConfigError::new(
@@ -702,6 +730,33 @@ mod tests {
             plain_path("connectors[1] \"plc\".devices[0].channels[2].type"),
             "connectors.devices.channels.type"
         );
+    }
+
+    #[test]
+    fn embedded_broker_beyond_loopback_needs_credentials() {
+        let cfg = |b: Value| json!({"gateway": {"id": "gw"}, "broker": {"embedded": b}});
+        let errs = from_value(cfg(json!({"listen": "0.0.0.0:1883"})), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("broker.embedded.listen: 0.0.0.0:1883 is not a loopback address")
+                && errs.contains("username/password"),
+            "{errs}"
+        );
+        let errs = from_value(
+            cfg(json!({"listen": "0.0.0.0:1883", "username": "u"})),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(errs.contains("broker.embedded.password: missing"), "{errs}");
+        assert!(from_value(
+            cfg(json!({"listen": "0.0.0.0:1883", "username": "u", "password": "${TOKEN}"})),
+            &env
+        )
+        .is_ok());
+        assert!(from_value(cfg(json!({"listen": "127.0.0.1:1883"})), &env).is_ok());
+        assert!(from_value(cfg(json!({"listen": "[::1]:1883"})), &env).is_ok());
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! - `command/{gateway}/{device}/{channel}/set` with `{"value":42,"id":"abc"}` writes the channel
 //!   through the same path as `device.write` ([`super::write`]) and answers on
 //!   `command/{gateway}/{device}/{channel}/result` with `{"id":"abc","ok":true,"value":42}` or
-//!   `{"id":"abc","ok":false,"error":"…"}`. Retained commands are ignored: a stale set-point
-//!   kept by the broker must not be written again at every reconnect.
+//!   `{"id":"abc","ok":false,"error":"…"}`. A command arriving with the retain flag is
+//!   ignored: it is the broker's stored copy, delivered at every (re)subscription, and a stale
+//!   set-point must not be written again. (A retained publish reaches subscribers already
+//!   connected with the flag cleared, so that one is executed once; README, "MQTT commands".)
 //! - A command payload may be at most [`MAX_COMMAND_PAYLOAD`] bytes and an RPC request at most
 //!   [`super::MAX_REQUEST_BODY`]; a larger one is refused with an error on the answer topic and
 //!   a warning in the log. The client takes messages of up to [`MAX_PACKET`] bytes; the

@@ -304,7 +304,8 @@ impl Gateway {
         Self::start_with(config, &[], &[])
     }
 
-    /// Like [`Gateway::start`] with extra args and environment variables.
+    /// Like [`Gateway::start`] with extra args and environment variables (an empty value
+    /// removes the variable, e.g. `("RUST_LOG", "")` for osgate's own log filter).
     pub fn start_with(config: &Value, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
         let dir = temp_dir();
         let path = dir.path().join("osgate.json");
@@ -330,7 +331,11 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(logf);
         for (k, v) in env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let child = cmd.spawn().expect("spawn osgate");
         Gateway {
