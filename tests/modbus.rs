@@ -441,7 +441,7 @@ async fn modbus_rtu_dead_slave_costs_the_live_one_at_most_one_timeout_per_cycle(
 }
 
 async fn bad_peer(mode: &str, bad: u32) -> Peer {
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(crate::common::modbus::python());
     cmd.arg(peers_dir().join("modbus_bad_peer.py")).args([
         "--mode",
         mode,
