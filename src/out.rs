@@ -1,8 +1,8 @@
 //! Printing of the one-shot commands (`osgate check`, `osgate rpc`, `osgate modbus`) to stdout.
 //!
-//! `println!` panics when stdout is a closed pipe (`osgate rpc gateway.status | head -0`). A
-//! reader that stops reading is a normal end of the command, so [`outln!`](crate::outln) ends the process
-//! with exit code 0 there instead; any other write error is reported and exits 1.
+//! `println!` panics when stdout is a closed pipe (`osgate rpc gateway.status | true`). A
+//! reader that stops reading is a normal end of the command, so [`outln!`](crate::outln) ends
+//! the process with exit code 0 there instead; any other write error is reported, exit 1.
 
 use std::io::Write as _;
 

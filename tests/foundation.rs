@@ -542,11 +542,7 @@ async fn embedded_broker_beyond_loopback_needs_credentials() {
     cfg["sinks"][0]["url"] = json!(format!("mqtt://127.0.0.1:{port}"));
     cfg["sinks"][0]["username"] = json!("gw");
     cfg["sinks"][0]["password"] = json!("${TEST_BROKER_PW}");
-    let mut gw = Gateway::start_with(
-        &cfg,
-        &["-d"],
-        &[("TEST_BROKER_PW", "s3cret-pw"), ("RUST_LOG", "")],
-    );
+    let mut gw = Gateway::start_default_log(&cfg, &["-d"], &[("TEST_BROKER_PW", "s3cret-pw")]);
     assert!(wait_port(port, TEST_TIMEOUT), "{}", gw.log_text());
     assert!(!broker_accepts(port, None).await, "anonymous client let in");
     assert!(!broker_accepts(port, Some(("gw", "wrong"))).await);

@@ -304,13 +304,20 @@ impl Gateway {
         Self::start_with(config, &[], &[])
     }
 
-    /// Like [`Gateway::start`] with extra args and environment variables (an empty value
-    /// removes the variable, e.g. `("RUST_LOG", "")` for osgate's own log filter).
+    /// Like [`Gateway::start`] with extra args and environment variables.
     pub fn start_with(config: &Value, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
         let dir = temp_dir();
         let path = dir.path().join("osgate.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         Self::start_file(dir, path, extra, env)
+    }
+
+    /// Like [`Gateway::start_with`] without `RUST_LOG`: osgate's own default log filter.
+    pub fn start_default_log(config: &Value, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let dir = temp_dir();
+        let path = dir.path().join("osgate.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        Self::spawn(dir, path, extra, env, false)
     }
 
     /// Starts osgate on an existing config file in `dir`.
@@ -320,6 +327,16 @@ impl Gateway {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Gateway {
+        Self::spawn(dir, config, extra, env, true)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        rust_log: bool,
+    ) -> Gateway {
         let log = dir.path().join("osgate.log");
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(osgate_bin());
@@ -327,15 +344,15 @@ impl Gateway {
             .arg(&config)
             .args(["--log-format", "json"])
             .args(extra)
-            .env("RUST_LOG", "info,osgate=debug,rumqttd=off")
             .stdout(Stdio::null())
             .stderr(logf);
+        if rust_log {
+            cmd.env("RUST_LOG", "info,osgate=debug,rumqttd=off");
+        } else {
+            cmd.env_remove("RUST_LOG");
+        }
         for (k, v) in env {
-            if v.is_empty() {
-                cmd.env_remove(k);
-            } else {
-                cmd.env(k, v);
-            }
+            cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn osgate");
         Gateway {
