@@ -191,12 +191,12 @@ impl ConnectorConfig {
         env: &dyn Fn(&str) -> Option<String>,
         errs: &mut Vec<ConfigError>,
     ) -> Option<Self> {
-        let Some(mut entry) = Entry::parse(raw, "devices") else {
-            errs.push(ConfigError::new(
-                format!("connectors[{index}]"),
-                "expected an object",
-            ));
-            return None;
+        let mut entry = match Entry::parse(raw, "devices") {
+            Ok(e) => e,
+            Err(e) => {
+                errs.push(ConfigError::new(format!("connectors[{index}]"), e));
+                return None;
+            }
         };
         let path = connector_path(index, &entry.fields);
         for (k, v) in entry.fields.iter_mut() {

@@ -65,6 +65,16 @@ pub enum SinkKind {
     Stdout(stdout::StdoutSinkConfig),
 }
 
+impl SinkKind {
+    /// The `type` of the sink as written in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::Mqtt(_) => "mqtt",
+            SinkKind::Stdout(_) => "stdout",
+        }
+    }
+}
+
 const SINK_TYPES: &[&str] = &["mqtt", "stdout"];
 const COMMON_KEYS: &[&str] = &["name", "type", "enabled", "queue", "when_full"];
 

@@ -51,13 +51,13 @@ use crate::status::DeviceStatus;
 #[serde(deny_unknown_fields)]
 pub struct MqttSinkConfig {
     /// Broker URL: `mqtt://host[:port]` (default port 1883) or, with TLS, `mqtts://host[:port]`
-    /// (default port 8883). `tcp://` and `ssl://` are accepted too; IPv6 as `[::1]:1883`.
+    /// (default port 8883); no other scheme. IPv6 as `[::1]:1883`.
     pub url: String,
     /// Client id; `{gateway}` and `{sink}` are replaced. Stable, so the broker keeps the session.
     #[serde(default = "default_client_id")]
     pub client_id: String,
     /// 1 (default: delivered = acknowledged) or 0 (fire and forget).
-    #[serde(default = "default_qos")]
+    #[serde(default = "default_qos", deserialize_with = "zero_or_one")]
     pub qos: u8,
     /// `reading` (default): a message per reading; `device`: a message per batch.
     #[serde(default)]
@@ -114,6 +114,17 @@ fn yes() -> bool {
 fn default_client_id() -> String {
     "osgate-{gateway}-{sink}".into()
 }
+/// `qos` as the user wrote it: 0 or 1, and an error that says so for anything else.
+fn zero_or_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    match v.as_u64() {
+        Some(n @ 0..=1) => Ok(n as u8),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected 0 or 1, got {v}"
+        ))),
+    }
+}
+
 fn default_qos() -> u8 {
     1
 }

@@ -12,12 +12,12 @@ use crate::config::EmbeddedBrokerConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The address is taken or cannot be bound.
-    #[error("embedded broker cannot listen on {addr}: {source}")]
+    #[error("broker.embedded.listen {addr}: the embedded broker cannot listen: {error}")]
     Bind {
         /// The configured address.
         addr: std::net::SocketAddr,
-        /// The bind error.
-        source: std::io::Error,
+        /// The bind error (part of the message, not a separate cause, so it is printed once).
+        error: std::io::Error,
     },
     /// The broker did not accept connections in time.
     #[error("embedded broker did not start listening on {0} within 5 s")]
@@ -35,13 +35,17 @@ pub async fn start(cfg: &EmbeddedBrokerConfig) -> Result<(), BrokerError> {
 
     let addr = cfg.listen;
     // rumqttd reports a failed bind only in its own log: check the address first.
-    std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+    std::net::TcpListener::bind(addr).map_err(|error| BrokerError::Bind { addr, error })?;
 
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: 256 * 1024,
         max_inflight_count: 500,
-        auth: None,
+        // Validation requires credentials beyond loopback; with them, no anonymous clients.
+        auth: match (&cfg.username, &cfg.password) {
+            (Some(u), Some(p)) => Some(HashMap::from([(u.clone(), p.clone())])),
+            _ => None,
+        },
         external_auth: None,
         dynamic_filters: true,
     };

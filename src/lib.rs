@@ -19,6 +19,7 @@
 //! - [`size`]: `Size`, byte sizes written as `"256KiB"` in the config (a leaf).
 //! - [`broker`]: the optional embedded MQTT broker.
 //! - [`net`]: outbound MQTT and HTTP clients with TLS and credentials, and the RPC listener's TLS.
+//! - [`out`]: stdout of the one-shot commands (a closed pipe is a normal end).
 //! - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands) and the `osgate rpc` client.
 
 pub mod app;
@@ -30,6 +31,7 @@ pub mod connectors;
 pub mod control;
 pub mod duration;
 pub mod net;
+pub mod out;
 pub mod pipeline;
 pub mod reading;
 pub mod rpc;

@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod guard;
 #[cfg(feature = "mbus")]
 mod mbus;
 pub mod mqtt;
@@ -82,6 +83,10 @@ pub mod codes {
     pub const CONNECTOR_FAILED: i32 = -32011;
     /// The reload was rejected; the running configuration stays.
     pub const RELOAD_FAILED: i32 = -32020;
+    /// A batch request holds more than [`MAX_BATCH`](super::MAX_BATCH) calls.
+    pub const BATCH_TOO_LARGE: i32 = -32030;
+    /// The method streams notifications and needs a WebSocket (called over HTTP or MQTT).
+    pub const WEBSOCKET_REQUIRED: i32 = -32031;
 }
 
 /// What every method reads.
@@ -145,7 +150,8 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         let auth =
             auth::ApiKeyAuth::new(svc.shared_config(), open && rpc.listen.ip().is_loopback());
         let middleware = tower::ServiceBuilder::new()
-            .layer(tower_http::validate_request::ValidateRequestHeaderLayer::custom(auth));
+            .layer(tower_http::validate_request::ValidateRequestHeaderLayer::custom(auth))
+            .layer(guard::GuardLayer);
         let limits = ServerConfig::builder()
             .max_request_body_size(MAX_REQUEST_BODY)
             .max_response_body_size(MAX_RESPONSE_BODY)
@@ -287,6 +293,23 @@ struct SubscribeParams {
     device: Option<String>,
     #[serde(default)]
     channel: Option<String>,
+}
+
+/// Parses `params` as every method would (the request-parsing property test).
+#[cfg(test)]
+pub(crate) fn parse_all_params(params: Option<&str>) {
+    let p = Params::new(params);
+    let _ = p.parse::<ConnectorParams>();
+    let _ = p.parse::<DeviceParams>();
+    let _ = p.parse::<WriteParams>();
+    let _ = parse_optional::<DevicesParams>(&p);
+    let _ = parse_optional::<SubscribeParams>(&p);
+}
+
+/// Cases per property test of request parsers (`OSGATE_FUZZ_CASES`, default 256).
+#[cfg(test)]
+pub(crate) fn fuzz_cases() -> u32 {
+    crate::config::fuzz_cases()
 }
 
 /// Params that may be left out entirely (`null`, absent, `[]`, `{}`).

@@ -53,6 +53,15 @@ pub struct ReloadSummary {
     pub sinks_stopped: Vec<String>,
 }
 
+/// A stop after which sinks still held messages the broker had not acknowledged at the flush
+/// deadline (`gateway.shutdown_timeout`): those may be lost. `osgate` exits with code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped with {pending} message(s) unacknowledged at the flush deadline; they may be lost")]
+pub struct Undelivered {
+    /// How many messages were still unacknowledged.
+    pub pending: u64,
+}
+
 /// The running gateway.
 pub struct GatewayService {
     config: GatewayConfig,
@@ -63,6 +72,8 @@ pub struct GatewayService {
     connectors: BTreeMap<Arc<str>, RunningConnector>,
     sinks: BTreeMap<Arc<str>, RunningSink>,
     retiring: Vec<(Arc<str>, JoinHandle<()>)>,
+    /// Messages sinks still held unacknowledged when their flush deadline passed.
+    undelivered: Arc<std::sync::atomic::AtomicU64>,
     started: i64,
     /// The configuration in force, shared with the RPC server (replaced on every reload).
     shared: Arc<arc_swap::ArcSwap<GatewayConfig>>,
@@ -82,6 +93,7 @@ impl GatewayService {
             connectors: BTreeMap::new(),
             sinks: BTreeMap::new(),
             retiring: Vec::new(),
+            undelivered: Arc::default(),
             started: Timestamp::now().0,
             shared: Arc::new(arc_swap::ArcSwap::from_pointee(config.clone())),
             config: config.clone(),
@@ -219,8 +231,12 @@ impl GatewayService {
             config_info: self.registry.config.subscribe(),
         };
         let cfg = config.clone();
+        let undelivered = self.undelivered.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = sinks::run(cfg, ctx).await {
+                if let sinks::SinkError::FlushTimeout { pending } = &e {
+                    undelivered.fetch_add(*pending as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 tracing::error!(sink = %name, error = %e, "sink stopped with an error");
             }
         });
@@ -389,7 +405,21 @@ impl GatewayService {
         self.shared.store(Arc::new(new.clone()));
         self.config = new;
         self.retiring.retain(|(_, t)| !t.is_finished());
-        tracing::info!(?summary, "configuration reloaded");
+        let names = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        tracing::info!(
+            connectors_started = %names(&summary.connectors_started),
+            connectors_stopped = %names(&summary.connectors_stopped),
+            connectors_kept = %names(&summary.connectors_kept),
+            sinks_started = %names(&summary.sinks_started),
+            sinks_stopped = %names(&summary.sinks_stopped),
+            "configuration reloaded"
+        );
         summary
     }
 
@@ -422,7 +452,15 @@ impl GatewayService {
             .collect();
         sinks.append(&mut self.retiring);
         stragglers.extend(wait_all(sinks, deadline + Duration::from_secs(1), "sink").await);
-        if stragglers.is_empty() {
+        let pending = self.undelivered.load(std::sync::atomic::Ordering::Relaxed);
+        if pending > 0 {
+            // Not "cleanly": systemd and scripts must see that data may be lost (exit 3).
+            tracing::error!(
+                pending,
+                "stopped with messages unacknowledged at the flush deadline; they may be lost"
+            );
+            Err(Undelivered { pending }.into())
+        } else if stragglers.is_empty() {
             tracing::info!("stopped cleanly");
             Ok(())
         } else {

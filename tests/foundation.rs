@@ -133,6 +133,33 @@ async fn clean_stop_publishes_offline_and_exits_zero() {
     assert_eq!(m.json, json!({"online": false}));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_leaves_readings_unacknowledged_exits_3() {
+    let mut broker = Mosquitto::start();
+    let mut cfg = sim_config(
+        "gw4u",
+        &broker.url(),
+        json!([counter_device("d", "20ms")]),
+        json!({}),
+    );
+    cfg["gateway"]["shutdown_timeout"] = json!("300ms");
+    let mut gw = Gateway::start(&cfg);
+    let mut sub = Subscriber::connect(broker.port, "telemetry/gw4u/#").await;
+    sub.next(TEST_TIMEOUT).await;
+    // The broker goes away: readings queue in the sink and can never be acknowledged.
+    broker.stop();
+    gw.wait_log("lost connection to broker", TEST_TIMEOUT).await;
+    gw.signal("TERM");
+    let code = gw.wait_exit(TEST_TIMEOUT).code();
+    assert_eq!(code, Some(3), "{}", gw.log_text());
+    let log = gw.log_text();
+    assert!(!log.contains("stopped cleanly"), "{log}");
+    assert!(
+        log.contains("unacknowledged at the flush deadline"),
+        "{log}"
+    );
+}
+
 /// The counter values a subscriber saw on `topic`.
 fn counter_values(seen: &[Msg], topic: &str) -> BTreeSet<u64> {
     seen.iter()
@@ -306,8 +333,18 @@ fn bad_configs_exit_2_naming_the_field() {
             "connectors[0] \"sim\".devices[0].channels[0].intervall: unknown field",
         ),
         (
-            Box::new(|c| c["sinks"][0]["qos"] = json!("one")),
-            "sinks[0] \"local\".qos",
+            Box::new(|c| c["sinks"][0]["qos"] = json!("1")),
+            "sinks[0] \"local\".qos: expected 0 or 1, got \"1\"",
+        ),
+        // Type errors in JSON words, not Rust types (`expected f64`).
+        (
+            Box::new(|c| c["connectors"][0]["devices"][0]["channels"][0]["min"] = json!("20")),
+            "connectors[0] \"sim\".devices[0].channels[0].min: expected a number, got the string \"20\"",
+        ),
+        // Only the documented broker URL schemes.
+        (
+            Box::new(|c| c["sinks"][0]["url"] = json!("tcp://127.0.0.1:1883")),
+            "expected mqtt://host[:port], or mqtts://host[:port] for TLS",
         ),
         (
             Box::new(|c| c["connectors"][0]["devices"][0]["interval"] = json!("5 parsecs")),
@@ -332,6 +369,17 @@ fn bad_configs_exit_2_naming_the_field() {
         (
             Box::new(|c| c["gateway"]["id"] = json!("a/b")),
             "gateway.id",
+        ),
+        // Once a panic (exit 101) in the loader: a value nested 200 levels deep in a channel.
+        (
+            Box::new(|c| {
+                let mut deep = json!(0);
+                for _ in 0..200 {
+                    deep = json!([deep]);
+                }
+                c["connectors"][0]["devices"][0]["channels"][0]["x"] = deep;
+            }),
+            "connectors[0] \"sim\".devices[0].channels[0]: nested more than 128 levels deep",
         ),
     ];
     for (mutate, want) in cases {
@@ -390,6 +438,29 @@ fn check_accepts_the_example_and_env_overrides() {
         err.contains("sinks[0].password: environment variable TEST_BROKER_PASSWORD is not set"),
         "{err}"
     );
+    // An error caused by an override names the variable; array elements cannot be set.
+    for (var, value, want) in [
+        (
+            "OSGATE_GATEWAY__IDD",
+            "x",
+            "environment variable OSGATE_GATEWAY__IDD: gateway.idd: unknown field",
+        ),
+        (
+            "OSGATE_SINKS__QOS",
+            "0",
+            "array elements cannot be set from the environment",
+        ),
+    ] {
+        let out = std::process::Command::new(osgate_bin())
+            .args(["check", "-c", &path])
+            .env(var, value)
+            .env("TEST_BROKER_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want) && err.contains(var), "{var}: {err}");
+    }
     // A missing file is a config error too.
     let (code, _, err) = osgate_cmd(&["check", "-c", "/nonexistent/osgate.json"]);
     assert_eq!(code, 2, "{err}");
@@ -417,6 +488,82 @@ async fn embedded_broker_serves_the_example_shape() {
     );
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+}
+
+/// Connects to 127.0.0.1:`port` with optional credentials; true when the broker accepted.
+async fn broker_accepts(port: u16, login: Option<(&str, &str)>) -> bool {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    let mut opts = MqttOptions::new(
+        format!("probe-{port}-{}", login.is_some()),
+        "127.0.0.1",
+        port,
+    );
+    if let Some((u, p)) = login {
+        opts.set_credentials(u, p);
+    }
+    let (_client, mut el) = AsyncClient::new(opts, 10);
+    within("a broker answer", async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    return c.code == rumqttc::ConnectReturnCode::Success
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_beyond_loopback_needs_credentials() {
+    // Who may get in: 0.0.0.0 without credentials is a config error naming the field
+    // (checked without binding anything).
+    let dir = temp_dir();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(include_str!("../osgate.json.example")).unwrap();
+    cfg["broker"]["embedded"]["listen"] = json!("0.0.0.0:1883");
+    let path = write_config(&dir, &cfg);
+    let (code, _, err) = osgate_cmd(&["check", "-c", &path]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("broker.embedded.listen: 0.0.0.0:1883 is not a loopback address")
+            && err.contains("username/password"),
+        "{err}"
+    );
+
+    // With credentials (on loopback here, as tests must): anonymous clients are refused, the
+    // user is let in, and the sink reaches it with the same credentials. With -d and no
+    // RUST_LOG, ordinary connects and disconnects log no ERROR.
+    let port = free_port();
+    cfg["broker"]["embedded"] = json!({"listen": format!("127.0.0.1:{port}"),
+        "username": "gw", "password": "${TEST_BROKER_PW}"});
+    cfg["sinks"][0]["url"] = json!(format!("mqtt://127.0.0.1:{port}"));
+    cfg["sinks"][0]["username"] = json!("gw");
+    cfg["sinks"][0]["password"] = json!("${TEST_BROKER_PW}");
+    let mut gw = Gateway::start_default_log(&cfg, &["-d"], &[("TEST_BROKER_PW", "s3cret-pw")]);
+    assert!(wait_port(port, TEST_TIMEOUT), "{}", gw.log_text());
+    assert!(!broker_accepts(port, None).await, "anonymous client let in");
+    assert!(!broker_accepts(port, Some(("gw", "wrong"))).await);
+    assert!(broker_accepts(port, Some(("gw", "s3cret-pw"))).await);
+    let mut sub = Subscriber::connect_auth(port, "telemetry/#", "gw", "s3cret-pw").await;
+    let m = sub.next(TEST_TIMEOUT).await;
+    assert!(m.topic.starts_with("telemetry/demo-gw/"), "{m:?}");
+    drop(sub);
+    gw.signal("TERM");
+    assert_eq!(
+        gw.wait_exit(TEST_TIMEOUT).code(),
+        Some(0),
+        "{}",
+        gw.log_text()
+    );
+    let errors: Vec<_> = gw
+        .log_json()
+        .into_iter()
+        .filter(|l| l["level"] == "ERROR")
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }
 
 #[test]

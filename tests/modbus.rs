@@ -405,7 +405,7 @@ async fn modbus_rtu_dead_slave_costs_the_live_one_at_most_one_timeout_per_cycle(
 }
 
 async fn bad_peer(mode: &str, bad: u32) -> Peer {
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(crate::common::modbus::python());
     cmd.arg(peers_dir().join("modbus_bad_peer.py")).args([
         "--mode",
         mode,
@@ -681,7 +681,8 @@ async fn modbus_bad_configs_exit_2_naming_the_place() {
 async fn modbus_command_reads_and_writes_like_a_channel() {
     let spec = json!({"units": {"3": {"size": 20, "values": [
         {"table": "holding", "address": 4, "type": "f32", "order": "DCBA", "value": 12.5},
-        {"table": "holding", "address": 6, "type": "u16", "value": 0x0101}]}}});
+        {"table": "holding", "address": 6, "type": "u16", "value": 0x0101},
+        {"table": "holding", "address": 12, "type": "f32", "value": 1.653054e-39}]}}});
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
     let addr = format!("127.0.0.1:{}", peer.ready);
     let run = |args: Vec<String>| async move {
@@ -749,6 +750,30 @@ async fn modbus_command_reads_and_writes_like_a_channel() {
     let out = run(s(&["read", "--tcp", &addr, "-u", "3", "-a", "30"])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("0x02"));
+    // Floats print in their shortest round-trip form, not as forty digits.
+    let out = run(s(&[
+        "read", "--tcp", &addr, "-u", "3", "-a", "12", "--type", "f32", "--scale", "0.1",
+    ]))
+    .await;
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let shown = text
+        .trim()
+        .strip_prefix("holding[12] = ")
+        .expect("one value");
+    assert!(shown.len() < 25, "{shown}");
+    assert_eq!(shown.parse::<f64>().unwrap(), 1.653054e-39_f64 * 0.1);
+    // Writing a read-only table is a usage error (exit 2), not a device exception.
+    let out = run(s(&[
+        "write", "--tcp", &addr, "-u", "3", "-t", "input", "-a", "1", "--value", "5",
+    ]))
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("table \"input\" is read-only") && !err.contains("exception"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

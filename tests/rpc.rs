@@ -461,8 +461,54 @@ async fn protocol_errors_are_answered_and_change_nothing() {
         .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "device.disable", "params": {"device": "d1"}}))
         .collect();
     let (_, v) = rpc.post(Some(KEY), Value::from(big).to_string()).await;
-    assert!(v["error"]["code"].is_i64(), "{v}");
+    // Its own code: jsonrpsee's -32010 is our "unknown connector".
+    assert_eq!(
+        v["error"]["code"],
+        osgate::rpc::codes::BATCH_TOO_LARGE,
+        "{v}"
+    );
+    assert_eq!(v["error"]["code"], -32030, "{v}");
     assert_eq!(device_status(&rpc, "d1").await["enabled"], true);
+    // An id that is an object, an array or a boolean: an invalid request, not `null`.
+    for id in [json!({}), json!([1]), json!(true)] {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "device.disable", "params": {"device": "d1"}});
+        let (s, v) = rpc.post(Some(KEY), call.to_string()).await;
+        assert_eq!((s, &v["error"]["code"]), (200, &json!(-32600)), "{id}: {v}");
+        assert!(
+            v["error"]["data"].as_str().unwrap().contains("\"id\""),
+            "{v}"
+        );
+    }
+    assert_eq!(device_status(&rpc, "d1").await["enabled"], true);
+    // A subscription over plain HTTP says it needs a WebSocket.
+    let (_, v) = rpc
+        .post(
+            Some(KEY),
+            json!({"jsonrpc": "2.0", "id": 9, "method": "readings.subscribe"}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        v["error"]["code"],
+        osgate::rpc::codes::WEBSOCKET_REQUIRED,
+        "{v}"
+    );
+    assert_eq!(v["id"], 9, "{v}");
+    assert!(
+        v["error"]["data"].as_str().unwrap().contains("WebSocket"),
+        "{v}"
+    );
+    // A WebSocket upgrade without Sec-WebSocket-Key: 400, not 200.
+    let resp = rpc
+        .http
+        .get(&rpc.url)
+        .bearer_auth(KEY)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
 
     // A body over the size limit: refused before parsing, nothing runs.
     let padding = "x".repeat(osgate::rpc::MAX_REQUEST_BODY as usize);
@@ -486,6 +532,21 @@ async fn protocol_errors_are_answered_and_change_nothing() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], -32007, "{v}");
     assert_eq!(device_status(&rpc, "d1").await["enabled"], true);
+    // 10 MB: the same 413, after the whole body was sent (the connection was once closed
+    // mid-send, so the client saw a broken pipe instead of an answer). Several times, as it
+    // was a race.
+    let ten_mb = vec![b' '; 10_000_000];
+    for _ in 0..3 {
+        let resp = once
+            .post(&rpc.url)
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(ten_mb.clone())
+            .send()
+            .await
+            .expect("an answer, not a reset connection");
+        assert_eq!(resp.status().as_u16(), 413);
+    }
     // The same over WebSocket: an error answer or a closed socket, never a call.
     let mut ws = ws_connect(port, &[("x-api-key", KEY)])
         .await
@@ -769,6 +830,38 @@ async fn mqtt_command_writes_and_answers_on_result() {
         "{:?}",
         m.json
     );
+    // A payload over the limit (2 MiB, once silently dropped with the connection) gets an
+    // error result and a warning in the log; the client stays connected.
+    let dir = temp_dir();
+    let file = dir.path().join("big.json");
+    let big = format!(r#"{{"value":1,"id":"x","pad":"{}"}}"#, "x".repeat(2 << 20));
+    std::fs::write(&file, big).unwrap();
+    let st = tokio::process::Command::new("mosquitto_pub")
+        .args([
+            "-p",
+            &broker.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            "command/gwc/d1/sp/set",
+            "-f",
+        ])
+        .arg(&file)
+        .status()
+        .await
+        .expect("run mosquitto_pub");
+    assert!(st.success());
+    let m = results.next(TEST_TIMEOUT).await;
+    assert_eq!(m.json["ok"], false, "{:?}", m.json);
+    let e = m.json["error"].as_str().unwrap();
+    assert!(e.contains("at most 65536"), "{e}");
+    gw.wait_log("MQTT command refused: payload too large", TEST_TIMEOUT)
+        .await;
+    broker
+        .publish("command/gwc/d1/t/set", r#"{"value":1,"id":"after"}"#)
+        .await;
+    let m = results.next(TEST_TIMEOUT).await;
+    assert_eq!(m.json["id"], "after", "{:?}", m.json);
     // The value written by the command is still in force.
     let r = rpc.result("device.read", json!({"device": "d1"})).await;
     assert_eq!(r["readings"][1]["value"], 42.0, "{r}");
@@ -909,6 +1002,23 @@ async fn cli_client_calls_the_gateway() {
     assert_eq!(code, 1);
     assert!(
         err.contains("unknown device") && err.contains("-32001"),
+        "{err}"
+    );
+    // The server's detail (`data`) is printed, not only "Invalid params".
+    let (code, _, err) = run(vec![
+        "rpc".into(),
+        "device.read".into(),
+        r#"{"dev":"d1"}"#.into(),
+        "--url".into(),
+        url.clone(),
+        "--key".into(),
+        KEY.into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("-32602") && err.contains("unknown field `dev`"),
         "{err}"
     );
     let (code, _, err) = run(vec![
@@ -1120,4 +1230,60 @@ async fn a_reload_rotates_the_keys_and_warns_about_a_new_listen() {
     assert_eq!((s, &v["result"]["gateway"]), (200, &json!("gwr")), "{v}");
     gw.wait_log("rpc.listen, rpc.tls or rpc.mqtt changed", TEST_TIMEOUT)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_runs_once_live_and_never_from_the_store() {
+    // What the README says about retained commands, shown against mosquitto: the broker
+    // forwards a retained publish to subscribers already connected with the retain flag
+    // cleared (MQTT 3.1.1, 3.3.1.3), so the running gateway executes it once; the stored copy
+    // arrives with the flag set on every later subscription and is ignored.
+    let broker = Mosquitto::start();
+    let port = free_port();
+    let cfg = rpc_config("gwr", &broker, port, "100ms");
+    let gw = Gateway::start(&cfg);
+    let rpc = Rpc::connect(KEY, port, &gw).await;
+    let mut results = Subscriber::connect(broker.port, "command/gwr/+/+/result").await;
+    // The command client subscribes at a moment the test cannot see: a plain command first.
+    broker
+        .publish_until_answered(
+            "command/gwr/d1/sp/set",
+            r#"{"value":1,"id":"ready"}"#,
+            &mut results,
+        )
+        .await;
+    let st = tokio::process::Command::new("mosquitto_pub")
+        .args(["-p", &broker.port.to_string(), "-q", "1", "-r"])
+        .args([
+            "-t",
+            "command/gwr/d1/sp/set",
+            "-m",
+            r#"{"value":42.125,"id":"kept"}"#,
+        ])
+        .status()
+        .await
+        .unwrap();
+    assert!(st.success());
+    let m = results
+        .next_where(TEST_TIMEOUT, |m| m.json["id"] == "kept")
+        .await;
+    assert_eq!(m.json["ok"], true, "{:?}", m.json);
+    let r = rpc.result("device.read", json!({"device": "d1"})).await;
+    assert_eq!(r["readings"][1]["value"], 42.125, "{r}");
+    drop(rpc);
+    drop(gw);
+
+    // A new gateway subscribes: the stored command comes with the retain flag and is ignored.
+    let gw = Gateway::start(&cfg);
+    gw.wait_log("retained command ignored", TEST_TIMEOUT).await;
+    let rpc = Rpc::connect(KEY, port, &gw).await;
+    let r = rpc.result("device.read", json!({"device": "d1"})).await;
+    assert_ne!(r["readings"][1]["value"], 42.125, "{r}");
+    results.drain();
+    let kept = results
+        .seen
+        .iter()
+        .filter(|m| m.json["id"] == "kept")
+        .count();
+    assert!(kept <= 1, "executed again: {:?}", results.seen);
 }

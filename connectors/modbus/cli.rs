@@ -253,26 +253,63 @@ pub fn main(cmd: ModbusCommand) -> ExitCode {
             Ok(r) => match rt.block_on(read(&r, args.count)) {
                 Ok(values) => {
                     for (addr, v) in values {
-                        println!("{}[{addr}] = {v}", r.table);
+                        crate::outln!("{}[{addr}] = {}", r.table, Shown(&v));
                     }
                     ExitCode::SUCCESS
                 }
                 Err(e) => device_error(&e),
             },
         },
-        Op::Write(args) => match resolve(&args.target, 1) {
+        Op::Write(args) => match resolve(&args.target, 1).and_then(writable) {
             Err(errs) => usage_error(&errs),
             Ok(r) => {
                 let value = parse_value(&args.value, r.format.data_type);
                 match rt.block_on(write(&r, &value)) {
                     Ok(back) => {
-                        println!("{}[{}] = {back} (written {value})", r.table, r.address);
+                        crate::outln!(
+                            "{}[{}] = {} (written {})",
+                            r.table,
+                            r.address,
+                            Shown(&back),
+                            Shown(&value)
+                        );
                         ExitCode::SUCCESS
                     }
                     Err(e) => device_error(&e),
                 }
             }
         },
+    }
+}
+
+/// Only coils and holding registers can be written: anything else is a usage error (exit 2),
+/// found before the device is contacted.
+fn writable(r: Resolved) -> Result<Resolved, Vec<String>> {
+    if r.table.is_writable() {
+        Ok(r)
+    } else {
+        Err(vec![format!(
+            "--table: table \"{}\" is read-only; write to a coil or a holding register",
+            r.table
+        )])
+    }
+}
+
+/// A value as printed: floats in their shortest round-trip form, as in MQTT payloads
+/// (`1.653054e-40`, not forty zeros), whole ones without `.0`.
+struct Shown<'a>(&'a Value);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Value::F64(x) if x.is_finite() => {
+                let mut b = ryu::Buffer::new();
+                let s = b.format_finite(*x);
+                // Whole numbers as a person writes them: `25`, not `25.0`.
+                f.write_str(s.strip_suffix(".0").unwrap_or(s))
+            }
+            v => write!(f, "{v}"),
+        }
     }
 }
 
@@ -365,6 +402,7 @@ async fn write(r: &Resolved, value: &Value) -> Result<Value, CliError> {
                 transport::call(t, ctx.write_multiple_registers(a, &words)).await?;
             }
         }
+        // main() refuses other tables before connecting (a usage error).
         (table, _) => {
             return Err(CallError::Exception(format!("table \"{table}\" is read-only")).into())
         }
@@ -470,5 +508,52 @@ mod tests {
             parse_value("42", DataType::String),
             Value::Text("42".into())
         );
+    }
+
+    #[test]
+    fn writing_a_read_only_table_is_a_usage_error() {
+        for table in ["input", "discrete"] {
+            let r = resolve_args(&[
+                "write",
+                "--tcp",
+                "127.0.0.1:1",
+                "-t",
+                table,
+                "-a",
+                "0",
+                "--value",
+                "1",
+            ]);
+            let errs = r.and_then(writable).err().expect("refused");
+            assert_eq!(
+                errs,
+                [format!(
+                    "--table: table \"{table}\" is read-only; write to a coil or a holding register"
+                )]
+            );
+        }
+        let r = resolve_args(&[
+            "write",
+            "--tcp",
+            "127.0.0.1:1",
+            "-t",
+            "holding",
+            "-a",
+            "0",
+            "--value",
+            "1",
+        ]);
+        assert!(r.and_then(writable).is_ok());
+    }
+
+    #[test]
+    fn floats_print_shortest_round_trip() {
+        let tiny = f64::from(f32::from_bits(0x0001_2000)) * 0.1;
+        let shown = Shown(&Value::F64(tiny)).to_string();
+        assert!(!shown.starts_with("0.0000"), "{shown}");
+        assert_eq!(shown.parse::<f64>().unwrap(), tiny);
+        assert_eq!(Shown(&Value::F64(230.1)).to_string(), "230.1");
+        assert_eq!(Shown(&Value::F64(25.0)).to_string(), "25");
+        assert_eq!(Shown(&Value::U64(7)).to_string(), "7");
     }
 }

@@ -20,6 +20,9 @@ use serde_json::{Map, Value};
 pub struct Document {
     sections: Map<String, Value>,
     connectors: Option<Box<RawValue>>,
+    /// Environment overrides merged in: (variable, dotted path it sets), so errors at those
+    /// places can name the variable.
+    pub env_overrides: Vec<(String, String)>,
 }
 
 /// Why a text is not a configuration document.
@@ -47,7 +50,7 @@ impl Document {
             if e.is_data() {
                 DocumentError::NotAnObject
             } else {
-                DocumentError::Syntax(e.to_string())
+                DocumentError::Syntax(describe_json_error(&e))
             }
         })
     }
@@ -61,6 +64,7 @@ impl Document {
         Some(Document {
             sections,
             connectors,
+            env_overrides: Vec::new(),
         })
     }
 
@@ -80,15 +84,19 @@ impl Document {
     }
 
     /// Merges `over` in as figment does: objects merge key by key, anything else replaces.
-    pub fn merge(&mut self, over: Value) {
-        let Value::Object(over) = over else { return };
+    /// Fails only when `over` merges into a `connectors` list that cannot be read as a tree
+    /// (nested too deeply); the document is then left as it was.
+    pub fn merge(&mut self, over: Value) -> Result<(), DocumentError> {
+        let Value::Object(over) = over else {
+            return Ok(());
+        };
         for (k, v) in over {
             if k == "connectors" {
                 // Rare (an override of a list): the one place the list becomes a tree.
-                let mut base = self
-                    .connectors
-                    .take()
-                    .map_or(Value::Null, |raw| value_of(&raw));
+                let mut base = match &self.connectors {
+                    Some(raw) if v.is_object() => value_of(raw).map_err(DocumentError::Syntax)?,
+                    _ => Value::Null,
+                };
                 merge(&mut base, v);
                 self.connectors = Some(to_raw(base));
             } else {
@@ -100,6 +108,7 @@ impl Document {
                 }
             }
         }
+        Ok(())
     }
 
     /// The document as compact JSON text, keys in the order a `Value` would print them.
@@ -175,12 +184,39 @@ pub fn merge(base: &mut Value, over: Value) {
 }
 
 fn to_raw(v: Value) -> Box<RawValue> {
-    serde_json::value::to_raw_value(&v).expect("a Value always serializes")
+    // A `Value` has string keys and finite numbers, so it always serializes; the text form of
+    // a value that did not would be `null` (reported by validation, never a panic).
+    serde_json::value::to_raw_value(&v).unwrap_or_default()
 }
 
-/// Parses `raw` into a value (one channel: small). `raw` was checked as JSON when it was read.
-pub fn value_of(raw: &RawValue) -> Value {
-    serde_json::from_str(raw.get()).expect("raw JSON was parsed before")
+/// Deepest nesting of arrays and objects a configuration may use (serde_json's limit for a
+/// value tree). Raw text skips nested values without a limit, so a too-deep value is found
+/// only when its part of the document becomes a tree, and reported then.
+pub const MAX_DEPTH: usize = 128;
+
+/// Parses `raw` into a value (one channel: small). `raw` is valid JSON (it was checked when it
+/// was read) but may be nested deeper than a tree can be ([`MAX_DEPTH`]): that is an error
+/// message, never a panic.
+pub fn value_of(raw: &RawValue) -> Result<Value, String> {
+    serde_json::from_str(raw.get()).map_err(|e| describe_json_error(&e))
+}
+
+/// A serde_json error in words a person can act on (the depth limit named as such).
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.strip_prefix("recursion limit exceeded") {
+        Some(at) => format!("nested more than {MAX_DEPTH} levels deep{at}"),
+        None => text,
+    }
+}
+
+/// `raw` as short text for an error message: its first 60 characters.
+fn excerpt(raw: &RawValue) -> String {
+    let s = raw.get();
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// Appends valid JSON `json` to `out` without the whitespace between tokens.
@@ -215,13 +251,16 @@ pub struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    /// Takes `raw` apart around the list field `list_key`. `None` when `raw` is not an object.
-    pub fn parse(raw: &'a RawValue, list_key: &'static str) -> Option<Entry<'a>> {
+    /// Takes `raw` apart around the list field `list_key`. The error says why it cannot be:
+    /// not an object, or a field nested too deeply.
+    pub fn parse(raw: &'a RawValue, list_key: &'static str) -> Result<Entry<'a>, String> {
         if !raw.get().starts_with('{') {
-            return None;
+            return Err(format!("expected an object, got {}", excerpt(raw)));
         }
         let mut de = serde_json::Deserializer::from_str(raw.get());
-        EntrySeed(list_key).deserialize(&mut de).ok()
+        EntrySeed(list_key)
+            .deserialize(&mut de)
+            .map_err(|e| describe_json_error(&e))
     }
 
     /// The list's elements, as written. A list that is not an array is reported at
@@ -253,7 +292,7 @@ pub fn list_items<'a>(
         Err(_) => {
             errs.push(super::ConfigError::new(
                 super::join(path, list_key),
-                format!("expected an array, got {}", value_of(raw)),
+                format!("expected an array, got {}", excerpt(raw)),
             ));
             Vec::new()
         }
@@ -323,7 +362,8 @@ mod tests {
         doc.merge(
             json!({"gateway": {"id": "b"}, "rpc": {"listen": "127.0.0.1:1"},
             "connectors": {"0": 2}}),
-        );
+        )
+        .unwrap();
         let v: Value = serde_json::from_str(&doc.to_text()).unwrap();
         assert_eq!(
             v,
@@ -352,6 +392,30 @@ mod tests {
         assert!(e.items("channels", "p", &mut errs).is_empty());
         assert_eq!(errs[0].to_string(), "p.channels: expected an array, got 5");
         let raw: Box<RawValue> = serde_json::from_str("[1]").unwrap();
-        assert!(Entry::parse(&raw, "channels").is_none());
+        assert_eq!(
+            Entry::parse(&raw, "channels").unwrap_err(),
+            "expected an object, got [1]"
+        );
+    }
+
+    #[test]
+    fn too_deep_values_are_errors_not_panics() {
+        let deep = |n: usize| format!("{}0{}", "[".repeat(n), "]".repeat(n));
+        // Raw text is skipped without a depth limit; the tree is where it is found.
+        let raw: Box<RawValue> = serde_json::from_str(&deep(100_000)).unwrap();
+        let e = value_of(&raw).unwrap_err();
+        assert!(e.starts_with("nested more than 128 levels deep"), "{e}");
+        let text = format!(r#"{{"name": "d", "x": {}}}"#, deep(200));
+        let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
+        let e = Entry::parse(&raw, "channels").unwrap_err();
+        assert!(e.starts_with("nested more than 128 levels deep"), "{e}");
+        let mut doc =
+            Document::parse(format!(r#"{{"connectors": {}}}"#, deep(300)).as_bytes()).unwrap();
+        assert!(doc.merge(json!({"connectors": {"0": 1}})).is_err());
+        let e = Document::parse(format!(r#"{{"gateway": {}}}"#, deep(300)).as_bytes()).unwrap_err();
+        assert!(
+            e.to_string().contains("nested more than 128 levels deep"),
+            "{e}"
+        );
     }
 }

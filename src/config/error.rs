@@ -106,8 +106,62 @@ pub fn deserialize_at<T: serde::de::DeserializeOwned>(
                 );
             }
         }
-        ConfigError::new(join(base, &inner), msg)
+        ConfigError::new(join(base, &inner), plain_words(&msg))
     })
+}
+
+/// What a Rust type in a serde message means to someone writing JSON.
+fn expected_words(rust: &str) -> Option<&'static str> {
+    Some(match rust {
+        "f32" | "f64" => "a number",
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "usize" | "u128" => "a whole number, 0 or more",
+        "i8" => "a whole number from -128 to 127",
+        "i16" => "a whole number from -32768 to 32767",
+        "i32" | "i64" | "isize" | "i128" => "a whole number",
+        "a boolean" => "true or false",
+        "a sequence" => "an array",
+        "a map" => "an object",
+        "a string" => "a string",
+        _ => return None,
+    })
+}
+
+/// serde's `invalid type: string "20", expected f64` in words: `expected a number, got the
+/// string "20"`. Messages of other shapes are kept as they are.
+pub(crate) fn plain_words(msg: &str) -> String {
+    let parsed = msg
+        .strip_prefix("invalid type: ")
+        .or_else(|| msg.strip_prefix("invalid value: "))
+        .and_then(|rest| rest.rsplit_once(", expected "));
+    let Some((got, expected)) = parsed else {
+        return msg.to_string();
+    };
+    let Some(words) = expected_words(expected.trim()) else {
+        return msg.to_string();
+    };
+    // `string "20"`, `integer `70000``, `floating point `1.5``, `map`, `sequence`, `boolean `true``.
+    let got = got.replace('`', "");
+    let got = if let Some(v) = got.strip_prefix("string ") {
+        format!("the string {v}")
+    } else if let Some(v) = got
+        .strip_prefix("integer ")
+        .or_else(|| got.strip_prefix("floating point "))
+    {
+        v.to_string()
+    } else if let Some(v) = got.strip_prefix("boolean ") {
+        v.to_string()
+    } else {
+        match got.as_str() {
+            "map" => "an object".to_string(),
+            "sequence" => "an array".to_string(),
+            "null" | "unit value" => "null".to_string(),
+            other => other.to_string(),
+        }
+    };
+    format!("expected {words}, got {got}")
 }
 
 fn strip_serde_position(msg: &str) -> String {
@@ -143,6 +197,49 @@ mod tests {
     fn wrong_type_names_the_field() {
         let e = deserialize_at::<S>(serde_json::json!({"a": "one"}), "x", &[]).unwrap_err();
         assert_eq!(e.path, "x.a");
-        assert!(e.message.contains("expected u32"), "{}", e.message);
+        assert_eq!(
+            e.message,
+            "expected a whole number from 0 to 4294967295, got the string \"one\""
+        );
+    }
+
+    #[test]
+    fn type_errors_speak_json_not_rust() {
+        for (serde, words) in [
+            (
+                "invalid type: string \"20\", expected f64",
+                "expected a number, got the string \"20\"",
+            ),
+            (
+                "invalid type: string \"1\", expected u8",
+                "expected a whole number from 0 to 255, got the string \"1\"",
+            ),
+            (
+                "invalid value: integer `70000`, expected u16",
+                "expected a whole number from 0 to 65535, got 70000",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected i64",
+                "expected a whole number, got 1.5",
+            ),
+            (
+                "invalid type: map, expected a boolean",
+                "expected true or false, got an object",
+            ),
+            (
+                "invalid type: integer `5`, expected a string",
+                "expected a string, got 5",
+            ),
+            (
+                "unknown variant `x`, expected `a` or `b`",
+                "unknown variant `x`, expected `a` or `b`",
+            ),
+            (
+                "invalid type: string \"x\", expected a duration",
+                "invalid type: string \"x\", expected a duration",
+            ),
+        ] {
+            assert_eq!(plain_words(serde), words);
+        }
     }
 }

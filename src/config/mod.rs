@@ -13,6 +13,10 @@
 
 mod document;
 mod error;
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+pub(crate) use fuzz::fuzz_cases;
 pub mod remote;
 pub mod spec;
 
@@ -115,8 +119,15 @@ pub struct BrokerSection {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedBrokerConfig {
-    /// Address to listen on, e.g. `127.0.0.1:1883`.
+    /// Address to listen on, e.g. `127.0.0.1:1883`. Beyond loopback, `username` and
+    /// `password` are required: anyone who can connect can publish commands.
     pub listen: SocketAddr,
+    /// With `password`: the one user the broker accepts (no anonymous clients then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// With `username`: its password (use `${VAR}` to keep it out of the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// `rpc` section: the JSON-RPC management server.
@@ -165,7 +176,95 @@ pub fn from_value(
 
 /// Parses and validates a configuration document (env overrides already merged). `${VAR}` in
 /// string values is replaced from `env`. Every problem is reported, each with its place.
+///
+/// No input makes this panic; should a bug in a parser or a check panic all the same, the
+/// panic becomes a configuration error here, so a bad file, reload or remote body is rejected
+/// like any invalid configuration and a running gateway keeps its configuration.
 pub fn from_document(
+    doc: Document,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GatewayConfig, ConfigErrors> {
+    guard_panics(|| parse_document(doc, env))
+}
+
+/// Runs `parse`, turning a panic into a configuration error.
+fn guard_panics(
+    parse: impl FnOnce() -> Result<GatewayConfig, ConfigErrors>,
+) -> Result<GatewayConfig, ConfigErrors> {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    // Nothing shared is mutated inside: a panic leaves only the dropped document behind.
+    catch_unwind(AssertUnwindSafe(parse)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(ConfigErrors(vec![ConfigError::new(
+            "",
+            format!("this configuration cannot be read (internal error, please report it: {what})"),
+        )]))
+    })
+}
+
+fn parse_document(
+    mut doc: Document,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GatewayConfig, ConfigErrors> {
+    let overrides = std::mem::take(&mut doc.env_overrides);
+    parse_sections(doc, env).map_err(|mut errs| {
+        for e in &mut errs.0 {
+            name_override(e, &overrides);
+        }
+        errs
+    })
+}
+
+/// `sinks[0] "local".qos` → `sinks.qos`: the path as an `OSGATE_SINKS__QOS` variable names it.
+fn plain_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '[' => {
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        break;
+                    }
+                }
+            }
+            ' ' => {
+                // ` "name"` label of a list element.
+                let _ = chars.next();
+                for c in chars.by_ref() {
+                    if c == '"' {
+                        break;
+                    }
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Names the environment variable behind an error at a place that an override set.
+fn name_override(e: &mut ConfigError, overrides: &[(String, String)]) {
+    let at = plain_path(&e.path);
+    let hit = overrides.iter().find(|(_, p)| {
+        !at.is_empty()
+            && (*p == at || p.starts_with(&format!("{at}.")) || at.starts_with(&format!("{p}.")))
+    });
+    let Some((var, p)) = hit else { return };
+    if (at == "sinks" || at == "connectors") && p.len() > at.len() {
+        e.message.push_str(&format!(
+            " ({var} sets a field of an array: array elements cannot be set from the environment; set the whole array, e.g. OSGATE_{}='[{{…}}]', or edit the file)",
+            at.to_uppercase()
+        ));
+    }
+    e.path = format!("environment variable {var}: {}", e.path);
+}
+
+fn parse_sections(
     doc: Document,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<GatewayConfig, ConfigErrors> {
@@ -331,6 +430,27 @@ impl GatewayConfig {
                 }
             }
         }
+        if let Some(b) = &self.broker.embedded {
+            match (&b.username, &b.password) {
+                (Some(_), Some(_)) => {}
+                (None, None) if b.listen.ip().is_loopback() => {}
+                (None, None) => errs.push(ConfigError::new(
+                    "broker.embedded.listen",
+                    format!(
+                        "{} is not a loopback address and broker.embedded.username/password are not set: anyone on the network could publish commands; set both or listen on 127.0.0.1",
+                        b.listen
+                    ),
+                )),
+                (Some(_), None) => errs.push(ConfigError::new(
+                    "broker.embedded.password",
+                    "missing: username and password go together",
+                )),
+                (None, Some(_)) => errs.push(ConfigError::new(
+                    "broker.embedded.username",
+                    "missing: username and password go together",
+                )),
+            }
+        }
         if let Some(r) = &self.remote {
             if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
                 errs.push(ConfigError::new(
@@ -467,7 +587,16 @@ pub fn read_file(path: &Path) -> Result<Document, LoadError> {
         )
         .extract()
         .map_err(|e| err(format!("environment override: {e}")))?;
-    doc.merge(overrides);
+    doc.merge(overrides)
+        .map_err(|e| err(format!("environment override: {e}")))?;
+    doc.env_overrides = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter_map(|k| {
+            let rest = k.strip_prefix("OSGATE_")?;
+            rest.contains("__")
+                .then(|| (k.clone(), rest.to_lowercase().replace("__", ".")))
+        })
+        .collect();
     Ok(doc)
 }
 
@@ -575,6 +704,59 @@ mod tests {
             errs.contains("connectors[1] \"s\".devices[0].name: duplicate device name"),
             "{errs}"
         );
+    }
+
+    #[test]
+    fn errors_from_env_overrides_name_the_variable() {
+        let mut doc = Document::from_value(json!({"gateway": {"id": "gw", "idd": "x"},
+            "sinks": {"qos": 0}}))
+        .unwrap();
+        doc.env_overrides = vec![
+            ("OSGATE_GATEWAY__IDD".into(), "gateway.idd".into()),
+            ("OSGATE_SINKS__QOS".into(), "sinks.qos".into()),
+        ];
+        let errs = from_document(doc, &env).unwrap_err().to_string();
+        assert!(
+            errs.contains("environment variable OSGATE_GATEWAY__IDD: gateway.idd: unknown field"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("environment variable OSGATE_SINKS__QOS: sinks: expected an array")
+                && errs.contains("array elements cannot be set from the environment"),
+            "{errs}"
+        );
+        assert_eq!(plain_path("sinks[0] \"lo cal\".qos"), "sinks.qos");
+        assert_eq!(
+            plain_path("connectors[1] \"plc\".devices[0].channels[2].type"),
+            "connectors.devices.channels.type"
+        );
+    }
+
+    #[test]
+    fn embedded_broker_beyond_loopback_needs_credentials() {
+        let cfg = |b: Value| json!({"gateway": {"id": "gw"}, "broker": {"embedded": b}});
+        let errs = from_value(cfg(json!({"listen": "0.0.0.0:1883"})), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("broker.embedded.listen: 0.0.0.0:1883 is not a loopback address")
+                && errs.contains("username/password"),
+            "{errs}"
+        );
+        let errs = from_value(
+            cfg(json!({"listen": "0.0.0.0:1883", "username": "u"})),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(errs.contains("broker.embedded.password: missing"), "{errs}");
+        assert!(from_value(
+            cfg(json!({"listen": "0.0.0.0:1883", "username": "u", "password": "${TOKEN}"})),
+            &env
+        )
+        .is_ok());
+        assert!(from_value(cfg(json!({"listen": "127.0.0.1:1883"})), &env).is_ok());
+        assert!(from_value(cfg(json!({"listen": "[::1]:1883"})), &env).is_ok());
     }
 
     #[test]

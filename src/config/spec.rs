@@ -195,9 +195,12 @@ where
     let mut device_names: HashSet<Arc<str>> = HashSet::new();
     for (di, raw) in devices_raw.into_iter().enumerate() {
         let dpath = format!("{path}.devices[{di}]");
-        let Some(dentry) = Entry::parse(raw, "channels") else {
-            errs.push(ConfigError::new(dpath, "expected an object"));
-            continue;
+        let dentry = match Entry::parse(raw, "channels") {
+            Ok(e) => e,
+            Err(e) => {
+                errs.push(ConfigError::new(dpath, e));
+                continue;
+            }
         };
         let channels_raw = dentry.items("channels", &dpath, errs);
         let mut dobj = dentry.fields;
@@ -220,7 +223,13 @@ where
         for (ci, raw) in channels_raw.into_iter().enumerate() {
             let cpath = format!("{dpath}.channels[{ci}]");
             // One channel's tree at a time: small, dropped before the next.
-            let mut cv = value_of(raw);
+            let mut cv = match value_of(raw) {
+                Ok(v) => v,
+                Err(e) => {
+                    errs.push(ConfigError::new(cpath, e));
+                    continue;
+                }
+            };
             interpolate(&mut cv, &cpath, env, errs);
             if let Some(n) = cv.get("name").and_then(Value::as_str) {
                 if !channel_names.insert(n.to_string()) {
@@ -266,10 +275,13 @@ where
     D: DeserializeOwned,
     C: DeserializeOwned,
 {
-    let raw = serde_json::value::to_raw_value(&value).expect("a Value always serializes");
-    let Some(entry) = Entry::parse(&raw, "devices") else {
-        errs.push(ConfigError::new(path, "expected an object"));
-        return None;
+    let raw = serde_json::value::to_raw_value(&value).unwrap_or_default();
+    let entry = match Entry::parse(&raw, "devices") {
+        Ok(e) => e,
+        Err(e) => {
+            errs.push(ConfigError::new(path, e));
+            return None;
+        }
     };
     parse_spec(entry, path, &|_| None, errs)
 }

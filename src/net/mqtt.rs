@@ -3,9 +3,10 @@
 //! [`MqttClientSettings`], check it at load time with [`MqttClientSettings::validate`], and turn
 //! it into `rumqttc::MqttOptions` with [`MqttClientSettings::options`] before each connect.
 //!
-//! TLS follows the URL: `mqtts://`/`ssl://` always use TLS (the built-in roots unless a `tls`
-//! object says otherwise); `mqtt://`/`tcp://` with a `tls` object is a configuration error, so a
-//! connection meant to be encrypted is never made in plain text.
+//! TLS follows the URL: `mqtts://` always uses TLS (the built-in roots unless a `tls` object
+//! says otherwise); `mqtt://` with a `tls` object is a configuration error, so a connection
+//! meant to be encrypted is never made in plain text. No other scheme is accepted (`tcp://`
+//! and `ssl://` of other tools are refused with the accepted ones named).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,9 +17,9 @@ use rumqttc::{LastWill, MqttOptions, TlsConfiguration, Transport};
 use super::tls::{TlsConfig, TlsError};
 use crate::config::ConfigError;
 
-/// Default port of `mqtt://` and `tcp://`.
+/// Default port of `mqtt://`.
 pub const MQTT_PORT: u16 = 1883;
-/// Default port of `mqtts://` and `ssl://`.
+/// Default port of `mqtts://`.
 pub const MQTTS_PORT: u16 = 8883;
 
 /// A parsed broker URL.
@@ -28,24 +29,18 @@ pub struct BrokerUrl {
     pub host: String,
     /// Port (default 1883, or 8883 with TLS).
     pub port: u16,
-    /// `mqtts://` or `ssl://`.
+    /// `mqtts://`.
     pub tls: bool,
 }
 
-/// Parses `mqtt://host[:port]`, `tcp://…`, `mqtts://…` or `ssl://…` (IPv6 as `[::1]:1883`).
-/// The error quotes the URL and says what is expected.
+/// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (IPv6 as `[::1]:1883`). The error
+/// quotes the URL and names the accepted schemes.
 pub fn parse_url(url: &str) -> Result<BrokerUrl, String> {
     const EXPECTED: &str =
-        "expected mqtt://host[:port] (or tcp://, and mqtts:// or ssl:// for TLS)";
-    let (rest, tls) = if let Some(r) = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-    {
+        "expected mqtt://host[:port], or mqtts://host[:port] for TLS (the only schemes accepted)";
+    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtt://") {
         (r, false)
-    } else if let Some(r) = url
-        .strip_prefix("mqtts://")
-        .or_else(|| url.strip_prefix("ssl://"))
-    {
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
         (r, true)
     } else {
         return Err(format!("\"{url}\": {EXPECTED}"));
@@ -85,7 +80,7 @@ pub enum MqttConfigError {
     #[error("url {0}")]
     Url(String),
     /// A `tls` object with a plain-text URL.
-    #[error("a tls object needs an mqtts:// (or ssl://) URL; \"{0}\" would connect in plain text")]
+    #[error("a tls object needs an mqtts:// URL; \"{0}\" would connect in plain text")]
     TlsWithPlainUrl(String),
     /// The password file cannot be read.
     #[error("password_file {}: cannot read: {source}", path.display())]
@@ -261,10 +256,17 @@ mod tests {
         );
         assert_eq!(hp("mqtt://broker"), ("broker".into(), 1883, false));
         assert_eq!(hp("mqtt://broker/"), ("broker".into(), 1883, false));
-        assert_eq!(hp("tcp://[::1]:1885"), ("::1".into(), 1885, false));
+        assert_eq!(hp("mqtt://[::1]:1885"), ("::1".into(), 1885, false));
         assert_eq!(hp("mqtt://[::1]"), ("::1".into(), 1883, false));
         assert_eq!(hp("mqtts://broker"), ("broker".into(), 8883, true));
-        assert_eq!(hp("ssl://10.0.0.1:18883"), ("10.0.0.1".into(), 18883, true));
+        assert_eq!(
+            hp("mqtts://10.0.0.1:18883"),
+            ("10.0.0.1".into(), 18883, true)
+        );
+        for other in ["tcp://h:1883", "ssl://h:8883", "ws://h", "h:1883"] {
+            let e = parse_url(other).unwrap_err();
+            assert!(e.contains("mqtt://") && e.contains("mqtts://"), "{e}");
+        }
         assert_eq!(hp("mqtts://[fe80::1]:8884"), ("fe80::1".into(), 8884, true));
         let e = parse_url("http://x").unwrap_err();
         assert!(e.contains("\"http://x\"") && e.contains("mqtts://"), "{e}");

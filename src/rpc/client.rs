@@ -98,7 +98,7 @@ pub fn main(cmd: RpcCommand) -> ExitCode {
     settings.tls = Some(cmd.tls());
     match rt.block_on(call(&settings, &cmd.url, key.as_deref(), &body)) {
         Ok(result) => {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&result).unwrap_or_default()
             );
@@ -142,20 +142,56 @@ pub async fn call(
         )
     })?;
     if let Some(err) = v.get("error") {
-        return Err(format!(
-            "{} (code {})",
-            err["message"].as_str().unwrap_or("error"),
-            err["code"]
-        ));
+        return Err(describe_error(err));
     }
     v.get("result")
         .cloned()
         .ok_or_else(|| format!("{url}: HTTP {status}, answer without result: {v}"))
 }
 
+/// A JSON-RPC error object as one line: message, code and the server's detail (`data`),
+/// which often says what to change (`unknown field `dev`, expected `device``).
+pub fn describe_error(err: &Value) -> String {
+    let mut s = format!(
+        "{} (code {})",
+        err["message"].as_str().unwrap_or("error"),
+        err["code"]
+    );
+    match err.get("data") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(d)) => {
+            s.push_str(": ");
+            s.push_str(d);
+        }
+        Some(d) => {
+            s.push_str(": ");
+            s.push_str(&d.to_string());
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_show_the_server_detail() {
+        let e = json!({"code": -32602, "message": "Invalid params",
+            "data": "unknown field `dev`, expected `device` or `connector`"});
+        assert_eq!(
+            describe_error(&e),
+            "Invalid params (code -32602): unknown field `dev`, expected `device` or `connector`"
+        );
+        assert_eq!(
+            describe_error(&json!({"code": -32001, "message": "unknown device \"x\""})),
+            "unknown device \"x\" (code -32001)"
+        );
+        assert_eq!(
+            describe_error(&json!({"code": 1, "message": "m", "data": {"a": 1}})),
+            "m (code 1): {\"a\":1}"
+        );
+    }
 
     #[test]
     fn params_must_be_object_or_array() {

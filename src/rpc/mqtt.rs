@@ -3,8 +3,14 @@
 //! - `command/{gateway}/{device}/{channel}/set` with `{"value":42,"id":"abc"}` writes the channel
 //!   through the same path as `device.write` ([`super::write`]) and answers on
 //!   `command/{gateway}/{device}/{channel}/result` with `{"id":"abc","ok":true,"value":42}` or
-//!   `{"id":"abc","ok":false,"error":"…"}`. Retained commands are ignored: a stale set-point
-//!   kept by the broker must not be written again at every reconnect.
+//!   `{"id":"abc","ok":false,"error":"…"}`. A command arriving with the retain flag is
+//!   ignored: it is the broker's stored copy, delivered at every (re)subscription, and a stale
+//!   set-point must not be written again. (A retained publish reaches subscribers already
+//!   connected with the flag cleared, so that one is executed once; README, "MQTT commands".)
+//! - A command payload may be at most [`MAX_COMMAND_PAYLOAD`] bytes and an RPC request at most
+//!   [`super::MAX_REQUEST_BODY`]; a larger one is refused with an error on the answer topic and
+//!   a warning in the log. The client takes messages of up to [`MAX_PACKET`] bytes; the
+//!   broker can still send a larger one, which ends the connection (logged, then reconnected).
 //! - With `rpc.mqtt: true`, a JSON-RPC request on `rpc/{gateway}/request` is answered on
 //!   `rpc/{gateway}/response` by the same module as HTTP (single requests; no subscriptions).
 //!   There is no API key on this path: trust comes from the broker's ACLs.
@@ -30,6 +36,12 @@ use crate::config::GatewayConfig;
 use crate::control::{ControlRegistry, DeviceError};
 use crate::sinks::mqtt::MqttSinkConfig;
 use crate::sinks::SinkKind;
+
+/// Largest command payload (`…/set`) accepted: a set-point is a few bytes.
+pub const MAX_COMMAND_PAYLOAD: usize = 64 * 1024;
+/// Largest MQTT packet the command client reads: large enough to read, refuse and answer any
+/// oversized command or request, small enough to bound memory.
+pub const MAX_PACKET: usize = 16 * 1024 * 1024;
 
 /// The MQTT sink whose broker carries commands: the first enabled one.
 pub fn command_sink(cfg: &GatewayConfig) -> Option<MqttSinkConfig> {
@@ -87,7 +99,7 @@ pub fn spawn(
         let mut settings = sink.client_settings(format!("osgate-{gateway}-commands"));
         settings.clean_session = true;
         settings.keep_alive = Duration::from_secs(30);
-        settings.max_packet_size = Some(1 << 20);
+        settings.max_packet_size = Some(MAX_PACKET);
         let opts = match settings.options() {
             Ok(o) => o,
             Err(e) => {
@@ -143,6 +155,19 @@ pub fn spawn(
                     }
                 }
                 Ok(_) => {}
+                Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                    rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+                ))) => {
+                    tracing::warn!(
+                        bytes = n,
+                        limit = MAX_PACKET,
+                        "MQTT command client dropped a message larger than its limit; reconnecting"
+                    );
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
                 Err(e) => {
                     // TLS and authentication failures are worth a warning (once per change);
                     // a broker that is away is already reported by the sink.
@@ -174,7 +199,18 @@ async fn answer_command(
     channel: String,
     payload: Vec<u8>,
 ) {
-    let (id, value) = parse_command(&payload);
+    let (id, value) = if payload.len() > MAX_COMMAND_PAYLOAD {
+        tracing::warn!(%device, %channel, bytes = payload.len(), limit = MAX_COMMAND_PAYLOAD, "MQTT command refused: payload too large");
+        (
+            Value::Null,
+            Err(format!(
+                "invalid command: payload of {} bytes, at most {MAX_COMMAND_PAYLOAD} allowed",
+                payload.len()
+            )),
+        )
+    } else {
+        parse_command(&payload)
+    };
     let result = match value {
         Err(e) => Err(e),
         Ok(v) => match control.connector_of(&device) {
@@ -199,8 +235,33 @@ async fn answer_command(
 
 async fn answer_rpc(methods: Methods, client: AsyncClient, gateway: Arc<str>, payload: Vec<u8>) {
     let text = String::from_utf8_lossy(&payload);
-    let response = match methods.raw_json_request(&text, 1).await {
-        Ok((resp, _subscriptions)) => resp.get().to_string(),
+    let checked = if payload.len() > super::MAX_REQUEST_BODY as usize {
+        tracing::warn!(
+            bytes = payload.len(),
+            limit = super::MAX_REQUEST_BODY,
+            "JSON-RPC request over MQTT refused: too large"
+        );
+        Err(super::guard::Rejection(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {
+                "code": jsonrpsee::types::error::OVERSIZED_REQUEST_CODE,
+                "message": jsonrpsee::types::error::OVERSIZED_REQUEST_MSG,
+                "data": format!("Exceeded max limit of {}", super::MAX_REQUEST_BODY),
+            },
+        })))
+    } else {
+        super::guard::check_request(&payload, false)
+    };
+    let response = match checked {
+        Err(super::guard::Rejection(answer)) => Ok(answer.to_string()),
+        Ok(()) => methods
+            .raw_json_request(&text, 1)
+            .await
+            .map(|(resp, _subscriptions)| resp.get().to_string()),
+    };
+    let response = match response {
+        Ok(resp) => resp,
         Err(e) => json!({
             "jsonrpc": "2.0",
             "id": null,
@@ -254,5 +315,42 @@ mod tests {
         assert!(r.unwrap_err().contains("missing \"value\""));
         assert!(parse_command(b"42").1.is_err());
         assert!(parse_command(b"{nope").1.unwrap_err().contains("not JSON"));
+    }
+
+    fn payload() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let value = prop_oneof![
+            Just("42".to_string()),
+            Just("1e999".to_string()),
+            Just("-18446744073709551617".to_string()),
+            Just("\"🦀\\u0000\"".to_string()),
+            (1usize..200_000).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
+            (1usize..200_000).prop_map(|n| format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n))),
+        ];
+        let id = prop_oneof![
+            Just("\"abc\"".to_string()),
+            Just("{}".to_string()),
+            Just("null".to_string())
+        ];
+        prop_oneof![
+            (value, id).prop_map(|(v, i)| format!(r#"{{"value":{v},"id":{i}}}"#).into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..256),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: crate::rpc::fuzz_cases(),
+            ..Default::default()
+        })]
+
+        /// No payload makes the command parser panic: a value and an id, or an error.
+        #[test]
+        fn command_payload_parsing_never_panics(p in payload()) {
+            let (_id, r) = parse_command(&p);
+            if let Err(e) = r {
+                proptest::prop_assert!(e.starts_with("invalid command"));
+            }
+        }
     }
 }

@@ -319,12 +319,30 @@ impl Gateway {
         Self::start_file(dir, path, extra, env)
     }
 
+    /// Like [`Gateway::start_with`] without `RUST_LOG`: osgate's own default log filter.
+    pub fn start_default_log(config: &Value, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let dir = temp_dir();
+        let path = dir.path().join("osgate.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        Self::spawn(dir, path, extra, env, false)
+    }
+
     /// Starts osgate on an existing config file in `dir`.
     pub fn start_file(
         dir: tempfile::TempDir,
         config: PathBuf,
         extra: &[&str],
         env: &[(&str, &str)],
+    ) -> Gateway {
+        Self::spawn(dir, config, extra, env, true)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        rust_log: bool,
     ) -> Gateway {
         let log = dir.path().join("osgate.log");
         let logf = std::fs::File::create(&log).unwrap();
@@ -333,9 +351,13 @@ impl Gateway {
             .arg(&config)
             .args(["--log-format", "json"])
             .args(extra)
-            .env("RUST_LOG", "info,osgate=debug,rumqttd=off")
             .stdout(Stdio::null())
             .stderr(logf);
+        if rust_log {
+            cmd.env("RUST_LOG", "info,osgate=debug,rumqttd=off");
+        } else {
+            cmd.env_remove("RUST_LOG");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -26,6 +26,21 @@ pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
 }
 
+/// The Python that runs the peers: `OSGATE_TEST_PYTHON` if set, else the virtual environment
+/// `.ci/run` makes (`.venv/` at the top of the repository: Debian's own `python3` refuses
+/// `pip install`), else `python3` from the PATH (a developer's own environment with pymodbus).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("OSGATE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
 /// A child process killed when dropped, with the argument of its `READY` line and the lines
 /// it prints after it.
 pub struct Peer {
@@ -99,7 +114,7 @@ pub async fn spawn_ready(mut cmd: Command) -> Peer {
 /// Starts the pymodbus peer on the registers of `spec` (see `tests/peers/modbus_peer.py`);
 /// `how` is e.g. `["--tcp", "127.0.0.1:0"]`. Over TCP, [`Peer::ready`] is the port.
 pub async fn pymodbus(spec: &Json, how: &[&str]) -> Peer {
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(python());
     cmd.arg(peers_dir().join("modbus_peer.py"))
         .arg("serve")
         .arg("--spec")
@@ -113,7 +128,7 @@ pub async fn pymodbus(spec: &Json, how: &[&str]) -> Peer {
 pub async fn pymodbus_read(addr: &str, args: &[&str]) -> Json {
     let out = within(
         "pymodbus read",
-        Command::new("python3")
+        Command::new(python())
             .arg(peers_dir().join("modbus_peer.py"))
             .arg("read")
             .arg("--tcp")
