@@ -28,7 +28,12 @@ use crate::control::ControlRegistry;
 use crate::pipeline::{DeviceOutput, ReadingSender};
 use crate::status::ConnectorHealth;
 
-#[cfg(not(any(feature = "simulator", feature = "modbus", feature = "mqtt")))]
+#[cfg(not(any(
+    feature = "simulator",
+    feature = "modbus",
+    feature = "mqtt",
+    feature = "zwave"
+)))]
 compile_error!(
     "osgate needs at least one connector: enable the `simulator` and/or `modbus` feature"
 );
@@ -40,6 +45,8 @@ pub mod modbus;
 pub mod mqtt;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+#[cfg(feature = "zwave")]
+pub mod zwave;
 
 /// What the host gives a running connector.
 #[derive(Debug, Clone)]
@@ -135,6 +142,9 @@ pub enum ConnectorKind {
     /// `"protocol": "mqtt"`.
     #[cfg(feature = "mqtt")]
     Mqtt(Arc<mqtt::MqttConfig>),
+    /// `"protocol": "zwave"`.
+    #[cfg(feature = "zwave")]
+    Zwave(Arc<zwave::ZwaveConfig>),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -145,6 +155,8 @@ pub const PROTOCOLS: &[&str] = &[
     "modbus",
     #[cfg(feature = "mqtt")]
     "mqtt",
+    #[cfg(feature = "zwave")]
+    "zwave",
 ];
 
 impl ConnectorConfig {
@@ -200,6 +212,8 @@ impl ConnectorConfig {
             "modbus" => p.spec(entry, "modbus", modbus::validate, ConnectorKind::Modbus),
             #[cfg(feature = "mqtt")]
             "mqtt" => p.spec(entry, "mqtt", mqtt::validate, ConnectorKind::Mqtt),
+            #[cfg(feature = "zwave")]
+            "zwave" => p.spec(entry, "zwave", zwave::validate, ConnectorKind::Zwave),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -223,6 +237,8 @@ impl ConnectorConfig {
             ConnectorKind::Modbus(spec) => modbus::build(spec.clone(), ctx),
             #[cfg(feature = "mqtt")]
             ConnectorKind::Mqtt(spec) => mqtt::build(spec.clone(), ctx),
+            #[cfg(feature = "zwave")]
+            ConnectorKind::Zwave(spec) => zwave::build(spec.clone(), ctx),
         }
     }
 }

@@ -12,3 +12,5 @@ mod remote_config;
 mod rpc;
 mod tls;
 mod transforms;
+#[cfg(feature = "zwave")]
+mod zwave;
