@@ -172,7 +172,10 @@ async fn a_killed_server_is_reconnected_and_resynced() {
     let mut peer = ZwavePeer::start().await;
     let mut run = ConnectorRun::start(connector(&unique("zw"), &peer.url()));
     let energy = reading(&mut run, "plug", "energy").await;
-    run.status("plug", |s| s.health == Health::Online).await;
+    assert_eq!(
+        run.device_status("plug").map(|s| s.health),
+        Some(Health::Online)
+    );
     // SIGKILL: no close frame, the socket just goes.
     peer.signal_server("KILL");
     let st = run.status("plug", |s| s.health == Health::Offline).await;

@@ -119,7 +119,7 @@ impl ZwavePeer {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
         };
-        let mut peer = ZwavePeer {
+        let peer = ZwavePeer {
             server_pid: pid("server.pid"),
             mock_pid: pid("mock.pid"),
             dir,
