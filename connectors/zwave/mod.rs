@@ -48,8 +48,8 @@ use crate::reading::{Timestamp, Value};
 use crate::transform::TransformConfig;
 
 use wire::{
-    CommandResult, EventHead, Head, Listening, Meta, MetaType, NodeState, Prop, Scalar,
-    ValueArgs, ValueKey, Version, STATUS_DEAD,
+    CommandResult, EventHead, Head, Listening, Meta, MetaType, NodeState, NodeValue, Prop, Scalar,
+    ValueKey, Version, STATUS_DEAD,
 };
 
 /// A parsed Z-Wave connector.
@@ -112,9 +112,9 @@ pub enum NodeRef {
 impl<'de> Deserialize<'de> for NodeRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Prop::deserialize(d)? {
-            Prop::Int(i) => u16::try_from(i).map(NodeRef::Id).map_err(|_| {
-                serde::de::Error::custom(format!("node id {i} is outside 1..=4000"))
-            }),
+            Prop::Int(i) => u16::try_from(i)
+                .map(NodeRef::Id)
+                .map_err(|_| serde::de::Error::custom(format!("node id {i} is outside 1..=4000"))),
             Prop::Str(s) => Ok(NodeRef::Name(s.into())),
         }
     }
@@ -243,7 +243,10 @@ impl Target {
             .host()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| format!("\"{url}\" has no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Target {
             url: url.to_string(),
@@ -407,7 +410,7 @@ enum Msg {
     Value {
         node: u16,
         kind: ValueEvent,
-        args: Box<ValueArgs>,
+        args: Box<NodeValue>,
         ts: Timestamp,
     },
     /// The node is reachable (`alive`, `wake up`) or not (`dead`, `node removed`).
@@ -426,7 +429,8 @@ enum ValueEvent {
 
 type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 type Ws = WebSocketStream<Stream>;
-type Connecting = Pin<Box<dyn Future<Output = Result<(Ws, Version, u32, Vec<NodeState>), Fault>> + Send>>;
+type Connecting =
+    Pin<Box<dyn Future<Output = Result<(Ws, Version, u32, Vec<NodeState>), Fault>> + Send>>;
 
 enum Conn {
     Idle,
@@ -438,7 +442,10 @@ enum Conn {
 /// What a connect needs.
 struct Connect {
     target: Target,
-    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     timeout: Duration,
 }
 
@@ -455,20 +462,22 @@ impl Connect {
             let _ = tcp.set_nodelay(true);
             let stream = match &self.tls {
                 None => Either::Left(tcp),
-                Some((connector, name)) => Either::Right(
-                    connector
-                        .connect(name.clone(), tcp)
-                        .await
-                        .map_err(|e| {
-                            Fault::new("tls", format!("{}: {}", t.url, crate::net::describe_error(&e)))
-                        })?,
-                ),
+                Some((connector, name)) => {
+                    Either::Right(connector.connect(name.clone(), tcp).await.map_err(|e| {
+                        Fault::new(
+                            "tls",
+                            format!("{}: {}", t.url, crate::net::describe_error(&e)),
+                        )
+                    })?)
+                }
             };
             let (mut ws, _) = tokio_tungstenite::client_async(t.url.as_str(), stream)
                 .await
                 .map_err(|e| Fault::new("websocket", format!("{}: {e}", t.url)))?;
-            let version: Version = serde_json::from_str(&handshake_frame(&mut ws, "version", None).await?)
-                .map_err(|e| Fault::new("protocol", format!("{}: bad version frame: {e}", t.url)))?;
+            let version: Version = serde_json::from_str(
+                &handshake_frame(&mut ws, "version", None).await?,
+            )
+            .map_err(|e| Fault::new("protocol", format!("{}: bad version frame: {e}", t.url)))?;
             let schema = SCHEMA.min(version.max_schema_version);
             if schema < version.min_schema_version {
                 return Err(Fault::new(
@@ -486,7 +495,10 @@ impl Connect {
             let cmd = r#"{"messageId":"listen","command":"start_listening"}"#.to_string();
             let text = request(&mut ws, cmd, "listen", &t.url).await?;
             let state: Listening = serde_json::from_str(&text).map_err(|e| {
-                Fault::new("protocol", format!("{}: bad start_listening answer: {e}", t.url))
+                Fault::new(
+                    "protocol",
+                    format!("{}: bad start_listening answer: {e}", t.url),
+                )
             })?;
             Ok((ws, version, schema, state.result.state.nodes))
         };
@@ -506,14 +518,23 @@ impl Connect {
 
 /// Sends `cmd` and waits for its successful result (by `id`); returns the result's text.
 async fn request(ws: &mut Ws, cmd: String, id: &str, url: &str) -> Result<String, Fault> {
-    ws.send(Message::text(cmd)).await.map_err(|e| ws_fault(url, &e))?;
+    ws.send(Message::text(cmd))
+        .await
+        .map_err(|e| ws_fault(url, &e))?;
     let text = handshake_frame(ws, "result", Some(id)).await?;
     let r: CommandResult = serde_json::from_str(&text)
         .map_err(|e| Fault::new("protocol", format!("{url}: bad result frame: {e}")))?;
     if !r.success {
         let code = r.error_code.as_deref().unwrap_or("error");
-        let what = if id == "schema" { "set_api_schema" } else { "start_listening" };
-        return Err(Fault::new("protocol", format!("{url}: {what} failed: {code}")));
+        let what = if id == "schema" {
+            "set_api_schema"
+        } else {
+            "start_listening"
+        };
+        return Err(Fault::new(
+            "protocol",
+            format!("{url}: {what} failed: {code}"),
+        ));
     }
     Ok(text)
 }
@@ -524,12 +545,17 @@ async fn handshake_frame(ws: &mut Ws, kind: &str, id: Option<&str>) -> Result<St
         let text = match ws.next().await {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(_))) | None => {
-                return Err(Fault::new("closed", "the server closed the connection during the handshake"))
+                return Err(Fault::new(
+                    "closed",
+                    "the server closed the connection during the handshake",
+                ))
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(ws_fault("server", &e)),
         };
-        let Ok(h) = serde_json::from_str::<Head>(&text) else { continue };
+        let Ok(h) = serde_json::from_str::<Head>(&text) else {
+            continue;
+        };
         if h.kind == kind && (id.is_none() || h.message_id.as_deref() == id) {
             return Ok(text.as_str().to_string());
         }
@@ -643,7 +669,8 @@ impl ZwaveListener {
         let head: Head = match serde_json::from_str(text) {
             Ok(h) => h,
             Err(e) => {
-                self.input.bad(&self.ctx, "server", &format!("invalid frame: {e}"));
+                self.input
+                    .bad(&self.ctx, "server", &format!("invalid frame: {e}"));
                 return Frame::Skip;
             }
         };
@@ -658,7 +685,8 @@ impl ZwaveListener {
         let ev: EventHead = match serde_json::from_str(raw.get()) {
             Ok(e) => e,
             Err(e) => {
-                self.input.bad(&self.ctx, "server", &format!("invalid event: {e}"));
+                self.input
+                    .bad(&self.ctx, "server", &format!("invalid event: {e}"));
                 return Frame::Skip;
             }
         };
@@ -692,7 +720,8 @@ impl ZwaveListener {
                 return match serde_json::from_str::<NodeState>(raw.get()) {
                     Ok(n) => Frame::Msg(Msg::Node(Box::new(n), ts)),
                     Err(e) => {
-                        self.input.bad(&self.ctx, "server", &format!("invalid node state: {e}"));
+                        self.input
+                            .bad(&self.ctx, "server", &format!("invalid node state: {e}"));
                         Frame::Skip
                     }
                 };
@@ -703,7 +732,10 @@ impl ZwaveListener {
                 return Frame::Msg(Msg::Reach(node, Some(f)));
             }
             "node removed" => {
-                let f = Fault::new("removed", format!("node {node} was removed from the network"));
+                let f = Fault::new(
+                    "removed",
+                    format!("node {node} was removed from the network"),
+                );
                 return Frame::Msg(Msg::Reach(node, Some(f)));
             }
             "interview failed" => {
@@ -715,7 +747,7 @@ impl ZwaveListener {
         let Some(raw) = ev.args else {
             return Frame::Skip;
         };
-        match serde_json::from_str::<ValueArgs>(raw.get()) {
+        match serde_json::from_str::<NodeValue>(raw.get()) {
             Ok(args) => Frame::Msg(Msg::Value {
                 node,
                 kind,
@@ -723,7 +755,8 @@ impl ZwaveListener {
                 ts,
             }),
             Err(e) => {
-                self.input.bad(&self.ctx, "server", &format!("invalid value event: {e}"));
+                self.input
+                    .bad(&self.ctx, "server", &format!("invalid value event: {e}"));
                 Frame::Skip
             }
         }
@@ -759,7 +792,10 @@ impl ZwaveListener {
             return;
         };
         let fault = if n.status == STATUS_DEAD {
-            Some(Fault::new("dead", format!("node {} is dead (it does not answer)", n.node_id)))
+            Some(Fault::new(
+                "dead",
+                format!("node {} is dead (it does not answer)", n.node_id),
+            ))
         } else if !n.ready {
             let stage = n.interview_stage.as_ref().map(|s| s.to_string());
             Some(Fault::new(
@@ -787,7 +823,16 @@ impl ZwaveListener {
                     .and_then(|nd| nd.values.get(&key))
                     .is_none_or(|val| val.last.as_ref() != Some(&value));
                 if changed {
-                    self.push(dev, n.node_id, &key, value.clone(), ts, v.property_name.as_deref(), v.property_key_name.as_deref(), devices);
+                    self.push(
+                        dev,
+                        n.node_id,
+                        &key,
+                        value.clone(),
+                        ts,
+                        v.property_name.as_deref(),
+                        v.property_key_name.as_deref(),
+                        devices,
+                    );
                     self.val(n.node_id, &key).last = Some(value);
                 }
             }
@@ -820,7 +865,14 @@ impl ZwaveListener {
 
     /// New metadata of a value: the unit of its channel, the write spec of the channel
     /// writing it.
-    fn set_meta(&mut self, dev: usize, node: u16, key: &ValueKey, meta: Meta, devices: &mut Devices) {
+    fn set_meta(
+        &mut self,
+        dev: usize,
+        node: u16,
+        key: &ValueKey,
+        meta: Meta,
+        devices: &mut Devices,
+    ) {
         let d = &self.devs[dev];
         if let Some(&ch) = d.reads.get(key) {
             if !d.chans[ch as usize].1 {
@@ -835,7 +887,11 @@ impl ZwaveListener {
             }
             devices.set_write(dev, ch as usize, spec);
         }
-        let auto_ch = self.nodes.get(&node).and_then(|n| n.values.get(key)).and_then(|v| v.ch);
+        let auto_ch = self
+            .nodes
+            .get(&node)
+            .and_then(|n| n.values.get(key))
+            .and_then(|v| v.ch);
         if let (true, Some(ch)) = (d.auto, auto_ch) {
             devices.set_unit(dev, ch as usize, meta.unit.clone());
         }
@@ -868,12 +924,20 @@ impl ZwaveListener {
                     if hidden {
                         return;
                     }
-                    let mut n = wire::derive_name(&key.property, name, key.key.as_ref(), key_name, key.endpoint);
+                    let mut n = wire::derive_name(
+                        &key.property,
+                        name,
+                        key.key.as_ref(),
+                        key_name,
+                        key.endpoint,
+                    );
                     if nd.names.contains(&n) {
                         n = format!("{n}_cc{}", key.cc);
                     }
                     let unit = val.meta.as_ref().and_then(|m| m.unit.clone());
-                    let Some(c) = devices.channel_or_add(dev, &n, unit.as_ref(), &TransformConfig::default()) else {
+                    let Some(c) =
+                        devices.channel_or_add(dev, &n, unit.as_ref(), &TransformConfig::default())
+                    else {
                         return;
                     };
                     nd.names.insert(n);
@@ -892,9 +956,17 @@ impl ZwaveListener {
 
     /// Sends `node.set_value` and waits for its result, keeping the events that arrive
     /// meanwhile for `next()`.
-    async fn set_value(&mut self, node: u16, key: &ValueKey, raw: &Value) -> Result<(), WriteError> {
+    async fn set_value(
+        &mut self,
+        node: u16,
+        key: &ValueKey,
+        raw: &Value,
+    ) -> Result<(), WriteError> {
         if !matches!(self.conn, Conn::Open(_)) {
-            return Err(WriteError::Offline(format!("not connected to {}", self.url())));
+            return Err(WriteError::Offline(format!(
+                "not connected to {}",
+                self.url()
+            )));
         }
         self.next_id += 1;
         let id = format!("w{}", self.next_id);
@@ -913,7 +985,8 @@ impl ZwaveListener {
                 let text = self.recv().await?;
                 match self.frame(&text) {
                     Frame::Result(t) => {
-                        let head: Head = serde_json::from_str(&t).map_err(|e| Fault::new("protocol", e.to_string()))?;
+                        let head: Head = serde_json::from_str(&t)
+                            .map_err(|e| Fault::new("protocol", e.to_string()))?;
                         if head.message_id.as_deref() == Some(id.as_str()) {
                             return Ok::<String, Fault>(t);
                         }
@@ -940,9 +1013,8 @@ impl ZwaveListener {
         };
         let r: CommandResult = serde_json::from_str(&text)
             .map_err(|e| WriteError::Refused(format!("bad answer to node.set_value: {e}")))?;
-        r.set_value_outcome().map_err(|e| {
-            WriteError::Refused(format!("node {node}, {key}: {e}"))
-        })
+        r.set_value_outcome()
+            .map_err(|e| WriteError::Refused(format!("node {node}, {key}: {e}")))
     }
 }
 
@@ -1045,7 +1117,10 @@ impl Listener for ZwaveListener {
                             NodeRef::Id(n) => format!("node {n}"),
                             NodeRef::Name(n) => format!("no node named \"{n}\""),
                         };
-                        let f = Fault::new("unknown node", format!("{what} is not in the Z-Wave network"));
+                        let f = Fault::new(
+                            "unknown node",
+                            format!("{what} is not in the Z-Wave network"),
+                        );
                         devices.report(i, Some(f));
                     }
                 }
@@ -1056,7 +1131,12 @@ impl Listener for ZwaveListener {
                     devices.report(dev, fault);
                 }
             }
-            Msg::Value { node, kind, args, ts } => {
+            Msg::Value {
+                node,
+                kind,
+                args,
+                ts,
+            } => {
                 let Some(dev) = self.dev_of(node) else { return };
                 let key = args.key();
                 let args = *args;
@@ -1068,13 +1148,31 @@ impl Listener for ZwaveListener {
                     }
                     ValueEvent::State => {
                         if let Some(v) = args.new_value {
-                            self.push(dev, node, &key, v.clone(), ts, args.property_name.as_deref(), args.property_key_name.as_deref(), devices);
+                            self.push(
+                                dev,
+                                node,
+                                &key,
+                                v.clone(),
+                                ts,
+                                args.property_name.as_deref(),
+                                args.property_key_name.as_deref(),
+                                devices,
+                            );
                             self.val(node, &key).last = Some(v);
                         }
                     }
                     ValueEvent::Notification => {
                         if let Some(v) = args.value {
-                            self.push(dev, node, &key, v, ts, args.property_name.as_deref(), args.property_key_name.as_deref(), devices);
+                            self.push(
+                                dev,
+                                node,
+                                &key,
+                                v,
+                                ts,
+                                args.property_name.as_deref(),
+                                args.property_key_name.as_deref(),
+                                devices,
+                            );
                         }
                     }
                 }
@@ -1090,7 +1188,9 @@ impl Listener for ZwaveListener {
             return Err(WriteError::Invalid("not a configured channel".into()));
         };
         let Some(node) = d.node_id else {
-            return Err(WriteError::Offline("the node was not found on the server".into()));
+            return Err(WriteError::Offline(
+                "the node was not found on the server".into(),
+            ));
         };
         let target = target.clone();
         if let Some(meta) = self
@@ -1109,19 +1209,16 @@ impl Listener for ZwaveListener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::parse_spec_value;
     use serde_json::json;
 
-    fn parse(v: serde_json::Value) -> Result<ZwaveConfig, Vec<ConfigError>> {
+    /// Parses as the gateway does (`ConnectorConfig::from_raw`: parse, then `validate`).
+    fn parse(v: serde_json::Value) -> Result<Arc<ZwaveConfig>, Vec<ConfigError>> {
         let mut errs = Vec::new();
-        let spec = parse_spec_value::<ZwaveSettings, ZwaveDevice, ZwaveChannel>(v, "z", &mut errs);
-        if let Some(s) = &spec {
-            validate(s, "z", &mut errs);
-        }
-        if errs.is_empty() {
-            Ok(spec.unwrap())
-        } else {
-            Err(errs)
+        let raw = serde_json::value::to_raw_value(&v).unwrap();
+        let c = crate::connectors::ConnectorConfig::from_raw(0, &raw, &|_| None, &mut errs);
+        match c.map(|c| c.kind) {
+            Some(crate::connectors::ConnectorKind::Zwave(spec)) if errs.is_empty() => Ok(spec),
+            _ => Err(errs),
         }
     }
 
@@ -1136,7 +1233,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(spec.devices[0].settings.node, NodeRef::Id(2));
-        assert_eq!(spec.devices[1].settings.node, NodeRef::Name("Kitchen plug".into()));
+        assert_eq!(
+            spec.devices[1].settings.node,
+            NodeRef::Name("Kitchen plug".into())
+        );
         let c = &spec.devices[1].channels[1].settings;
         assert_eq!(c.property_key, Some(Prop::Int(65537)));
         let dev = Dev::new("plug".into(), NodeRef::Id(3), &spec.devices[1].channels);
@@ -1154,14 +1254,26 @@ mod tests {
                               { "name": "y", "command_class": 37, "property": "currentValue" } ] } ]
         }))
         .unwrap_err();
-        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-        for want in ["z.url", "z.timeout", "z.devices[0].node", "z.devices[2].node", "z.devices[2].channels[1]"] {
-            assert!(paths.contains(&want), "{want} missing in {errs:?}");
+        let p = "connectors[0] \"zwave\".";
+        let paths: Vec<String> = errs.iter().map(|e| e.path.replace(p, "")).collect();
+        for want in [
+            "url",
+            "timeout",
+            "devices[0].node",
+            "devices[2].node",
+            "devices[2].channels[1]",
+        ] {
+            assert!(
+                paths.iter().any(|p| p == want),
+                "{want} missing in {errs:?}"
+            );
         }
-        let errs = parse(json!({"name": "zwave", "protocol": "zwave", "url": "ws://h:3000",
-            "tls": {}, "devices": []}))
+        let errs = parse(
+            json!({"name": "zwave", "protocol": "zwave", "url": "ws://h:3000",
+            "tls": {}, "devices": []}),
+        )
         .unwrap_err();
-        assert_eq!(errs[0].path, "z.tls");
+        assert_eq!(errs[0].path, "connectors[0] \"zwave\".tls");
         assert!(parse(json!({"name": "zwave", "protocol": "zwave", "url": "ws://h", "devices": [
             {"name": "a", "node": 2, "channels": [{"name": "x", "command_class": 37, "property": {"a": 1}}]}]}))
         .is_err());
@@ -1177,7 +1289,9 @@ mod tests {
         let dim = meta(r#"{"type":"number","min":0,"max":99}"#);
         assert_eq!(write_spec(&dim).unwrap().kind, ValueKind::Float);
         assert!(check_range(&dim, &Value::F64(50.0)).is_ok());
-        assert!(check_range(&dim, &Value::F64(100.0)).unwrap_err().contains("[0, 99]"));
+        assert!(check_range(&dim, &Value::F64(100.0))
+            .unwrap_err()
+            .contains("[0, 99]"));
         assert!(check_range(&b, &Value::Bool(true)).is_ok());
     }
 

@@ -235,7 +235,8 @@ fn meta_type<'de, D: Deserializer<'de>>(d: D) -> Result<MetaType, D::Error> {
     })
 }
 
-/// A value of a node state: its id, names, metadata and current value.
+/// A value as node states list it (its id, names, metadata and current value), and the
+/// `args` of `value updated`, `value added`, `value notification` and `metadata updated`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeValue {
@@ -255,12 +256,16 @@ pub struct NodeValue {
     /// The property key's name (`Electric_kWh_Consumed`).
     #[serde(default)]
     pub property_key_name: Option<String>,
-    /// Its metadata.
+    /// Its metadata (node states, `metadata updated`).
     #[serde(default)]
     pub metadata: Option<Meta>,
-    /// The value; absent when zwave-js does not know it yet.
+    /// The value (node states, where it is absent while zwave-js does not know it, and
+    /// `value notification`).
     #[serde(default)]
     pub value: Option<Scalar>,
+    /// The new value (`value updated`, `value added`).
+    #[serde(default)]
+    pub new_value: Option<Scalar>,
 }
 
 impl NodeValue {
@@ -377,49 +382,6 @@ pub struct EventHead<'a> {
     /// `nodeState` of `ready`.
     #[serde(borrow, default)]
     pub node_state: Option<&'a RawValue>,
-}
-
-/// `args` of `value updated`, `value added`, `value notification` and `metadata updated`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ValueArgs {
-    /// The command class.
-    pub command_class: u16,
-    /// The endpoint.
-    #[serde(default)]
-    pub endpoint: u16,
-    /// The property.
-    pub property: Prop,
-    /// The property key.
-    #[serde(default)]
-    pub property_key: Option<Prop>,
-    /// The property's name.
-    #[serde(default)]
-    pub property_name: Option<String>,
-    /// The property key's name.
-    #[serde(default)]
-    pub property_key_name: Option<String>,
-    /// The new value (`value updated`, `value added`).
-    #[serde(default)]
-    pub new_value: Option<Scalar>,
-    /// The value (`value notification`).
-    #[serde(default)]
-    pub value: Option<Scalar>,
-    /// The new metadata (`metadata updated`).
-    #[serde(default)]
-    pub metadata: Option<Meta>,
-}
-
-impl ValueArgs {
-    /// Its value id.
-    pub fn key(&self) -> ValueKey {
-        ValueKey {
-            cc: self.command_class,
-            endpoint: self.endpoint,
-            property: self.property.clone(),
-            key: self.property_key.clone(),
-        }
-    }
 }
 
 /// A command's result frame.
@@ -578,7 +540,13 @@ mod tests {
     fn names_derived_from_value_ids() {
         let p = |s: &str| Prop::Str(s.into());
         assert_eq!(
-            derive_name(&p("Air temperature"), Some("Air temperature"), None, None, 0),
+            derive_name(
+                &p("Air temperature"),
+                Some("Air temperature"),
+                None,
+                None,
+                0
+            ),
             "air_temperature"
         );
         assert_eq!(
@@ -596,7 +564,13 @@ mod tests {
             "current_value_ep2"
         );
         assert_eq!(
-            derive_name(&p("Home Security"), None, Some(&p("Motion sensor status")), None, 0),
+            derive_name(
+                &p("Home Security"),
+                None,
+                Some(&p("Motion sensor status")),
+                None,
+                0
+            ),
             "home_security_motion_sensor_status"
         );
         assert_eq!(derive_name(&Prop::Int(3), None, None, None, 0), "3");
@@ -631,17 +605,30 @@ mod tests {
 
     #[test]
     fn set_value_answers() {
-        let r = |s: &str| serde_json::from_str::<CommandResult>(s).unwrap().set_value_outcome();
-        assert_eq!(r(r#"{"success":true,"result":{"result":{"status":254}}}"#), Ok(()));
-        assert_eq!(r(r#"{"success":true,"result":{"result":{"status":255}}}"#), Ok(()));
-        let e = r(r#"{"success":true,"result":{"result":{"status":5,"message":"must be boolean"}}}"#)
-            .unwrap_err();
+        let r = |s: &str| {
+            serde_json::from_str::<CommandResult>(s)
+                .unwrap()
+                .set_value_outcome()
+        };
+        assert_eq!(
+            r(r#"{"success":true,"result":{"result":{"status":254}}}"#),
+            Ok(())
+        );
+        assert_eq!(
+            r(r#"{"success":true,"result":{"result":{"status":255}}}"#),
+            Ok(())
+        );
+        let e =
+            r(r#"{"success":true,"result":{"result":{"status":5,"message":"must be boolean"}}}"#)
+                .unwrap_err();
         assert_eq!(e, "invalid value (status 5): must be boolean");
         assert!(r(r#"{"success":true,"result":{"result":{"status":4}}}"#)
             .unwrap_err()
             .contains("not implemented"));
-        let e = r(r#"{"success":false,"errorCode":"node_not_found","message":"","args":{"nodeId":99}}"#)
-            .unwrap_err();
+        let e = r(
+            r#"{"success":false,"errorCode":"node_not_found","message":"","args":{"nodeId":99}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e, "node_not_found");
         let e = r(r#"{"success":false,"errorCode":"zwave_error","zwaveErrorCode":5,"zwaveErrorMessage":"timeout"}"#)
             .unwrap_err();

@@ -66,7 +66,10 @@ pub async fn node_modules() -> PathBuf {
         if std::fs::rename(&tmp, &dir).is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
-        assert!(modules.join(".bin/zwave-server").exists(), "npm ci left no zwave-server");
+        assert!(
+            modules.join(".bin/zwave-server").exists(),
+            "npm ci left no zwave-server"
+        );
         modules
     })
     .await
