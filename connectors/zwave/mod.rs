@@ -706,7 +706,8 @@ impl ZwaveListener {
             return Frame::Skip;
         };
         let by_name = self.devs.iter().any(|d| d.node_id.is_none());
-        if !self.node_dev.contains_key(&node) && !(by_name && ev.event == "ready") {
+        let wanted = self.node_dev.contains_key(&node) || (by_name && ev.event == "ready");
+        if !wanted {
             return Frame::Skip;
         }
         let kind = match &*ev.event {
