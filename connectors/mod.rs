@@ -33,7 +33,8 @@ use crate::status::ConnectorHealth;
     feature = "modbus",
     feature = "mqtt",
     feature = "mbus",
-    feature = "http"
+    feature = "http",
+    feature = "zwave"
 )))]
 compile_error!(
     "osgate needs at least one connector: enable the `simulator` and/or `modbus` feature"
@@ -50,6 +51,8 @@ pub mod modbus;
 pub mod mqtt;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+#[cfg(feature = "zwave")]
+pub mod zwave;
 
 /// What the host gives a running connector.
 #[derive(Debug, Clone)]
@@ -167,6 +170,9 @@ pub enum ConnectorKind {
     /// `"protocol": "http"` (`"mode": "poll"` or `"listen"`).
     #[cfg(feature = "http")]
     Http(http::HttpConfig),
+    /// `"protocol": "zwave"`.
+    #[cfg(feature = "zwave")]
+    Zwave(Arc<zwave::ZwaveConfig>),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -181,6 +187,8 @@ pub const PROTOCOLS: &[&str] = &[
     "mbus",
     #[cfg(feature = "http")]
     "http",
+    #[cfg(feature = "zwave")]
+    "zwave",
 ];
 
 impl ConnectorConfig {
@@ -240,6 +248,8 @@ impl ConnectorConfig {
             "mbus" => p.spec(entry, "mbus", mbus::validate, ConnectorKind::Mbus),
             #[cfg(feature = "http")]
             "http" => http::parse(p, entry),
+            #[cfg(feature = "zwave")]
+            "zwave" => p.spec(entry, "zwave", zwave::validate, ConnectorKind::Zwave),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -267,6 +277,8 @@ impl ConnectorConfig {
             ConnectorKind::Mbus(spec) => mbus::build(spec.clone(), ctx),
             #[cfg(feature = "http")]
             ConnectorKind::Http(cfg) => http::build(cfg, ctx),
+            #[cfg(feature = "zwave")]
+            ConnectorKind::Zwave(spec) => zwave::build(spec.clone(), ctx),
         }
     }
 }

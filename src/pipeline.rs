@@ -456,6 +456,13 @@ impl DeviceOutput {
         }
     }
 
+    /// Sets the unit of channel `ch` (a unit the device announces at run time).
+    pub fn set_unit(&mut self, ch: usize, unit: Option<Arc<str>>) {
+        if let Some(c) = self.channels.get_mut(ch) {
+            c.unit = unit;
+        }
+    }
+
     /// Number of channels.
     pub fn channel_count(&self) -> usize {
         self.channels.len()

@@ -17,3 +17,5 @@ mod remote_config;
 mod rpc;
 mod tls;
 mod transforms;
+#[cfg(feature = "zwave")]
+mod zwave;

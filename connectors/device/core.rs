@@ -85,7 +85,7 @@ pub(super) struct Core {
     enabled: EnabledFlag,
     /// The enabled state in force (the flag may have changed since).
     pub on: bool,
-    writes: Box<[(u32, WriteSpec)]>,
+    writes: Vec<(u32, WriteSpec)>,
     /// The kind of the last failure, so a new message of the same kind is not logged again.
     fault_kind: &'static str,
 }
@@ -114,6 +114,14 @@ impl Core {
                 .filter_map(|(i, c)| writes(c).map(|w| (i as u32, w)))
                 .collect(),
             fault_kind: "",
+        }
+    }
+
+    /// Replaces the write spec of channel `ch` (`None`: not writable).
+    pub fn set_write(&mut self, ch: usize, spec: Option<WriteSpec>) {
+        self.writes.retain(|(c, _)| *c as usize != ch);
+        if let Some(w) = spec {
+            self.writes.push((ch as u32, w));
         }
     }
 

@@ -66,6 +66,10 @@ struct Slot {
     stale_at: Option<Instant>,
     /// What the current message brought.
     tally: Tally,
+    /// The current message touched the device (values or a [`Devices::report`]).
+    touched: bool,
+    /// What the current message said of the device's reachability ([`Devices::report`]).
+    fault: Option<Fault>,
 }
 
 /// Most channels one device may gain at run time ([`Devices::channel_or_add`]).
@@ -110,6 +114,8 @@ impl Devices {
             timer: None,
             stale_at: None,
             tally: Tally::default(),
+            touched: false,
+            fault: None,
         });
         index
     }
@@ -224,10 +230,37 @@ impl Devices {
         if !s.core.on {
             return None;
         }
-        if s.tally.good == 0 && s.tally.bad == 0 {
+        if !s.touched {
+            s.touched = true;
             self.touched.push(dev);
         }
         Some(s)
+    }
+
+    /// What a message says of device `dev` itself, besides its values: reachable (`None`:
+    /// online, unless its channels say otherwise) or not (`Some`: offline with the fault's
+    /// reason, e.g. a Z-Wave node reported dead, a last will). Recorded with the message's
+    /// values; the last report of a message wins.
+    pub fn report(&mut self, dev: usize, fault: Option<Fault>) {
+        if let Some(s) = self.touch(dev) {
+            s.fault = fault;
+        }
+    }
+
+    /// Replaces the [`WriteSpec`] of channel `ch` of device `dev` (`None`: not writable), for
+    /// protocols that learn a value's type and range at run time (Z-Wave value metadata).
+    pub fn set_write(&mut self, dev: usize, ch: usize, spec: Option<WriteSpec>) {
+        if let Some(s) = self.slots.get_mut(dev) {
+            s.core.set_write(ch, spec);
+        }
+    }
+
+    /// Sets the unit of channel `ch` of device `dev` for its next readings, for protocols
+    /// that announce units at run time.
+    pub fn set_unit(&mut self, dev: usize, ch: usize, unit: Option<Arc<str>>) {
+        if let Some(s) = self.slots.get_mut(dev) {
+            s.core.out.set_unit(ch, unit);
+        }
     }
 
     /// A good value of channel `ch` of device `dev` (ignored while the device is disabled).
@@ -426,7 +459,9 @@ impl<L: Listener> ListenerLine<L> {
         let touched = std::mem::take(&mut self.devices.touched);
         for &i in &touched {
             let s = &mut self.devices.slots[i];
-            let verdict = std::mem::take(&mut s.tally).verdict(None);
+            s.touched = false;
+            let fault = s.fault.take();
+            let verdict = std::mem::take(&mut s.tally).verdict(fault.as_ref());
             if self.backpressure {
                 s.core.out.flush().await;
             } else {

@@ -50,7 +50,10 @@ pub(super) fn register(m: &mut RpcModule<RpcContext>) {
                     format!("unknown connector \"{}\"", p.connector),
                 )
             })?;
-        let ConnectorKind::Mbus(spec) = &cfg.kind else {
+        // Irrefutable in a build whose only connector is M-Bus.
+        #[allow(irrefutable_let_patterns)]
+        let ConnectorKind::Mbus(spec) = &cfg.kind
+        else {
             return Err(ErrorObjectOwned::owned(
                 -32602,
                 format!(

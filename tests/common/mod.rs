@@ -11,6 +11,7 @@
 //! - [`rpc::Rpc`]: a JSON-RPC client of a gateway's management API.
 //! - [`modbus`]: Modbus peers — pymodbus (`tests/peers/modbus_peer.py`) and our own
 //!   `examples/modbus_sim` — and a count of this process's TCP connections to a port.
+//! - [`zwave::ZwavePeer`]: a real Z-Wave JS Server on a simulated stick (`tests/peers/zwave`).
 //!
 //! Every wait is bounded by a timeout; nothing sleeps where an event can be awaited.
 
@@ -24,6 +25,8 @@ pub mod mbus;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod rpc;
+#[cfg(feature = "zwave")]
+pub mod zwave;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
