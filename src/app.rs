@@ -21,10 +21,9 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
     // Remote → cache → local file (config::remote); SIGHUP runs the same order again.
     let loader = Arc::new(RemoteLoader::new(config_path.clone()));
     let loaded = loader.load().await?;
-    let mut svc = GatewayService::start(loaded.config)
+    let mut svc = GatewayService::start(loaded.config, loaded.info)
         .await
         .context("starting the gateway")?;
-    svc.registry().config.send_replace(loaded.info);
     let (handle, mut commands) = ServiceHandle::new();
     // The JSON-RPC server and MQTT commands live as long as the service loop (crate::rpc).
     let management = match crate::rpc::start(&svc, handle.clone()).await {

@@ -80,13 +80,19 @@ pub struct GatewayService {
 }
 
 impl GatewayService {
-    /// Starts everything the configuration describes.
-    pub async fn start(config: GatewayConfig) -> anyhow::Result<Self> {
+    /// Starts everything the configuration describes; `info` (where it came from) is in the
+    /// registry before the first sink connects, so the first `status/{gateway}` says it.
+    pub async fn start(
+        config: GatewayConfig,
+        info: crate::config::remote::ConfigInfo,
+    ) -> anyhow::Result<Self> {
         if let Some(b) = &config.broker.embedded {
             crate::broker::start(b).await?;
         }
+        let registry = Arc::new(StatusRegistry::default());
+        registry.config.send_replace(info);
         let mut svc = GatewayService {
-            registry: Arc::new(StatusRegistry::default()),
+            registry,
             control: Arc::new(ControlRegistry::default()),
             out: ReadingSender::new(Vec::new()),
             root: CancellationToken::new(),
