@@ -75,6 +75,20 @@ struct Slot {
 /// Most channels one device may gain at run time ([`Devices::channel_or_add`]).
 pub const MAX_CHANNELS: usize = 1024;
 
+/// Most messages taken in one burst before requests and timers get their turn.
+const BURST: usize = 64;
+
+/// The output of `f` if it is ready at the first poll; `f` is dropped otherwise (which is why
+/// [`Listener::next`] must be cancel-safe).
+fn ready_now<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// The devices of a listener, as [`Listener::map`] sees them: the configured ones, and those
 /// created at run time when the connector accepts new devices ([`ListenerLine::accept_new`]).
 pub struct Devices {
@@ -418,31 +432,39 @@ impl<L: Listener> ListenerLine<L> {
                 _ = wake.notified() => self.apply_enabled().await,
                 Some((i, req)) = self.devices.inbox.requests.recv() => self.serve(i, req).await,
                 _ = sleep => self.fire_timers().await,
-                msg = self.listener.next() => match msg {
-                    Ok(m) => {
-                        fault_kind = "";
-                        self.backoff.reset();
-                        self.ctx.health.counters.messages.fetch_add(1, Relaxed);
-                        self.listener.map(m, &mut self.devices);
-                        self.settle().await;
+                msg = self.listener.next() => {
+                    let mut msg = msg;
+                    // A burst (messages already in the connection's buffer) is taken in one
+                    // go, without a trip through the select per message.
+                    let mut burst = 0;
+                    loop {
+                        match msg {
+                            Ok(m) => {
+                                fault_kind = "";
+                                self.backoff.reset();
+                                self.ctx.health.counters.messages.fetch_add(1, Relaxed);
+                                self.listener.map(m, &mut self.devices);
+                                self.settle().await;
+                            }
+                            Err(f) => {
+                                // Cancelled during the backoff: the check below ends the loop.
+                                self.fault(f, &mut fault_kind).await;
+                                break;
+                            }
+                        }
+                        burst += 1;
+                        if burst == BURST {
+                            break;
+                        }
+                        match ready_now(self.listener.next()) {
+                            Some(m) => msg = m,
+                            None => break,
+                        }
                     }
-                    Err(f) => {
-                        let wait = self.backoff.next_delay();
-                        if f.kind != fault_kind {
-                            tracing::warn!(connector = %self.ctx.name, error = %f,
-                                retry_in = ?wait, "connection lost; devices offline");
-                            fault_kind = f.kind;
-                        }
-                        for s in &mut self.devices.slots {
-                            s.core.set_offline(&self.ctx, &f.message, true).await;
-                        }
-                        tokio::select! {
-                            biased;
-                            _ = token.cancelled() => break,
-                            _ = tokio::time::sleep(wait) => {}
-                        }
+                    if token.is_cancelled() {
+                        break;
                     }
-                },
+                }
             }
         }
         for s in &mut self.devices.slots {
@@ -451,6 +473,26 @@ impl<L: Listener> ListenerLine<L> {
                 s.core.out.set_status(|st| st.running = false),
             )
             .await;
+        }
+    }
+
+    /// A lost connection: every device offline with the reason (logged once per kind), then
+    /// the backoff (cut short when the connector is cancelled).
+    async fn fault(&mut self, f: Fault, fault_kind: &mut &'static str) {
+        let wait = self.backoff.next_delay();
+        if f.kind != *fault_kind {
+            tracing::warn!(connector = %self.ctx.name, error = %f,
+                retry_in = ?wait, "connection lost; devices offline");
+            *fault_kind = f.kind;
+        }
+        for s in &mut self.devices.slots {
+            s.core.set_offline(&self.ctx, &f.message, true).await;
+        }
+        let token = self.ctx.shutdown.clone();
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 
