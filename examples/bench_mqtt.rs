@@ -8,9 +8,9 @@
 //!    messages received / time from the first publish to the last message received;
 //! 2. **osgate ingest**: the release binary with one MQTT connector on the source broker (two
 //!    channels per message by JSON pointer, the device from a topic capture, the timestamp from
-//!    the payload) and a `stdout` sink (`format: device`, a line per message, read by the
-//!    benchmark): the rate at which messages become readings in the sink, the connector's own
-//!    figure;
+//!    the payload); the rate at which messages become readings in the sink queue, counted by the
+//!    gateway (`connectors.list` over JSON-RPC, polled every 5 ms). The sink's broker is absent,
+//!    so the sink only buffers: the connector's own figure;
 //! 3. **osgate to a broker**: the same with the MQTT sink (QoS 1, `format: device`) on a second
 //!    mosquitto, where a subscriber counts the messages: the whole path, with a second broker
 //!    and subscriber on the same 2 cores.
@@ -88,6 +88,38 @@ fn counter(
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("subscribed");
+    (n, last)
+}
+
+/// Polls the gateway's connector counters over JSON-RPC every 5 ms: messages ingested (two
+/// readings each) and the time the count last changed (ms since `t0`).
+fn ingested(rt: &tokio::runtime::Runtime, port: u16, t0: Instant) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
+    let n = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(AtomicU64::new(0));
+    let (n2, last2) = (n.clone(), last.clone());
+    rt.spawn(async move {
+        let client = reqwest::Client::new();
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "connectors.list"});
+        loop {
+            let r = client
+                .post(format!("http://127.0.0.1:{port}/"))
+                .bearer_auth("bench-key-0123456789")
+                .json(&body)
+                .send()
+                .await;
+            if let Ok(r) = r {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    let readings = v["result"][0]["counters"]["readings"].as_u64().unwrap_or(0);
+                    let msgs = readings / 2;
+                    if msgs != n2.load(Ordering::Relaxed) {
+                        n2.store(msgs, Ordering::Relaxed);
+                        last2.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
     (n, last)
 }
 
@@ -238,38 +270,23 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
     let end = wait_count(&count, &last, args.messages);
     let bare_per_s = args.messages as f64 / (end - start).as_secs_f64();
 
-    // 2. osgate into a stdout sink: a line per message, counted here.
-    let cfg = config(
+    // 2. osgate ingest: what the connector hands to the sink queue, counted by the gateway
+    //    itself (`connectors.list` over JSON-RPC). The sink's broker is not there, so the sink
+    //    only buffers: nothing downstream competes for the two cores.
+    let rpc_port = common::free_port();
+    let nowhere = common::free_port();
+    let mut cfg = config(
         sport,
         run,
         "ingest",
-        json!({"name": "out", "type": "stdout", "format": "device"}),
+        json!({"name": "local", "type": "mqtt", "url": format!("mqtt://127.0.0.1:{nowhere}"),
+               "qos": 1, "format": "device", "status": false, "buffer": 10_000_000}),
     );
-    let (ingest_per_s, ingest_cpu, rss) = measure_osgate(
-        &rt,
-        args,
-        dir,
-        &format!("ingest-{run}"),
-        &cfg,
-        sport,
-        |child, t0| {
-            let out = child.stdout.take().expect("piped stdout");
-            let n = Arc::new(AtomicU64::new(0));
-            let last = Arc::new(AtomicU64::new(0));
-            let (n2, last2) = (n.clone(), last.clone());
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(out).lines() {
-                    if line.is_err() {
-                        break;
-                    }
-                    n2.fetch_add(1, Ordering::Relaxed);
-                    last2.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
-                }
-            });
-            (n, last)
-        },
-    );
+    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{rpc_port}"), "api_keys": ["bench-key-0123456789"]});
+    let (ingest_per_s, ingest_cpu, rss) =
+        measure_osgate(&rt, args, dir, &format!("ingest-{run}"), &cfg, sport, |_, t0| {
+            ingested(&rt, rpc_port, t0)
+        });
 
     // 3. osgate into the MQTT sink on a second broker.
     let (_local, lport) = start_mosquitto(dir);
@@ -309,6 +326,7 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
 }
 
 fn main() {
+    osgate::install_crypto_provider();
     let args = Args::parse();
     let dir = tempfile::Builder::new()
         .prefix("osgate-bench-mqtt")

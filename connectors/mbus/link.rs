@@ -4,7 +4,7 @@
 //! retries, and the idle time the bus needs between frames at its baud rate.
 //!
 //! [`Link`] owns one connection and is used by one task (the connector's line, or a CLI
-//! command); the poller turns the telegrams it returns into readings, [`scan`] finds meters.
+//! command); the poller turns the telegrams it returns into readings, [`scan_primary`] and [`scan_secondary`] find meters.
 
 use std::time::Duration;
 
