@@ -93,7 +93,11 @@ fn counter(
 
 /// Polls the gateway's connector counters over JSON-RPC every 5 ms: messages ingested (two
 /// readings each) and the time the count last changed (ms since `t0`).
-fn ingested(rt: &tokio::runtime::Runtime, port: u16, t0: Instant) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
+fn ingested(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    t0: Instant,
+) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
     let n = Arc::new(AtomicU64::new(0));
     let last = Arc::new(AtomicU64::new(0));
     let (n2, last2) = (n.clone(), last.clone());
@@ -282,11 +286,17 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
         json!({"name": "local", "type": "mqtt", "url": format!("mqtt://127.0.0.1:{nowhere}"),
                "qos": 1, "format": "device", "status": false, "buffer": 10_000_000}),
     );
-    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{rpc_port}"), "api_keys": ["bench-key-0123456789"]});
-    let (ingest_per_s, ingest_cpu, rss) =
-        measure_osgate(&rt, args, dir, &format!("ingest-{run}"), &cfg, sport, |_, t0| {
-            ingested(&rt, rpc_port, t0)
-        });
+    cfg["rpc"] =
+        json!({"listen": format!("127.0.0.1:{rpc_port}"), "api_keys": ["bench-key-0123456789"]});
+    let (ingest_per_s, ingest_cpu, rss) = measure_osgate(
+        &rt,
+        args,
+        dir,
+        &format!("ingest-{run}"),
+        &cfg,
+        sport,
+        |_, t0| ingested(&rt, rpc_port, t0),
+    );
 
     // 3. osgate into the MQTT sink on a second broker.
     let (_local, lport) = start_mosquitto(dir);
