@@ -38,6 +38,8 @@ pub mod device;
 pub mod modbus;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "opcua")]
+pub mod opcua;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 
@@ -135,6 +137,9 @@ pub enum ConnectorKind {
     /// `"protocol": "mqtt"`.
     #[cfg(feature = "mqtt")]
     Mqtt(Arc<mqtt::MqttConfig>),
+    /// `"protocol": "opcua"`.
+    #[cfg(feature = "opcua")]
+    Opcua(Arc<opcua::OpcuaConfig>),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -145,6 +150,8 @@ pub const PROTOCOLS: &[&str] = &[
     "modbus",
     #[cfg(feature = "mqtt")]
     "mqtt",
+    #[cfg(feature = "opcua")]
+    "opcua",
 ];
 
 impl ConnectorConfig {
@@ -200,6 +207,8 @@ impl ConnectorConfig {
             "modbus" => p.spec(entry, "modbus", modbus::validate, ConnectorKind::Modbus),
             #[cfg(feature = "mqtt")]
             "mqtt" => p.spec(entry, "mqtt", mqtt::validate, ConnectorKind::Mqtt),
+            #[cfg(feature = "opcua")]
+            "opcua" => p.spec(entry, "opcua", opcua::validate, ConnectorKind::Opcua),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -223,6 +232,8 @@ impl ConnectorConfig {
             ConnectorKind::Modbus(spec) => modbus::build(spec.clone(), ctx),
             #[cfg(feature = "mqtt")]
             ConnectorKind::Mqtt(spec) => mqtt::build(spec.clone(), ctx),
+            #[cfg(feature = "opcua")]
+            ConnectorKind::Opcua(spec) => opcua::build(spec.clone(), ctx),
         }
     }
 }

@@ -50,6 +50,9 @@ enum Command {
     /// Read or write one value of a Modbus device (commissioning, like mbpoll).
     #[cfg(feature = "modbus")]
     Modbus(Box<osgate::connectors::modbus::cli::ModbusCommand>),
+    /// Browse an OPC-UA server's address space (commissioning).
+    #[cfg(feature = "opcua")]
+    Opcua(Box<osgate::connectors::opcua::cli::OpcuaCommand>),
     /// Call a running gateway's JSON-RPC management API: `osgate rpc METHOD [JSON-PARAMS]`.
     Rpc(osgate::rpc::client::RpcCommand),
 }
@@ -81,6 +84,8 @@ fn main() -> ExitCode {
         Command::Run => run(cli.config),
         #[cfg(feature = "modbus")]
         Command::Modbus(cmd) => osgate::connectors::modbus::cli::main(*cmd),
+        #[cfg(feature = "opcua")]
+        Command::Opcua(cmd) => osgate::connectors::opcua::cli::main(*cmd),
         Command::Rpc(cmd) => osgate::rpc::client::main(cmd),
     }
 }

@@ -8,6 +8,8 @@ mod kit;
 mod modbus;
 #[cfg(feature = "mqtt")]
 mod mqtt;
+#[cfg(feature = "opcua")]
+mod opcua;
 mod remote_config;
 mod rpc;
 mod tls;

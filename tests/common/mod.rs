@@ -11,6 +11,7 @@
 //! - [`rpc::Rpc`]: a JSON-RPC client of a gateway's management API.
 //! - [`modbus`]: Modbus peers — pymodbus (`tests/peers/modbus_peer.py`) and our own
 //!   `examples/modbus_sim` — and a count of this process's TCP connections to a port.
+//! - [`opcua`]: the OPC-UA peer (python asyncua, `tests/peers/opcua_server.py`), restartable.
 //!
 //! Every wait is bounded by a timeout; nothing sleeps where an event can be awaited.
 
@@ -21,6 +22,8 @@ pub mod connector;
 pub mod http;
 #[cfg(feature = "modbus")]
 pub mod modbus;
+#[cfg(feature = "opcua")]
+pub mod opcua;
 pub mod rpc;
 
 use std::net::TcpListener;
