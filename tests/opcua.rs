@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use crate::common::connector::{unique, ConnectorRun};
 use crate::common::opcua::{asyncua_read, OpcuaPeer, NS_URI};
-use crate::common::{osgate_cmd, temp_dir, Gateway, Mosquitto, Subscriber, TEST_TIMEOUT};
+use crate::common::{
+    osgate_cmd, temp_dir, unsafe_free_kill, Gateway, Mosquitto, Subscriber, TEST_TIMEOUT,
+};
 
 /// The four variables as channels; `mode` is `subscribe` or `poll`.
 fn plant_device(mode: &str) -> Json {
@@ -323,6 +325,36 @@ async fn a_restarted_server_is_subscribed_again_and_the_outage_is_visible() {
         "data again only after {:?}",
         back.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_subscription_is_made_again_by_the_watchdog() {
+    let peer = OpcuaPeer::start().await;
+    let pki = temp_dir();
+    // Keep-alive every 200 ms × 5 = 1 s; silence for 3 s (the floor) counts as lost.
+    let mut dev = plant_device("subscribe");
+    dev["keep_alive_count"] = json!(5);
+    let mut run = ConnectorRun::start(connector(
+        &peer,
+        pki.path(),
+        json!({"backoff_max": "1s", "timeout": "2s"}),
+        dev,
+    ));
+    collect(&mut run, "plc", |s| {
+        s.get("counter").is_some_and(|v| v.len() >= 2)
+    })
+    .await;
+    // A frozen server keeps its TCP connection open but answers nothing.
+    unsafe_free_kill(peer.pid(), "STOP");
+    let st = run.status("plc", |s| !s.online).await;
+    unsafe_free_kill(peer.pid(), "CONT");
+    let why = st.last_error.unwrap_or_default();
+    assert!(why.contains("no publish response"), "{why}");
+    let seen = collect(&mut run, "plc", |s| {
+        s.get("counter").is_some_and(|v| v.len() >= 4)
+    })
+    .await;
+    assert!(!seen.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,6 +95,14 @@ impl OpcuaPeer {
         self.dir.path().join("server-cert.der")
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("peer running")
+    }
+
     /// Kills the peer (SIGKILL) and waits until it has exited.
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
