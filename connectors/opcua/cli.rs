@@ -253,8 +253,7 @@ async fn children(
         .await
         .map_err(|f| f.message)?
         .map_err(|e| format!("Browse {node}: {}", e.status()))?;
-    loop {
-        let Some(r) = results.pop() else { break };
+    while let Some(r) = results.pop() {
         if r.status_code.is_bad() {
             return Err(format!(
                 "Browse {node}: {}",

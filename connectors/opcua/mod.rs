@@ -21,7 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::device::listener::ListenerLine;
-use super::device::{self, Backoff, Line, Schedule, ValueKind, WriteSpec};
+pub use super::device::WriteType;
+use super::device::{self, Backoff, Line, Schedule, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
 use crate::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
 
@@ -223,21 +224,6 @@ pub struct OpcuaChannel {
     pub server_deadband: Option<f64>,
 }
 
-/// The type a writable channel takes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteType {
-    /// Any finite number.
-    #[default]
-    Number,
-    /// A whole number.
-    Integer,
-    /// `true`/`false`.
-    Bool,
-    /// Text.
-    Text,
-}
-
 fn default_pki_dir() -> PathBuf {
     PathBuf::from("osgate-pki")
 }
@@ -324,7 +310,7 @@ pub fn validate(spec: &OpcuaConfig, path: &str, errs: &mut Vec<ConfigError>) {
                     "min and max bound writes: the channel must be \"writable\": true",
                 ));
             }
-            if cs.server_deadband.is_some_and(|v| !(v >= 0.0)) {
+            if cs.server_deadband.is_some_and(|v| v.is_nan() || v < 0.0) {
                 errs.push(ConfigError::new(
                     format!("{cpath}.server_deadband"),
                     "must be a number >= 0",
@@ -339,14 +325,8 @@ fn write_spec(c: &ChannelSpec<OpcuaChannel>) -> Option<WriteSpec> {
     if !s.writable {
         return None;
     }
-    let kind = match s.write_type {
-        WriteType::Number => ValueKind::Float,
-        WriteType::Integer => ValueKind::signed(64),
-        WriteType::Bool => ValueKind::Bool,
-        WriteType::Text => ValueKind::Text,
-    };
     Some(WriteSpec {
-        kind,
+        kind: s.write_type.kind(),
         min: s.min,
         max: s.max,
     })
@@ -414,24 +394,11 @@ pub fn build(spec: Arc<OpcuaConfig>, ctx: ConnectorContext) -> Result<Running, C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::parse_spec_value;
+    use crate::config::spec::parse_checked;
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<OpcuaConfig, Vec<ConfigError>> {
-        let mut errs = Vec::new();
-        let spec = parse_spec_value::<OpcuaSettings, OpcuaDevice, OpcuaChannel>(
-            v,
-            "connectors[0] \"o\"",
-            &mut errs,
-        );
-        if let Some(s) = &spec {
-            validate(s, "connectors[0] \"o\"", &mut errs);
-        }
-        if errs.is_empty() {
-            Ok(spec.unwrap())
-        } else {
-            Err(errs)
-        }
+        parse_checked(v, "connectors[0] \"o\"", validate)
     }
 
     #[test]
