@@ -485,6 +485,9 @@ impl Connection {
     }
 }
 
+/// Nodes read per `Read` request.
+const READ_PER_CALL: usize = 1000;
+
 /// The `Read` of attribute `attr` of `node`.
 fn read_id(node: NodeId, attr: AttributeId) -> ReadValueId {
     ReadValueId {
@@ -499,31 +502,36 @@ impl Connection {
     /// Reads the values of `nodes` (one `Read` request, bounded by `timeout` of `ep`); one
     /// data value per node, in order.
     pub async fn read(&self, ep: &Endpoint, nodes: &[NodeId]) -> Result<Vec<DataValue>, Fault> {
-        let ids: Vec<ReadValueId> = nodes
-            .iter()
-            .map(|n| read_id(n.clone(), AttributeId::Value))
-            .collect();
-        let dvs = ep
-            .bounded(
-                "Read answer",
-                self.session.read(&ids, TimestampsToReturn::Both, 0.0),
-            )
-            .await?
-            .map_err(|e| {
-                Fault::new("read", format!("{}: Read failed: {}", self.url, e.status()))
-            })?;
-        if dvs.len() != ids.len() {
-            return Err(Fault::new(
-                "read",
-                format!(
-                    "{}: Read answered {} values for {} nodes",
-                    self.url,
-                    dvs.len(),
-                    ids.len()
-                ),
-            ));
+        let mut out = Vec::with_capacity(nodes.len());
+        // In chunks: servers limit the nodes per Read (MaxNodesPerRead).
+        for chunk in nodes.chunks(READ_PER_CALL) {
+            let ids: Vec<ReadValueId> = chunk
+                .iter()
+                .map(|n| read_id(n.clone(), AttributeId::Value))
+                .collect();
+            let dvs = ep
+                .bounded(
+                    "Read answer",
+                    self.session.read(&ids, TimestampsToReturn::Both, 0.0),
+                )
+                .await?
+                .map_err(|e| {
+                    Fault::new("read", format!("{}: Read failed: {}", self.url, e.status()))
+                })?;
+            if dvs.len() != ids.len() {
+                return Err(Fault::new(
+                    "read",
+                    format!(
+                        "{}: Read answered {} values for {} nodes",
+                        self.url,
+                        dvs.len(),
+                        ids.len()
+                    ),
+                ));
+            }
+            out.extend(dvs);
         }
-        Ok(dvs)
+        Ok(out)
     }
 
     /// Writes `raw` to the Value of `node` as the node's own type (`ty`: read from the node's

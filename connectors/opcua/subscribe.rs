@@ -39,6 +39,10 @@ use crate::status::ConnectorHealth;
 /// Publish responses waiting for `next()`; beyond, notifications are dropped and counted.
 const QUEUE: usize = 256;
 
+/// Monitored items created per request (servers cap the operations per call; 1000 is a
+/// common limit).
+const PER_CALL: usize = 1000;
+
 /// What `next()` hands to `map()`.
 pub enum Msg {
     /// Data changes of device `.0`: (channel index + 1, value).
@@ -122,6 +126,15 @@ impl Subscriber {
             connecting: None,
             live: None,
             types,
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // A connect under way when the connector stops is not waited for.
+        if let Some(t) = &self.connecting {
+            t.abort();
         }
     }
 }
@@ -222,22 +235,29 @@ async fn connect(
         if items.is_empty() {
             continue;
         }
-        let results = ep
-            .bounded(
-                "CreateMonitoredItems answer",
-                conn.session
-                    .create_monitored_items(sub, TimestampsToReturn::Both, items),
-            )
-            .await?
-            .map_err(|e| {
-                Fault::new(
-                    "subscribe",
-                    format!("{}: CreateMonitoredItems failed: {}", ep.url, e.status()),
+        // In chunks: servers limit the items per call.
+        let mut channels = channels.into_iter();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<_> = items.by_ref().take(PER_CALL).collect();
+            let results = ep
+                .bounded(
+                    "CreateMonitoredItems answer",
+                    conn.session
+                        .create_monitored_items(sub, TimestampsToReturn::Both, chunk),
                 )
-            })?;
-        for (r, &ci) in results.iter().zip(&channels) {
-            if !r.result.status_code.is_good() {
-                refused.push((di, ci, value::status_name(r.result.status_code).into()));
+                .await?
+                .map_err(|e| {
+                    Fault::new(
+                        "subscribe",
+                        format!("{}: CreateMonitoredItems failed: {}", ep.url, e.status()),
+                    )
+                })?;
+            for r in results {
+                let Some(ci) = channels.next() else { break };
+                if !r.result.status_code.is_good() {
+                    refused.push((di, ci, value::status_name(r.result.status_code).into()));
+                }
             }
         }
     }
