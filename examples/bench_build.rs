@@ -8,13 +8,20 @@
 //! Prints one line per build and a table of medians.
 //!
 //! ```sh
-//! cargo run --release --example bench_build -- opcua 3          # feature, runs
-//! cargo run --release --example bench_build -- opcua 1 /dev/shm # target dirs in RAM
+//! cargo run --release --example bench_build -- opcua 3                  # feature, runs
+//! cargo run --release --example bench_build -- opcua 1 /dev/shm release  # RAM dirs, one profile
 //! ```
+//!
+//! Besides wall time it reports the CPU time of the build (cargo and every rustc: user +
+//! system), which a machine shared with other builds disturbs much less than wall time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{children_cpu_seconds, median};
 
 /// The default features of Cargo.toml, read from the manifest.
 fn default_features(manifest: &Path) -> Vec<String> {
@@ -33,6 +40,7 @@ fn default_features(manifest: &Path) -> Vec<String> {
 
 struct Build {
     secs: f64,
+    cpu: f64,
     size: Option<(u64, u64)>,
 }
 
@@ -57,8 +65,10 @@ fn build(root: &Path, base: &Path, features: &[String], release: bool, n: usize)
         cmd.arg("--release");
     }
     let t = Instant::now();
+    let cpu0 = children_cpu_seconds();
     let st = cmd.status().expect("run cargo");
     let secs = t.elapsed().as_secs_f64();
+    let cpu = children_cpu_seconds() - cpu0;
     assert!(st.success(), "cargo build failed");
     let size = release.then(|| {
         let bin = target.join("release/osgate");
@@ -78,12 +88,7 @@ fn build(root: &Path, base: &Path, features: &[String], release: bool, n: usize)
         (full, small)
     });
     let _ = std::fs::remove_dir_all(&target);
-    Build { secs, size }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    Build { secs, cpu, size }
 }
 
 fn main() {
@@ -91,6 +96,7 @@ fn main() {
     let feature = args.next().unwrap_or_else(|| "opcua".into());
     let runs: usize = args.next().map_or(1, |r| r.parse().expect("runs"));
     let base = args.next().map_or_else(std::env::temp_dir, PathBuf::from);
+    let only = args.next();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let with = default_features(&root.join("Cargo.toml"));
     assert!(
@@ -102,34 +108,48 @@ fn main() {
     let mut rows = Vec::new();
     for release in [false, true] {
         let profile = if release { "release" } else { "debug" };
+        if only.as_deref().is_some_and(|p| p != profile) {
+            continue;
+        }
         for (label, feats) in [("with", &with), ("without", &without)] {
             let mut secs = Vec::new();
+            let mut cpus = Vec::new();
             let mut sizes = Vec::new();
             for run in 1..=runs {
                 n += 1;
                 let b = build(&root, &base, feats, release, n);
                 println!(
-                    "{profile} {label} {feature} run {run}: {:.1} s{}",
+                    "{profile} {label} {feature} run {run}: {:.1} s, CPU {:.1} s{}",
                     b.secs,
+                    b.cpu,
                     b.size.map_or(String::new(), |(f, s)| format!(
                         ", binary {f} bytes, stripped {s} bytes"
                     ))
                 );
                 secs.push(b.secs);
+                cpus.push(b.cpu);
                 sizes.extend(b.size);
             }
-            rows.push((profile, label, median(secs), sizes.last().copied()));
+            rows.push((
+                profile,
+                label,
+                median(secs),
+                median(cpus),
+                sizes.last().copied(),
+            ));
         }
     }
-    println!("\n| build | {feature} | clean build (median of {runs}) | binary | stripped |");
-    println!("|---|---|---:|---:|---:|");
-    for (profile, label, secs, size) in rows {
+    println!(
+        "\n| build | {feature} | clean build, wall (median of {runs}) | CPU | binary | stripped |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for (profile, label, secs, cpu, size) in rows {
         let (f, s) = size.map_or(("–".into(), "–".into()), |(f, s)| {
             (
                 format!("{:.2} MB", f as f64 / 1e6),
                 format!("{:.2} MB", s as f64 / 1e6),
             )
         });
-        println!("| {profile} | {label} | {secs:.0} s | {f} | {s} |");
+        println!("| {profile} | {label} | {secs:.0} s | {cpu:.0} s | {f} | {s} |");
     }
 }
