@@ -3,7 +3,7 @@
 //!
 //! One connector is one server endpoint (`url`, `security`, `user`). A device in `subscribe`
 //! mode gets its data changes pushed: all such devices share one session and one subscription
-//! per device, served by the kit's [`ListenerLine`](super::device::listener::ListenerLine)
+//! per device, served by the kit's [`ListenerLine`]
 //! ([`subscribe`]). A device in `poll` mode is read with the `Read` service at its `interval` on
 //! the kit's [`Line`] ([`poll`]), all of them over a second session. Connections, security,
 //! certificates and NodeId resolution are in [`session`]; Variant and StatusCode conversion in
