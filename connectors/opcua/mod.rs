@@ -372,8 +372,8 @@ pub fn build(spec: Arc<OpcuaConfig>, ctx: ConnectorContext) -> Result<Running, C
                 return;
             }
             device::run_lines(&ctx, 1, |_| {
-                let mut line = Line::new(&ctx, poll::Reader::new(endpoint.clone(), &ctx))
-                    .with_backoff(backoff);
+                let mut line =
+                    Line::new(&ctx, poll::Reader::new(endpoint.clone())).with_backoff(backoff);
                 for &i in &polled {
                     let d = &spec.devices[i];
                     let schedule = Schedule::every(d.settings.interval.0, d.channels.len());

@@ -12,7 +12,6 @@ use super::session::{Connection, Endpoint, NodeRef};
 use super::{value, OpcuaChannel, OpcuaDevice};
 use crate::config::DeviceSpec;
 use crate::connectors::device::{Fault, Poll, Poller, WriteError};
-use crate::connectors::ConnectorContext;
 use crate::reading::{Timestamp, Value};
 
 /// The poller of one connector's `poll` devices.
@@ -27,7 +26,7 @@ pub struct Reader {
 
 impl Reader {
     /// A poller connecting to `ep`.
-    pub fn new(ep: Arc<Endpoint>, _ctx: &ConnectorContext) -> Self {
+    pub fn new(ep: Arc<Endpoint>) -> Self {
         Reader {
             ep,
             conn: None,
