@@ -40,6 +40,15 @@ fn connector(peer: &OpcuaPeer, pki: &std::path::Path, extra: Json, device: Json)
     c
 }
 
+/// A peer (security None) and the connector on it with `extra` settings and the plant device
+/// in `mode`; the peer and the PKI dir live as long as the returned values.
+async fn plant(mode: &str, extra: Json) -> (OpcuaPeer, tempfile::TempDir, ConnectorRun) {
+    let peer = OpcuaPeer::start().await;
+    let pki = temp_dir();
+    let run = ConnectorRun::start(connector(&peer, pki.path(), extra, plant_device(mode)));
+    (peer, pki, run)
+}
+
 /// Collects good readings of `device` by channel until `done` holds (bounded).
 async fn collect(
     run: &mut ConnectorRun,
@@ -143,14 +152,7 @@ async fn subscribed_changes_reach_mosquitto_with_values_quality_and_source_time(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_take_the_node_type_and_read_back_and_refusals_are_named() {
-    let peer = OpcuaPeer::start().await;
-    let pki = temp_dir();
-    let mut run = ConnectorRun::start(connector(
-        &peer,
-        pki.path(),
-        json!({}),
-        plant_device("subscribe"),
-    ));
+    let (peer, _pki, mut run) = plant("subscribe", json!({})).await;
     collect(&mut run, "plc", |s| s.contains_key("setpoint")).await;
     let took = run
         .write("plc", "setpoint", json!(42.5))
@@ -183,14 +185,7 @@ async fn writes_take_the_node_type_and_read_back_and_refusals_are_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polled_reads_and_writes() {
-    let peer = OpcuaPeer::start().await;
-    let pki = temp_dir();
-    let mut run = ConnectorRun::start(connector(
-        &peer,
-        pki.path(),
-        json!({}),
-        plant_device("poll"),
-    ));
+    let (peer, _pki, mut run) = plant("poll", json!({})).await;
     let seen = collect(&mut run, "plc", |s| {
         s.get("counter").is_some_and(|v| v.len() >= 3)
     })
@@ -295,14 +290,7 @@ async fn an_untrusted_server_certificate_is_refused_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_is_subscribed_again_and_the_outage_is_visible() {
-    let mut peer = OpcuaPeer::start().await;
-    let pki = temp_dir();
-    let mut run = ConnectorRun::start(connector(
-        &peer,
-        pki.path(),
-        json!({"backoff_max": "2s"}),
-        plant_device("subscribe"),
-    ));
+    let (mut peer, _pki, mut run) = plant("subscribe", json!({"backoff_max": "2s"})).await;
     collect(&mut run, "plc", |s| {
         s.get("counter").is_some_and(|v| v.len() >= 2)
     })
