@@ -34,7 +34,8 @@ use crate::status::ConnectorHealth;
     feature = "mqtt",
     feature = "mbus",
     feature = "http",
-    feature = "zwave"
+    feature = "zwave",
+    feature = "opcua"
 )))]
 compile_error!(
     "osgate needs at least one connector: enable the `simulator` and/or `modbus` feature"
@@ -49,6 +50,8 @@ pub mod mbus;
 pub mod modbus;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "opcua")]
+pub mod opcua;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 #[cfg(feature = "zwave")]
@@ -173,6 +176,9 @@ pub enum ConnectorKind {
     /// `"protocol": "zwave"`.
     #[cfg(feature = "zwave")]
     Zwave(Arc<zwave::ZwaveConfig>),
+    /// `"protocol": "opcua"`.
+    #[cfg(feature = "opcua")]
+    Opcua(Arc<opcua::OpcuaConfig>),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -189,6 +195,8 @@ pub const PROTOCOLS: &[&str] = &[
     "http",
     #[cfg(feature = "zwave")]
     "zwave",
+    #[cfg(feature = "opcua")]
+    "opcua",
 ];
 
 impl ConnectorConfig {
@@ -250,6 +258,8 @@ impl ConnectorConfig {
             "http" => http::parse(p, entry),
             #[cfg(feature = "zwave")]
             "zwave" => p.spec(entry, "zwave", zwave::validate, ConnectorKind::Zwave),
+            #[cfg(feature = "opcua")]
+            "opcua" => p.spec(entry, "opcua", opcua::validate, ConnectorKind::Opcua),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -279,6 +289,8 @@ impl ConnectorConfig {
             ConnectorKind::Http(cfg) => http::build(cfg, ctx),
             #[cfg(feature = "zwave")]
             ConnectorKind::Zwave(spec) => zwave::build(spec.clone(), ctx),
+            #[cfg(feature = "opcua")]
+            ConnectorKind::Opcua(spec) => opcua::build(spec.clone(), ctx),
         }
     }
 }

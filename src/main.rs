@@ -74,6 +74,9 @@ enum Command {
     /// M-Bus field tools: decode a frame, scan a bus, read a meter.
     #[cfg(feature = "mbus")]
     Mbus(Box<osgate::connectors::mbus::cli::MbusCommand>),
+    /// Browse an OPC-UA server's address space (commissioning).
+    #[cfg(feature = "opcua")]
+    Opcua(Box<osgate::connectors::opcua::cli::OpcuaCommand>),
     /// Call a running gateway's JSON-RPC management API: `osgate rpc METHOD [JSON-PARAMS]`.
     Rpc(osgate::rpc::client::RpcCommand),
 }
@@ -126,6 +129,8 @@ fn main() -> ExitCode {
         Command::Modbus(cmd) => osgate::connectors::modbus::cli::main(*cmd),
         #[cfg(feature = "mbus")]
         Command::Mbus(cmd) => osgate::connectors::mbus::cli::main(*cmd),
+        #[cfg(feature = "opcua")]
+        Command::Opcua(cmd) => osgate::connectors::opcua::cli::main(*cmd),
         Command::Rpc(cmd) => osgate::rpc::client::main(cmd),
     }
 }

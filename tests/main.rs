@@ -13,6 +13,8 @@ mod mbus;
 mod modbus;
 #[cfg(feature = "mqtt")]
 mod mqtt;
+#[cfg(feature = "opcua")]
+mod opcua;
 mod remote_config;
 mod rpc;
 mod tls;

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 
 pub use self::core::WriteError;
 pub use crate::backoff::Backoff;
-pub use write::{ValueKind, WriteSpec};
+pub use write::{ValueKind, WriteSpec, WriteType};
 
 use self::core::{Core, Tally};
 use super::ConnectorContext;

@@ -45,6 +45,34 @@ impl ValueKind {
     }
 }
 
+/// What a write to a channel takes, as a channel's `"type"` says it where the protocol cannot
+/// tell (MQTT commands, OPC-UA nodes, whose own type is learnt only from the device).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteType {
+    /// Any finite number.
+    #[default]
+    Number,
+    /// A whole number.
+    Integer,
+    /// `true`/`false`.
+    Bool,
+    /// Text.
+    Text,
+}
+
+impl WriteType {
+    /// The kind of value the kit checks a write against.
+    pub fn kind(self) -> ValueKind {
+        match self {
+            WriteType::Number => ValueKind::Float,
+            WriteType::Integer => ValueKind::signed(64),
+            WriteType::Bool => ValueKind::Bool,
+            WriteType::Text => ValueKind::Text,
+        }
+    }
+}
+
 /// What the kit needs to know about a writable channel.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WriteSpec {

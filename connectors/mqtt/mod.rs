@@ -29,7 +29,8 @@ use serde::Deserialize;
 
 use super::device::listener::{Devices, Input, Listener, ListenerLine};
 use super::device::payload::{leaves, Pick, TimeParser, TimestampConfig, ValueType};
-use super::device::{Backoff, Fault, ValueKind, WriteError, WriteSpec};
+pub use super::device::WriteType;
+use super::device::{Backoff, Fault, WriteError, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
 use crate::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
 use crate::net::mqtt::{parse_url, MqttClientSettings};
@@ -216,21 +217,6 @@ pub struct MqttChannel {
     /// Largest value a write may set (engineering units).
     #[serde(default)]
     pub max: Option<f64>,
-}
-
-/// The type a writable channel takes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteType {
-    /// Any finite number.
-    #[default]
-    Number,
-    /// A whole number.
-    Integer,
-    /// `true`/`false`.
-    Bool,
-    /// Text.
-    Text,
 }
 
 /// A write's message.
@@ -485,14 +471,8 @@ fn write_spec(c: &ChannelSpec<MqttChannel>) -> Option<WriteSpec> {
     if !s.writable || s.command.is_none() {
         return None;
     }
-    let kind = match s.write_type {
-        WriteType::Number => ValueKind::Float,
-        WriteType::Integer => ValueKind::signed(64),
-        WriteType::Bool => ValueKind::Bool,
-        WriteType::Text => ValueKind::Text,
-    };
     Some(WriteSpec {
-        kind,
+        kind: s.write_type.kind(),
         min: s.min,
         max: s.max,
     })
@@ -861,24 +841,12 @@ fn prefix_is_needed(doc: Option<&serde_json::Value>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::parse_spec_value;
+    use crate::config::spec::parse_checked;
+    use crate::connectors::device::ValueKind;
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<MqttConfig, Vec<ConfigError>> {
-        let mut errs = Vec::new();
-        let spec = parse_spec_value::<MqttSettings, MqttDevice, MqttChannel>(
-            v,
-            "connectors[0] \"m\"",
-            &mut errs,
-        );
-        if let Some(s) = &spec {
-            validate(s, "connectors[0] \"m\"", &mut errs);
-        }
-        if errs.is_empty() {
-            Ok(spec.unwrap())
-        } else {
-            Err(errs)
-        }
+        parse_checked(v, "connectors[0] \"m\"", validate)
     }
 
     #[test]

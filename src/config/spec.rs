@@ -286,6 +286,29 @@ where
     parse_spec(entry, path, &|_| None, errs)
 }
 
+/// [`parse_spec_value`], then the protocol's semantic checks (`validate`): the spec, or every
+/// problem found (tests of a protocol's config).
+pub fn parse_checked<S, D, C>(
+    value: Value,
+    path: &str,
+    validate: fn(&ConnectorSpec<S, D, C>, &str, &mut Vec<ConfigError>),
+) -> Result<ConnectorSpec<S, D, C>, Vec<ConfigError>>
+where
+    S: DeserializeOwned,
+    D: DeserializeOwned,
+    C: DeserializeOwned,
+{
+    let mut errs = Vec::new();
+    let spec = parse_spec_value(value, path, &mut errs);
+    if let Some(s) = &spec {
+        validate(s, path, &mut errs);
+    }
+    match spec {
+        Some(s) if errs.is_empty() => Ok(s),
+        _ => Err(errs),
+    }
+}
+
 fn parse_channel<C: DeserializeOwned>(
     value: Value,
     path: &str,

@@ -12,6 +12,7 @@
 //! - [`modbus`]: Modbus peers — pymodbus (`tests/peers/modbus_peer.py`) and our own
 //!   `examples/modbus_sim` — and a count of this process's TCP connections to a port.
 //! - [`zwave::ZwavePeer`]: a real Z-Wave JS Server on a simulated stick (`tests/peers/zwave`).
+//! - [`opcua`]: the OPC-UA peer (python asyncua, `tests/peers/opcua_server.py`), restartable.
 //!
 //! Every wait is bounded by a timeout; nothing sleeps where an event can be awaited.
 
@@ -24,6 +25,8 @@ pub mod http;
 pub mod mbus;
 #[cfg(feature = "modbus")]
 pub mod modbus;
+#[cfg(feature = "opcua")]
+pub mod opcua;
 pub mod rpc;
 #[cfg(feature = "zwave")]
 pub mod zwave;
@@ -73,6 +76,21 @@ pub fn temp_dir() -> tempfile::TempDir {
         .prefix("osgate-test")
         .tempdir()
         .expect("temp dir")
+}
+
+/// The Python that runs the peers: `OSGATE_TEST_PYTHON` if set, else the virtual environment
+/// `.ci/run` makes (`.venv/` at the top of the repository: Debian's own `python3` refuses
+/// `pip install`), else `python3` from the PATH (a developer's own environment with pymodbus).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("OSGATE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
 }
 
 /// A real mosquitto on a free loopback port.

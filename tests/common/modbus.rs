@@ -26,20 +26,7 @@ pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
 }
 
-/// The Python that runs the peers: `OSGATE_TEST_PYTHON` if set, else the virtual environment
-/// `.ci/run` makes (`.venv/` at the top of the repository: Debian's own `python3` refuses
-/// `pip install`), else `python3` from the PATH (a developer's own environment with pymodbus).
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("OSGATE_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
+pub use super::python;
 
 /// A child process killed when dropped, with the argument of its `READY` line and the lines
 /// it prints after it.

@@ -1,0 +1,407 @@
+//! Subscription mode: the listener of the connector's `subscribe` devices, on the kit's
+//! [`ListenerLine`](crate::connectors::device::listener::ListenerLine).
+//!
+//! At every connect (in a task of its own, so the kit may drop `next()` at any time without
+//! losing a half-made connection) the namespace URIs are resolved, each device gets one
+//! subscription at its publishing interval and a monitored item per channel, and channels
+//! the server refuses are reported bad with the status name. async-opcua calls the
+//! subscription callback in its event loop: it forwards each publish response's data changes
+//! through a bounded channel to `next()` (a full channel drops the notification and counts it,
+//! as every listener does). Keep-alives count as life: a subscription silent for three
+//! keep-alive periods is taken as lost (a server restart can leave the session up while no
+//! Publish is answered), `next()` fails, and the kit reconnects with backoff, which makes the
+//! subscription anew.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opcua::client::{MonitoredItemMap, OnSubscriptionNotificationCore};
+use opcua::types::{
+    AttributeId, DataChangeFilter, DataChangeNotification, DataChangeTrigger, DataValue,
+    DeadbandType, ExtensionObject, MonitoredItemCreateRequest, MonitoringMode,
+    MonitoringParameters, NotificationMessage, QualifiedName, ReadValueId, TimestampsToReturn,
+    VariantScalarTypeId,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::session::{Connection, Endpoint, NodeRef};
+use super::{value, OpcuaChannel, OpcuaDevice};
+use crate::config::DeviceSpec;
+use crate::connectors::device::listener::{Devices, Listener};
+use crate::connectors::device::{Fault, WriteError};
+use crate::connectors::ConnectorContext;
+use crate::reading::{Timestamp, Value};
+use crate::status::ConnectorHealth;
+
+/// Publish responses waiting for `next()`; beyond, notifications are dropped and counted.
+const QUEUE: usize = 256;
+
+/// Monitored items created per request (servers cap the operations per call; 1000 is a
+/// common limit).
+const PER_CALL: usize = 1000;
+
+/// What `next()` hands to `map()`.
+pub enum Msg {
+    /// Data changes of device `.0`: (channel index + 1, value).
+    Data(usize, Vec<(u32, DataValue)>),
+    /// Channels that could not be subscribed, with the reason: (device, channel, reason).
+    Refused(Vec<(usize, usize, Arc<str>)>),
+}
+
+/// What the subscriptions of one device ask for.
+struct DeviceSub {
+    publishing: Duration,
+    sampling: Duration,
+    queue_size: u32,
+    keep_alive_count: u32,
+    nodes: Vec<NodeRef>,
+    deadbands: Vec<Option<f64>>,
+}
+
+/// The listener of the `subscribe` devices of one connector.
+pub struct Subscriber {
+    ep: Arc<Endpoint>,
+    devices: Arc<[DeviceSub]>,
+    health: Arc<ConnectorHealth>,
+    connecting: Option<JoinHandle<Result<Live, Fault>>>,
+    live: Option<Live>,
+    /// The node types of writable channels, read on their first write: `[device][channel]`.
+    types: Vec<Vec<Option<VariantScalarTypeId>>>,
+}
+
+/// A connection with its subscriptions.
+struct Live {
+    conn: Connection,
+    rx: mpsc::Receiver<Msg>,
+    /// Resolved node ids: `[device][channel]` (`None` when it did not resolve).
+    nodes: Vec<Vec<Option<opcua::types::NodeId>>>,
+    /// Channels refused at subscription time, handed out once.
+    refused: Vec<(usize, usize, Arc<str>)>,
+    /// Silence longer than this means the subscriptions are lost.
+    watchdog: Duration,
+    last: Instant,
+}
+
+impl Subscriber {
+    /// The listener of `devices` (all in `subscribe` mode).
+    pub fn new(
+        ep: Arc<Endpoint>,
+        ctx: &ConnectorContext,
+        devices: &[&DeviceSpec<OpcuaDevice, OpcuaChannel>],
+    ) -> Self {
+        let subs: Vec<DeviceSub> = devices
+            .iter()
+            .map(|d| {
+                let s = &d.settings;
+                DeviceSub {
+                    publishing: s.publishing_interval.0,
+                    sampling: s.sampling_interval.map_or(s.publishing_interval.0, |d| d.0),
+                    queue_size: s.queue_size.max(1),
+                    keep_alive_count: s.keep_alive_count.max(1),
+                    // Checked by validate and build.
+                    nodes: d
+                        .channels
+                        .iter()
+                        .map(|c| c.settings.node.parse().expect("node id checked at build"))
+                        .collect(),
+                    deadbands: d
+                        .channels
+                        .iter()
+                        .map(|c| c.settings.server_deadband)
+                        .collect(),
+                }
+            })
+            .collect();
+        let types = devices
+            .iter()
+            .map(|d| vec![None; d.channels.len()])
+            .collect();
+        Subscriber {
+            ep,
+            devices: subs.into(),
+            health: ctx.health.clone(),
+            connecting: None,
+            live: None,
+            types,
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // A connect under way when the connector stops is not waited for.
+        if let Some(t) = &self.connecting {
+            t.abort();
+        }
+    }
+}
+
+/// Forwards a subscription's data changes from async-opcua's event loop to `next()`.
+struct Forward {
+    device: usize,
+    tx: mpsc::Sender<Msg>,
+    health: Arc<ConnectorHealth>,
+}
+
+impl OnSubscriptionNotificationCore for Forward {
+    fn on_subscription_notification(&mut self, n: NotificationMessage, _: MonitoredItemMap<'_>) {
+        let mut changes = Vec::new();
+        for obj in n.notification_data.into_iter().flatten() {
+            if let Some(dc) = obj.into_inner_as::<DataChangeNotification>() {
+                changes.extend(
+                    dc.monitored_items
+                        .into_iter()
+                        .flatten()
+                        .map(|m| (m.client_handle, m.value)),
+                );
+            }
+        }
+        // A keep-alive (no changes) goes through too: it shows the subscription is alive.
+        let empty = changes.is_empty();
+        if self.tx.try_send(Msg::Data(self.device, changes)).is_err() && !empty {
+            self.health.counters.dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Connects and subscribes every device.
+async fn connect(
+    ep: Arc<Endpoint>,
+    devices: Arc<[DeviceSub]>,
+    health: Arc<ConnectorHealth>,
+) -> Result<Live, Fault> {
+    let conn = ep.connect().await?;
+    let ns = if devices
+        .iter()
+        .any(|d| d.nodes.iter().any(NodeRef::needs_namespaces))
+    {
+        Some(conn.namespaces(&ep).await?)
+    } else {
+        None
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let mut nodes = Vec::with_capacity(devices.len());
+    let mut refused = Vec::new();
+    let mut watchdog = Duration::ZERO;
+    for (di, d) in devices.iter().enumerate() {
+        let forward = Forward {
+            device: di,
+            tx: tx.clone(),
+            health: health.clone(),
+        };
+        let lifetime = d.keep_alive_count.saturating_mul(3).max(3);
+        let sub = ep
+            .bounded(
+                "CreateSubscription answer",
+                conn.session.create_subscription(
+                    d.publishing,
+                    lifetime,
+                    d.keep_alive_count,
+                    0,
+                    0,
+                    true,
+                    forward,
+                ),
+            )
+            .await?
+            .map_err(|e| {
+                Fault::new(
+                    "subscribe",
+                    format!("{}: CreateSubscription failed: {}", ep.url, e.status()),
+                )
+            })?;
+        let period = d.publishing.saturating_mul(d.keep_alive_count);
+        watchdog = watchdog.max(period.saturating_mul(3).max(Duration::from_secs(3)));
+        let mut ids = Vec::with_capacity(d.nodes.len());
+        let mut items = Vec::with_capacity(d.nodes.len());
+        let mut channels = Vec::with_capacity(d.nodes.len());
+        for (ci, n) in d.nodes.iter().enumerate() {
+            match n.resolve(ns.as_ref()) {
+                Ok(id) => {
+                    ids.push(Some(id.clone()));
+                    channels.push(ci);
+                    items.push(item(id, ci, d));
+                }
+                Err(e) => {
+                    ids.push(None);
+                    refused.push((di, ci, e.into()));
+                }
+            }
+        }
+        nodes.push(ids);
+        if items.is_empty() {
+            continue;
+        }
+        // In chunks: servers limit the items per call.
+        let mut channels = channels.into_iter();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<_> = items.by_ref().take(PER_CALL).collect();
+            let results = ep
+                .bounded(
+                    "CreateMonitoredItems answer",
+                    conn.session
+                        .create_monitored_items(sub, TimestampsToReturn::Both, chunk),
+                )
+                .await?
+                .map_err(|e| {
+                    Fault::new(
+                        "subscribe",
+                        format!("{}: CreateMonitoredItems failed: {}", ep.url, e.status()),
+                    )
+                })?;
+            for r in results {
+                let Some(ci) = channels.next() else { break };
+                if !r.result.status_code.is_good() {
+                    refused.push((di, ci, value::status_name(r.result.status_code).into()));
+                }
+            }
+        }
+    }
+    Ok(Live {
+        conn,
+        rx,
+        nodes,
+        refused,
+        watchdog,
+        last: Instant::now(),
+    })
+}
+
+/// The monitored item of channel `ci` (client handle `ci + 1`).
+fn item(id: opcua::types::NodeId, ci: usize, d: &DeviceSub) -> MonitoredItemCreateRequest {
+    let filter = match d.deadbands[ci] {
+        Some(v) => ExtensionObject::from_message(DataChangeFilter {
+            trigger: DataChangeTrigger::StatusValue,
+            deadband_type: DeadbandType::Absolute as u32,
+            deadband_value: v,
+        }),
+        None => ExtensionObject::null(),
+    };
+    MonitoredItemCreateRequest {
+        item_to_monitor: ReadValueId {
+            node_id: id,
+            attribute_id: AttributeId::Value as u32,
+            index_range: Default::default(),
+            data_encoding: QualifiedName::null(),
+        },
+        monitoring_mode: MonitoringMode::Reporting,
+        requested_parameters: MonitoringParameters {
+            client_handle: ci as u32 + 1,
+            sampling_interval: d.sampling.as_secs_f64() * 1000.0,
+            filter,
+            queue_size: d.queue_size,
+            discard_oldest: true,
+        },
+    }
+}
+
+impl Listener for Subscriber {
+    type Msg = Msg;
+
+    async fn next(&mut self) -> Result<Msg, Fault> {
+        loop {
+            let Some(live) = self.live.as_mut() else {
+                let task = self.connecting.get_or_insert_with(|| {
+                    tokio::spawn(connect(
+                        self.ep.clone(),
+                        self.devices.clone(),
+                        self.health.clone(),
+                    ))
+                });
+                // Awaiting the handle is cancel-safe: the connect goes on if `next()` is dropped.
+                let res = task.await;
+                self.connecting = None;
+                let live = match res {
+                    Ok(r) => r?,
+                    Err(e) => return Err(Fault::new("connect", format!("connect task: {e}"))),
+                };
+                tracing::info!(url = %self.ep.url, watchdog = ?live.watchdog, "OPC-UA subscriptions made");
+                self.live = Some(live);
+                continue;
+            };
+            if !live.refused.is_empty() {
+                return Ok(Msg::Refused(std::mem::take(&mut live.refused)));
+            }
+            let silent_at = live.last + live.watchdog;
+            tokio::select! {
+                m = live.rx.recv() => match m {
+                    Some(Msg::Data(_, changes)) if changes.is_empty() => live.last = Instant::now(),
+                    Some(m) => {
+                        live.last = Instant::now();
+                        return Ok(m);
+                    }
+                    None => {
+                        self.live = None;
+                        return Err(Fault::new("connection", "the subscriptions ended"));
+                    }
+                },
+                f = live.conn.lost() => {
+                    self.live = None;
+                    return Err(f);
+                }
+                _ = tokio::time::sleep_until(silent_at) => {
+                    let w = live.watchdog;
+                    self.live = None;
+                    return Err(Fault::new(
+                        "silent",
+                        format!(
+                            "{}: no publish response for {}; subscribing again",
+                            self.ep.url,
+                            humantime::format_duration(w)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn map(&mut self, msg: Msg, devices: &mut Devices) {
+        match msg {
+            Msg::Data(dev, changes) => {
+                let n = self.devices.get(dev).map_or(0, |d| d.nodes.len());
+                for (handle, dv) in changes {
+                    let ch = (handle as usize).wrapping_sub(1);
+                    if ch >= n {
+                        continue;
+                    }
+                    match value::reading(&dv) {
+                        Ok((v, ts)) => devices.push(dev, ch, v, ts),
+                        Err((why, ts)) => devices.push_bad(dev, ch, why, ts),
+                    }
+                }
+            }
+            Msg::Refused(list) => {
+                let ts = Timestamp::now();
+                for (dev, ch, why) in list {
+                    devices.push_bad(dev, ch, why, ts);
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, device: usize, ch: usize, raw: Value) -> Result<Value, WriteError> {
+        let Some(live) = &self.live else {
+            return Err(WriteError::Offline(format!(
+                "{}: not connected",
+                self.ep.url
+            )));
+        };
+        let Some(node) = live
+            .nodes
+            .get(device)
+            .and_then(|d| d.get(ch))
+            .and_then(|n| n.as_ref())
+        else {
+            return Err(WriteError::Invalid(
+                "the channel's node is not known to the server".into(),
+            ));
+        };
+        let ty = &mut self.types[device][ch];
+        live.conn.write(&self.ep, node, ty, &raw).await?;
+        Ok(raw)
+    }
+}

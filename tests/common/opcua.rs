@@ -1,0 +1,156 @@
+//! The OPC-UA peer for the tests: `tests/peers/opcua_server.py` (python asyncua, an
+//! independent implementation, installed by `.ci/run` from `tests/peers/requirements.txt`) on
+//! a free loopback port, in a temp dir of its own (where, with security, it keeps its
+//! certificate), killed on drop and restartable on the same port; and [`asyncua_read`] to read
+//! a variable back with asyncua's own client.
+//!
+//! Every wait is bounded; starting the peer may take several seconds (Python imports), so it
+//! gets [`START_TIMEOUT`].
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::{free_port, temp_dir, TEST_TIMEOUT};
+
+/// How long the peer may take to start listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The namespace URI of the peer's variables.
+pub const NS_URI: &str = "urn:osgate:test-peer";
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/opcua_server.py")
+}
+
+/// A running asyncua server.
+pub struct OpcuaPeer {
+    /// `opc.tcp://127.0.0.1:PORT/osgate/`.
+    pub url: String,
+    /// Its working dir (with security: `server-cert.der` is there).
+    pub dir: tempfile::TempDir,
+    secure: bool,
+    child: Option<Child>,
+}
+
+impl OpcuaPeer {
+    /// Starts the peer with security None only.
+    pub async fn start() -> OpcuaPeer {
+        Self::start_with(false).await
+    }
+
+    /// Starts the peer; `secure` also offers Basic256Sha256 SignAndEncrypt.
+    pub async fn start_with(secure: bool) -> OpcuaPeer {
+        let mut p = OpcuaPeer {
+            url: format!("opc.tcp://127.0.0.1:{}/osgate/", free_port()),
+            dir: temp_dir(),
+            secure,
+            child: None,
+        };
+        p.spawn().await;
+        p
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new(super::python());
+        cmd.arg(script())
+            .arg(&self.url)
+            .arg("900")
+            .current_dir(self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if self.secure {
+            cmd.env("OPCUA_SECURE", "1");
+        }
+        let mut child = cmd
+            .spawn()
+            .expect("spawn python3 (is asyncua installed? .ci/run installs it)");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if l.contains("asyncua server listening") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(ready, Ok(true)),
+            "the asyncua peer did not start on {} (pip install -r tests/peers/requirements.txt)",
+            self.url
+        );
+        // Keep draining stdout so the peer never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    /// The server's certificate (secure peers only).
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("server-cert.der")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("peer running")
+    }
+
+    /// Kills the peer (SIGKILL) and waits until it has exited.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = tokio::time::timeout(TEST_TIMEOUT, c.wait()).await;
+        }
+    }
+
+    /// Starts the peer again on the same port (retried while the port is still taken).
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+}
+
+impl Drop for OpcuaPeer {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+/// Reads variable `name` of the peer's namespace with asyncua's client; its value as Python
+/// prints it.
+pub async fn asyncua_read(url: &str, name: &str) -> String {
+    let code = r#"
+import asyncio, sys
+from asyncua import Client, ua
+async def main(url, name):
+    async with Client(url=url, timeout=5) as c:
+        idx = await c.get_namespace_index("urn:osgate:test-peer")
+        print(await c.get_node(ua.NodeId(name, idx)).read_value())
+asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2]), 15))
+"#;
+    let out = tokio::time::timeout(
+        START_TIMEOUT,
+        Command::new(super::python())
+            .args(["-c", code, url, name])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("asyncua client in time")
+    .expect("run python3");
+    assert!(
+        out.status.success(),
+        "asyncua read failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
