@@ -105,7 +105,7 @@ pub fn build(
         ));
     }
     let keys: Arc<[Box<[u8]>]> = s.api_keys.iter().map(|k| k.as_bytes().into()).collect();
-    let max_body = s.max_body.0;
+    let max_body = s.max_body.bytes();
     Ok(Box::pin(async move {
         let spec = spec.clone();
         let s = &spec.settings;

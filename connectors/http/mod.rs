@@ -16,13 +16,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::device::payload::{check_pointer, Pick, TimestampConfig, ValueType};
 use super::{ConnectorConfig, ConnectorContext, ConnectorError, ConnectorKind, Parse, Running};
 use crate::config::{ConfigError, ConnectorSpec, Dur, Entry};
 use crate::net::{ServerTlsConfig, TlsConfig};
+use crate::size::Size;
 
 pub mod listen;
 pub mod poll;
@@ -94,7 +95,7 @@ pub struct PollSettings {
     pub tls: Option<TlsConfig>,
     /// Largest answer read (default `1MiB`); a longer one fails the poll.
     #[serde(default = "default_max_answer")]
-    pub max_body: ByteSize,
+    pub max_body: Size,
     /// First wait before polling a failed device again; doubles per failure (default `1s`).
     #[serde(default = "default_backoff")]
     pub backoff: Dur,
@@ -245,7 +246,7 @@ pub struct ListenSettings {
     pub api_keys: Vec<String>,
     /// Largest request body (default `1MiB`); larger ones get 413.
     #[serde(default = "default_max_request")]
-    pub max_body: ByteSize,
+    pub max_body: Size,
     /// Serve HTTPS: `cert_file`, `key_file`, optional `client_ca_file` (mutual TLS).
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
@@ -277,53 +278,6 @@ pub const MAX_NEW_DEVICES: usize = 10_000;
 /// Largest `max_body`.
 pub const MAX_BODY_LIMIT: usize = 64 << 20;
 
-/// A size in bytes: a number, or text with a unit (`512B`, `256KiB`, `1MiB`, `2kB`, `1MB`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub usize);
-
-impl ByteSize {
-    /// Parses `256KiB` and the like.
-    pub fn parse(s: &str) -> Result<ByteSize, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let mul: usize = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "kB" | "KB" => 1000,
-            "MB" => 1_000_000,
-            _ => {
-                return Err(format!(
-                    "invalid size \"{s}\": expected e.g. \"512B\", \"256KiB\", \"1MiB\""
-                ))
-            }
-        };
-        num.parse::<usize>()
-            .ok()
-            .and_then(|n| n.checked_mul(mul))
-            .map(ByteSize)
-            .ok_or_else(|| {
-                format!("invalid size \"{s}\": expected e.g. \"512B\", \"256KiB\", \"1MiB\"")
-            })
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Json::deserialize(d)? {
-            Json::Number(n) => n
-                .as_u64()
-                .map(|n| ByteSize(n as usize))
-                .ok_or_else(|| serde::de::Error::custom(format!("invalid size {n}"))),
-            Json::String(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-            other => Err(serde::de::Error::custom(format!(
-                "expected a size such as \"256KiB\", got {other}"
-            ))),
-        }
-    }
-}
-
 fn default_timeout() -> Dur {
     Dur::from_secs(5)
 }
@@ -336,11 +290,11 @@ fn default_backoff() -> Dur {
 fn default_backoff_max() -> Dur {
     Dur::from_secs(30)
 }
-fn default_max_answer() -> ByteSize {
-    ByteSize(1 << 20)
+fn default_max_answer() -> Size {
+    Size(1 << 20)
 }
-fn default_max_request() -> ByteSize {
-    ByteSize(1 << 20)
+fn default_max_request() -> Size {
+    Size(1 << 20)
 }
 fn default_write_method() -> Method {
     Method::Post
@@ -441,7 +395,7 @@ pub fn validate_poll(spec: &HttpPollConfig, path: &str, errs: &mut Vec<ConfigErr
     if let Some(t) = &s.tls {
         t.validate(&format!("{path}.tls"), errs);
     }
-    if s.max_body.0 == 0 || s.max_body.0 > MAX_BODY_LIMIT {
+    if s.max_body.0 == 0 || s.max_body.bytes() > MAX_BODY_LIMIT {
         errs.push(ConfigError::new(
             format!("{path}.max_body"),
             "must be between 1B and 64MiB",
@@ -547,7 +501,7 @@ pub fn validate_listen(spec: &HttpListenConfig, path: &str, errs: &mut Vec<Confi
             ));
         }
     }
-    if s.max_body.0 == 0 || s.max_body.0 > MAX_BODY_LIMIT {
+    if s.max_body.0 == 0 || s.max_body.bytes() > MAX_BODY_LIMIT {
         errs.push(ConfigError::new(
             format!("{path}.max_body"),
             "must be between 1B and 64MiB",
@@ -612,14 +566,16 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(ByteSize::parse("256KiB").unwrap(), ByteSize(256 << 10));
-        assert_eq!(ByteSize::parse("1MiB").unwrap(), ByteSize(1 << 20));
-        assert_eq!(ByteSize::parse("2kB").unwrap(), ByteSize(2000));
-        assert_eq!(ByteSize::parse("512").unwrap(), ByteSize(512));
-        assert!(ByteSize::parse("1GiB")
-            .unwrap_err()
-            .contains("invalid size"));
-        assert!(ByteSize::parse("KiB").is_err());
+        use crate::size::parse_size;
+        assert_eq!(parse_size("256KiB").unwrap(), 256 << 10);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("2kB").unwrap(), 2000);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert!(parse_size("KiB").unwrap_err().contains("invalid size"));
+        // A size the shared parser takes, but more than a body may be.
+        let e = errors(json!({"name": "w", "protocol": "http", "mode": "listen",
+            "listen": "127.0.0.1:8581", "max_body": "1GiB", "devices": []}));
+        assert!(e.iter().any(|e| e.contains("max_body")), "{e:?}");
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl Request {
             body: key.body.map(Bytes::from),
             auth: key.auth,
             timeout: key.timeout,
-            max_body: s.max_body.0,
+            max_body: s.max_body.bytes(),
             devices,
             reuse_for,
             needs_json,
