@@ -529,6 +529,15 @@ async fn the_loop_guard_skips_own_topics() {
             break;
         }
     }
+    // Subscribed now: the own topic, then a device's; the broker keeps their order.
+    broker.publish("telemetry/gw/temp", "1").await;
+    broker.publish("plant/boiler/temp", "3").await;
+    loop {
+        let v = run.good_batch("boiler").await;
+        if v["temp"] == Value::U64(3) {
+            break;
+        }
+    }
     assert!(run.health.counters.snapshot().refused >= 1);
     assert!(run.device_status("gw").is_none());
     run.stop().await;
