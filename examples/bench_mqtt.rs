@@ -9,7 +9,7 @@
 //! 2. **osgate ingest**: the release binary with one MQTT connector on the source broker (two
 //!    channels per message by JSON pointer, the device from a topic capture, the timestamp from
 //!    the payload); the rate at which messages become readings in the sink queue, counted by the
-//!    gateway (`connectors.list` over JSON-RPC, polled every 5 ms). The sink's broker is absent,
+//!    gateway (`connectors.list` over JSON-RPC, polled every 50 ms). The sink's broker is absent,
 //!    so the sink only buffers: the connector's own figure;
 //! 3. **osgate to a broker**: the same with the MQTT sink (QoS 1, `format: device`) on a second
 //!    mosquitto, where a subscriber counts the messages: the whole path, with a second broker
@@ -91,7 +91,8 @@ fn counter(
     (n, last)
 }
 
-/// Polls the gateway's connector counters over JSON-RPC every 5 ms: messages ingested (two
+/// Polls the gateway's connector counters over JSON-RPC every 50 ms (each answer lists every
+/// device, so polling faster costs the gateway a measurable share of its CPU): messages ingested (two
 /// readings each) and the time the count last changed (ms since `t0`).
 fn ingested(
     rt: &tokio::runtime::Runtime,
@@ -121,7 +122,7 @@ fn ingested(
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
     (n, last)
@@ -181,12 +182,12 @@ fn wait_count(count: &AtomicU64, last: &AtomicU64, n: u64) -> Duration {
 }
 
 struct Figures {
-    bare_per_s: f64,
-    ingest_per_s: f64,
-    ingest_cpu: f64,
-    broker_per_s: f64,
-    broker_cpu: f64,
-    peak_rss_mb: f64,
+    bare: Measured,
+    /// CPU-s per 100k messages of the bare subscriber alone: this process's CPU with it,
+    /// less this process's CPU for the same flood without a subscriber.
+    bare_cpu: f64,
+    ingest: Measured,
+    broker: Measured,
 }
 
 /// The gateway's config: the benchmark's connector, and `sink`.
@@ -213,9 +214,9 @@ fn measure_osgate(
     dir: &std::path::Path,
     name: &str,
     cfg: &serde_json::Value,
-    sport: u16,
+    (sport, broker_pid): (u16, u32),
     counted: impl FnOnce(&mut std::process::Child, Instant) -> (Arc<AtomicU64>, Arc<AtomicU64>),
-) -> (f64, f64, f64) {
+) -> Measured {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec(cfg).unwrap()).unwrap();
     let mut gw = Proc(
@@ -239,17 +240,33 @@ fn measure_osgate(
     }
     std::thread::sleep(Duration::from_millis(500));
     let base = count.load(Ordering::Relaxed);
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = [
+        cpu_seconds(pid),
+        cpu_seconds(std::process::id()),
+        cpu_seconds(broker_pid),
+    ];
     let start = t0.elapsed();
     flood(rt, sport, args.messages, args.devices, 0);
     let end = wait_count(&count, &last, base + args.messages);
-    let cpu = cpu_seconds(pid) - cpu0;
-    let rss = peak_rss_mb(pid);
-    (
-        args.messages as f64 / (end - start).as_secs_f64(),
-        cpu / args.messages as f64 * 100_000.0,
-        rss,
-    )
+    let per_100k = |cpu: f64| cpu / args.messages as f64 * 100_000.0;
+    Measured {
+        per_s: args.messages as f64 / (end - start).as_secs_f64(),
+        cpu: per_100k(cpu_seconds(pid) - cpu0[0]),
+        bench_cpu: per_100k(cpu_seconds(std::process::id()) - cpu0[1]),
+        broker_cpu: per_100k(cpu_seconds(broker_pid) - cpu0[2]),
+        rss: peak_rss_mb(pid),
+    }
+}
+
+/// What one flood measured: messages/s, and CPU-s per 100k messages of the measured process,
+/// of this benchmark's own process (the publisher, plus the bare subscriber or the counter)
+/// and of the source broker.
+struct Measured {
+    per_s: f64,
+    cpu: f64,
+    bench_cpu: f64,
+    broker_cpu: f64,
+    rss: f64,
 }
 
 fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
@@ -258,7 +275,13 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
         .enable_all()
         .build()
         .expect("runtime");
-    let (_source, sport) = start_mosquitto(dir);
+    let (source, sport) = start_mosquitto(dir);
+    let source_pid = source.0.id();
+
+    // 0. the publisher alone (no subscriber): this process's CPU without a subscriber.
+    let cpu0 = cpu_seconds(std::process::id());
+    flood(&rt, sport, args.messages, args.devices, 0);
+    let publisher_cpu = (cpu_seconds(std::process::id()) - cpu0) / args.messages as f64 * 1e5;
 
     // 1. bare subscriber
     let t0 = Instant::now();
@@ -270,9 +293,18 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
         t0,
     );
     let start = t0.elapsed();
+    let cpu0 = [cpu_seconds(std::process::id()), cpu_seconds(source_pid)];
     flood(&rt, sport, args.messages, args.devices, 0);
     let end = wait_count(&count, &last, args.messages);
-    let bare_per_s = args.messages as f64 / (end - start).as_secs_f64();
+    let per_100k = |cpu: f64| cpu / args.messages as f64 * 100_000.0;
+    let bare = Measured {
+        per_s: args.messages as f64 / (end - start).as_secs_f64(),
+        cpu: 0.0,
+        bench_cpu: per_100k(cpu_seconds(std::process::id()) - cpu0[0]),
+        broker_cpu: per_100k(cpu_seconds(source_pid) - cpu0[1]),
+        rss: 0.0,
+    };
+    let bare_cpu = (bare.bench_cpu - publisher_cpu).max(0.0);
 
     // 2. osgate ingest: what the connector hands to the sink queue, counted by the gateway
     //    itself (`connectors.list` over JSON-RPC). The sink's broker is not there, so the sink
@@ -288,13 +320,13 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
     );
     cfg["rpc"] =
         json!({"listen": format!("127.0.0.1:{rpc_port}"), "api_keys": ["bench-key-0123456789"]});
-    let (ingest_per_s, ingest_cpu, rss) = measure_osgate(
+    let ingest = measure_osgate(
         &rt,
         args,
         dir,
         &format!("ingest-{run}"),
         &cfg,
-        sport,
+        (sport, source_pid),
         |_, t0| ingested(&rt, rpc_port, t0),
     );
 
@@ -307,13 +339,13 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
         json!({"name": "local", "type": "mqtt", "url": format!("mqtt://127.0.0.1:{lport}"),
                "qos": 1, "format": "device", "status": false}),
     );
-    let (broker_per_s, broker_cpu, _) = measure_osgate(
+    let broker = measure_osgate(
         &rt,
         args,
         dir,
         &format!("broker-{run}"),
         &cfg,
-        sport,
+        (sport, source_pid),
         |_, t0| {
             counter(
                 &rt,
@@ -326,12 +358,10 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
     );
     rt.shutdown_timeout(Duration::from_secs(1));
     Figures {
-        bare_per_s,
-        ingest_per_s,
-        ingest_cpu,
-        broker_per_s,
-        broker_cpu,
-        peak_rss_mb: rss,
+        bare,
+        bare_cpu,
+        ingest,
+        broker,
     }
 }
 
@@ -350,35 +380,45 @@ fn main() {
     for i in 0..args.runs.max(1) {
         let f = run_once(&args, dir.path(), i);
         println!(
-            "  run {}: bare {:.0} msgs/s | ingest {:.0} msgs/s = {:.0} readings/s ({:.0} % of bare), \
-             {:.3} CPU-s per 100k msgs, peak RSS {:.1} MB | to a broker {:.0} msgs/s ({:.0} % of bare), \
-             {:.3} CPU-s per 100k msgs",
+            "  run {}: bare {:.0} msgs/s, {:.3} CPU-s per 100k msgs | ingest {:.0} msgs/s = {:.0} \
+             readings/s ({:.0} % of bare), {:.3} CPU-s per 100k msgs, peak RSS {:.1} MB | to a \
+             broker {:.0} msgs/s ({:.0} % of bare), {:.3} CPU-s per 100k msgs | source broker \
+             {:.3} / {:.3} / {:.3} CPU-s per 100k msgs (bare / ingest / to a broker)",
             i + 1,
-            f.bare_per_s,
-            f.ingest_per_s,
-            f.ingest_per_s * 2.0,
-            f.ingest_per_s / f.bare_per_s * 100.0,
-            f.ingest_cpu,
-            f.peak_rss_mb,
-            f.broker_per_s,
-            f.broker_per_s / f.bare_per_s * 100.0,
-            f.broker_cpu,
+            f.bare.per_s,
+            f.bare_cpu,
+            f.ingest.per_s,
+            f.ingest.per_s * 2.0,
+            f.ingest.per_s / f.bare.per_s * 100.0,
+            f.ingest.cpu,
+            f.ingest.rss,
+            f.broker.per_s,
+            f.broker.per_s / f.bare.per_s * 100.0,
+            f.broker.cpu,
+            f.bare.broker_cpu,
+            f.ingest.broker_cpu,
+            f.broker.broker_cpu,
         );
         all.push(f);
     }
     let m = |f: &dyn Fn(&Figures) -> f64| median(all.iter().map(f).collect());
     println!(
-        "  median: bare {:.0} msgs/s | ingest {:.0} msgs/s = {:.0} readings/s, {:.0} % of bare, \
-         {:.3} CPU-s per 100k msgs, peak RSS {:.1} MB | to a broker {:.0} msgs/s, {:.0} % of bare, \
+        "  median: bare {:.0} msgs/s, {:.3} CPU-s per 100k msgs | ingest {:.0} msgs/s = {:.0} \
+         readings/s, {:.0} % of bare, {:.3} CPU-s per 100k msgs, peak RSS {:.1} MB | to a broker \
+         {:.0} msgs/s, {:.0} % of bare, {:.3} CPU-s per 100k msgs | source broker {:.3} / {:.3} / \
          {:.3} CPU-s per 100k msgs",
-        m(&|f| f.bare_per_s),
-        m(&|f| f.ingest_per_s),
-        m(&|f| f.ingest_per_s * 2.0),
-        m(&|f| f.ingest_per_s / f.bare_per_s * 100.0),
-        m(&|f| f.ingest_cpu),
-        m(&|f| f.peak_rss_mb),
-        m(&|f| f.broker_per_s),
-        m(&|f| f.broker_per_s / f.bare_per_s * 100.0),
-        m(&|f| f.broker_cpu),
+        m(&|f| f.bare.per_s),
+        m(&|f| f.bare_cpu),
+        m(&|f| f.ingest.per_s),
+        m(&|f| f.ingest.per_s * 2.0),
+        m(&|f| f.ingest.per_s / f.bare.per_s * 100.0),
+        m(&|f| f.ingest.cpu),
+        m(&|f| f.ingest.rss),
+        m(&|f| f.broker.per_s),
+        m(&|f| f.broker.per_s / f.bare.per_s * 100.0),
+        m(&|f| f.broker.cpu),
+        m(&|f| f.bare.broker_cpu),
+        m(&|f| f.ingest.broker_cpu),
+        m(&|f| f.broker.broker_cpu),
     );
 }
