@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # osgate container image: a multi-stage build.
 #
 #   docker build -t osgate .
