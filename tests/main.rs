@@ -1,6 +1,7 @@
 //! Integration tests: one test binary (it links once), one module per area. Each test starts its
 //! own real peers (mosquitto, protocol peers) on free loopback ports.
 
+mod bridge;
 mod cli;
 mod common;
 mod foundation;

@@ -101,7 +101,13 @@ pub struct Mosquitto {
     child: Option<Child>,
     /// Listener options beyond the defaults (TLS files, password file).
     extra: String,
+    /// The whole configuration file instead of the harness's own, made from the port and
+    /// the broker's dir ([`Mosquitto::start_file`]).
+    whole: Option<WholeConf>,
 }
+
+/// Makes a whole mosquitto configuration from the port and the broker's dir.
+type WholeConf = std::sync::Arc<dyn Fn(u16, &Path) -> String + Send + Sync>;
 
 impl Mosquitto {
     /// Starts mosquitto with persistence in its own dir and no queue limits (tests count every
@@ -150,8 +156,19 @@ impl Mosquitto {
         })
     }
 
+    /// Starts mosquitto on a configuration file of the caller's, `conf(port, dir)`: it must
+    /// listen on 127.0.0.1:`port`, keep its files in `dir` and log to `dir`/mosquitto.log for
+    /// [`Mosquitto::log_text`]. For shipped configurations (tests/bridge.rs).
+    pub fn start_file(conf: impl Fn(u16, &Path) -> String + Send + Sync + 'static) -> Mosquitto {
+        Self::start_with_whole(|_| String::new(), Some(std::sync::Arc::new(conf)))
+    }
+
     /// Starts mosquitto with `listener` options made by `conf(dir)` (the broker's own temp dir).
     fn start_conf(conf: impl Fn(&Path) -> String) -> Mosquitto {
+        Self::start_with_whole(conf, None)
+    }
+
+    fn start_with_whole(conf: impl Fn(&Path) -> String, whole: Option<WholeConf>) -> Mosquitto {
         for _ in 0..5 {
             let dir = temp_dir();
             let extra = conf(dir.path());
@@ -160,6 +177,7 @@ impl Mosquitto {
                 dir,
                 child: None,
                 extra,
+                whole: whole.clone(),
             };
             if m.spawn() {
                 return m;
@@ -170,12 +188,10 @@ impl Mosquitto {
 
     fn spawn(&mut self) -> bool {
         let conf = self.dir.path().join("mosquitto.conf");
-        let text = format!(
-            "listener {port} 127.0.0.1\n{extra}persistence true\npersistence_location {dir}/\nautosave_interval 0\nmax_queued_messages 0\nmax_inflight_messages 0\nuser root\nlog_dest file {dir}/mosquitto.log\n",
-            port = self.port,
-            extra = self.extra,
-            dir = self.dir.path().display()
-        );
+        let text = match &self.whole {
+            Some(whole) => whole(self.port, self.dir.path()),
+            None => self.harness_conf(),
+        };
         std::fs::write(&conf, text).expect("write mosquitto.conf");
         let child = Command::new("mosquitto")
             .arg("-c")
@@ -191,6 +207,17 @@ impl Mosquitto {
             self.stop();
             false
         }
+    }
+
+    /// The harness's own configuration: `extra` listener options, persistence in the broker's
+    /// dir, no queue limits.
+    fn harness_conf(&self) -> String {
+        format!(
+            "listener {port} 127.0.0.1\n{extra}persistence true\npersistence_location {dir}/\nautosave_interval 0\nmax_queued_messages 0\nmax_inflight_messages 0\nuser root\nlog_dest file {dir}/mosquitto.log\n",
+            port = self.port,
+            extra = self.extra,
+            dir = self.dir.path().display()
+        )
     }
 
     /// Stops the broker (SIGTERM, so it saves its persistence file) and waits for it to exit.
@@ -600,6 +627,13 @@ impl Subscriber {
             }
         }
         true
+    }
+
+    /// The next message (also kept in `seen`), or `None` after `within`.
+    pub async fn try_next(&mut self, within: Duration) -> Option<Msg> {
+        let m = tokio::time::timeout(within, self.rx.recv()).await.ok()??;
+        self.seen.push(m.clone());
+        Some(m)
     }
 
     /// Moves every message already received into `seen`.
