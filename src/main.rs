@@ -200,6 +200,14 @@ fn summary(path: &std::path::Path, cfg: &config::GatewayConfig) -> Vec<String> {
         )),
         None => out.push("  rpc none (no management API)".into()),
     }
+    if cfg.telemetry.enabled {
+        out.push(format!(
+            "  telemetry every {} (telemetry/{}/_gateway/…)",
+            cfg.telemetry.interval, cfg.gateway.id
+        ));
+    } else {
+        out.push("  telemetry off".into());
+    }
     for c in &cfg.connectors {
         out.push(format!(
             "  connector {} ({}, {} device(s){})",

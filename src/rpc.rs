@@ -2,12 +2,14 @@
 //! and devices on and off, read now, write set-points, live readings.
 //!
 //! [`start`] serves one [`RpcModule`] over HTTP and WebSocket on `rpc.listen` (no `rpc` section:
-//! no server) behind the API-key check of [`auth`] — over HTTPS and WSS with `rpc.tls`, where
-//! osgate accepts the connections and does the TLS handshake itself — and starts the MQTT command path of
+//! no server) behind the API-key check of [`auth`] — over HTTPS and WSS with `rpc.tls`; osgate
+//! accepts the connections (and does the TLS handshake) itself, so each request knows its
+//! client's address ([`PeerAddr`]) — with `GET /metrics` ([`metrics`]) on the same port, and
+//! starts the MQTT command path of
 //! [`mqtt`] (`command/{gateway}/{device}/{channel}/set`, and the opt-in
 //! `rpc/{gateway}/request`). Methods answer from the shared health and control registries;
 //! reloads and connector changes go through the service loop as [`ServiceCommand`]s, so they
-//! never overlap. [`client`] is the `osgate rpc` command.
+//! never overlap. [`client`] is the `osgate rpc` command, [`health`] `osgate health`.
 //!
 //! Method names, params and results are part of the public interface (README, "Management
 //! (JSON-RPC)").
