@@ -25,19 +25,23 @@ fn main() {
         Some(hash) => {
             // Rerun when HEAD moves: HEAD itself (a checkout), the branch it points to (a
             // commit), packed refs, and the index (staging, which `git status` also reads).
+            // A path that does not exist would make cargo rerun this at every build.
+            let watch = |p: PathBuf| {
+                if p.exists() {
+                    println!("cargo:rerun-if-changed={}", p.display());
+                }
+            };
             if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
                 let dir = PathBuf::from(dir);
-                println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
-                println!("cargo:rerun-if-changed={}", dir.join("index").display());
+                watch(dir.join("HEAD"));
+                watch(dir.join("index"));
             }
             if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
                 let common = PathBuf::from(common);
-                println!(
-                    "cargo:rerun-if-changed={}",
-                    common.join("packed-refs").display()
-                );
+                // A branch lives in its own file, or in packed-refs once packed.
+                watch(common.join("packed-refs"));
                 if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                    println!("cargo:rerun-if-changed={}", common.join(r).display());
+                    watch(common.join(r));
                 }
             }
             let dirty = Command::new("git")
