@@ -27,7 +27,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use jsonrpsee::server::HttpBody;
 
 use crate::pipeline::ReadingSender;
-use crate::status::{ConnectorSnapshot, SinkSnapshot, StatusRegistry};
+use crate::status::{ConnectorSnapshot, DeviceStatus, SinkSnapshot, StatusRegistry};
 
 /// The path served.
 pub const PATH: &str = "/metrics";
@@ -77,6 +77,24 @@ impl Encoder {
         push_value(&mut self.out, value);
         self.out.push('\n');
     }
+
+    /// One `{prefix}_{field}_total` counter family per field, a sample per item labelled
+    /// `label`.
+    fn counters<T>(
+        &mut self,
+        prefix: &str,
+        label: &str,
+        items: &[(&str, &T)],
+        fields: &[Field<T>],
+    ) {
+        for (field, help, get) in fields {
+            let name = format!("{prefix}_{field}_total");
+            self.family(&name, "counter", help);
+            for (item, snap) in items {
+                self.sample(&name, &[(label, item)], get(snap) as f64);
+            }
+        }
+    }
 }
 
 /// A sample value: integers without a fraction, `NaN`, `+Inf`, `-Inf` as the format spells them.
@@ -111,10 +129,10 @@ fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-type ConnectorField = (&'static str, &'static str, fn(&ConnectorSnapshot) -> u64);
-type SinkField = (&'static str, &'static str, fn(&SinkSnapshot) -> u64);
+/// A counter field: its name, help text and how to read it from a snapshot.
+type Field<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-const CONNECTOR_COUNTERS: &[ConnectorField] = &[
+const CONNECTOR_COUNTERS: &[Field<ConnectorSnapshot>] = &[
     (
         "readings",
         "Readings handed to the pipeline (after transforms).",
@@ -154,7 +172,7 @@ const CONNECTOR_COUNTERS: &[ConnectorField] = &[
     ),
 ];
 
-const SINK_COUNTERS: &[SinkField] = &[
+const SINK_COUNTERS: &[Field<SinkSnapshot>] = &[
     ("received", "Readings taken from the sink's queue.", |s| {
         s.received
     }),
@@ -175,6 +193,59 @@ const SINK_COUNTERS: &[SinkField] = &[
         "errors",
         "Transport errors (connection lost, refused).",
         |s| s.errors,
+    ),
+];
+
+type DeviceFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DeviceStatus) -> Option<f64>,
+);
+type SinkGauge = (&'static str, &'static str, fn(&SinkSnapshot, usize) -> f64);
+
+const DEVICE_FAMILIES: &[DeviceFamily] = &[
+    (
+        "osgate_device_online",
+        "gauge",
+        "1 while the device answers, else 0.",
+        |d| Some(if d.online { 1.0 } else { 0.0 }),
+    ),
+    (
+        "osgate_device_errors_total",
+        "counter",
+        "Errors of the device since start.",
+        |d| Some(d.errors as f64),
+    ),
+    (
+        "osgate_device_last_ok_timestamp_seconds",
+        "gauge",
+        "Time of the device's last successful read since the Unix epoch in seconds.",
+        |d| d.last_ok.map(|t| t.0 as f64 / 1000.0),
+    ),
+];
+
+const SINK_GAUGES: &[SinkGauge] = &[
+    (
+        "osgate_sink_buffered",
+        "Messages waiting in the sink's own buffer (unacknowledged or waiting for the broker).",
+        |s, _| s.buffered as f64,
+    ),
+    (
+        "osgate_sink_queue_depth",
+        "Batches waiting in the sink's queue.",
+        |_, depth| depth as f64,
+    ),
+    (
+        "osgate_sink_connected",
+        "1 while the sink's transport is up, else 0.",
+        |s, _| {
+            if s.connected {
+                1.0
+            } else {
+                0.0
+            }
+        },
     ),
 ];
 
@@ -229,43 +300,14 @@ pub fn render(src: &MetricsSource) -> String {
             (n, h.counters.snapshot(), devices)
         })
         .collect();
-    for (field, help, get) in CONNECTOR_COUNTERS {
-        let name = format!("osgate_connector_{field}_total");
-        e.family(&name, "counter", help);
-        for (c, snap, _) in &connectors {
-            e.sample(&name, &[("connector", c)], get(snap) as f64);
-        }
-    }
-    let device_families: [(&str, &str, &str); 3] = [
-        (
-            "osgate_device_online",
-            "gauge",
-            "1 while the device answers, else 0.",
-        ),
-        (
-            "osgate_device_errors_total",
-            "counter",
-            "Errors of the device since start.",
-        ),
-        (
-            "osgate_device_last_ok_timestamp_seconds",
-            "gauge",
-            "Time of the device's last successful read since the Unix epoch in seconds.",
-        ),
-    ];
-    for (i, (name, kind, help)) in device_families.iter().enumerate() {
+    let snaps: Vec<_> = connectors.iter().map(|(c, s, _)| (&**c, s)).collect();
+    e.counters("osgate_connector", "connector", &snaps, CONNECTOR_COUNTERS);
+    for (name, kind, help, get) in DEVICE_FAMILIES {
         e.family(name, kind, help);
         for (c, _, devices) in &connectors {
             for (d, st) in devices {
-                let labels = [("connector", &**c), ("device", &**d)];
-                match i {
-                    0 => e.sample(name, &labels, if st.online { 1.0 } else { 0.0 }),
-                    1 => e.sample(name, &labels, st.errors as f64),
-                    _ => {
-                        if let Some(t) = st.last_ok {
-                            e.sample(name, &labels, t.0 as f64 / 1000.0);
-                        }
-                    }
+                if let Some(v) = get(st) {
+                    e.sample(name, &[("connector", c), ("device", d)], v);
                 }
             }
         }
@@ -284,40 +326,13 @@ pub fn render(src: &MetricsSource) -> String {
             (n, c.snapshot(), depth)
         })
         .collect();
-    for (field, help, get) in SINK_COUNTERS {
-        let name = format!("osgate_sink_{field}_total");
-        e.family(&name, "counter", help);
-        for (s, snap, _) in &sinks {
-            e.sample(&name, &[("sink", s)], get(snap) as f64);
+    let snaps: Vec<_> = sinks.iter().map(|(n, s, _)| (&**n, s)).collect();
+    e.counters("osgate_sink", "sink", &snaps, SINK_COUNTERS);
+    for (name, help, get) in SINK_GAUGES {
+        e.family(name, "gauge", help);
+        for (s, snap, depth) in &sinks {
+            e.sample(name, &[("sink", s)], get(snap, *depth));
         }
-    }
-    e.family(
-        "osgate_sink_buffered",
-        "gauge",
-        "Messages waiting in the sink's own buffer (unacknowledged or waiting for the broker).",
-    );
-    for (s, snap, _) in &sinks {
-        e.sample("osgate_sink_buffered", &[("sink", s)], snap.buffered as f64);
-    }
-    e.family(
-        "osgate_sink_queue_depth",
-        "gauge",
-        "Batches waiting in the sink's queue.",
-    );
-    for (s, _, depth) in &sinks {
-        e.sample("osgate_sink_queue_depth", &[("sink", s)], *depth as f64);
-    }
-    e.family(
-        "osgate_sink_connected",
-        "gauge",
-        "1 while the sink's transport is up, else 0.",
-    );
-    for (s, snap, _) in &sinks {
-        e.sample(
-            "osgate_sink_connected",
-            &[("sink", s)],
-            if snap.connected { 1.0 } else { 0.0 },
-        );
     }
     e.out
 }
