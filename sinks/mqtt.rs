@@ -780,7 +780,8 @@ impl Sink {
 fn online_payload(ctx: &SinkContext) -> Bytes {
     let payload = serde_json::json!({
         "online": true,
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::VERSION,
+        "commit": crate::COMMIT,
         "started": ctx.started,
         "config": *ctx.config_info.borrow(),
     });

@@ -2,9 +2,16 @@
 //! server and MQTT commands, the remote-config refresher, SIGHUP, and the loop that serves
 //! [`ServiceCommand`]s one at a time (so no two reloads overlap). `main` adds SIGINT/SIGTERM
 //! through the `shutdown` token; a test runs a whole gateway in-process with [`run`].
+//!
+//! Under systemd (`Type=notify`, [`crate::notify`]) it sends `READY=1` once the configuration
+//! is loaded, sinks and connectors are started and the management API listens;
+//! `RELOADING=1`/`READY=1` around every reload, `STOPPING=1` when shutdown begins, and
+//! `WATCHDOG=1` from the command loop itself, so the watchdog stops being fed when that loop
+//! hangs (not merely when the whole process does).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -45,9 +52,23 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
         refresher_stop.clone(),
     ));
     let mut hup = signal(SignalKind::hangup())?;
+    crate::notify::ready(&running_status(&svc));
+    let watchdog = crate::notify::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if let Some(every) = watchdog {
+        tracing::info!(
+            ?every,
+            "systemd watchdog on: WATCHDOG=1 from the service loop"
+        );
+    }
     loop {
         let cmd = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                crate::notify::watchdog();
+                continue;
+            }
             _ = hup.recv() => {
                 tracing::info!(path = %config_path.display(), "SIGHUP received: reloading configuration");
                 ServiceCommand::Reload { config: None, reply: None }
@@ -64,6 +85,7 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
                 let _ = reply.send(svc.connector_action(&name, action).await);
             }
             ServiceCommand::Reload { config, reply } => {
+                crate::notify::reloading("reloading the configuration");
                 let mut info = None;
                 let result = match config {
                     Some(c) => Ok(*c),
@@ -94,16 +116,33 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
                         Err(e)
                     }
                 };
+                crate::notify::ready(&match &result {
+                    Ok(_) => running_status(&svc),
+                    Err(e) => format!("{}; last reload rejected: {e}", running_status(&svc)),
+                });
                 if let Some(r) = reply {
                     let _ = r.send(result);
                 }
             }
         }
     }
+    crate::notify::stopping("stopping: connectors first, then sinks flush");
     refresher_stop.cancel();
     refresher.abort();
     management.stop().await;
     svc.shutdown().await
+}
+
+/// The `STATUS=` line of a running gateway: what systemctl status shows.
+fn running_status(svc: &GatewayService) -> String {
+    let cfg = svc.config();
+    format!(
+        "running: gateway {}, {} connector(s), {} sink(s), config from {}",
+        cfg.gateway.id,
+        cfg.connectors.iter().filter(|c| c.enabled).count(),
+        cfg.sinks.iter().filter(|s| s.common.enabled).count(),
+        svc.registry().config.borrow().source
+    )
 }
 
 /// Runs the gateway until SIGINT or SIGTERM (see [`run`]).

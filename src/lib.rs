@@ -20,7 +20,10 @@
 //! - [`broker`]: the optional embedded MQTT broker.
 //! - [`net`]: outbound MQTT and HTTP clients with TLS and credentials, and the RPC listener's TLS.
 //! - [`out`]: stdout of the one-shot commands (a closed pipe is a normal end).
-//! - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands) and the `osgate rpc` client.
+//! - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands), `GET /metrics` and the
+//!   `osgate rpc` and `osgate health` clients.
+//! - [`telemetry`]: self-telemetry (process and host figures, pipeline counters) as readings.
+//! - [`notify`]: the systemd notification protocol (`READY=1`, `WATCHDOG=1`, `STOPPING=1`).
 
 pub mod app;
 pub mod backoff;
@@ -31,6 +34,7 @@ pub mod connectors;
 pub mod control;
 pub mod duration;
 pub mod net;
+pub mod notify;
 pub mod out;
 pub mod pipeline;
 pub mod reading;
@@ -40,7 +44,23 @@ pub mod service;
 pub mod sinks;
 pub mod size;
 pub mod status;
+pub mod telemetry;
 pub mod transform;
+
+/// The version of this build (`Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit this binary was built from (`build.rs`): 12 hex digits, `-dirty` when the
+/// tree had changes, the `OSGATE_GIT_COMMIT` build variable without git, else `unknown`.
+pub const COMMIT: &str = env!("OSGATE_COMMIT");
+
+/// What `osgate --version` prints after the name: `0.1.0 (commit 0123456789ab)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OSGATE_COMMIT"),
+    ")"
+);
 
 /// Builds the tokio runtime of a command: multi-thread for the gateway, current-thread for the
 /// one-shot tools (`osgate rpc`, `osgate modbus`). A failure is reported on stderr and becomes

@@ -1,5 +1,6 @@
 //! The `osgate` command: run the gateway (`osgate [-d] -c osgate.json`), validate a config
-//! (`osgate check -c FILE`), and the tools `osgate rpc` and `osgate modbus`.
+//! (`osgate check -c FILE`), check a running one (`osgate health`), and the tools `osgate rpc`
+//! and `osgate modbus`. `osgate --version` names the git commit of the build.
 //!
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 invalid configuration or usage, 3 stopped but
 //! messages were unacknowledged at the flush deadline (data may be lost).
@@ -13,7 +14,7 @@ use osgate::config::{self, LoadError};
 #[derive(Debug, Parser)]
 #[command(
     name = "osgate",
-    version,
+    version = osgate::LONG_VERSION,
     about = "Industrial IoT gateway: connectors → channels → sinks"
 )]
 struct Cli {
@@ -79,6 +80,9 @@ enum Command {
     Opcua(Box<osgate::connectors::opcua::cli::OpcuaCommand>),
     /// Call a running gateway's JSON-RPC management API: `osgate rpc METHOD [JSON-PARAMS]`.
     Rpc(osgate::rpc::client::RpcCommand),
+    /// Check that a running gateway answers and its sinks have not failed: exit 0 (healthy)
+    /// or 1 (with the reason on stderr). For container health checks.
+    Health(osgate::rpc::health::HealthCommand),
 }
 
 /// Colour codes only for a person at a terminal: not in files or journald, and never with
@@ -132,6 +136,10 @@ fn main() -> ExitCode {
         #[cfg(feature = "opcua")]
         Command::Opcua(cmd) => osgate::connectors::opcua::cli::main(*cmd),
         Command::Rpc(cmd) => osgate::rpc::client::main(cmd),
+        Command::Health(mut cmd) => {
+            cmd.config = cmd.config.or(outer.config);
+            osgate::rpc::health::main(cmd)
+        }
     }
 }
 
@@ -191,6 +199,14 @@ fn summary(path: &std::path::Path, cfg: &config::GatewayConfig) -> Vec<String> {
             if r.mqtt { ", also over MQTT" } else { "" }
         )),
         None => out.push("  rpc none (no management API)".into()),
+    }
+    if cfg.telemetry.enabled {
+        out.push(format!(
+            "  telemetry every {} (telemetry/{}/_gateway/…)",
+            cfg.telemetry.interval, cfg.gateway.id
+        ));
+    } else {
+        out.push("  telemetry off".into());
     }
     for c in &cfg.connectors {
         out.push(format!(

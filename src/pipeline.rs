@@ -149,6 +149,16 @@ impl ReadingSender {
         self.sinks.store(Arc::new(sinks));
     }
 
+    /// The batches waiting in each sink's queue right now, with that sink's counters (which
+    /// identify it in the [`crate::status::StatusRegistry`]).
+    pub fn queue_depths(&self) -> Vec<(Arc<SinkCounters>, usize)> {
+        self.sinks
+            .load()
+            .iter()
+            .map(|s| (s.counters.clone(), s.tx.max_capacity() - s.tx.capacity()))
+            .collect()
+    }
+
     /// Drops every sink queue's sender: once no connector holds a loaded list any more, the
     /// sinks see the end of their queue and flush.
     pub fn close(&self) {

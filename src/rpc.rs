@@ -2,12 +2,14 @@
 //! and devices on and off, read now, write set-points, live readings.
 //!
 //! [`start`] serves one [`RpcModule`] over HTTP and WebSocket on `rpc.listen` (no `rpc` section:
-//! no server) behind the API-key check of [`auth`] — over HTTPS and WSS with `rpc.tls`, where
-//! osgate accepts the connections and does the TLS handshake itself — and starts the MQTT command path of
+//! no server) behind the API-key check of [`auth`] — over HTTPS and WSS with `rpc.tls`; osgate
+//! accepts the connections (and does the TLS handshake) itself, so each request knows its
+//! client's address ([`PeerAddr`]) — with `GET /metrics` ([`metrics`]) on the same port, and
+//! starts the MQTT command path of
 //! [`mqtt`] (`command/{gateway}/{device}/{channel}/set`, and the opt-in
 //! `rpc/{gateway}/request`). Methods answer from the shared health and control registries;
 //! reloads and connector changes go through the service loop as [`ServiceCommand`]s, so they
-//! never overlap. [`client`] is the `osgate rpc` command.
+//! never overlap. [`client`] is the `osgate rpc` command, [`health`] `osgate health`.
 //!
 //! Method names, params and results are part of the public interface (README, "Management
 //! (JSON-RPC)").
@@ -17,8 +19,10 @@
 pub mod auth;
 pub mod client;
 pub mod guard;
+pub mod health;
 #[cfg(feature = "mbus")]
 mod mbus;
+pub mod metrics;
 pub mod mqtt;
 
 use std::net::SocketAddr;
@@ -149,8 +153,14 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         }
         let auth =
             auth::ApiKeyAuth::new(svc.shared_config(), open && rpc.listen.ip().is_loopback());
+        let metrics = metrics::MetricsLayer::new(metrics::MetricsSource {
+            registry: svc.registry().clone(),
+            out: svc.readings().clone(),
+            started: svc.started(),
+        });
         let middleware = tower::ServiceBuilder::new()
             .layer(tower_http::validate_request::ValidateRequestHeaderLayer::custom(auth))
+            .layer(metrics)
             .layer(guard::GuardLayer);
         let limits = ServerConfig::builder()
             .max_request_body_size(MAX_REQUEST_BODY)
@@ -161,80 +171,96 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         let builder = Server::builder()
             .set_config(limits)
             .set_http_middleware(middleware);
-        if let Some(tls) = &rpc.tls {
-            let tls = tls
-                .server_config()
-                .map_err(|e| anyhow::anyhow!("rpc.tls: {e}"))?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-            let listener = tokio::net::TcpListener::bind(rpc.listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
-            let addr = listener.local_addr()?;
-            let (stop, handle) = jsonrpsee::server::stop_channel();
-            let services = builder.to_service_builder();
-            let methods = module.clone();
-            // jsonrpsee serves connections it is given: accept TCP, finish the TLS handshake in
-            // the connection's own task (a slow client holds up no one), then hand the stream
-            // over. Stopping the handle ends the loop and drains the connections gracefully.
-            tokio::spawn(async move {
-                loop {
-                    let (sock, peer) = tokio::select! {
-                        r = listener.accept() => match r {
-                            Ok(c) => c,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "JSON-RPC accept failed");
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        },
-                        _ = stop.clone().shutdown() => break,
-                    };
-                    let svc = services.clone().build(methods.clone(), stop.clone());
-                    let acceptor = acceptor.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(
-                            TLS_HANDSHAKE_TIMEOUT,
-                            acceptor.accept(sock),
-                        )
-                        .await
-                        {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %crate::net::describe_error(&e), "JSON-RPC TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "JSON-RPC TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        if let Err(e) = jsonrpsee::server::serve_with_graceful_shutdown(
-                            tls,
-                            svc,
-                            stop.shutdown(),
-                        )
-                        .await
-                        {
-                            tracing::debug!(%peer, error = %e, "JSON-RPC connection ended with an error");
+        let acceptor = match &rpc.tls {
+            Some(tls) => {
+                let tls = tls
+                    .server_config()
+                    .map_err(|e| anyhow::anyhow!("rpc.tls: {e}"))?;
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+            }
+            None => None,
+        };
+        if acceptor.is_none() && !rpc.listen.ip().is_loopback() {
+            tracing::warn!(listen = %rpc.listen, "the JSON-RPC API listens on a non-loopback address without TLS: API keys and data cross the network in plain text; set rpc.tls");
+        }
+        let listener = tokio::net::TcpListener::bind(rpc.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
+        let addr = listener.local_addr()?;
+        let (stop, handle) = jsonrpsee::server::stop_channel();
+        let tls = acceptor.is_some();
+        let services = builder.to_service_builder();
+        let methods = module.clone();
+        // jsonrpsee serves the connections it is given: accept TCP, finish the TLS handshake
+        // (with rpc.tls) in the connection's own task (a slow client holds up no one), tag
+        // requests with the client's address, then hand the stream over. Stopping the handle
+        // ends the loop and drains the connections gracefully.
+        tokio::spawn(async move {
+            loop {
+                let (sock, peer) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "JSON-RPC accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
                         }
-                    });
-                }
-            });
-            mgmt.server = Some(handle);
-            mgmt.addr = Some(addr);
+                    },
+                    _ = stop.clone().shutdown() => break,
+                };
+                let _ = sock.set_nodelay(true);
+                let svc = WithPeer {
+                    inner: services.clone().build(methods.clone(), stop.clone()),
+                    peer,
+                };
+                let acceptor = acceptor.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let served = match acceptor {
+                        None => {
+                            jsonrpsee::server::serve_with_graceful_shutdown(
+                                sock,
+                                svc,
+                                stop.shutdown(),
+                            )
+                            .await
+                        }
+                        Some(acceptor) => {
+                            let tls = match tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(sock),
+                            )
+                            .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %crate::net::describe_error(&e), "JSON-RPC TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "JSON-RPC TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            jsonrpsee::server::serve_with_graceful_shutdown(
+                                tls,
+                                svc,
+                                stop.shutdown(),
+                            )
+                            .await
+                        }
+                    };
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "JSON-RPC connection ended with an error");
+                    }
+                });
+            }
+        });
+        mgmt.server = Some(handle);
+        mgmt.addr = Some(addr);
+        if tls {
             tracing::info!(%addr, keys = rpc.api_keys.len(), mutual_tls = rpc.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()), "JSON-RPC management listening (HTTPS and WSS)");
         } else {
-            if !rpc.listen.ip().is_loopback() {
-                tracing::warn!(listen = %rpc.listen, "the JSON-RPC API listens on a non-loopback address without TLS: API keys and data cross the network in plain text; set rpc.tls");
-            }
-            let server = builder
-                .build(rpc.listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
-            let addr = server.local_addr()?;
-            mgmt.server = Some(server.start(module.clone()));
-            mgmt.addr = Some(addr);
             tracing::info!(%addr, keys = rpc.api_keys.len(), "JSON-RPC management listening (HTTP and WebSocket)");
         }
     }
@@ -251,6 +277,39 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         mgmt.mqtt = Some((token, task));
     }
     Ok(mgmt)
+}
+
+/// The client address of an HTTP request, put into its extensions by the accept loop (the
+/// API-key check lets loopback clients read `/metrics` without a key when configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Puts the client's [`PeerAddr`] into every request of one connection.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for WithPeer<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> S::Future {
+        req.extensions_mut().insert(PeerAddr(self.peer));
+        self.inner.call(req)
+    }
 }
 
 // ---- parameters ----
@@ -488,7 +547,8 @@ impl RpcContext {
         }
         json!({
             "gateway": cfg.gateway.id,
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": crate::VERSION,
+            "commit": crate::COMMIT,
             "started": self.started,
             "uptime_s": (now - self.started).max(0) / 1000,
             "config": config,

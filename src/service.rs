@@ -77,6 +77,8 @@ pub struct GatewayService {
     started: i64,
     /// The configuration in force, shared with the RPC server (replaced on every reload).
     shared: Arc<arc_swap::ArcSwap<GatewayConfig>>,
+    /// The self-telemetry task (`telemetry/{gateway}/_gateway/…`), stopped with the connectors.
+    telemetry: Option<JoinHandle<()>>,
 }
 
 impl GatewayService {
@@ -103,6 +105,7 @@ impl GatewayService {
             started: Timestamp::now().0,
             shared: Arc::new(arc_swap::ArcSwap::from_pointee(config.clone())),
             config: config.clone(),
+            telemetry: None,
         };
         for s in config.sinks.iter().filter(|s| s.common.enabled) {
             let running = svc.start_sink(s.clone());
@@ -115,6 +118,16 @@ impl GatewayService {
             let running = svc.start_connector(c.clone(), None);
             svc.connectors.insert(c.name.clone(), running);
         }
+        // Like a connector: it sends into the fan-out and stops before the sinks flush.
+        svc.telemetry = Some(tokio::spawn(crate::telemetry::run(
+            crate::telemetry::TelemetryContext {
+                config: svc.shared.clone(),
+                registry: svc.registry.clone(),
+                out: svc.out.clone(),
+                started: svc.started,
+                shutdown: svc.root.child_token(),
+            },
+        )));
         tracing::info!(
             gateway = %config.gateway.id,
             connectors = svc.connectors.len(),
@@ -442,10 +455,13 @@ impl GatewayService {
         let deadline = self.config.gateway.shutdown_timeout.0;
         tracing::info!(?deadline, "stopping: connectors first, then sinks flush");
         self.root.cancel();
-        let connectors: Vec<_> = std::mem::take(&mut self.connectors)
+        let mut connectors: Vec<_> = std::mem::take(&mut self.connectors)
             .into_iter()
             .map(|(n, c)| (n, c.task))
             .collect();
+        if let Some(t) = self.telemetry.take() {
+            connectors.push(("self-telemetry".into(), t));
+        }
         let mut stragglers = wait_all(connectors, deadline, "connector").await;
         // Closing the fan-out ends every sink's queue; the sinks flush and return.
         self.out.close();

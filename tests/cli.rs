@@ -79,6 +79,7 @@ fn check_summarises_every_section() {
         // The example's stdout sink is disabled: say so, and do not count it as active.
         "sink debug (stdout, disabled)",
         "2 (1 enabled) sink(s)",
+        "telemetry every 1m (telemetry/demo-gw/_gateway/…)",
     ] {
         assert!(out.contains(want), "want {want:?} in:\n{out}");
     }

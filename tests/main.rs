@@ -16,6 +16,7 @@ mod modbus;
 mod mqtt;
 #[cfg(feature = "opcua")]
 mod opcua;
+mod ops;
 mod remote_config;
 mod rpc;
 mod tls;

@@ -48,6 +48,8 @@ pub struct GatewayConfig {
     pub broker: BrokerSection,
     /// `rpc`: the JSON-RPC management server; absent = no server.
     pub rpc: Option<RpcSection>,
+    /// `telemetry`: the gateway's own figures, published as readings of device `_gateway`.
+    pub telemetry: TelemetrySection,
     /// `sinks`: where readings go.
     pub sinks: Vec<SinkConfig>,
     /// `connectors`: where readings come from.
@@ -147,7 +149,54 @@ pub struct RpcSection {
     /// client certificates, `client_ca_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::net::ServerTlsConfig>,
+    /// Serve `GET /metrics` to clients on a loopback address without an API key (a local
+    /// Prometheus or node agent); everything else still needs a key. Default false.
+    #[serde(default)]
+    pub metrics_without_key_on_loopback: bool,
 }
+
+/// `telemetry` section: the gateway's own figures (CPU, memory, disk, network, load, uptime
+/// and the pipeline counters), published every `interval` as readings of device `_gateway`
+/// through the sinks, like any other reading ([`crate::telemetry`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// Publish self-telemetry (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Time between two publications (default `60s`, at least `100ms`).
+    #[serde(default = "default_telemetry_interval")]
+    pub interval: Dur,
+    /// A path on the filesystem whose free space is reported as `disk_free_bytes` (default:
+    /// `$STATE_DIRECTORY`, which systemd's `StateDirectory=` sets, else the working directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_path: Option<PathBuf>,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            enabled: true,
+            interval: default_telemetry_interval(),
+            disk_path: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_telemetry_interval() -> Dur {
+    Dur::from_secs(60)
+}
+
+/// Shortest accepted `telemetry.interval`.
+pub const MIN_TELEMETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The device name of self-telemetry readings (`telemetry/{gateway}/_gateway/{metric}`);
+/// reserved, no configured device may take it.
+pub const TELEMETRY_DEVICE: &str = "_gateway";
 
 /// Shortest accepted API key. Keys are compared in constant time, so guessing is the only
 /// attack; long random keys are recommended, short ones are allowed for lab setups.
@@ -157,7 +206,15 @@ fn default_rpc_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8580))
 }
 
-const TOP_LEVEL: &[&str] = &["gateway", "remote", "broker", "rpc", "sinks", "connectors"];
+const TOP_LEVEL: &[&str] = &[
+    "gateway",
+    "remote",
+    "broker",
+    "rpc",
+    "telemetry",
+    "sinks",
+    "connectors",
+];
 
 /// Parses and validates a configuration value (env overrides already merged): a convenience
 /// for small configs (tests, probes); files and remote bodies go through [`from_document`].
@@ -319,6 +376,15 @@ fn parse_sections(
             .map_err(|e| errs.push(e))
             .ok()
     });
+    let telemetry = obj
+        .remove("telemetry")
+        .filter(|v| !v.is_null())
+        .and_then(|v| {
+            deserialize_at::<TelemetrySection>(v, "telemetry", &[])
+                .map_err(|e| errs.push(e))
+                .ok()
+        })
+        .unwrap_or_default();
 
     let mut sinks = Vec::new();
     for (i, v) in array(obj.remove("sinks"), "sinks", &mut errs)
@@ -345,6 +411,7 @@ fn parse_sections(
         remote,
         broker,
         rpc,
+        telemetry,
         sinks,
         connectors,
         source: source_text,
@@ -394,6 +461,12 @@ impl GatewayConfig {
                 ));
             }
             for (di, d) in c.devices.iter().enumerate() {
+                if &**d == TELEMETRY_DEVICE {
+                    errs.push(ConfigError::new(
+                        format!("connectors[{i}] \"{}\".devices[{di}].name", c.name),
+                        format!("\"{TELEMETRY_DEVICE}\" is reserved for the gateway's own telemetry (telemetry/{{gateway}}/{TELEMETRY_DEVICE}/…); choose another name"),
+                    ));
+                }
                 if let Some((pi, pc)) = device_names.get(&**d) {
                     if *pi != i {
                         errs.push(ConfigError::new(
@@ -429,6 +502,16 @@ impl GatewayConfig {
                     ));
                 }
             }
+        }
+        if self.telemetry.interval.0 < MIN_TELEMETRY_INTERVAL {
+            errs.push(ConfigError::new(
+                "telemetry.interval",
+                format!(
+                    "{} is too short: use at least {}",
+                    self.telemetry.interval,
+                    Dur(MIN_TELEMETRY_INTERVAL)
+                ),
+            ));
         }
         if let Some(b) = &self.broker.embedded {
             match (&b.username, &b.password) {
@@ -764,6 +847,46 @@ mod tests {
         let v = json!({"gateway": {"id": "gw"}, "rpc": {"listen": "0.0.0.0:8580"}});
         let errs = from_value(v, &env).unwrap_err().to_string();
         assert!(errs.contains("rpc.listen"), "{errs}");
+    }
+
+    #[test]
+    fn telemetry_has_defaults_and_named_errors() {
+        let base = |t: Value| json!({"gateway": {"id": "gw"}, "telemetry": t});
+        let cfg = from_value(json!({"gateway": {"id": "gw"}}), &env).unwrap();
+        assert_eq!(cfg.telemetry, TelemetrySection::default());
+        assert_eq!(cfg.telemetry.interval, Dur::from_secs(60));
+        assert!(cfg.telemetry.enabled);
+        let cfg = from_value(base(json!({"interval": "2s", "enabled": false})), &env).unwrap();
+        assert_eq!(cfg.telemetry.interval, Dur::from_secs(2));
+        assert!(!cfg.telemetry.enabled);
+        let errs = from_value(base(json!({"interval": "10ms"})), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("telemetry.interval: 10ms is too short"),
+            "{errs}"
+        );
+        let errs = from_value(base(json!({"interval": "soon"})), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("telemetry.interval: invalid duration"),
+            "{errs}"
+        );
+        let errs = from_value(base(json!({"intervall": "1s"})), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("telemetry.intervall: unknown field"),
+            "{errs}"
+        );
+        let v = json!({"gateway": {"id": "gw"}, "connectors": [{"name": "s",
+            "protocol": "simulator", "devices": [{"name": "_gateway", "channels": []}]}]});
+        let errs = from_value(v, &env).unwrap_err().to_string();
+        assert!(
+            errs.contains("connectors[0] \"s\".devices[0].name: \"_gateway\" is reserved"),
+            "{errs}"
+        );
     }
 
     #[test]

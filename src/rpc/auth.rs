@@ -8,6 +8,10 @@
 //! the key's length either) and the digests compared with `subtle`, against every configured
 //! key without stopping at the first match, so timing tells an attacker nothing about how much
 //! of a guess was right. Keys are never logged.
+//!
+//! One exception, opt-in: with `rpc.metrics_without_key_on_loopback`, `GET /metrics` from a
+//! client on a loopback address (the [`super::PeerAddr`] the accept loop records) passes
+//! without a key; every other request still needs one.
 
 use std::sync::Arc;
 
@@ -59,6 +63,16 @@ pub fn key_matches<K: AsRef<[u8]>>(keys: &[K], presented: &[u8]) -> bool {
     ok.into()
 }
 
+/// A loopback address, also as an IPv4-mapped IPv6 address (a listener on `[::]`).
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
+}
+
 fn unauthorized() -> Response<HttpBody> {
     let mut r = Response::new(HttpBody::from(
         r#"{"error":"unauthorized: missing or wrong API key (Authorization: Bearer <key> or X-API-Key)"}"#,
@@ -80,6 +94,18 @@ impl<B> ValidateRequest<B> for ApiKeyAuth {
 
     fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<HttpBody>> {
         let cfg = self.config.load();
+        if cfg
+            .rpc
+            .as_ref()
+            .is_some_and(|r| r.metrics_without_key_on_loopback)
+            && super::metrics::is_metrics_request(request)
+            && request
+                .extensions()
+                .get::<super::PeerAddr>()
+                .is_some_and(|p| is_loopback(p.0.ip()))
+        {
+            return Ok(());
+        }
         let keys = cfg.rpc.as_ref().map_or(&[][..], |r| r.api_keys.as_slice());
         if keys.is_empty() {
             return if self.open_without_keys {
@@ -101,6 +127,21 @@ impl<B> ValidateRequest<B> for ApiKeyAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_includes_mapped_addresses() {
+        for (ip, want) in [
+            ("127.0.0.1", true),
+            ("127.8.9.1", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:10.0.0.1", false),
+            ("10.0.0.1", false),
+            ("fe80::1", false),
+        ] {
+            assert_eq!(is_loopback(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
 
     #[test]
     fn keys_match_exactly() {
