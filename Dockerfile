@@ -29,6 +29,9 @@ ARG BINARY=build
 
 FROM ${RUST_IMAGE} AS build
 ARG FEATURES=""
+# .git is not in the build context: `--build-arg OSGATE_GIT_COMMIT=$(git rev-parse --short=12
+# HEAD)` lets `osgate --version` name the commit (build.rs reads it).
+ARG OSGATE_GIT_COMMIT=""
 WORKDIR /src
 COPY . .
 # The registry and target caches survive between builds (BuildKit, buildah); the binary is
