@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{bin_dir, cpu_seconds, median, peak_rss_mb, Proc};
+use common::{cpu_seconds, examples_dir, median, peak_rss_mb, Proc};
 use osgate::connectors::modbus::codec::Table;
 use osgate::connectors::modbus::planner::{self, PlanItem};
 use serde_json::json;
@@ -115,7 +115,7 @@ struct Figures {
 }
 
 fn run_once(args: &Args, dir: &Path) -> Figures {
-    let bins = bin_dir();
+    let bins = examples_dir();
     let (_mosquitto, mport) = common::start_mosquitto(dir);
 
     // simulator

@@ -17,8 +17,19 @@ impl Drop for Proc {
     }
 }
 
-/// The target dir of the running example (`target/<profile>`), where `osgate` is.
+/// Where the `osgate` binary under test is: `$OSGATE_BIN_DIR` when set (e.g. `target/dist`
+/// to measure the shipped build with benchmarks built by `--release`), otherwise the target
+/// dir of the running example (`target/<profile>`).
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OSGATE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    examples_dir()
+}
+
+/// The target dir of the running example (`target/<profile>`), where its sibling examples
+/// (`examples/modbus_sim`) are.
+pub fn examples_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/examples/<bench> → target/<profile>
     exe.parent()
@@ -57,13 +68,23 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// Peak resident set size of a process, in MB.
 pub fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status_kb(pid, "VmHWM:") / 1024.0
+}
+
+/// Current resident set size of a process, in MB.
+pub fn rss_mb(pid: u32) -> f64 {
+    status_kb(pid, "VmRSS:") / 1024.0
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`…); 0 when absent.
+fn status_kb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }
 
 /// The median (of a non-empty list).
