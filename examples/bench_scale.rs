@@ -24,15 +24,15 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::io::{BufReader, Read as _, Write as _};
 use std::path::Path;
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{bin_dir, examples_dir, median, peak_rss_mb, rss_mb, Proc};
+use common::{bin_dir, examples_dir, median, peak_rss_mb, rss_mb, wait_line, Proc};
 use serde_json::json;
 
 /// Options.
@@ -64,20 +64,6 @@ struct Figures {
     rss_mb: f64,
     hwm_mb: f64,
     readings_per_s: f64,
-}
-
-/// Reads lines until one starts with `prefix`; returns its rest.
-fn wait_line(r: &mut BufReader<ChildStdout>, prefix: &str) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).expect("read child stdout") == 0 {
-            panic!("child exited before printing {prefix}");
-        }
-        if let Some(rest) = line.strip_prefix(prefix) {
-            return rest.trim().to_string();
-        }
-    }
 }
 
 fn channel_names(n: usize) -> Vec<String> {
@@ -160,16 +146,7 @@ fn run_once(args: &Args, kind: &str, devices: usize, channels: usize, dir: &Path
     });
     let path = dir.join("osgate.json");
     std::fs::write(&path, config.to_string()).expect("write config");
-    let mut gw = Proc(
-        Command::new(bin_dir().join("osgate"))
-            .arg("-c")
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn osgate (build it with --release)"),
-    );
+    let mut gw = common::spawn_gateway(&path, Stdio::piped());
     let pid = gw.0.id();
     // Count the sink's lines (one per batch of `channels` readings), discard the rest.
     let batches = Arc::new(AtomicU64::new(0));

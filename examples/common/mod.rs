@@ -166,16 +166,36 @@ pub fn count_readings(
 pub fn start_gateway(dir: &Path, config: &serde_json::Value) -> Proc {
     let path = dir.join("osgate.json");
     std::fs::write(&path, config.to_string()).expect("write config");
+    spawn_gateway(&path, std::process::Stdio::null())
+}
+
+/// Starts the gateway under test ([`bin_dir`]) on the config file at `path`, logging warnings
+/// only, to nowhere; its standard output goes to `stdout`.
+pub fn spawn_gateway(path: &Path, stdout: std::process::Stdio) -> Proc {
     Proc(
         std::process::Command::new(bin_dir().join("osgate"))
             .arg("-c")
-            .arg(&path)
+            .arg(path)
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
+            .stdout(stdout)
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("spawn osgate (build it with --release)"),
+            .expect("spawn osgate (build it with --release, or set OSGATE_BIN_DIR)"),
     )
+}
+
+/// Reads lines from a child's output until one starts with `prefix`; returns its rest.
+pub fn wait_line(r: &mut impl std::io::BufRead, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).expect("read child output") == 0 {
+            panic!("child exited before printing {prefix}");
+        }
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.trim().to_string();
+        }
+    }
 }
 
 /// utime + stime of this process's children that have been waited for (a build: cargo and
