@@ -56,9 +56,9 @@ pub struct SimulatorChannel {
     /// Cycle length of `sine`, `sawtooth`, `square`, `bool` (default `60s`).
     #[serde(default)]
     pub period: Option<Dur>,
-    /// The value of a `constant` (number, bool or string).
+    /// The value of a `constant` (number, bool or string). Boxed: only constants have one.
     #[serde(default)]
-    pub value: Option<serde_json::Value>,
+    pub value: Option<Box<serde_json::Value>>,
     /// Step of `counter` (default 1) and largest step of `random_walk` (default 1% of the range).
     #[serde(default)]
     pub step: Option<f64>,
@@ -156,8 +156,8 @@ pub struct Generator {
     step: f64,
     walk: f64,
     count: u64,
-    constant: Option<Value>,
-    written: Option<Value>,
+    /// The value that replaces the signal: a `constant`'s value, or the last one written.
+    fixed: Option<Value>,
 }
 
 impl Generator {
@@ -181,8 +181,7 @@ impl Generator {
             step,
             walk: (lo + hi) / 2.0,
             count: lo.max(0.0) as u64,
-            constant: s.value.as_ref().and_then(Value::from_json),
-            written: None,
+            fixed: s.value.as_deref().and_then(Value::from_json),
         }
     }
 
@@ -198,13 +197,13 @@ impl Generator {
             (Signal::Bool, other) => return Err(format!("expected true or false, got {other}")),
             (_, v) => v,
         };
-        self.written = Some(value.clone());
+        self.fixed = Some(value.clone());
         Ok(value)
     }
 
     /// The value at `t` seconds after start (called once per tick).
     pub fn next(&mut self, t: f64) -> Value {
-        if let Some(v) = &self.written {
+        if let Some(v) = &self.fixed {
             return v.clone();
         }
         let phase = (t / self.period).fract();
@@ -230,7 +229,8 @@ impl Generator {
                 };
                 Value::U64(v)
             }
-            Signal::Constant => self.constant.clone().unwrap_or(Value::F64(f64::NAN)),
+            // A constant has `fixed` (validated at load).
+            Signal::Constant => Value::F64(f64::NAN),
         }
     }
 }
@@ -291,7 +291,7 @@ fn write_spec(c: &ChannelSpec<SimulatorChannel>) -> Option<WriteSpec> {
     if !s.writable {
         return None;
     }
-    let kind = match (s.signal, s.value.as_ref().and_then(Value::from_json)) {
+    let kind = match (s.signal, s.value.as_deref().and_then(Value::from_json)) {
         (Signal::Bool, _) | (Signal::Constant, Some(Value::Bool(_))) => ValueKind::Bool,
         (Signal::Constant, Some(Value::Text(_))) => ValueKind::Text,
         (Signal::Counter, _) => ValueKind::unsigned(64),

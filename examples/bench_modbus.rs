@@ -19,13 +19,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::Path;
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{bin_dir, cpu_seconds, median, peak_rss_mb, Proc};
+use common::{cpu_seconds, examples_dir, median, peak_rss_mb, wait_line, Proc};
 use osgate::connectors::modbus::codec::Table;
 use osgate::connectors::modbus::planner::{self, PlanItem};
 use serde_json::json;
@@ -55,20 +55,6 @@ struct Args {
     /// gateway's default of 1).
     #[arg(long)]
     max_connections: Option<u16>,
-}
-
-/// Reads lines until one starts with `prefix`; returns its rest.
-fn wait_line(r: &mut BufReader<ChildStdout>, prefix: &str) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).expect("read child stdout") == 0 {
-            panic!("child exited before printing {prefix}");
-        }
-        if let Some(rest) = line.strip_prefix(prefix) {
-            return rest.trim().to_string();
-        }
-    }
 }
 
 /// The channels of one device: `n/2` u16 counters, then `n/2` f32 values (ABCD).
@@ -115,7 +101,7 @@ struct Figures {
 }
 
 fn run_once(args: &Args, dir: &Path) -> Figures {
-    let bins = bin_dir();
+    let bins = examples_dir();
     let (_mosquitto, mport) = common::start_mosquitto(dir);
 
     // simulator

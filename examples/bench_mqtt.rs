@@ -23,7 +23,7 @@
 //! ```
 //! Needs `mosquitto` on the PATH. Every child process is killed when the benchmark ends.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ use serde_json::json;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{bin_dir, cpu_seconds, median, peak_rss_mb, start_mosquitto, Proc};
+use common::{cpu_seconds, median, peak_rss_mb, start_mosquitto};
 
 /// Options.
 #[derive(Debug, Parser)]
@@ -219,16 +219,7 @@ fn measure_osgate(
 ) -> Measured {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec(cfg).unwrap()).unwrap();
-    let mut gw = Proc(
-        Command::new(bin_dir().join("osgate"))
-            .arg("-c")
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn osgate (cargo build --release --bin osgate)"),
-    );
+    let mut gw = common::spawn_gateway(&path, Stdio::piped());
     let pid = gw.0.id();
     let t0 = Instant::now();
     let (count, last) = counted(&mut gw.0, t0);

@@ -92,10 +92,28 @@ impl DeviceRequest {
 #[derive(Debug)]
 pub struct Inbox {
     /// `(device index, request)` for every device registered with this inbox.
-    pub requests: mpsc::Receiver<(usize, DeviceRequest)>,
+    pub requests: Requests,
     /// Notified when the enabled flag of one of the devices changes.
     pub wake: Arc<Notify>,
-    tx: mpsc::Sender<(usize, DeviceRequest)>,
+    tx: RequestSender,
+}
+
+/// A request and the index of its device, boxed: tokio allocates a queue's slots in blocks of
+/// 32 when it is created, and with a line per device (the simulator, a TCP device with its own
+/// connection) 32 unboxed requests would cost 2.5 kB per device for requests that rarely come.
+type Boxed = Box<(usize, DeviceRequest)>;
+type RequestSender = mpsc::Sender<Boxed>;
+
+/// The receiving side of an [`Inbox`]'s request queue.
+#[derive(Debug)]
+pub struct Requests(mpsc::Receiver<Boxed>);
+
+impl Requests {
+    /// The next request with the index of its device; `None` once no sender is left.
+    /// Cancel-safe, like the queue's own `recv`.
+    pub async fn recv(&mut self) -> Option<(usize, DeviceRequest)> {
+        self.0.recv().await.map(|b| *b)
+    }
 }
 
 impl Inbox {
@@ -103,7 +121,7 @@ impl Inbox {
     pub fn new() -> Self {
         let (tx, requests) = mpsc::channel(16);
         Inbox {
-            requests,
+            requests: Requests(requests),
             wake: Arc::new(Notify::new()),
             tx,
         }
@@ -124,7 +142,7 @@ pub type EnabledFlag = Arc<AtomicBool>;
 struct Entry {
     enabled: EnabledFlag,
     wake: Option<Arc<Notify>>,
-    requests: Option<(mpsc::Sender<(usize, DeviceRequest)>, usize)>,
+    requests: Option<(RequestSender, usize)>,
 }
 
 /// (connector, device).
@@ -256,7 +274,8 @@ impl ControlRegistry {
                 "not running".into(),
             )),
             Some(Some((tx, index))) => {
-                if let Err(mpsc::error::SendError((_, req))) = tx.send((index, req)).await {
+                if let Err(mpsc::error::SendError(boxed)) = tx.send(Box::new((index, req))).await {
+                    let (_, req) = *boxed;
                     req.fail(DeviceError::Offline(
                         device.to_string(),
                         "not running".into(),

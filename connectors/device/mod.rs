@@ -338,6 +338,9 @@ impl<P: Poller> Line<P> {
     /// Polls until the connector is cancelled, serving requests and enable/disable between
     /// polls.
     pub async fn run(mut self) {
+        // A Vec grows to 4 slots at its first push: a line of one device would keep room for
+        // three more (~1 kB), multiplied by every such line.
+        self.devices.shrink_to_fit();
         let token = self.ctx.shutdown.clone();
         let wake = self.inbox.wake.clone();
         self.apply_enabled().await;

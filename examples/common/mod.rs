@@ -17,8 +17,19 @@ impl Drop for Proc {
     }
 }
 
-/// The target dir of the running example (`target/<profile>`), where `osgate` is.
+/// Where the `osgate` binary under test is: `$OSGATE_BIN_DIR` when set (e.g. `target/dist`
+/// to measure the shipped build with benchmarks built by `--release`), otherwise the target
+/// dir of the running example (`target/<profile>`).
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OSGATE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    examples_dir()
+}
+
+/// The target dir of the running example (`target/<profile>`), where its sibling examples
+/// (`examples/modbus_sim`) are.
+pub fn examples_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/examples/<bench> → target/<profile>
     exe.parent()
@@ -57,13 +68,23 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// Peak resident set size of a process, in MB.
 pub fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status_kb(pid, "VmHWM:") / 1024.0
+}
+
+/// Current resident set size of a process, in MB.
+pub fn rss_mb(pid: u32) -> f64 {
+    status_kb(pid, "VmRSS:") / 1024.0
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`…); 0 when absent.
+fn status_kb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }
 
 /// The median (of a non-empty list).
@@ -145,16 +166,36 @@ pub fn count_readings(
 pub fn start_gateway(dir: &Path, config: &serde_json::Value) -> Proc {
     let path = dir.join("osgate.json");
     std::fs::write(&path, config.to_string()).expect("write config");
+    spawn_gateway(&path, std::process::Stdio::null())
+}
+
+/// Starts the gateway under test ([`bin_dir`]) on the config file at `path`, logging warnings
+/// only, to nowhere; its standard output goes to `stdout`.
+pub fn spawn_gateway(path: &Path, stdout: std::process::Stdio) -> Proc {
     Proc(
         std::process::Command::new(bin_dir().join("osgate"))
             .arg("-c")
-            .arg(&path)
+            .arg(path)
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
+            .stdout(stdout)
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("spawn osgate (build it with --release)"),
+            .expect("spawn osgate (build it with --release, or set OSGATE_BIN_DIR)"),
     )
+}
+
+/// Reads lines from a child's output until one starts with `prefix`; returns its rest.
+pub fn wait_line(r: &mut impl std::io::BufRead, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).expect("read child output") == 0 {
+            panic!("child exited before printing {prefix}");
+        }
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.trim().to_string();
+        }
+    }
 }
 
 /// utime + stime of this process's children that have been waited for (a build: cargo and

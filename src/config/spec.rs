@@ -193,6 +193,9 @@ where
 
     let mut devices = Vec::with_capacity(devices_raw.len());
     let mut device_names: HashSet<Arc<str>> = HashSet::new();
+    // Channel names and units shared across the connector's devices: devices of one model
+    // repeat the same names, which then cost one allocation, not one per device.
+    let mut shared: HashSet<Arc<str>> = HashSet::new();
     for (di, raw) in devices_raw.into_iter().enumerate() {
         let dpath = format!("{path}.devices[{di}]");
         let dentry = match Entry::parse(raw, "channels") {
@@ -239,7 +242,9 @@ where
                     ));
                 }
             }
-            if let Some(ch) = parse_channel::<C>(cv, &cpath, errs) {
+            if let Some(mut ch) = parse_channel::<C>(cv, &cpath, errs) {
+                ch.name = intern(&mut shared, ch.name);
+                ch.unit = ch.unit.map(|u| intern(&mut shared, u));
                 channels.push(ch);
             }
         }
@@ -261,6 +266,17 @@ where
         settings: settings?,
         devices,
     })
+}
+
+/// The copy of `s` in `set` (added when it has none).
+fn intern(set: &mut HashSet<Arc<str>>, s: Arc<str>) -> Arc<str> {
+    match set.get(&s) {
+        Some(known) => known.clone(),
+        None => {
+            set.insert(s.clone());
+            s
+        }
+    }
 }
 
 /// [`parse_spec`] of a connector given as a value, without `${VAR}` interpolation (tests and
