@@ -148,10 +148,14 @@ struct Entry {
 /// (connector, device).
 type DeviceKey = (Arc<str>, Arc<str>);
 
-/// Every device's control handles, keyed by (connector, device).
+/// A connector's devices, by name.
+type ConnectorDevices = HashMap<Arc<str>, Entry>;
+
+/// Every device's control handles, by connector, then device (two maps, so a lookup by
+/// `&str` names is a hash lookup, not a scan: views of every device ask once per device).
 #[derive(Debug, Default)]
 pub struct ControlRegistry {
-    devices: Mutex<HashMap<DeviceKey, Entry>>,
+    devices: Mutex<HashMap<Arc<str>, ConnectorDevices>>,
     /// Run-time enable/disable of devices, surviving restarts and reloads.
     overrides: Mutex<HashMap<DeviceKey, bool>>,
     /// Run-time enable/disable of whole connectors.
@@ -179,11 +183,16 @@ impl ControlRegistry {
             .copied()
             .unwrap_or(configured);
         let mut devices = self.devices.lock().expect("control lock");
-        let entry = devices.entry(key).or_insert_with(|| Entry {
-            enabled: Arc::new(AtomicBool::new(enabled)),
-            wake: None,
-            requests: None,
-        });
+        let (connector, device) = key;
+        let entry = devices
+            .entry(connector)
+            .or_default()
+            .entry(device)
+            .or_insert_with(|| Entry {
+                enabled: Arc::new(AtomicBool::new(enabled)),
+                wake: None,
+                requests: None,
+            });
         entry.enabled.store(enabled, Relaxed);
         entry.wake = Some(inbox.wake.clone());
         entry.requests = Some((inbox.tx.clone(), index));
@@ -192,10 +201,13 @@ impl ControlRegistry {
 
     /// Forgets devices not in `keep` (after a reload removed them).
     pub fn retain(&self, keep: &[(Arc<str>, Arc<str>)]) {
-        self.devices
-            .lock()
-            .expect("control lock")
-            .retain(|k, _| keep.contains(k));
+        let keep: std::collections::HashSet<(&str, &str)> =
+            keep.iter().map(|(c, d)| (&**c, &**d)).collect();
+        let mut devices = self.devices.lock().expect("control lock");
+        for (c, ds) in devices.iter_mut() {
+            ds.retain(|d, _| keep.contains(&(&**c, &**d)));
+        }
+        devices.retain(|_, ds| !ds.is_empty());
     }
 
     /// The connector serving `device` (device names are unique in a gateway).
@@ -203,8 +215,8 @@ impl ControlRegistry {
         self.devices
             .lock()
             .expect("control lock")
-            .keys()
-            .find(|(_, d)| &**d == device)
+            .iter()
+            .find(|(_, ds)| ds.contains_key(device))
             .map(|(c, _)| c.clone())
     }
 
@@ -216,14 +228,16 @@ impl ControlRegistry {
         enabled: bool,
     ) -> Result<(), DeviceError> {
         let devices = self.devices.lock().expect("control lock");
-        let (key, entry) = devices
-            .iter()
-            .find(|((c, d), _)| &**c == connector && &**d == device)
+        let (c, ds) = devices
+            .get_key_value(connector)
+            .ok_or_else(|| DeviceError::UnknownDevice(device.to_string()))?;
+        let (d, entry) = ds
+            .get_key_value(device)
             .ok_or_else(|| DeviceError::UnknownDevice(device.to_string()))?;
         self.overrides
             .lock()
             .expect("control lock")
-            .insert(key.clone(), enabled);
+            .insert((c.clone(), d.clone()), enabled);
         entry.enabled.store(enabled, Relaxed);
         if let Some(w) = &entry.wake {
             w.notify_one();
@@ -236,9 +250,9 @@ impl ControlRegistry {
         self.devices
             .lock()
             .expect("control lock")
-            .iter()
-            .find(|((c, d), _)| &**c == connector && &**d == device)
-            .map(|(_, e)| e.enabled.load(Relaxed))
+            .get(connector)?
+            .get(device)
+            .map(|e| e.enabled.load(Relaxed))
     }
 
     /// Records a run-time enable/disable of a connector (the service starts or stops it).
@@ -263,9 +277,9 @@ impl ControlRegistry {
         let tx = {
             let devices = self.devices.lock().expect("control lock");
             devices
-                .iter()
-                .find(|((c, d), _)| &**c == connector && &**d == device)
-                .map(|(_, e)| e.requests.clone())
+                .get(connector)
+                .and_then(|ds| ds.get(device))
+                .map(|e| e.requests.clone())
         };
         match tx {
             None => req.fail(DeviceError::UnknownDevice(device.to_string())),
