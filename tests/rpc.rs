@@ -946,29 +946,23 @@ async fn cli_client_calls_the_gateway() {
             osgate_cmd(&a)
         })
     };
-    let (code, out, err) = run(vec![
-        "rpc".into(),
-        "gateway.status".into(),
-        "--url".into(),
-        url.clone(),
-        "--key".into(),
-        KEY.into(),
-    ])
-    .await
-    .unwrap();
+    // `osgate rpc METHOD [PARAMS] --url URL --key KEY`
+    let call = |method: &str, params: Option<&str>, key: &str| {
+        let mut args = vec!["rpc".to_string(), method.into()];
+        args.extend(params.map(String::from));
+        args.extend(["--url".into(), url.clone(), "--key".into(), key.into()]);
+        run(args)
+    };
+    let (code, out, err) = call("gateway.status", None, KEY).await.unwrap();
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).expect("result as JSON");
     assert_eq!(v["gateway"], "gwx");
 
-    let (code, out, err) = run(vec![
-        "rpc".into(),
-        "device.write".into(),
-        r#"{"device":"d1","channel":"sp","value":12.5}"#.into(),
-        "--url".into(),
-        url.clone(),
-        "--key".into(),
-        KEY.into(),
-    ])
+    let (code, out, err) = call(
+        "device.write",
+        Some(r#"{"device":"d1","channel":"sp","value":12.5}"#),
+        KEY,
+    )
     .await
     .unwrap();
     assert_eq!(code, 0, "{err}");
@@ -976,46 +970,21 @@ async fn cli_client_calls_the_gateway() {
     let r = rpc.result("device.read", json!({"device": "d1"})).await;
     assert_eq!(r["readings"][1]["value"], 12.5);
 
-    let (code, _, err) = run(vec![
-        "rpc".into(),
-        "gateway.status".into(),
-        "--url".into(),
-        url.clone(),
-        "--key".into(),
-        "wrong-key-1".into(),
-    ])
-    .await
-    .unwrap();
+    let (code, _, err) = call("gateway.status", None, "wrong-key-1").await.unwrap();
     assert_eq!(code, 1);
     assert!(err.contains("401"), "{err}");
-    let (code, _, err) = run(vec![
-        "rpc".into(),
-        "device.read".into(),
-        r#"{"device":"ghost"}"#.into(),
-        "--url".into(),
-        url.clone(),
-        "--key".into(),
-        KEY.into(),
-    ])
-    .await
-    .unwrap();
+    let (code, _, err) = call("device.read", Some(r#"{"device":"ghost"}"#), KEY)
+        .await
+        .unwrap();
     assert_eq!(code, 1);
     assert!(
         err.contains("unknown device") && err.contains("-32001"),
         "{err}"
     );
     // The server's detail (`data`) is printed, not only "Invalid params".
-    let (code, _, err) = run(vec![
-        "rpc".into(),
-        "device.read".into(),
-        r#"{"dev":"d1"}"#.into(),
-        "--url".into(),
-        url.clone(),
-        "--key".into(),
-        KEY.into(),
-    ])
-    .await
-    .unwrap();
+    let (code, _, err) = call("device.read", Some(r#"{"dev":"d1"}"#), KEY)
+        .await
+        .unwrap();
     assert_eq!(code, 1);
     assert!(
         err.contains("-32602") && err.contains("unknown field `dev`"),
