@@ -63,4 +63,46 @@ fn main() {
             .unwrap_or_else(|| "unknown".to_string()),
     };
     println!("cargo:rustc-env=OSGATE_COMMIT={commit}");
+    relr_link_args();
+}
+
+/// Packed relative relocations (`-z pack-relative-relocs`, "RELR") for the `osgate` binary.
+///
+/// A position-independent executable carries one fix-up per pointer in its read-only data
+/// (vtables, string tables): 34 000 of them at 24 bytes each in the dist build (0.8 MB of
+/// file), 55 000 in a release build (1.3 MB). The dynamic loader reads them all at start, so
+/// they are also resident memory. Packed, they take a few kilobytes, and the binary stays
+/// position-independent (ASLR). rustc's default linker here (LLD) and Debian's ld.bfd (from
+/// 2.38) know the option; the binary then needs glibc 2.36 or newer where it runs, so it is
+/// used only for a native Linux build on such a glibc (Debian 12, the image's base; Ubuntu
+/// 22.10), where the binary is built to run.
+fn relr_link_args() {
+    let host = std::env::var("HOST").unwrap_or_default();
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if host == target && target.ends_with("-linux-gnu") && host_glibc_at_least(2, 36) {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// Whether the glibc this build script runs on is at least `major.minor`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn host_glibc_at_least(major: u32, minor: u32) -> bool {
+    extern "C" {
+        fn gnu_get_libc_version() -> *const std::ffi::c_char;
+    }
+    // SAFETY: glibc returns a pointer to a static, NUL-terminated version string.
+    let version = unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) };
+    let mut parts = version
+        .to_str()
+        .unwrap_or("")
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+/// Not glibc: no packed relocations.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn host_glibc_at_least(_major: u32, _minor: u32) -> bool {
+    false
 }
