@@ -383,8 +383,12 @@ impl TimeParser {
             return Err(format!("timestamp {} is not a number", excerpt(s)));
         }
         let s = s.trim();
-        if let Ok(ts) = s.parse::<jiff::Timestamp>() {
-            return Ok(Timestamp(ts.as_millisecond()));
+        // Only text with an offset (`Z`, `+01:00`) can be an instant; trying it on local time
+        // (Tasmota's `2024-05-01T12:00:00`) would build an error for every message.
+        if has_offset(s) {
+            if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+                return Ok(Timestamp(ts.as_millisecond()));
+            }
         }
         let dt = s
             .parse::<jiff::civil::DateTime>()
@@ -395,6 +399,13 @@ impl TimeParser {
             .map_err(|e| format!("timestamp {}: {e}", excerpt(s)))?;
         Ok(Timestamp(ts.as_millisecond()))
     }
+}
+
+/// True when date-and-time text may end in a UTC offset: a `Z`, `+` or `-` after the date
+/// (`2024-05-01`, whose dashes are skipped).
+fn has_offset(s: &str) -> bool {
+    s.get(10..)
+        .is_some_and(|time| time.contains(['Z', 'z', '+', '-']))
 }
 
 #[cfg(test)]
@@ -562,6 +573,14 @@ mod tests {
         );
         assert_eq!(
             auto.parse(&json!("2024-11-23T09:20:00+01:00")).unwrap(),
+            Timestamp(1_732_350_000_000)
+        );
+        assert_eq!(
+            auto.parse(&json!("2024-11-23T03:20:00.250-05:00")).unwrap(),
+            Timestamp(1_732_350_000_250)
+        );
+        assert_eq!(
+            auto.parse(&json!("2024-11-23 08:20:00z")).unwrap(),
             Timestamp(1_732_350_000_000)
         );
         // Tasmota: no offset, UTC by default.
