@@ -48,22 +48,27 @@ struct Args {
     /// Devices the messages are spread over (topics `tele/dev-N/SENSOR`).
     #[arg(long, default_value_t = 100)]
     devices: u64,
+    /// Internal: run as the bare subscriber process on this port (prints `ready` once
+    /// subscribed and `done` at the `--messages`th message).
+    #[arg(long, hide = true)]
+    subscriber: Option<u16>,
 }
 
-/// A subscriber counting the messages on `filter` at `port`; returns the counter and the time
-/// of the last message (ms since `t0`).
+/// A subscriber counting the messages on `filter` at `port`; returns the counter, the time
+/// of the last message (ms since `t0`) and the handle that stops it (it must not go on
+/// taking the floods of the later phases from the broker).
 fn counter(
     rt: &tokio::runtime::Runtime,
     port: u16,
     id: &str,
     filter: &str,
     t0: Instant,
-) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
+) -> Counted {
     let n = Arc::new(AtomicU64::new(0));
     let last = Arc::new(AtomicU64::new(0));
     let (n2, last2, filter, id) = (n.clone(), last.clone(), filter.to_string(), id.to_string());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    rt.spawn(async move {
+    let task = rt.spawn(async move {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_inflight(100);
@@ -88,21 +93,113 @@ fn counter(
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("subscribed");
-    (n, last)
+    (n, last, task.abort_handle())
+}
+
+/// A count of messages, the time of the last one (ms since the phase's start), and the
+/// handle that stops the task counting them.
+type Counted = (Arc<AtomicU64>, Arc<AtomicU64>, tokio::task::AbortHandle);
+
+/// A subscriber in a process of its own, as osgate is: `mosquitto_sub` (QoS 1, one line per
+/// payload) or this benchmark as a bare rumqttc subscriber (`--subscriber`: `ready`, then
+/// `done` at the last message). A thread of this process reads its lines; returns the process,
+/// the count and the time of the last message (ms since `t0`) once it is subscribed (it said
+/// `ready`, or a probe message came through).
+fn subscriber_proc(
+    rt: &tokio::runtime::Runtime,
+    cmd: &mut std::process::Command,
+    port: u16,
+    expect: u64,
+    t0: Instant,
+) -> (common::Proc, Arc<AtomicU64>, Arc<AtomicU64>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the subscriber");
+    let out = child.stdout.take().expect("stdout");
+    let n = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
+    let (n2, last2, ready2) = (n.clone(), last.clone(), ready.clone());
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::with_capacity(1 << 16, out).split(b'\n') {
+            let Ok(line) = line else { break };
+            if line == b"probe" || line == b"ready" {
+                ready2.store(1, Ordering::Relaxed);
+            } else if line == b"done" {
+                n2.store(expect, Ordering::Relaxed);
+                last2.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+            } else {
+                n2.fetch_add(1, Ordering::Relaxed);
+                last2.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    while ready.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < until, "the subscriber did not subscribe");
+        rt.block_on(async {
+            let opts = MqttOptions::new("bench-probe", "127.0.0.1", port);
+            let (client, mut el) = AsyncClient::new(opts, 10);
+            client
+                .publish("tele/probe/SENSOR", QoS::AtLeastOnce, false, "probe")
+                .await
+                .expect("probe");
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                while !matches!(
+                    el.poll().await,
+                    Ok(Event::Incoming(Packet::PubAck(_))) | Err(_)
+                ) {}
+            })
+            .await;
+        });
+    }
+    (common::Proc(child), n, last)
+}
+
+/// `--subscriber`: a bare rumqttc subscriber (QoS 1, current-thread runtime) that counts
+/// `n` messages on `tele/+/SENSOR` and says `ready` and `done` on stdout.
+fn subscriber_process(port: u16, n: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let id = format!("bench-bare-proc-{}", std::process::id());
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_inflight(100);
+        let (client, mut el) = AsyncClient::new(opts, 100);
+        let mut count = 0;
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe("tele/+/SENSOR", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => println!("ready"),
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic != "tele/probe/SENSOR" => {
+                    count += 1;
+                    if count == n {
+                        println!("done");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("subscriber: {e}"),
+            }
+        }
+    });
 }
 
 /// Polls the gateway's connector counters over JSON-RPC every 50 ms (each answer lists every
 /// device, so polling faster costs the gateway a measurable share of its CPU): messages ingested (two
 /// readings each) and the time the count last changed (ms since `t0`).
-fn ingested(
-    rt: &tokio::runtime::Runtime,
-    port: u16,
-    t0: Instant,
-) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
+fn ingested(rt: &tokio::runtime::Runtime, port: u16, t0: Instant) -> Counted {
     let n = Arc::new(AtomicU64::new(0));
     let last = Arc::new(AtomicU64::new(0));
     let (n2, last2) = (n.clone(), last.clone());
-    rt.spawn(async move {
+    let task = rt.spawn(async move {
         let client = reqwest::Client::new();
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "connectors.list"});
         loop {
@@ -125,7 +222,7 @@ fn ingested(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    (n, last)
+    (n, last, task.abort_handle())
 }
 
 /// Publishes `n` messages at QoS 1 over `devices` topics; returns when all are acknowledged.
@@ -186,6 +283,10 @@ struct Figures {
     /// CPU-s per 100k messages of the bare subscriber alone: this process's CPU with it,
     /// less this process's CPU for the same flood without a subscriber.
     bare_cpu: f64,
+    /// The same rumqttc subscriber in a process of its own.
+    bare_proc: Measured,
+    /// `mosquitto_sub` in a process of its own.
+    sub: Measured,
     ingest: Measured,
     broker: Measured,
 }
@@ -215,14 +316,14 @@ fn measure_osgate(
     name: &str,
     cfg: &serde_json::Value,
     (sport, broker_pid): (u16, u32),
-    counted: impl FnOnce(&mut std::process::Child, Instant) -> (Arc<AtomicU64>, Arc<AtomicU64>),
+    counted: impl FnOnce(&mut std::process::Child, Instant) -> Counted,
 ) -> Measured {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec(cfg).unwrap()).unwrap();
     let mut gw = common::spawn_gateway(&path, Stdio::piped());
     let pid = gw.0.id();
     let t0 = Instant::now();
-    let (count, last) = counted(&mut gw.0, t0);
+    let (count, last, stop) = counted(&mut gw.0, t0);
     let until = Instant::now() + Duration::from_secs(30);
     while count.load(Ordering::Relaxed) < args.devices {
         assert!(Instant::now() < until, "osgate delivered nothing");
@@ -240,13 +341,15 @@ fn measure_osgate(
     flood(rt, sport, args.messages, args.devices, 0);
     let end = wait_count(&count, &last, base + args.messages);
     let per_100k = |cpu: f64| cpu / args.messages as f64 * 100_000.0;
-    Measured {
+    let m = Measured {
         per_s: args.messages as f64 / (end - start).as_secs_f64(),
         cpu: per_100k(cpu_seconds(pid) - cpu0[0]),
         bench_cpu: per_100k(cpu_seconds(std::process::id()) - cpu0[1]),
         broker_cpu: per_100k(cpu_seconds(broker_pid) - cpu0[2]),
         rss: peak_rss_mb(pid),
-    }
+    };
+    stop.abort();
+    m
 }
 
 /// What one flood measured: messages/s, and CPU-s per 100k messages of the measured process,
@@ -276,7 +379,7 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
 
     // 1. bare subscriber
     let t0 = Instant::now();
-    let (count, last) = counter(
+    let (count, last, bare_sub) = counter(
         &rt,
         sport,
         &format!("bench-bare-{run}"),
@@ -296,6 +399,45 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
         rss: 0.0,
     };
     let bare_cpu = (bare.bench_cpu - publisher_cpu).max(0.0);
+    bare_sub.abort();
+
+    // 1b. subscribers in processes of their own, as osgate is: the same rumqttc subscriber,
+    //     and mosquitto_sub.
+    let separate = |cmd: &mut std::process::Command| {
+        let t0 = Instant::now();
+        let (proc, count, last) = subscriber_proc(&rt, cmd, sport, args.messages, t0);
+        let pid = proc.0.id();
+        let start = t0.elapsed();
+        let cpu0 = [cpu_seconds(pid), cpu_seconds(source_pid)];
+        flood(&rt, sport, args.messages, args.devices, 0);
+        let end = wait_count(&count, &last, args.messages);
+        Measured {
+            per_s: args.messages as f64 / (end - start).as_secs_f64(),
+            cpu: per_100k(cpu_seconds(pid) - cpu0[0]),
+            bench_cpu: 0.0,
+            broker_cpu: per_100k(cpu_seconds(source_pid) - cpu0[1]),
+            rss: 0.0,
+        }
+    };
+    let exe = std::env::current_exe().expect("own path");
+    let bare_proc = separate(std::process::Command::new(&exe).args([
+        "--subscriber",
+        &sport.to_string(),
+        "--messages",
+        &args.messages.to_string(),
+    ]));
+    let sub = separate(std::process::Command::new("mosquitto_sub").args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &sport.to_string(),
+        "-q",
+        "1",
+        "-i",
+        &format!("bench-sub-{run}"),
+        "-t",
+        "tele/+/SENSOR",
+    ]));
 
     // 2. osgate ingest: what the connector hands to the sink queue, counted by the gateway
     //    itself (`connectors.list` over JSON-RPC). The sink's broker is not there, so the sink
@@ -351,6 +493,8 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
     Figures {
         bare,
         bare_cpu,
+        bare_proc,
+        sub,
         ingest,
         broker,
     }
@@ -359,6 +503,9 @@ fn run_once(args: &Args, dir: &std::path::Path, run: usize) -> Figures {
 fn main() {
     osgate::install_crypto_provider();
     let args = Args::parse();
+    if let Some(port) = args.subscriber {
+        return subscriber_process(port, args.messages);
+    }
     let dir = tempfile::Builder::new()
         .prefix("osgate-bench-mqtt")
         .tempdir()
@@ -370,6 +517,18 @@ fn main() {
     let mut all = Vec::new();
     for i in 0..args.runs.max(1) {
         let f = run_once(&args, dir.path(), i);
+        for (what, m) in [("bare process", &f.bare_proc), ("mosquitto_sub", &f.sub)] {
+            println!(
+                "  run {}: {what} {:.0} msgs/s, {:.3} CPU-s per 100k msgs, ingest {:.0} % and \
+                 to a broker {:.0} % of it, source broker {:.3} CPU-s per 100k msgs",
+                i + 1,
+                m.per_s,
+                m.cpu,
+                f.ingest.per_s / m.per_s * 100.0,
+                f.broker.per_s / m.per_s * 100.0,
+                m.broker_cpu,
+            );
+        }
         println!(
             "  run {}: bare {:.0} msgs/s, {:.3} CPU-s per 100k msgs | ingest {:.0} msgs/s = {:.0} \
              readings/s ({:.0} % of bare), {:.3} CPU-s per 100k msgs, peak RSS {:.1} MB | to a \
@@ -393,6 +552,22 @@ fn main() {
         all.push(f);
     }
     let m = |f: &dyn Fn(&Figures) -> f64| median(all.iter().map(f).collect());
+    type Pick = fn(&Figures) -> &Measured;
+    let picks: [(&str, Pick); 2] = [
+        ("bare process", |f| &f.bare_proc),
+        ("mosquitto_sub", |f| &f.sub),
+    ];
+    for (what, pick) in picks {
+        println!(
+            "  median: {what} {:.0} msgs/s, {:.3} CPU-s per 100k msgs, ingest {:.0} % and to a \
+             broker {:.0} % of it, source broker {:.3} CPU-s per 100k msgs",
+            m(&|f| pick(f).per_s),
+            m(&|f| pick(f).cpu),
+            m(&|f| f.ingest.per_s / pick(f).per_s * 100.0),
+            m(&|f| f.broker.per_s / pick(f).per_s * 100.0),
+            m(&|f| pick(f).broker_cpu),
+        );
+    }
     println!(
         "  median: bare {:.0} msgs/s, {:.3} CPU-s per 100k msgs | ingest {:.0} msgs/s = {:.0} \
          readings/s, {:.0} % of bare, {:.3} CPU-s per 100k msgs, peak RSS {:.1} MB | to a broker \
