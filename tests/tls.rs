@@ -400,6 +400,37 @@ async fn rpc_over_https_with_ca_file() {
     let (code, _, err) = osgate_rpc(args(&[])).await;
     assert_eq!(code, 1);
     assert!(err.contains("unknown CA"), "{err}");
+
+    // `osgate health` (the image's HEALTHCHECK) finds the address and key in the config and
+    // trusts the same CA; until the sink has connected it may say that the sink is not.
+    let config = gw.config.display().to_string();
+    let health = |extra: &[&str]| {
+        let mut a = vec!["health".to_string(), "-c".into(), config.clone()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || {
+            osgate_cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let until = std::time::Instant::now() + TEST_TIMEOUT;
+    loop {
+        let (code, out, err) = health(&["--ca-file", &ca]).await.unwrap();
+        if code == 0 {
+            assert!(out.starts_with("healthy: gateway rpctls"), "{out}");
+            break;
+        }
+        assert!(err.contains("disconnected"), "{err}");
+        assert!(std::time::Instant::now() < until, "never healthy: {err}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _, err) = health(&[]).await.unwrap();
+    assert_eq!(
+        code, 1,
+        "healthy without trusting the gateway's certificate"
+    );
+    assert!(
+        err.starts_with("unhealthy: ") && err.contains("unknown CA"),
+        "{err}"
+    );
     // Plain HTTP to the TLS port is no way around it.
     let (code, _, _) = osgate_rpc(vec![
         "gateway.status".into(),

@@ -33,6 +33,14 @@ pub struct RpcCommand {
     /// How long to wait for the answer.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// TLS of an `https://` URL.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// How `osgate rpc` and `osgate health` trust an `https://` gateway.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsArgs {
     /// PEM file with the CA that signed the gateway's certificate (https://); default: the
     /// built-in roots.
     #[arg(long, value_name = "PEM")]
@@ -48,7 +56,7 @@ pub struct RpcCommand {
     pub insecure: bool,
 }
 
-impl RpcCommand {
+impl ClientTlsArgs {
     /// The TLS settings given by the flags.
     pub fn tls(&self) -> TlsConfig {
         TlsConfig {
@@ -95,7 +103,7 @@ pub fn main(cmd: RpcCommand) -> ExitCode {
         .clone()
         .or_else(|| std::env::var("OSGATE_API_KEY").ok());
     let mut settings = HttpClientSettings::new(cmd.timeout);
-    settings.tls = Some(cmd.tls());
+    settings.tls = Some(cmd.tls.tls());
     match rt.block_on(call(&settings, &cmd.url, key.as_deref(), &body)) {
         Ok(result) => {
             crate::outln!(

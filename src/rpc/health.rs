@@ -38,6 +38,9 @@ pub struct HealthCommand {
     /// How long to wait for the answer.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// TLS of an `https://` RPC listener (`rpc.tls`).
+    #[command(flatten)]
+    pub tls: super::client::ClientTlsArgs,
 }
 
 /// The address a client on this host reaches a listener on `listen` at.
@@ -114,7 +117,8 @@ pub fn main(cmd: HealthCommand) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let settings = HttpClientSettings::new(cmd.timeout);
+    let mut settings = HttpClientSettings::new(cmd.timeout);
+    settings.tls = Some(cmd.tls.tls());
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "gateway.status"});
     let answer = rt.block_on(async {
         tokio::time::timeout(
