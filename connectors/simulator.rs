@@ -2,11 +2,21 @@
 //!
 //! Each channel follows a signal (`sine`, `sawtooth`/`ramp`, `random_walk`, `counter`, `square`,
 //! `bool`, `constant`) between `min` and `max` with a `period`; each device ticks at its own
-//! `interval` in its own task (a line of one device of the connector kit, `connectors/device`,
-//! which owns scheduling, requests, health and writes: this file is only the signals). It serves demos, tests, and — with many devices and channels at a
-//! short interval — as the load generator for benchmarks: every tick is one batch, and when the
-//! sinks push back the next tick waits (counted as lag), so it runs exactly as fast as the
-//! pipeline delivers.
+//! `interval`. The connector kit (`connectors/device`) owns scheduling, requests, health and
+//! writes; this file is only the signals. It serves demos, tests, and — with many devices and
+//! channels at a short interval — as the load generator for benchmarks: every tick is one
+//! batch, and when the sinks push back the next tick waits (counted as lag), so it runs exactly
+//! as fast as the pipeline delivers.
+//!
+//! Devices share lines (tasks) of the kit, up to [`DEVICES_PER_LINE`] each, as the devices
+//! behind one Modbus connection do: a line polls its due devices in turn and serves their
+//! requests (`device.read`, `device.write`) and enable/disable between polls. A simulated
+//! device is a generator that only computes, a few microseconds per poll, so a device waits
+//! no time worth mentioning for its line mates; what sharing saves is a task, a request queue
+//! and a batch in flight per device (BENCHMARKS.md, "Memory scaling"). When the sinks push
+//! back, a device whose batch waits for room holds up the rest of its line, which is then
+//! late (and counts lag) as it would be on lines of its own. A panic in a generator would
+//! take its line mates offline with it until the line is rebuilt.
 
 use std::f64::consts::TAU;
 use std::sync::Arc;
@@ -146,49 +156,65 @@ pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>)
     }
 }
 
-/// The running state of one channel's signal.
-#[derive(Debug, Clone)]
+/// The running state of one channel's signal. Its settings stay in the config
+/// ([`SimulatorChannel`], passed to every call): a gateway may simulate a hundred thousand
+/// channels, and each keeps only what moves.
+#[derive(Debug, Clone, Default)]
 pub struct Generator {
-    signal: Signal,
+    /// A `counter`'s next value, or a `random_walk`'s position (the bits of an `f64`); the
+    /// other signals are functions of time and keep nothing.
+    state: u64,
+    /// The value that replaces the signal: a `constant`'s value, or the last one written.
+    /// Boxed: most channels have none.
+    fixed: Option<Box<Value>>,
+}
+
+/// A channel's settings with their defaults filled in.
+struct Shape {
     lo: f64,
     hi: f64,
     period: f64,
     step: f64,
-    walk: f64,
-    count: u64,
-    /// The value that replaces the signal: a `constant`'s value, or the last one written.
-    fixed: Option<Value>,
+}
+
+impl Shape {
+    fn of(s: &SimulatorChannel) -> Self {
+        let lo = s.min.unwrap_or(0.0);
+        let counter = s.signal == Signal::Counter;
+        // A counter never wraps without a max; the other signals stay within [0, 100].
+        let hi = s.max.unwrap_or(if counter { f64::INFINITY } else { 100.0 });
+        Shape {
+            lo,
+            hi,
+            period: s.period.map_or(60.0, |p| p.0.as_secs_f64()),
+            step: match s.step {
+                Some(step) => step,
+                None if counter => 1.0,
+                None => (hi - lo) * 0.01,
+            },
+        }
+    }
 }
 
 impl Generator {
     /// A generator for a channel's settings.
     pub fn new(s: &SimulatorChannel) -> Self {
-        let lo = s.min.unwrap_or(0.0);
-        let hi = s.max.unwrap_or(100.0);
-        let step = match s.signal {
-            Signal::Counter => s.step.unwrap_or(1.0),
-            _ => s.step.unwrap_or((hi - lo) * 0.01),
+        let Shape { lo, hi, .. } = Shape::of(s);
+        let state = match s.signal {
+            Signal::Counter => lo.max(0.0) as u64,
+            Signal::RandomWalk => ((lo + hi) / 2.0).to_bits(),
+            _ => 0,
         };
         Generator {
-            signal: s.signal,
-            lo,
-            hi: if s.signal == Signal::Counter {
-                s.max.unwrap_or(f64::INFINITY)
-            } else {
-                hi
-            },
-            period: s.period.map_or(60.0, |p| p.0.as_secs_f64()),
-            step,
-            walk: (lo + hi) / 2.0,
-            count: lo.max(0.0) as u64,
-            fixed: s.value.as_deref().and_then(Value::from_json),
+            state,
+            fixed: s.value.as_deref().and_then(Value::from_json).map(Box::new),
         }
     }
 
-    /// Makes `raw` (checked by the kit against the channel's [`WriteSpec`]) the channel's
-    /// value until the next write; returns it as stored.
-    pub fn write(&mut self, raw: Value) -> Result<Value, String> {
-        let value = match (self.signal, raw) {
+    /// Makes `raw` (checked by the kit against the channel's [`WriteSpec`]) the value of the
+    /// channel with settings `s` until the next write; returns it as stored.
+    pub fn write(&mut self, s: &SimulatorChannel, raw: Value) -> Result<Value, String> {
+        let value = match (s.signal, raw) {
             (Signal::Counter, v) => match v {
                 Value::U64(u) => Value::U64(u),
                 other => return Err(format!("expected an unsigned integer, got {other}")),
@@ -197,33 +223,39 @@ impl Generator {
             (Signal::Bool, other) => return Err(format!("expected true or false, got {other}")),
             (_, v) => v,
         };
-        self.fixed = Some(value.clone());
+        self.fixed = Some(Box::new(value.clone()));
         Ok(value)
     }
 
-    /// The value at `t` seconds after start (called once per tick).
-    pub fn next(&mut self, t: f64) -> Value {
+    /// The value at `t` seconds after start of the channel with settings `s` (called once per
+    /// tick).
+    pub fn next(&mut self, s: &SimulatorChannel, t: f64) -> Value {
         if let Some(v) = &self.fixed {
-            return v.clone();
+            return (**v).clone();
         }
-        let phase = (t / self.period).fract();
-        match self.signal {
-            Signal::Sine => {
-                Value::F64(self.lo + (self.hi - self.lo) * (0.5 + 0.5 * (TAU * phase).sin()))
-            }
-            Signal::Sawtooth => Value::F64(self.lo + (self.hi - self.lo) * phase),
-            Signal::Square => Value::F64(if phase < 0.5 { self.lo } else { self.hi }),
+        let Shape {
+            lo,
+            hi,
+            period,
+            step,
+        } = Shape::of(s);
+        let phase = (t / period).fract();
+        match s.signal {
+            Signal::Sine => Value::F64(lo + (hi - lo) * (0.5 + 0.5 * (TAU * phase).sin())),
+            Signal::Sawtooth => Value::F64(lo + (hi - lo) * phase),
+            Signal::Square => Value::F64(if phase < 0.5 { lo } else { hi }),
             Signal::Bool => Value::Bool(phase >= 0.5),
             Signal::RandomWalk => {
-                self.walk += (fastrand::f64() * 2.0 - 1.0) * self.step;
-                self.walk = self.walk.clamp(self.lo, self.hi);
-                Value::F64(self.walk)
+                let walk = f64::from_bits(self.state) + (fastrand::f64() * 2.0 - 1.0) * step;
+                let walk = walk.clamp(lo, hi);
+                self.state = walk.to_bits();
+                Value::F64(walk)
             }
             Signal::Counter => {
-                let v = self.count;
-                let next = self.count.saturating_add(self.step.max(1.0) as u64);
-                self.count = if (next as f64) > self.hi {
-                    self.lo.max(0.0) as u64
+                let v = self.state;
+                let next = v.saturating_add(step.max(1.0) as u64);
+                self.state = if (next as f64) > hi {
+                    lo.max(0.0) as u64
                 } else {
                     next
                 };
@@ -235,21 +267,52 @@ impl Generator {
     }
 }
 
+/// Most devices one line (task) serves. A line's own cost (its task, its request queue, the
+/// batch it may hold while the sinks push back) is then paid once per hundred devices, and at
+/// most one batch per line waits for room in the sink queues at the top of a cycle.
+const DEVICES_PER_LINE: usize = 100;
+
+/// How the simulator's `devices` are dealt to lines: `(lines, devices per line)`. Consecutive
+/// devices share a line, at most [`DEVICES_PER_LINE`] on each, and there are at least as many
+/// lines as `workers` (the runtime's worker threads, when there are that many devices) so that
+/// generating load keeps every core busy.
+fn line_split(devices: usize, workers: usize) -> (usize, usize) {
+    if devices == 0 {
+        return (0, 0);
+    }
+    let lines = devices
+        .div_ceil(DEVICES_PER_LINE)
+        .max(workers.clamp(1, devices));
+    let per_line = devices.div_ceil(lines);
+    (devices.div_ceil(per_line), per_line)
+}
+
 /// Checks what can be checked before the simulator runs (nothing can fail), and returns it
-/// running: one line (task) per device, each on its own interval.
+/// running: the devices on lines of up to [`DEVICES_PER_LINE`], each device on its own
+/// interval.
 pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
     Ok(Box::pin(async move {
         let start = Instant::now();
-        device::run_lines(&ctx, spec.devices.len(), |i| {
-            let d = &spec.devices[i];
-            let gens = d
-                .channels
-                .iter()
-                .map(|c| Generator::new(&c.settings))
-                .collect();
-            let mut line = Line::new(&ctx, Signals { start });
-            let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
-            line.add(d, schedule, gens, write_spec);
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let (lines, per_line) = line_split(spec.devices.len(), workers);
+        device::run_lines(&ctx, lines, |l| {
+            let mut line = Line::new(
+                &ctx,
+                Signals {
+                    start,
+                    spec: spec.clone(),
+                },
+            );
+            let first = l * per_line;
+            for (i, d) in spec.devices.iter().enumerate().skip(first).take(per_line) {
+                let gens = d
+                    .channels
+                    .iter()
+                    .map(|c| Generator::new(&c.settings))
+                    .collect();
+                let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
+                line.add(d, schedule, Generators { device: i, gens }, write_spec);
+            }
             line
         })
         .await;
@@ -257,30 +320,41 @@ pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Runnin
     }))
 }
 
-/// The simulator's half of the device runtime: the generators of a device's channels.
+/// The simulator's half of the device runtime: the connector's config, and the clock the
+/// signals follow.
 struct Signals {
     start: Instant,
+    spec: Arc<SimulatorConfig>,
+}
+
+/// The generators of one device's channels.
+struct Generators {
+    /// The device's index in the connector's config.
+    device: usize,
+    gens: Box<[Generator]>,
 }
 
 impl Poller for Signals {
-    type Device = Vec<Generator>;
+    type Device = Generators;
 
-    async fn poll(&mut self, gens: &mut Vec<Generator>, poll: &mut Poll<'_>) -> Result<(), Fault> {
+    async fn poll(&mut self, g: &mut Generators, poll: &mut Poll<'_>) -> Result<(), Fault> {
         let ts = Timestamp::now();
         let t = self.start.elapsed().as_secs_f64();
+        let channels = &self.spec.devices[g.device].channels;
         for ch in poll.due_channels() {
-            poll.push(ch, gens[ch].next(t), ts);
+            poll.push(ch, g.gens[ch].next(&channels[ch].settings, t), ts);
         }
         Ok(())
     }
 
     async fn write(
         &mut self,
-        gens: &mut Vec<Generator>,
+        g: &mut Generators,
         ch: usize,
         raw: Value,
     ) -> Result<Value, WriteError> {
-        gens[ch].write(raw).map_err(WriteError::Invalid)
+        let s = &self.spec.devices[g.device].channels[ch].settings;
+        g.gens[ch].write(s, raw).map_err(WriteError::Invalid)
     }
 }
 
@@ -337,30 +411,39 @@ mod tests {
 
     #[test]
     fn signals_stay_in_range_and_have_their_shape() {
-        let mut sine = Generator::new(&ch(Signal::Sine));
-        assert_eq!(sine.next(0.0), Value::F64(15.0));
-        assert_eq!(sine.next(2.5), Value::F64(20.0));
-        let mut saw = Generator::new(&ch(Signal::Sawtooth));
-        assert_eq!(saw.next(5.0), Value::F64(15.0));
-        let mut sq = Generator::new(&ch(Signal::Square));
-        assert_eq!(sq.next(1.0), Value::F64(10.0));
-        assert_eq!(sq.next(6.0), Value::F64(20.0));
-        let mut b = Generator::new(&ch(Signal::Bool));
-        assert_eq!(b.next(6.0), Value::Bool(true));
-        let mut w = Generator::new(&ch(Signal::RandomWalk));
-        for i in 0..1000 {
-            let Value::F64(v) = w.next(i as f64) else {
-                panic!()
-            };
+        let run = |signal, times: &[f64]| -> Vec<Value> {
+            let s = ch(signal);
+            let mut g = Generator::new(&s);
+            times.iter().map(|&t| g.next(&s, t)).collect()
+        };
+        assert_eq!(
+            run(Signal::Sine, &[0.0, 2.5]),
+            [Value::F64(15.0), Value::F64(20.0)]
+        );
+        assert_eq!(run(Signal::Sawtooth, &[5.0]), [Value::F64(15.0)]);
+        assert_eq!(
+            run(Signal::Square, &[1.0, 6.0]),
+            [Value::F64(10.0), Value::F64(20.0)]
+        );
+        assert_eq!(run(Signal::Bool, &[6.0]), [Value::Bool(true)]);
+        let times: Vec<f64> = (0..1000).map(f64::from).collect();
+        let walk = run(Signal::RandomWalk, &times);
+        assert!(
+            walk.windows(2).any(|w| w[0] != w[1]),
+            "the walk never moved"
+        );
+        for v in walk {
+            let Value::F64(v) = v else { panic!() };
             assert!((10.0..=20.0).contains(&v));
         }
     }
 
     #[test]
     fn writes_replace_the_signal_within_its_range() {
-        let mut g = Generator::new(&ch(Signal::Sine));
-        assert_eq!(g.write(Value::F64(12.5)), Ok(Value::F64(12.5)));
-        assert_eq!(g.next(3.0), Value::F64(12.5));
+        let sine = ch(Signal::Sine);
+        let mut g = Generator::new(&sine);
+        assert_eq!(g.write(&sine, Value::F64(12.5)), Ok(Value::F64(12.5)));
+        assert_eq!(g.next(&sine, 3.0), Value::F64(12.5));
         let spec = write_spec(&ChannelSpec {
             name: "c".into(),
             unit: None,
@@ -373,29 +456,52 @@ mod tests {
             .unwrap_err()
             .contains("outside"));
         assert!(spec.to_raw(&serde_json::json!("x"), None).is_err());
-        let mut b = Generator::new(&ch(Signal::Bool));
-        assert_eq!(b.write(Value::Bool(true)), Ok(Value::Bool(true)));
-        assert!(b.write(Value::U64(1)).is_err());
+        let bool_ = ch(Signal::Bool);
+        let mut b = Generator::new(&bool_);
+        assert_eq!(b.write(&bool_, Value::Bool(true)), Ok(Value::Bool(true)));
+        assert!(b.write(&bool_, Value::U64(1)).is_err());
+    }
+
+    #[test]
+    fn devices_are_dealt_to_lines_of_at_most_a_hundred() {
+        assert_eq!(line_split(0, 2), (0, 0));
+        assert_eq!(line_split(1, 2), (1, 1));
+        assert_eq!(line_split(3, 2), (2, 2));
+        assert_eq!(line_split(10, 1), (1, 10));
+        // At least one line per worker thread, so load generation uses every core.
+        assert_eq!(line_split(50, 2), (2, 25));
+        assert_eq!(line_split(1000, 2), (10, 100));
+        assert_eq!(line_split(1001, 2), (11, 91));
+        for (n, w) in [(1, 1), (7, 4), (99, 2), (101, 1), (1000, 16), (12345, 2)] {
+            let (lines, per) = line_split(n, w);
+            assert!(per <= DEVICES_PER_LINE, "{n} on {w}: {per} per line");
+            assert!(
+                (lines - 1) * per < n && n <= lines * per,
+                "{n} on {w}: no line empty"
+            );
+        }
     }
 
     #[test]
     fn counter_counts_and_wraps() {
-        let mut c = Generator::new(&SimulatorChannel {
+        let s = SimulatorChannel {
             min: Some(0.0),
             max: Some(2.0),
             ..ch(Signal::Counter)
-        });
-        let v: Vec<Value> = (0..4).map(|i| c.next(i as f64)).collect();
+        };
+        let mut c = Generator::new(&s);
+        let v: Vec<Value> = (0..4).map(|i| c.next(&s, i as f64)).collect();
         assert_eq!(
             v,
             vec![Value::U64(0), Value::U64(1), Value::U64(2), Value::U64(0)]
         );
-        let mut c = Generator::new(&SimulatorChannel {
+        let s = SimulatorChannel {
             min: None,
             max: None,
             ..ch(Signal::Counter)
-        });
-        assert_eq!(c.next(0.0), Value::U64(0));
-        assert_eq!(c.next(0.0), Value::U64(1));
+        };
+        let mut c = Generator::new(&s);
+        assert_eq!(c.next(&s, 0.0), Value::U64(0));
+        assert_eq!(c.next(&s, 0.0), Value::U64(1));
     }
 }
