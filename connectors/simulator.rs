@@ -51,7 +51,9 @@ fn default_interval() -> Dur {
     Dur::from_secs(1)
 }
 
-/// Channel settings.
+/// Channel settings. Kept for as long as the connector runs, so they are compact: numbers
+/// that may be left out are [`OptF64`]s (8 bytes, not 16), and a gateway may simulate a
+/// hundred thousand channels.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatorChannel {
@@ -59,23 +61,70 @@ pub struct SimulatorChannel {
     pub signal: Signal,
     /// Lower bound (default 0; for `counter`, the start value).
     #[serde(default)]
-    pub min: Option<f64>,
+    pub min: OptF64,
     /// Upper bound (default 100; a `counter` wraps to `min` past it, and never wraps without it).
     #[serde(default)]
-    pub max: Option<f64>,
-    /// Cycle length of `sine`, `sawtooth`, `square`, `bool` (default `60s`).
-    #[serde(default)]
-    pub period: Option<Dur>,
+    pub max: OptF64,
+    /// Cycle length of `sine`, `sawtooth`, `square`, `bool`, in seconds (written as a
+    /// duration; default `60s`).
+    #[serde(default, deserialize_with = "seconds")]
+    pub period: OptF64,
     /// The value of a `constant` (number, bool or string). Boxed: only constants have one.
     #[serde(default)]
     pub value: Option<Box<serde_json::Value>>,
     /// Step of `counter` (default 1) and largest step of `random_walk` (default 1% of the range).
     #[serde(default)]
-    pub step: Option<f64>,
+    pub step: OptF64,
     /// Accept writes (`device.write`, MQTT commands): the written value replaces the signal
     /// until the next write. Numbers must lie within `min`/`max` when they are set.
     #[serde(default)]
     pub writable: bool,
+}
+
+/// A number that may be left out, in the 8 bytes of an `f64` (`Option<f64>` takes 16): NaN,
+/// which JSON cannot carry, stands for "not set".
+#[derive(Clone, Copy, Deserialize)]
+#[serde(from = "Option<f64>")]
+pub struct OptF64(f64);
+
+impl OptF64 {
+    /// Not set.
+    pub const NONE: OptF64 = OptF64(f64::NAN);
+
+    /// The number, if set.
+    pub fn get(self) -> Option<f64> {
+        (!self.0.is_nan()).then_some(self.0)
+    }
+}
+
+impl Default for OptF64 {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl From<Option<f64>> for OptF64 {
+    fn from(v: Option<f64>) -> Self {
+        v.map_or(Self::NONE, OptF64)
+    }
+}
+
+impl PartialEq for OptF64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for OptF64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+/// A duration (`"10s"`, `"500ms"`) as seconds.
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<OptF64, D::Error> {
+    let period = Option::<Dur>::deserialize(d)?;
+    Ok(period.map(|p| p.0.as_secs_f64()).into())
 }
 
 /// Signal shapes.
@@ -112,7 +161,7 @@ pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>)
         for (ci, c) in d.channels.iter().enumerate() {
             let cpath = format!("{dpath}.channels[{ci}]");
             let s = &c.settings;
-            if let (Some(lo), Some(hi)) = (s.min, s.max) {
+            if let (Some(lo), Some(hi)) = (s.min.get(), s.max.get()) {
                 if lo >= hi || lo.is_nan() || hi.is_nan() {
                     errs.push(ConfigError::new(
                         format!("{cpath}.max"),
@@ -120,8 +169,8 @@ pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>)
                     ));
                 }
             }
-            if let Some(p) = s.period {
-                if p.0.is_zero() {
+            if let Some(p) = s.period.get() {
+                if p <= 0.0 {
                     errs.push(ConfigError::new(
                         format!("{cpath}.period"),
                         "must be greater than 0",
@@ -146,7 +195,7 @@ pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>)
                 )),
                 _ => {}
             }
-            if s.signal == Signal::Counter && s.min.is_some_and(|m| m < 0.0) {
+            if s.signal == Signal::Counter && s.min.get().is_some_and(|m| m < 0.0) {
                 errs.push(ConfigError::new(
                     format!("{cpath}.min"),
                     "a counter starts at 0 or above",
@@ -179,15 +228,18 @@ struct Shape {
 
 impl Shape {
     fn of(s: &SimulatorChannel) -> Self {
-        let lo = s.min.unwrap_or(0.0);
+        let lo = s.min.get().unwrap_or(0.0);
         let counter = s.signal == Signal::Counter;
         // A counter never wraps without a max; the other signals stay within [0, 100].
-        let hi = s.max.unwrap_or(if counter { f64::INFINITY } else { 100.0 });
+        let hi = s
+            .max
+            .get()
+            .unwrap_or(if counter { f64::INFINITY } else { 100.0 });
         Shape {
             lo,
             hi,
-            period: s.period.map_or(60.0, |p| p.0.as_secs_f64()),
-            step: match s.step {
+            period: s.period.get().unwrap_or(60.0),
+            step: match s.step.get() {
                 Some(step) => step,
                 None if counter => 1.0,
                 None => (hi - lo) * 0.01,
@@ -373,8 +425,11 @@ fn write_spec(c: &ChannelSpec<SimulatorChannel>) -> Option<WriteSpec> {
     };
     let numeric = !matches!(kind, ValueKind::Bool | ValueKind::Text);
     let (lo, hi) = match s.signal {
-        Signal::Constant | Signal::Counter => (s.min, s.max),
-        _ => (Some(s.min.unwrap_or(0.0)), Some(s.max.unwrap_or(100.0))),
+        Signal::Constant | Signal::Counter => (s.min.get(), s.max.get()),
+        _ => (
+            Some(s.min.get().unwrap_or(0.0)),
+            Some(s.max.get().unwrap_or(100.0)),
+        ),
     };
     // min/max bound the signal, before the channel's scale/offset: the kit checks writes in
     // engineering units, so the bounds are scaled the same way.
@@ -400,11 +455,11 @@ mod tests {
     fn ch(signal: Signal) -> SimulatorChannel {
         SimulatorChannel {
             signal,
-            min: Some(10.0),
-            max: Some(20.0),
-            period: Some(Dur::from_secs(10)),
+            min: Some(10.0).into(),
+            max: Some(20.0).into(),
+            period: Some(10.0).into(),
             value: None,
-            step: None,
+            step: OptF64::NONE,
             writable: true,
         }
     }
@@ -483,10 +538,30 @@ mod tests {
     }
 
     #[test]
+    fn settings_left_out_are_none_and_periods_are_seconds() {
+        let parse = |v| serde_json::from_value::<SimulatorChannel>(v).expect("valid");
+        let s = parse(serde_json::json!({"signal": "sine", "min": -2, "period": "1m30s"}));
+        assert_eq!(
+            (s.min.get(), s.max.get(), s.period.get(), s.step.get()),
+            (Some(-2.0), None, Some(90.0), None)
+        );
+        let s = parse(serde_json::json!({"signal": "ramp", "max": null, "period": "250ms"}));
+        assert_eq!((s.max.get(), s.period.get()), (None, Some(0.25)));
+        // Equal settings compare equal (a reload keeps the connector), unset ones included.
+        assert_eq!(s, s.clone());
+        assert_ne!(
+            parse(serde_json::json!({"signal": "sine", "min": 0})),
+            parse(serde_json::json!({"signal": "sine"}))
+        );
+        // A hundred thousand channels: the settings fit in 48 bytes.
+        assert!(std::mem::size_of::<SimulatorChannel>() <= 48);
+    }
+
+    #[test]
     fn counter_counts_and_wraps() {
         let s = SimulatorChannel {
-            min: Some(0.0),
-            max: Some(2.0),
+            min: Some(0.0).into(),
+            max: Some(2.0).into(),
             ..ch(Signal::Counter)
         };
         let mut c = Generator::new(&s);
@@ -496,8 +571,8 @@ mod tests {
             vec![Value::U64(0), Value::U64(1), Value::U64(2), Value::U64(0)]
         );
         let s = SimulatorChannel {
-            min: None,
-            max: None,
+            min: OptF64::NONE,
+            max: OptF64::NONE,
             ..ch(Signal::Counter)
         };
         let mut c = Generator::new(&s);
