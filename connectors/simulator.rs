@@ -205,19 +205,6 @@ pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>)
     }
 }
 
-/// The running state of one channel's signal. Its settings stay in the config
-/// ([`SimulatorChannel`], passed to every call): a gateway may simulate a hundred thousand
-/// channels, and each keeps only what moves.
-#[derive(Debug, Clone, Default)]
-pub struct Generator {
-    /// A `counter`'s next value, or a `random_walk`'s position (the bits of an `f64`); the
-    /// other signals are functions of time and keep nothing.
-    state: u64,
-    /// The value that replaces the signal: a `constant`'s value, or the last one written.
-    /// Boxed: most channels have none.
-    fixed: Option<Box<Value>>,
-}
-
 /// A channel's settings with their defaults filled in.
 struct Shape {
     lo: f64,
@@ -248,24 +235,66 @@ impl Shape {
     }
 }
 
-impl Generator {
-    /// A generator for a channel's settings.
-    pub fn new(s: &SimulatorChannel) -> Self {
-        let Shape { lo, hi, .. } = Shape::of(s);
-        let state = match s.signal {
-            Signal::Counter => lo.max(0.0) as u64,
-            Signal::RandomWalk => ((lo + hi) / 2.0).to_bits(),
-            _ => 0,
+/// The running state of one device's signals. Their settings stay in the config
+/// ([`SimulatorChannel`], passed to every call): a gateway may simulate a hundred thousand
+/// channels, and each keeps only what moves: 8 bytes for a counter or a random walk, none for
+/// the signals that are functions of time.
+#[derive(Debug, Clone)]
+pub struct DeviceSignals {
+    /// The device's index in the connector's config.
+    device: usize,
+    /// Per channel: a `counter`'s next value, or a `random_walk`'s position (the bits of an
+    /// `f64`). The other signals are functions of time and keep nothing: a device with
+    /// neither keeps an empty list.
+    moving: Box<[u64]>,
+    /// The channels whose value replaces the signal (a `constant`'s value, or the last one
+    /// written), by channel index, in order: few channels have one.
+    fixed: Vec<(u32, Value)>,
+}
+
+impl DeviceSignals {
+    /// The signals of device `device` of the config, whose channels have `settings`.
+    pub fn new<'a>(
+        device: usize,
+        settings: impl IntoIterator<Item = &'a SimulatorChannel>,
+    ) -> Self {
+        let (mut fixed, mut stateful) = (Vec::new(), false);
+        let moving: Vec<u64> = settings
+            .into_iter()
+            .enumerate()
+            .map(|(ch, s)| {
+                if let Some(v) = s.value.as_deref().and_then(Value::from_json) {
+                    fixed.push((ch as u32, v));
+                }
+                let Shape { lo, hi, .. } = Shape::of(s);
+                match s.signal {
+                    Signal::Counter => {
+                        stateful = true;
+                        lo.max(0.0) as u64
+                    }
+                    Signal::RandomWalk => {
+                        stateful = true;
+                        ((lo + hi) / 2.0).to_bits()
+                    }
+                    _ => 0,
+                }
+            })
+            .collect();
+        let moving = if stateful {
+            moving.into()
+        } else {
+            Box::default()
         };
-        Generator {
-            state,
-            fixed: s.value.as_deref().and_then(Value::from_json).map(Box::new),
+        DeviceSignals {
+            device,
+            moving,
+            fixed,
         }
     }
 
-    /// Makes `raw` (checked by the kit against the channel's [`WriteSpec`]) the value of the
-    /// channel with settings `s` until the next write; returns it as stored.
-    pub fn write(&mut self, s: &SimulatorChannel, raw: Value) -> Result<Value, String> {
+    /// Makes `raw` (checked by the kit against the channel's [`WriteSpec`]) the value of
+    /// channel `ch`, with settings `s`, until the next write; returns it as stored.
+    pub fn write(&mut self, ch: usize, s: &SimulatorChannel, raw: Value) -> Result<Value, String> {
         let value = match (s.signal, raw) {
             (Signal::Counter, v) => match v {
                 Value::U64(u) => Value::U64(u),
@@ -275,15 +304,21 @@ impl Generator {
             (Signal::Bool, other) => return Err(format!("expected true or false, got {other}")),
             (_, v) => v,
         };
-        self.fixed = Some(Box::new(value.clone()));
+        let ch = ch as u32;
+        match self.fixed.binary_search_by_key(&ch, |(c, _)| *c) {
+            Ok(i) => self.fixed[i].1 = value.clone(),
+            Err(i) => self.fixed.insert(i, (ch, value.clone())),
+        }
         Ok(value)
     }
 
-    /// The value at `t` seconds after start of the channel with settings `s` (called once per
-    /// tick).
-    pub fn next(&mut self, s: &SimulatorChannel, t: f64) -> Value {
-        if let Some(v) = &self.fixed {
-            return (**v).clone();
+    /// The value of channel `ch`, with settings `s`, at `t` seconds after start (called once
+    /// per tick).
+    pub fn next(&mut self, ch: usize, s: &SimulatorChannel, t: f64) -> Value {
+        if !self.fixed.is_empty() {
+            if let Ok(i) = self.fixed.binary_search_by_key(&(ch as u32), |(c, _)| *c) {
+                return self.fixed[i].1.clone();
+            }
         }
         let Shape {
             lo,
@@ -298,22 +333,24 @@ impl Generator {
             Signal::Square => Value::F64(if phase < 0.5 { lo } else { hi }),
             Signal::Bool => Value::Bool(phase >= 0.5),
             Signal::RandomWalk => {
-                let walk = f64::from_bits(self.state) + (fastrand::f64() * 2.0 - 1.0) * step;
+                let state = &mut self.moving[ch];
+                let walk = f64::from_bits(*state) + (fastrand::f64() * 2.0 - 1.0) * step;
                 let walk = walk.clamp(lo, hi);
-                self.state = walk.to_bits();
+                *state = walk.to_bits();
                 Value::F64(walk)
             }
             Signal::Counter => {
-                let v = self.state;
+                let state = &mut self.moving[ch];
+                let v = *state;
                 let next = v.saturating_add(step.max(1.0) as u64);
-                self.state = if (next as f64) > hi {
+                *state = if (next as f64) > hi {
                     lo.max(0.0) as u64
                 } else {
                     next
                 };
                 Value::U64(v)
             }
-            // A constant has `fixed` (validated at load).
+            // A constant has a fixed value (validated at load).
             Signal::Constant => Value::F64(f64::NAN),
         }
     }
@@ -357,13 +394,9 @@ pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Runnin
             );
             let first = l * per_line;
             for (i, d) in spec.devices.iter().enumerate().skip(first).take(per_line) {
-                let gens = d
-                    .channels
-                    .iter()
-                    .map(|c| Generator::new(&c.settings))
-                    .collect();
+                let signals = DeviceSignals::new(i, d.channels.iter().map(|c| &c.settings));
                 let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
-                line.add(d, schedule, Generators { device: i, gens }, write_spec);
+                line.add(d, schedule, signals, write_spec);
             }
             line
         })
@@ -379,34 +412,27 @@ struct Signals {
     spec: Arc<SimulatorConfig>,
 }
 
-/// The generators of one device's channels.
-struct Generators {
-    /// The device's index in the connector's config.
-    device: usize,
-    gens: Box<[Generator]>,
-}
-
 impl Poller for Signals {
-    type Device = Generators;
+    type Device = DeviceSignals;
 
-    async fn poll(&mut self, g: &mut Generators, poll: &mut Poll<'_>) -> Result<(), Fault> {
+    async fn poll(&mut self, dev: &mut DeviceSignals, poll: &mut Poll<'_>) -> Result<(), Fault> {
         let ts = Timestamp::now();
         let t = self.start.elapsed().as_secs_f64();
-        let channels = &self.spec.devices[g.device].channels;
+        let channels = &self.spec.devices[dev.device].channels;
         for ch in poll.due_channels() {
-            poll.push(ch, g.gens[ch].next(&channels[ch].settings, t), ts);
+            poll.push(ch, dev.next(ch, &channels[ch].settings, t), ts);
         }
         Ok(())
     }
 
     async fn write(
         &mut self,
-        g: &mut Generators,
+        dev: &mut DeviceSignals,
         ch: usize,
         raw: Value,
     ) -> Result<Value, WriteError> {
-        let s = &self.spec.devices[g.device].channels[ch].settings;
-        g.gens[ch].write(s, raw).map_err(WriteError::Invalid)
+        let s = &self.spec.devices[dev.device].channels[ch].settings;
+        dev.write(ch, s, raw).map_err(WriteError::Invalid)
     }
 }
 
@@ -468,8 +494,8 @@ mod tests {
     fn signals_stay_in_range_and_have_their_shape() {
         let run = |signal, times: &[f64]| -> Vec<Value> {
             let s = ch(signal);
-            let mut g = Generator::new(&s);
-            times.iter().map(|&t| g.next(&s, t)).collect()
+            let mut g = DeviceSignals::new(0, [&s]);
+            times.iter().map(|&t| g.next(0, &s, t)).collect()
         };
         assert_eq!(
             run(Signal::Sine, &[0.0, 2.5]),
@@ -495,10 +521,36 @@ mod tests {
 
     #[test]
     fn writes_replace_the_signal_within_its_range() {
-        let sine = ch(Signal::Sine);
-        let mut g = Generator::new(&sine);
-        assert_eq!(g.write(&sine, Value::F64(12.5)), Ok(Value::F64(12.5)));
-        assert_eq!(g.next(&sine, 3.0), Value::F64(12.5));
+        let (sine, saw) = (ch(Signal::Sine), ch(Signal::Sawtooth));
+        let mut g = DeviceSignals::new(0, [&sine, &saw]);
+        assert_eq!(g.write(1, &saw, Value::F64(12.5)), Ok(Value::F64(12.5)));
+        assert_eq!(g.next(1, &saw, 3.0), Value::F64(12.5));
+        assert_eq!(g.next(0, &sine, 0.0), Value::F64(15.0), "the other channel");
+        assert_eq!(g.write(1, &saw, Value::F64(11.0)), Ok(Value::F64(11.0)));
+        assert_eq!(g.next(1, &saw, 3.0), Value::F64(11.0));
+        // A constant is a fixed value from the start, which a write replaces.
+        let constant = SimulatorChannel {
+            value: Some(Box::new(serde_json::json!("idle"))),
+            ..ch(Signal::Constant)
+        };
+        let mut k = DeviceSignals::new(0, [&sine, &constant, &saw]);
+        assert_eq!(k.next(1, &constant, 0.0), Value::Text("idle".into()));
+        assert_eq!(k.next(2, &saw, 5.0), Value::F64(15.0));
+        assert_eq!(k.write(2, &saw, Value::F64(19.0)), Ok(Value::F64(19.0)));
+        assert_eq!(k.write(0, &sine, Value::F64(18.0)), Ok(Value::F64(18.0)));
+        let now: Vec<Value> = [&sine, &constant, &saw]
+            .into_iter()
+            .enumerate()
+            .map(|(c, s)| k.next(c, s, 5.0))
+            .collect();
+        assert_eq!(
+            now,
+            [
+                Value::F64(18.0),
+                Value::Text("idle".into()),
+                Value::F64(19.0)
+            ]
+        );
         let spec = write_spec(&ChannelSpec {
             name: "c".into(),
             unit: None,
@@ -512,9 +564,9 @@ mod tests {
             .contains("outside"));
         assert!(spec.to_raw(&serde_json::json!("x"), None).is_err());
         let bool_ = ch(Signal::Bool);
-        let mut b = Generator::new(&bool_);
-        assert_eq!(b.write(&bool_, Value::Bool(true)), Ok(Value::Bool(true)));
-        assert!(b.write(&bool_, Value::U64(1)).is_err());
+        let mut b = DeviceSignals::new(0, [&bool_]);
+        assert_eq!(b.write(0, &bool_, Value::Bool(true)), Ok(Value::Bool(true)));
+        assert!(b.write(0, &bool_, Value::U64(1)).is_err());
     }
 
     #[test]
@@ -564,8 +616,8 @@ mod tests {
             max: Some(2.0).into(),
             ..ch(Signal::Counter)
         };
-        let mut c = Generator::new(&s);
-        let v: Vec<Value> = (0..4).map(|i| c.next(&s, i as f64)).collect();
+        let mut c = DeviceSignals::new(0, [&s]);
+        let v: Vec<Value> = (0..4).map(|i| c.next(0, &s, i as f64)).collect();
         assert_eq!(
             v,
             vec![Value::U64(0), Value::U64(1), Value::U64(2), Value::U64(0)]
@@ -575,8 +627,8 @@ mod tests {
             max: OptF64::NONE,
             ..ch(Signal::Counter)
         };
-        let mut c = Generator::new(&s);
-        assert_eq!(c.next(&s, 0.0), Value::U64(0));
-        assert_eq!(c.next(&s, 0.0), Value::U64(1));
+        let mut c = DeviceSignals::new(0, [&s]);
+        assert_eq!(c.next(0, &s, 0.0), Value::U64(0));
+        assert_eq!(c.next(0, &s, 0.0), Value::U64(1));
     }
 }
