@@ -2,11 +2,21 @@
 //!
 //! Each channel follows a signal (`sine`, `sawtooth`/`ramp`, `random_walk`, `counter`, `square`,
 //! `bool`, `constant`) between `min` and `max` with a `period`; each device ticks at its own
-//! `interval` in its own task (a line of one device of the connector kit, `connectors/device`,
-//! which owns scheduling, requests, health and writes: this file is only the signals). It serves demos, tests, and — with many devices and channels at a
-//! short interval — as the load generator for benchmarks: every tick is one batch, and when the
-//! sinks push back the next tick waits (counted as lag), so it runs exactly as fast as the
-//! pipeline delivers.
+//! `interval`. The connector kit (`connectors/device`) owns scheduling, requests, health and
+//! writes; this file is only the signals. It serves demos, tests, and — with many devices and
+//! channels at a short interval — as the load generator for benchmarks: every tick is one
+//! batch, and when the sinks push back the next tick waits (counted as lag), so it runs exactly
+//! as fast as the pipeline delivers.
+//!
+//! Devices share lines (tasks) of the kit, up to [`DEVICES_PER_LINE`] each, as the devices
+//! behind one Modbus connection do: a line polls its due devices in turn and serves their
+//! requests (`device.read`, `device.write`) and enable/disable between polls. A simulated
+//! device is a generator that only computes, a few microseconds per poll, so a device waits
+//! no time worth mentioning for its line mates; what sharing saves is a task, a request queue
+//! and a batch in flight per device (BENCHMARKS.md, "Memory scaling"). When the sinks push
+//! back, a device whose batch waits for room holds up the rest of its line, which is then
+//! late (and counts lag) as it would be on lines of its own. A panic in a generator would
+//! take its line mates offline with it until the line is rebuilt.
 
 use std::f64::consts::TAU;
 use std::sync::Arc;
@@ -41,7 +51,9 @@ fn default_interval() -> Dur {
     Dur::from_secs(1)
 }
 
-/// Channel settings.
+/// Channel settings. Kept for as long as the connector runs, so they are compact: numbers
+/// that may be left out are [`OptF64`]s (8 bytes, not 16), and a gateway may simulate a
+/// hundred thousand channels.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatorChannel {
@@ -49,23 +61,70 @@ pub struct SimulatorChannel {
     pub signal: Signal,
     /// Lower bound (default 0; for `counter`, the start value).
     #[serde(default)]
-    pub min: Option<f64>,
+    pub min: OptF64,
     /// Upper bound (default 100; a `counter` wraps to `min` past it, and never wraps without it).
     #[serde(default)]
-    pub max: Option<f64>,
-    /// Cycle length of `sine`, `sawtooth`, `square`, `bool` (default `60s`).
-    #[serde(default)]
-    pub period: Option<Dur>,
+    pub max: OptF64,
+    /// Cycle length of `sine`, `sawtooth`, `square`, `bool`, in seconds (written as a
+    /// duration; default `60s`).
+    #[serde(default, deserialize_with = "seconds")]
+    pub period: OptF64,
     /// The value of a `constant` (number, bool or string). Boxed: only constants have one.
     #[serde(default)]
     pub value: Option<Box<serde_json::Value>>,
     /// Step of `counter` (default 1) and largest step of `random_walk` (default 1% of the range).
     #[serde(default)]
-    pub step: Option<f64>,
+    pub step: OptF64,
     /// Accept writes (`device.write`, MQTT commands): the written value replaces the signal
     /// until the next write. Numbers must lie within `min`/`max` when they are set.
     #[serde(default)]
     pub writable: bool,
+}
+
+/// A number that may be left out, in the 8 bytes of an `f64` (`Option<f64>` takes 16): NaN,
+/// which JSON cannot carry, stands for "not set".
+#[derive(Clone, Copy, Deserialize)]
+#[serde(from = "Option<f64>")]
+pub struct OptF64(f64);
+
+impl OptF64 {
+    /// Not set.
+    pub const NONE: OptF64 = OptF64(f64::NAN);
+
+    /// The number, if set.
+    pub fn get(self) -> Option<f64> {
+        (!self.0.is_nan()).then_some(self.0)
+    }
+}
+
+impl Default for OptF64 {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl From<Option<f64>> for OptF64 {
+    fn from(v: Option<f64>) -> Self {
+        v.map_or(Self::NONE, OptF64)
+    }
+}
+
+impl PartialEq for OptF64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for OptF64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+/// A duration (`"10s"`, `"500ms"`) as seconds.
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<OptF64, D::Error> {
+    let period = Option::<Dur>::deserialize(d)?;
+    Ok(period.map(|p| p.0.as_secs_f64()).into())
 }
 
 /// Signal shapes.
@@ -102,7 +161,7 @@ pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>)
         for (ci, c) in d.channels.iter().enumerate() {
             let cpath = format!("{dpath}.channels[{ci}]");
             let s = &c.settings;
-            if let (Some(lo), Some(hi)) = (s.min, s.max) {
+            if let (Some(lo), Some(hi)) = (s.min.get(), s.max.get()) {
                 if lo >= hi || lo.is_nan() || hi.is_nan() {
                     errs.push(ConfigError::new(
                         format!("{cpath}.max"),
@@ -110,8 +169,8 @@ pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>)
                     ));
                 }
             }
-            if let Some(p) = s.period {
-                if p.0.is_zero() {
+            if let Some(p) = s.period.get() {
+                if p <= 0.0 {
                     errs.push(ConfigError::new(
                         format!("{cpath}.period"),
                         "must be greater than 0",
@@ -136,7 +195,7 @@ pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>)
                 )),
                 _ => {}
             }
-            if s.signal == Signal::Counter && s.min.is_some_and(|m| m < 0.0) {
+            if s.signal == Signal::Counter && s.min.get().is_some_and(|m| m < 0.0) {
                 errs.push(ConfigError::new(
                     format!("{cpath}.min"),
                     "a counter starts at 0 or above",
@@ -146,49 +205,97 @@ pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>)
     }
 }
 
-/// The running state of one channel's signal.
-#[derive(Debug, Clone)]
-pub struct Generator {
-    signal: Signal,
+/// A channel's settings with their defaults filled in.
+struct Shape {
     lo: f64,
     hi: f64,
     period: f64,
     step: f64,
-    walk: f64,
-    count: u64,
-    /// The value that replaces the signal: a `constant`'s value, or the last one written.
-    fixed: Option<Value>,
 }
 
-impl Generator {
-    /// A generator for a channel's settings.
-    pub fn new(s: &SimulatorChannel) -> Self {
-        let lo = s.min.unwrap_or(0.0);
-        let hi = s.max.unwrap_or(100.0);
-        let step = match s.signal {
-            Signal::Counter => s.step.unwrap_or(1.0),
-            _ => s.step.unwrap_or((hi - lo) * 0.01),
-        };
-        Generator {
-            signal: s.signal,
+impl Shape {
+    fn of(s: &SimulatorChannel) -> Self {
+        let lo = s.min.get().unwrap_or(0.0);
+        let counter = s.signal == Signal::Counter;
+        // A counter never wraps without a max; the other signals stay within [0, 100].
+        let hi = s
+            .max
+            .get()
+            .unwrap_or(if counter { f64::INFINITY } else { 100.0 });
+        Shape {
             lo,
-            hi: if s.signal == Signal::Counter {
-                s.max.unwrap_or(f64::INFINITY)
-            } else {
-                hi
+            hi,
+            period: s.period.get().unwrap_or(60.0),
+            step: match s.step.get() {
+                Some(step) => step,
+                None if counter => 1.0,
+                None => (hi - lo) * 0.01,
             },
-            period: s.period.map_or(60.0, |p| p.0.as_secs_f64()),
-            step,
-            walk: (lo + hi) / 2.0,
-            count: lo.max(0.0) as u64,
-            fixed: s.value.as_deref().and_then(Value::from_json),
+        }
+    }
+}
+
+/// The running state of one device's signals. Their settings stay in the config
+/// ([`SimulatorChannel`], passed to every call): a gateway may simulate a hundred thousand
+/// channels, and each keeps only what moves: 8 bytes for a counter or a random walk, none for
+/// the signals that are functions of time.
+#[derive(Debug, Clone)]
+pub struct DeviceSignals {
+    /// The device's index in the connector's config.
+    device: usize,
+    /// Per channel: a `counter`'s next value, or a `random_walk`'s position (the bits of an
+    /// `f64`). The other signals are functions of time and keep nothing: a device with
+    /// neither keeps an empty list.
+    moving: Box<[u64]>,
+    /// The channels whose value replaces the signal (a `constant`'s value, or the last one
+    /// written), by channel index, in order: few channels have one.
+    fixed: Vec<(u32, Value)>,
+}
+
+impl DeviceSignals {
+    /// The signals of device `device` of the config, whose channels have `settings`.
+    pub fn new<'a>(
+        device: usize,
+        settings: impl IntoIterator<Item = &'a SimulatorChannel>,
+    ) -> Self {
+        let (mut fixed, mut stateful) = (Vec::new(), false);
+        let moving: Vec<u64> = settings
+            .into_iter()
+            .enumerate()
+            .map(|(ch, s)| {
+                if let Some(v) = s.value.as_deref().and_then(Value::from_json) {
+                    fixed.push((ch as u32, v));
+                }
+                let Shape { lo, hi, .. } = Shape::of(s);
+                match s.signal {
+                    Signal::Counter => {
+                        stateful = true;
+                        lo.max(0.0) as u64
+                    }
+                    Signal::RandomWalk => {
+                        stateful = true;
+                        ((lo + hi) / 2.0).to_bits()
+                    }
+                    _ => 0,
+                }
+            })
+            .collect();
+        let moving = if stateful {
+            moving.into()
+        } else {
+            Box::default()
+        };
+        DeviceSignals {
+            device,
+            moving,
+            fixed,
         }
     }
 
-    /// Makes `raw` (checked by the kit against the channel's [`WriteSpec`]) the channel's
-    /// value until the next write; returns it as stored.
-    pub fn write(&mut self, raw: Value) -> Result<Value, String> {
-        let value = match (self.signal, raw) {
+    /// Makes `raw` (checked by the kit against the channel's [`WriteSpec`]) the value of
+    /// channel `ch`, with settings `s`, until the next write; returns it as stored.
+    pub fn write(&mut self, ch: usize, s: &SimulatorChannel, raw: Value) -> Result<Value, String> {
+        let value = match (s.signal, raw) {
             (Signal::Counter, v) => match v {
                 Value::U64(u) => Value::U64(u),
                 other => return Err(format!("expected an unsigned integer, got {other}")),
@@ -197,59 +304,100 @@ impl Generator {
             (Signal::Bool, other) => return Err(format!("expected true or false, got {other}")),
             (_, v) => v,
         };
-        self.fixed = Some(value.clone());
+        let ch = ch as u32;
+        match self.fixed.binary_search_by_key(&ch, |(c, _)| *c) {
+            Ok(i) => self.fixed[i].1 = value.clone(),
+            Err(i) => self.fixed.insert(i, (ch, value.clone())),
+        }
         Ok(value)
     }
 
-    /// The value at `t` seconds after start (called once per tick).
-    pub fn next(&mut self, t: f64) -> Value {
-        if let Some(v) = &self.fixed {
-            return v.clone();
-        }
-        let phase = (t / self.period).fract();
-        match self.signal {
-            Signal::Sine => {
-                Value::F64(self.lo + (self.hi - self.lo) * (0.5 + 0.5 * (TAU * phase).sin()))
+    /// The value of channel `ch`, with settings `s`, at `t` seconds after start (called once
+    /// per tick).
+    pub fn next(&mut self, ch: usize, s: &SimulatorChannel, t: f64) -> Value {
+        if !self.fixed.is_empty() {
+            if let Ok(i) = self.fixed.binary_search_by_key(&(ch as u32), |(c, _)| *c) {
+                return self.fixed[i].1.clone();
             }
-            Signal::Sawtooth => Value::F64(self.lo + (self.hi - self.lo) * phase),
-            Signal::Square => Value::F64(if phase < 0.5 { self.lo } else { self.hi }),
+        }
+        let Shape {
+            lo,
+            hi,
+            period,
+            step,
+        } = Shape::of(s);
+        let phase = (t / period).fract();
+        match s.signal {
+            Signal::Sine => Value::F64(lo + (hi - lo) * (0.5 + 0.5 * (TAU * phase).sin())),
+            Signal::Sawtooth => Value::F64(lo + (hi - lo) * phase),
+            Signal::Square => Value::F64(if phase < 0.5 { lo } else { hi }),
             Signal::Bool => Value::Bool(phase >= 0.5),
             Signal::RandomWalk => {
-                self.walk += (fastrand::f64() * 2.0 - 1.0) * self.step;
-                self.walk = self.walk.clamp(self.lo, self.hi);
-                Value::F64(self.walk)
+                let state = &mut self.moving[ch];
+                let walk = f64::from_bits(*state) + (fastrand::f64() * 2.0 - 1.0) * step;
+                let walk = walk.clamp(lo, hi);
+                *state = walk.to_bits();
+                Value::F64(walk)
             }
             Signal::Counter => {
-                let v = self.count;
-                let next = self.count.saturating_add(self.step.max(1.0) as u64);
-                self.count = if (next as f64) > self.hi {
-                    self.lo.max(0.0) as u64
+                let state = &mut self.moving[ch];
+                let v = *state;
+                let next = v.saturating_add(step.max(1.0) as u64);
+                *state = if (next as f64) > hi {
+                    lo.max(0.0) as u64
                 } else {
                     next
                 };
                 Value::U64(v)
             }
-            // A constant has `fixed` (validated at load).
+            // A constant has a fixed value (validated at load).
             Signal::Constant => Value::F64(f64::NAN),
         }
     }
 }
 
+/// Most devices one line (task) serves. A line's own cost (its task, its request queue, the
+/// batch it may hold while the sinks push back) is then paid once per hundred devices, and at
+/// most one batch per line waits for room in the sink queues at the top of a cycle.
+const DEVICES_PER_LINE: usize = 100;
+
+/// How the simulator's `devices` are dealt to lines: `(lines, devices per line)`. Consecutive
+/// devices share a line, at most [`DEVICES_PER_LINE`] on each, and there are at least as many
+/// lines as `workers` (the runtime's worker threads, when there are that many devices) so that
+/// generating load keeps every core busy.
+fn line_split(devices: usize, workers: usize) -> (usize, usize) {
+    if devices == 0 {
+        return (0, 0);
+    }
+    let lines = devices
+        .div_ceil(DEVICES_PER_LINE)
+        .max(workers.clamp(1, devices));
+    let per_line = devices.div_ceil(lines);
+    (devices.div_ceil(per_line), per_line)
+}
+
 /// Checks what can be checked before the simulator runs (nothing can fail), and returns it
-/// running: one line (task) per device, each on its own interval.
+/// running: the devices on lines of up to [`DEVICES_PER_LINE`], each device on its own
+/// interval.
 pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
     Ok(Box::pin(async move {
         let start = Instant::now();
-        device::run_lines(&ctx, spec.devices.len(), |i| {
-            let d = &spec.devices[i];
-            let gens = d
-                .channels
-                .iter()
-                .map(|c| Generator::new(&c.settings))
-                .collect();
-            let mut line = Line::new(&ctx, Signals { start });
-            let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
-            line.add(d, schedule, gens, write_spec);
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let (lines, per_line) = line_split(spec.devices.len(), workers);
+        device::run_lines(&ctx, lines, |l| {
+            let mut line = Line::new(
+                &ctx,
+                Signals {
+                    start,
+                    spec: spec.clone(),
+                },
+            );
+            let first = l * per_line;
+            for (i, d) in spec.devices.iter().enumerate().skip(first).take(per_line) {
+                let signals = DeviceSignals::new(i, d.channels.iter().map(|c| &c.settings));
+                let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
+                line.add(d, schedule, signals, write_spec);
+            }
             line
         })
         .await;
@@ -257,30 +405,34 @@ pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Runnin
     }))
 }
 
-/// The simulator's half of the device runtime: the generators of a device's channels.
+/// The simulator's half of the device runtime: the connector's config, and the clock the
+/// signals follow.
 struct Signals {
     start: Instant,
+    spec: Arc<SimulatorConfig>,
 }
 
 impl Poller for Signals {
-    type Device = Vec<Generator>;
+    type Device = DeviceSignals;
 
-    async fn poll(&mut self, gens: &mut Vec<Generator>, poll: &mut Poll<'_>) -> Result<(), Fault> {
+    async fn poll(&mut self, dev: &mut DeviceSignals, poll: &mut Poll<'_>) -> Result<(), Fault> {
         let ts = Timestamp::now();
         let t = self.start.elapsed().as_secs_f64();
+        let channels = &self.spec.devices[dev.device].channels;
         for ch in poll.due_channels() {
-            poll.push(ch, gens[ch].next(t), ts);
+            poll.push(ch, dev.next(ch, &channels[ch].settings, t), ts);
         }
         Ok(())
     }
 
     async fn write(
         &mut self,
-        gens: &mut Vec<Generator>,
+        dev: &mut DeviceSignals,
         ch: usize,
         raw: Value,
     ) -> Result<Value, WriteError> {
-        gens[ch].write(raw).map_err(WriteError::Invalid)
+        let s = &self.spec.devices[dev.device].channels[ch].settings;
+        dev.write(ch, s, raw).map_err(WriteError::Invalid)
     }
 }
 
@@ -299,8 +451,11 @@ fn write_spec(c: &ChannelSpec<SimulatorChannel>) -> Option<WriteSpec> {
     };
     let numeric = !matches!(kind, ValueKind::Bool | ValueKind::Text);
     let (lo, hi) = match s.signal {
-        Signal::Constant | Signal::Counter => (s.min, s.max),
-        _ => (Some(s.min.unwrap_or(0.0)), Some(s.max.unwrap_or(100.0))),
+        Signal::Constant | Signal::Counter => (s.min.get(), s.max.get()),
+        _ => (
+            Some(s.min.get().unwrap_or(0.0)),
+            Some(s.max.get().unwrap_or(100.0)),
+        ),
     };
     // min/max bound the signal, before the channel's scale/offset: the kit checks writes in
     // engineering units, so the bounds are scaled the same way.
@@ -326,41 +481,76 @@ mod tests {
     fn ch(signal: Signal) -> SimulatorChannel {
         SimulatorChannel {
             signal,
-            min: Some(10.0),
-            max: Some(20.0),
-            period: Some(Dur::from_secs(10)),
+            min: Some(10.0).into(),
+            max: Some(20.0).into(),
+            period: Some(10.0).into(),
             value: None,
-            step: None,
+            step: OptF64::NONE,
             writable: true,
         }
     }
 
     #[test]
     fn signals_stay_in_range_and_have_their_shape() {
-        let mut sine = Generator::new(&ch(Signal::Sine));
-        assert_eq!(sine.next(0.0), Value::F64(15.0));
-        assert_eq!(sine.next(2.5), Value::F64(20.0));
-        let mut saw = Generator::new(&ch(Signal::Sawtooth));
-        assert_eq!(saw.next(5.0), Value::F64(15.0));
-        let mut sq = Generator::new(&ch(Signal::Square));
-        assert_eq!(sq.next(1.0), Value::F64(10.0));
-        assert_eq!(sq.next(6.0), Value::F64(20.0));
-        let mut b = Generator::new(&ch(Signal::Bool));
-        assert_eq!(b.next(6.0), Value::Bool(true));
-        let mut w = Generator::new(&ch(Signal::RandomWalk));
-        for i in 0..1000 {
-            let Value::F64(v) = w.next(i as f64) else {
-                panic!()
-            };
+        let run = |signal, times: &[f64]| -> Vec<Value> {
+            let s = ch(signal);
+            let mut g = DeviceSignals::new(0, [&s]);
+            times.iter().map(|&t| g.next(0, &s, t)).collect()
+        };
+        assert_eq!(
+            run(Signal::Sine, &[0.0, 2.5]),
+            [Value::F64(15.0), Value::F64(20.0)]
+        );
+        assert_eq!(run(Signal::Sawtooth, &[5.0]), [Value::F64(15.0)]);
+        assert_eq!(
+            run(Signal::Square, &[1.0, 6.0]),
+            [Value::F64(10.0), Value::F64(20.0)]
+        );
+        assert_eq!(run(Signal::Bool, &[6.0]), [Value::Bool(true)]);
+        let times: Vec<f64> = (0..1000).map(f64::from).collect();
+        let walk = run(Signal::RandomWalk, &times);
+        assert!(
+            walk.windows(2).any(|w| w[0] != w[1]),
+            "the walk never moved"
+        );
+        for v in walk {
+            let Value::F64(v) = v else { panic!() };
             assert!((10.0..=20.0).contains(&v));
         }
     }
 
     #[test]
     fn writes_replace_the_signal_within_its_range() {
-        let mut g = Generator::new(&ch(Signal::Sine));
-        assert_eq!(g.write(Value::F64(12.5)), Ok(Value::F64(12.5)));
-        assert_eq!(g.next(3.0), Value::F64(12.5));
+        let (sine, saw) = (ch(Signal::Sine), ch(Signal::Sawtooth));
+        let mut g = DeviceSignals::new(0, [&sine, &saw]);
+        assert_eq!(g.write(1, &saw, Value::F64(12.5)), Ok(Value::F64(12.5)));
+        assert_eq!(g.next(1, &saw, 3.0), Value::F64(12.5));
+        assert_eq!(g.next(0, &sine, 0.0), Value::F64(15.0), "the other channel");
+        assert_eq!(g.write(1, &saw, Value::F64(11.0)), Ok(Value::F64(11.0)));
+        assert_eq!(g.next(1, &saw, 3.0), Value::F64(11.0));
+        // A constant is a fixed value from the start, which a write replaces.
+        let constant = SimulatorChannel {
+            value: Some(Box::new(serde_json::json!("idle"))),
+            ..ch(Signal::Constant)
+        };
+        let mut k = DeviceSignals::new(0, [&sine, &constant, &saw]);
+        assert_eq!(k.next(1, &constant, 0.0), Value::Text("idle".into()));
+        assert_eq!(k.next(2, &saw, 5.0), Value::F64(15.0));
+        assert_eq!(k.write(2, &saw, Value::F64(19.0)), Ok(Value::F64(19.0)));
+        assert_eq!(k.write(0, &sine, Value::F64(18.0)), Ok(Value::F64(18.0)));
+        let now: Vec<Value> = [&sine, &constant, &saw]
+            .into_iter()
+            .enumerate()
+            .map(|(c, s)| k.next(c, s, 5.0))
+            .collect();
+        assert_eq!(
+            now,
+            [
+                Value::F64(18.0),
+                Value::Text("idle".into()),
+                Value::F64(19.0)
+            ]
+        );
         let spec = write_spec(&ChannelSpec {
             name: "c".into(),
             unit: None,
@@ -373,29 +563,72 @@ mod tests {
             .unwrap_err()
             .contains("outside"));
         assert!(spec.to_raw(&serde_json::json!("x"), None).is_err());
-        let mut b = Generator::new(&ch(Signal::Bool));
-        assert_eq!(b.write(Value::Bool(true)), Ok(Value::Bool(true)));
-        assert!(b.write(Value::U64(1)).is_err());
+        let bool_ = ch(Signal::Bool);
+        let mut b = DeviceSignals::new(0, [&bool_]);
+        assert_eq!(b.write(0, &bool_, Value::Bool(true)), Ok(Value::Bool(true)));
+        assert!(b.write(0, &bool_, Value::U64(1)).is_err());
+    }
+
+    #[test]
+    fn devices_are_dealt_to_lines_of_at_most_a_hundred() {
+        assert_eq!(line_split(0, 2), (0, 0));
+        assert_eq!(line_split(1, 2), (1, 1));
+        assert_eq!(line_split(3, 2), (2, 2));
+        assert_eq!(line_split(10, 1), (1, 10));
+        // At least one line per worker thread, so load generation uses every core.
+        assert_eq!(line_split(50, 2), (2, 25));
+        assert_eq!(line_split(1000, 2), (10, 100));
+        assert_eq!(line_split(1001, 2), (11, 91));
+        for (n, w) in [(1, 1), (7, 4), (99, 2), (101, 1), (1000, 16), (12345, 2)] {
+            let (lines, per) = line_split(n, w);
+            assert!(per <= DEVICES_PER_LINE, "{n} on {w}: {per} per line");
+            assert!(
+                (lines - 1) * per < n && n <= lines * per,
+                "{n} on {w}: no line empty"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_left_out_are_none_and_periods_are_seconds() {
+        let parse = |v| serde_json::from_value::<SimulatorChannel>(v).expect("valid");
+        let s = parse(serde_json::json!({"signal": "sine", "min": -2, "period": "1m30s"}));
+        assert_eq!(
+            (s.min.get(), s.max.get(), s.period.get(), s.step.get()),
+            (Some(-2.0), None, Some(90.0), None)
+        );
+        let s = parse(serde_json::json!({"signal": "ramp", "max": null, "period": "250ms"}));
+        assert_eq!((s.max.get(), s.period.get()), (None, Some(0.25)));
+        // Equal settings compare equal (a reload keeps the connector), unset ones included.
+        assert_eq!(s, s.clone());
+        assert_ne!(
+            parse(serde_json::json!({"signal": "sine", "min": 0})),
+            parse(serde_json::json!({"signal": "sine"}))
+        );
+        // A hundred thousand channels: the settings fit in 48 bytes.
+        assert!(std::mem::size_of::<SimulatorChannel>() <= 48);
     }
 
     #[test]
     fn counter_counts_and_wraps() {
-        let mut c = Generator::new(&SimulatorChannel {
-            min: Some(0.0),
-            max: Some(2.0),
+        let s = SimulatorChannel {
+            min: Some(0.0).into(),
+            max: Some(2.0).into(),
             ..ch(Signal::Counter)
-        });
-        let v: Vec<Value> = (0..4).map(|i| c.next(i as f64)).collect();
+        };
+        let mut c = DeviceSignals::new(0, [&s]);
+        let v: Vec<Value> = (0..4).map(|i| c.next(0, &s, i as f64)).collect();
         assert_eq!(
             v,
             vec![Value::U64(0), Value::U64(1), Value::U64(2), Value::U64(0)]
         );
-        let mut c = Generator::new(&SimulatorChannel {
-            min: None,
-            max: None,
+        let s = SimulatorChannel {
+            min: OptF64::NONE,
+            max: OptF64::NONE,
             ..ch(Signal::Counter)
-        });
-        assert_eq!(c.next(0.0), Value::U64(0));
-        assert_eq!(c.next(0.0), Value::U64(1));
+        };
+        let mut c = DeviceSignals::new(0, [&s]);
+        assert_eq!(c.next(0, &s, 0.0), Value::U64(0));
+        assert_eq!(c.next(0, &s, 0.0), Value::U64(1));
     }
 }

@@ -99,8 +99,8 @@ pub struct Inbox {
 }
 
 /// A request and the index of its device, boxed: tokio allocates a queue's slots in blocks of
-/// 32 when it is created, and with a line per device (the simulator, a TCP device with its own
-/// connection) 32 unboxed requests would cost 2.5 kB per device for requests that rarely come.
+/// 32 when it is created, and with a line per device (a TCP device with its own connection)
+/// 32 unboxed requests would cost 2.5 kB per device for requests that rarely come.
 type Boxed = Box<(usize, DeviceRequest)>;
 type RequestSender = mpsc::Sender<Boxed>;
 

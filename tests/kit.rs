@@ -1,8 +1,9 @@
 //! The connector kit (`connectors/device`) seen from outside, through the connectors ported onto
 //! it: device health from real Modbus peers (an exception-only unit, a unit with one illegal
 //! address), devices behind one Modbus TCP address sharing one connection, writes checked in
-//! engineering units, and a reload whose new connector cannot be built (a missing serial port)
-//! refused at once while the running configuration keeps delivering.
+//! engineering units, simulator devices sharing a line yet ticking and controlled each on its
+//! own, and a reload whose new connector cannot be built (a missing serial port) refused at once
+//! while the running configuration keeps delivering.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -302,6 +303,86 @@ async fn simulator_writes_honour_scale_offset_min_max() {
     assert_eq!(
         run.write("w", "ro", json!(1)).await,
         Err(DeviceError::NotWritable("ro".into()))
+    );
+    run.stop().await;
+}
+
+/// The simulator's devices share a line (one task polling them in turn): each still ticks at
+/// its own interval, keeps its own signals and written values, and is disabled, read and
+/// written on its own.
+#[tokio::test]
+async fn simulator_devices_on_one_line_keep_their_own_interval_and_control() {
+    let mut run = ConnectorRun::start(json!({"name": unique("sim"), "protocol": "simulator",
+        "devices": [
+            {"name": "fast", "interval": "20ms", "channels": [
+                {"name": "n", "signal": "counter"},
+                {"name": "sp", "signal": "sine", "min": 0, "max": 100, "writable": true}]},
+            {"name": "slow", "interval": "1h", "channels": [
+                {"name": "n", "signal": "counter"}]},
+            {"name": "other", "interval": "20ms", "channels": [
+                {"name": "sp", "signal": "constant", "value": 5, "min": 0, "max": 100,
+                 "writable": true}]}]}));
+    let count = |v: &Value| match v {
+        Value::U64(n) => *n,
+        other => panic!("not a counter: {other:?}"),
+    };
+    // Five ticks of `fast` counting from 0; `slow` (hourly) ticked once, at the start.
+    let (mut fast, mut slow) = (Vec::new(), 0);
+    within("five batches of fast", async {
+        while fast.len() < 5 {
+            if let Envelope::Batch(b) = run.next().await {
+                match &*b.device {
+                    "fast" => fast.push(count(&by_name(&b.readings)["n"])),
+                    "slow" => slow += 1,
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(fast, [0, 1, 2, 3, 4]);
+    assert_eq!(slow, 1, "the hourly device ticked with its line mates");
+
+    // A write reaches its own device only.
+    assert_eq!(run.write("other", "sp", json!(42)).await, Ok(json!(42.0)));
+    let other = by_name(&run.read("other").await.expect("read other"));
+    assert_eq!(other["sp"], Value::F64(42.0));
+    let got = by_name(&run.read("fast").await.expect("read fast"));
+    assert_ne!(got["sp"], Value::F64(42.0), "{got:?}");
+
+    // Disabling `fast` leaves its line mates running.
+    run.control
+        .set_device_enabled(&run.name, "fast", false)
+        .expect("known device");
+    run.status("fast", |s| !s.enabled && !s.running).await;
+    assert_eq!(
+        run.read("fast").await,
+        Err(DeviceError::Disabled("fast".into()))
+    );
+    let mut others = 0;
+    within("three batches of other while fast is off", async {
+        while others < 3 {
+            if let Envelope::Batch(b) = run.next().await {
+                assert_ne!(&*b.device, "fast", "a disabled device ticked");
+                assert_ne!(&*b.device, "slow", "the hourly device ticked again");
+                if &*b.device == "other" {
+                    assert_eq!(by_name(&b.readings)["sp"], Value::F64(42.0));
+                    others += 1;
+                }
+            }
+        }
+    })
+    .await;
+
+    // Enabled again, it goes on counting where it stopped.
+    run.control
+        .set_device_enabled(&run.name, "fast", true)
+        .expect("known device");
+    let again = count(&run.good_batch("fast").await["n"]);
+    assert!(again > 4, "the counter restarted: {again}");
+    assert_eq!(
+        run.device_status("slow").map(|s| s.health),
+        Some(Health::Online)
     );
     run.stop().await;
 }

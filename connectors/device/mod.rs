@@ -110,8 +110,9 @@ pub trait Poller: Send + 'static {
 pub struct Group {
     /// The interval.
     pub interval: Duration,
-    /// The channels (indices in the device's config).
-    pub channels: Box<[u32]>,
+    /// The channels (indices in the device's config); shared by the devices of a line that
+    /// have the same list ([`Line::add`]).
+    pub channels: Arc<[u32]>,
     next: Instant,
 }
 
@@ -140,7 +141,7 @@ impl Schedule {
                 .into_iter()
                 .map(|(interval, channels)| Group {
                     interval,
-                    channels: channels.into_boxed_slice(),
+                    channels: channels.into(),
                     next: now,
                 })
                 .collect(),
@@ -158,7 +159,7 @@ impl Schedule {
         Schedule {
             groups: vec![Group {
                 interval: device,
-                channels: Box::new([]),
+                channels: Arc::new([]),
                 next: Instant::now(),
             }],
         }
@@ -326,10 +327,19 @@ impl<P: Poller> Line<P> {
         writes: impl Fn(&ChannelSpec<C>) -> Option<WriteSpec>,
     ) {
         let core = Core::new(&self.ctx, spec, &self.inbox, self.devices.len(), writes);
+        let mut groups = schedule.groups;
+        // Devices of one model repeat the same channel lists (4 bytes a channel): keep one.
+        if let Some(prev) = self.devices.last() {
+            for g in &mut groups {
+                if let Some(same) = prev.groups.iter().find(|p| p.channels == g.channels) {
+                    g.channels = same.channels.clone();
+                }
+            }
+        }
         self.devices.push(Slot {
             state,
             core,
-            groups: schedule.groups,
+            groups,
             backoff: self.backoff,
             retry_at: None,
         });

@@ -765,3 +765,29 @@ async fn a_listener_creates_devices_up_to_its_maximum_and_takes_quiet_ones_offli
     assert!(st.online, "{st:?}");
     h.stop(task).await;
 }
+
+#[tokio::test]
+async fn devices_of_one_model_on_a_line_share_their_channel_lists() {
+    let h = Harness::new();
+    let shared = Shared::new(Mode::Good);
+    let mut line = Line::new(&h.ctx, TestPoller(shared));
+    let second = Duration::from_secs(1);
+    for name in ["a", "b", "c"] {
+        let (spec, values) = device(name);
+        let n = spec.channels.len();
+        // `c` reads its last channel at an interval of its own: two groups, one list new.
+        let own = (0..n).map(|c| (name == "c" && c == n - 1).then_some(second * 5));
+        line.add(&spec, Schedule::new(second, own), values, writes);
+    }
+    let lists = |d: usize| -> Vec<&Arc<[u32]>> {
+        line.devices[d].groups.iter().map(|g| &g.channels).collect()
+    };
+    let (a, b, c) = (lists(0), lists(1), lists(2));
+    assert!(
+        Arc::ptr_eq(a[0], b[0]),
+        "a and b keep two copies of one list"
+    );
+    assert_eq!((a.len(), c.len()), (1, 2));
+    assert_ne!(a[0], c[0]);
+    assert_eq!(c[1][..], [b[0].len() as u32 - 1]);
+}
