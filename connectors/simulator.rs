@@ -359,7 +359,7 @@ impl DeviceSignals {
 /// Most devices one line (task) serves. A line's own cost (its task, its request queue, the
 /// batch it may hold while the sinks push back) is then paid once per hundred devices, and at
 /// most one batch per line waits for room in the sink queues at the top of a cycle.
-const DEVICES_PER_LINE: usize = 100;
+pub const DEVICES_PER_LINE: usize = 100;
 
 /// How the simulator's `devices` are dealt to lines: `(lines, devices per line)`. Consecutive
 /// devices share a line, at most [`DEVICES_PER_LINE`] on each, and there are at least as many
