@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::device::{self, Fault, Line, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
-use crate::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
+use crate::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur, OptF64};
 use crate::reading::{Timestamp, Value};
 
 /// A parsed simulator connector.
@@ -79,46 +79,6 @@ pub struct SimulatorChannel {
     /// until the next write. Numbers must lie within `min`/`max` when they are set.
     #[serde(default)]
     pub writable: bool,
-}
-
-/// A number that may be left out, in the 8 bytes of an `f64` (`Option<f64>` takes 16): NaN,
-/// which JSON cannot carry, stands for "not set".
-#[derive(Clone, Copy, Deserialize)]
-#[serde(from = "Option<f64>")]
-pub struct OptF64(f64);
-
-impl OptF64 {
-    /// Not set.
-    pub const NONE: OptF64 = OptF64(f64::NAN);
-
-    /// The number, if set.
-    pub fn get(self) -> Option<f64> {
-        (!self.0.is_nan()).then_some(self.0)
-    }
-}
-
-impl Default for OptF64 {
-    fn default() -> Self {
-        Self::NONE
-    }
-}
-
-impl From<Option<f64>> for OptF64 {
-    fn from(v: Option<f64>) -> Self {
-        v.map_or(Self::NONE, OptF64)
-    }
-}
-
-impl PartialEq for OptF64 {
-    fn eq(&self, other: &Self) -> bool {
-        self.get() == other.get()
-    }
-}
-
-impl std::fmt::Debug for OptF64 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.get().fmt(f)
-    }
 }
 
 /// A duration (`"10s"`, `"500ms"`) as seconds.
@@ -361,29 +321,13 @@ impl DeviceSignals {
 /// most one batch per line waits for room in the sink queues at the top of a cycle.
 pub const DEVICES_PER_LINE: usize = 100;
 
-/// How the simulator's `devices` are dealt to lines: `(lines, devices per line)`. Consecutive
-/// devices share a line, at most [`DEVICES_PER_LINE`] on each, and there are at least as many
-/// lines as `workers` (the runtime's worker threads, when there are that many devices) so that
-/// generating load keeps every core busy.
-fn line_split(devices: usize, workers: usize) -> (usize, usize) {
-    if devices == 0 {
-        return (0, 0);
-    }
-    let lines = devices
-        .div_ceil(DEVICES_PER_LINE)
-        .max(workers.clamp(1, devices));
-    let per_line = devices.div_ceil(lines);
-    (devices.div_ceil(per_line), per_line)
-}
-
 /// Checks what can be checked before the simulator runs (nothing can fail), and returns it
 /// running: the devices on lines of up to [`DEVICES_PER_LINE`], each device on its own
 /// interval.
 pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
     Ok(Box::pin(async move {
         let start = Instant::now();
-        let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        let (lines, per_line) = line_split(spec.devices.len(), workers);
+        let (lines, per_line) = device::shared_lines(spec.devices.len(), DEVICES_PER_LINE);
         device::run_lines(&ctx, lines, |l| {
             let mut line = Line::new(
                 &ctx,
@@ -475,160 +419,5 @@ fn write_spec(c: &ChannelSpec<SimulatorChannel>) -> Option<WriteSpec> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ch(signal: Signal) -> SimulatorChannel {
-        SimulatorChannel {
-            signal,
-            min: Some(10.0).into(),
-            max: Some(20.0).into(),
-            period: Some(10.0).into(),
-            value: None,
-            step: OptF64::NONE,
-            writable: true,
-        }
-    }
-
-    #[test]
-    fn signals_stay_in_range_and_have_their_shape() {
-        let run = |signal, times: &[f64]| -> Vec<Value> {
-            let s = ch(signal);
-            let mut g = DeviceSignals::new(0, [&s]);
-            times.iter().map(|&t| g.next(0, &s, t)).collect()
-        };
-        assert_eq!(
-            run(Signal::Sine, &[0.0, 2.5]),
-            [Value::F64(15.0), Value::F64(20.0)]
-        );
-        assert_eq!(run(Signal::Sawtooth, &[5.0]), [Value::F64(15.0)]);
-        assert_eq!(
-            run(Signal::Square, &[1.0, 6.0]),
-            [Value::F64(10.0), Value::F64(20.0)]
-        );
-        assert_eq!(run(Signal::Bool, &[6.0]), [Value::Bool(true)]);
-        let times: Vec<f64> = (0..1000).map(f64::from).collect();
-        let walk = run(Signal::RandomWalk, &times);
-        assert!(
-            walk.windows(2).any(|w| w[0] != w[1]),
-            "the walk never moved"
-        );
-        for v in walk {
-            let Value::F64(v) = v else { panic!() };
-            assert!((10.0..=20.0).contains(&v));
-        }
-    }
-
-    #[test]
-    fn writes_replace_the_signal_within_its_range() {
-        let (sine, saw) = (ch(Signal::Sine), ch(Signal::Sawtooth));
-        let mut g = DeviceSignals::new(0, [&sine, &saw]);
-        assert_eq!(g.write(1, &saw, Value::F64(12.5)), Ok(Value::F64(12.5)));
-        assert_eq!(g.next(1, &saw, 3.0), Value::F64(12.5));
-        assert_eq!(g.next(0, &sine, 0.0), Value::F64(15.0), "the other channel");
-        assert_eq!(g.write(1, &saw, Value::F64(11.0)), Ok(Value::F64(11.0)));
-        assert_eq!(g.next(1, &saw, 3.0), Value::F64(11.0));
-        // A constant is a fixed value from the start, which a write replaces.
-        let constant = SimulatorChannel {
-            value: Some(Box::new(serde_json::json!("idle"))),
-            ..ch(Signal::Constant)
-        };
-        let mut k = DeviceSignals::new(0, [&sine, &constant, &saw]);
-        assert_eq!(k.next(1, &constant, 0.0), Value::Text("idle".into()));
-        assert_eq!(k.next(2, &saw, 5.0), Value::F64(15.0));
-        assert_eq!(k.write(2, &saw, Value::F64(19.0)), Ok(Value::F64(19.0)));
-        assert_eq!(k.write(0, &sine, Value::F64(18.0)), Ok(Value::F64(18.0)));
-        let now: Vec<Value> = [&sine, &constant, &saw]
-            .into_iter()
-            .enumerate()
-            .map(|(c, s)| k.next(c, s, 5.0))
-            .collect();
-        assert_eq!(
-            now,
-            [
-                Value::F64(18.0),
-                Value::Text("idle".into()),
-                Value::F64(19.0)
-            ]
-        );
-        let spec = write_spec(&ChannelSpec {
-            name: "c".into(),
-            unit: None,
-            transform: None,
-            settings: ch(Signal::Sine),
-        })
-        .expect("writable");
-        assert!(spec
-            .to_raw(&serde_json::json!(25), None)
-            .unwrap_err()
-            .contains("outside"));
-        assert!(spec.to_raw(&serde_json::json!("x"), None).is_err());
-        let bool_ = ch(Signal::Bool);
-        let mut b = DeviceSignals::new(0, [&bool_]);
-        assert_eq!(b.write(0, &bool_, Value::Bool(true)), Ok(Value::Bool(true)));
-        assert!(b.write(0, &bool_, Value::U64(1)).is_err());
-    }
-
-    #[test]
-    fn devices_are_dealt_to_lines_of_at_most_a_hundred() {
-        assert_eq!(line_split(0, 2), (0, 0));
-        assert_eq!(line_split(1, 2), (1, 1));
-        assert_eq!(line_split(3, 2), (2, 2));
-        assert_eq!(line_split(10, 1), (1, 10));
-        // At least one line per worker thread, so load generation uses every core.
-        assert_eq!(line_split(50, 2), (2, 25));
-        assert_eq!(line_split(1000, 2), (10, 100));
-        assert_eq!(line_split(1001, 2), (11, 91));
-        for (n, w) in [(1, 1), (7, 4), (99, 2), (101, 1), (1000, 16), (12345, 2)] {
-            let (lines, per) = line_split(n, w);
-            assert!(per <= DEVICES_PER_LINE, "{n} on {w}: {per} per line");
-            assert!(
-                (lines - 1) * per < n && n <= lines * per,
-                "{n} on {w}: no line empty"
-            );
-        }
-    }
-
-    #[test]
-    fn settings_left_out_are_none_and_periods_are_seconds() {
-        let parse = |v| serde_json::from_value::<SimulatorChannel>(v).expect("valid");
-        let s = parse(serde_json::json!({"signal": "sine", "min": -2, "period": "1m30s"}));
-        assert_eq!(
-            (s.min.get(), s.max.get(), s.period.get(), s.step.get()),
-            (Some(-2.0), None, Some(90.0), None)
-        );
-        let s = parse(serde_json::json!({"signal": "ramp", "max": null, "period": "250ms"}));
-        assert_eq!((s.max.get(), s.period.get()), (None, Some(0.25)));
-        // Equal settings compare equal (a reload keeps the connector), unset ones included.
-        assert_eq!(s, s.clone());
-        assert_ne!(
-            parse(serde_json::json!({"signal": "sine", "min": 0})),
-            parse(serde_json::json!({"signal": "sine"}))
-        );
-        // A hundred thousand channels: the settings fit in 48 bytes.
-        assert!(std::mem::size_of::<SimulatorChannel>() <= 48);
-    }
-
-    #[test]
-    fn counter_counts_and_wraps() {
-        let s = SimulatorChannel {
-            min: Some(0.0).into(),
-            max: Some(2.0).into(),
-            ..ch(Signal::Counter)
-        };
-        let mut c = DeviceSignals::new(0, [&s]);
-        let v: Vec<Value> = (0..4).map(|i| c.next(0, &s, i as f64)).collect();
-        assert_eq!(
-            v,
-            vec![Value::U64(0), Value::U64(1), Value::U64(2), Value::U64(0)]
-        );
-        let s = SimulatorChannel {
-            min: OptF64::NONE,
-            max: OptF64::NONE,
-            ..ch(Signal::Counter)
-        };
-        let mut c = DeviceSignals::new(0, [&s]);
-        assert_eq!(c.next(0, &s, 0.0), Value::U64(0));
-        assert_eq!(c.next(0, &s, 0.0), Value::U64(1));
-    }
-}
+#[path = "simulator_tests.rs"]
+mod tests;

@@ -497,6 +497,27 @@ impl<P: Poller> Line<P> {
 /// How long a line that panicked waits before it is rebuilt: 1 s, doubling, at most 60 s.
 pub const PANIC_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 
+/// How `devices` devices that need no connection of their own are dealt to lines:
+/// `(lines, devices per line)`. Consecutive devices share a line, at most `max_per_line` on
+/// each, and there are at least as many lines as the runtime has worker threads (when there
+/// are that many devices), so the lines keep every core busy.
+pub fn shared_lines(devices: usize, max_per_line: usize) -> (usize, usize) {
+    let workers = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
+    split_lines(devices, max_per_line, workers)
+}
+
+/// [`shared_lines`] for `workers` worker threads.
+fn split_lines(devices: usize, max_per_line: usize, workers: usize) -> (usize, usize) {
+    if devices == 0 {
+        return (0, 0);
+    }
+    let lines = devices
+        .div_ceil(max_per_line.max(1))
+        .max(workers.clamp(1, devices));
+    let per_line = devices.div_ceil(lines);
+    (devices.div_ceil(per_line), per_line)
+}
+
 /// A line that ran this long before it panicked starts its backoff afresh.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 

@@ -791,3 +791,23 @@ async fn devices_of_one_model_on_a_line_share_their_channel_lists() {
     assert_ne!(a[0], c[0]);
     assert_eq!(c[1][..], [b[0].len() as u32 - 1]);
 }
+
+#[test]
+fn devices_are_dealt_to_lines_of_at_most_the_maximum() {
+    assert_eq!(split_lines(0, 100, 2), (0, 0));
+    assert_eq!(split_lines(1, 100, 2), (1, 1));
+    assert_eq!(split_lines(3, 100, 2), (2, 2));
+    assert_eq!(split_lines(10, 100, 1), (1, 10));
+    // At least one line per worker thread, so load generation uses every core.
+    assert_eq!(split_lines(50, 100, 2), (2, 25));
+    assert_eq!(split_lines(1000, 100, 2), (10, 100));
+    assert_eq!(split_lines(1001, 100, 2), (11, 91));
+    for (n, w) in [(1, 1), (7, 4), (99, 2), (101, 1), (1000, 16), (12345, 2)] {
+        let (lines, per) = split_lines(n, 100, w);
+        assert!(per <= 100, "{n} on {w}: {per} per line");
+        assert!(
+            (lines - 1) * per < n && n <= lines * per,
+            "{n} on {w}: no line empty"
+        );
+    }
+}

@@ -32,7 +32,7 @@ pub use crate::duration::{parse_duration, Dur};
 use document::list_items;
 pub use document::{Document, DocumentError, Entry};
 pub use error::{deserialize_at, join, ConfigError, ConfigErrors};
-pub use spec::{ChannelSpec, ConnectorSpec, DeviceSpec};
+pub use spec::{ChannelSpec, ConnectorSpec, DeviceSpec, OptF64};
 
 use crate::connectors::ConnectorConfig;
 use crate::sinks::SinkConfig;

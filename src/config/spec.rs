@@ -459,3 +459,43 @@ mod tests {
         assert!(check_name("a#").is_err());
     }
 }
+
+/// A number that may be left out, in the 8 bytes of an `f64` (`Option<f64>` takes 16): NaN,
+/// which JSON cannot carry, stands for "not set".
+#[derive(Clone, Copy, serde::Deserialize)]
+#[serde(from = "Option<f64>")]
+pub struct OptF64(f64);
+
+impl OptF64 {
+    /// Not set.
+    pub const NONE: OptF64 = OptF64(f64::NAN);
+
+    /// The number, if set.
+    pub fn get(self) -> Option<f64> {
+        (!self.0.is_nan()).then_some(self.0)
+    }
+}
+
+impl Default for OptF64 {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl From<Option<f64>> for OptF64 {
+    fn from(v: Option<f64>) -> Self {
+        v.map_or(Self::NONE, OptF64)
+    }
+}
+
+impl PartialEq for OptF64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for OptF64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
