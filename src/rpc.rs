@@ -198,13 +198,9 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         tokio::spawn(async move {
             loop {
                 let (sock, peer) = tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "JSON-RPC accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
+                    c = crate::net::accept(&listener, "JSON-RPC") => match c {
+                        Some(c) => c,
+                        None => continue,
                     },
                     _ = stop.clone().shutdown() => break,
                 };

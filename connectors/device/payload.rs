@@ -567,22 +567,15 @@ mod tests {
             auto.parse(&json!("1732350000.5")).unwrap(),
             Timestamp(1_732_350_000_500)
         );
-        assert_eq!(
-            auto.parse(&json!("2024-11-23T08:20:00Z")).unwrap(),
-            Timestamp(1_732_350_000_000)
-        );
-        assert_eq!(
-            auto.parse(&json!("2024-11-23T09:20:00+01:00")).unwrap(),
-            Timestamp(1_732_350_000_000)
-        );
-        assert_eq!(
-            auto.parse(&json!("2024-11-23T03:20:00.250-05:00")).unwrap(),
-            Timestamp(1_732_350_000_250)
-        );
-        assert_eq!(
-            auto.parse(&json!("2024-11-23 08:20:00z")).unwrap(),
-            Timestamp(1_732_350_000_000)
-        );
+        // Every form of offset: `Z`, `z`, `+hh:mm`, `-hh:mm`.
+        for (text, ms) in [
+            ("2024-11-23T08:20:00Z", 1_732_350_000_000),
+            ("2024-11-23T09:20:00+01:00", 1_732_350_000_000),
+            ("2024-11-23T03:20:00.250-05:00", 1_732_350_000_250),
+            ("2024-11-23 08:20:00z", 1_732_350_000_000),
+        ] {
+            assert_eq!(auto.parse(&json!(text)).unwrap(), Timestamp(ms), "{text}");
+        }
         // Tasmota: no offset, UTC by default.
         let rfc = parser(TimeFormat::Rfc3339, None);
         assert_eq!(

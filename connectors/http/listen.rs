@@ -397,14 +397,9 @@ async fn serve(
         let (sock, peer) = tokio::select! {
             _ = token.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a moment rather than spin.
-                    tracing::warn!(error = %e, "HTTP ingest accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            c = crate::net::accept(&listener, "HTTP ingest") => match c {
+                Some(c) => c,
+                None => continue,
             },
         };
         let _ = sock.set_nodelay(true);

@@ -859,27 +859,23 @@ mod tests {
         let cfg = from_value(base(json!({"interval": "2s", "enabled": false})), &env).unwrap();
         assert_eq!(cfg.telemetry.interval, Dur::from_secs(2));
         assert!(!cfg.telemetry.enabled);
-        let errs = from_value(base(json!({"interval": "10ms"})), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            errs.contains("telemetry.interval: 10ms is too short"),
-            "{errs}"
-        );
-        let errs = from_value(base(json!({"interval": "soon"})), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            errs.contains("telemetry.interval: invalid duration"),
-            "{errs}"
-        );
-        let errs = from_value(base(json!({"intervall": "1s"})), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            errs.contains("telemetry.intervall: unknown field"),
-            "{errs}"
-        );
+        for (section, expected) in [
+            (
+                json!({"interval": "10ms"}),
+                "telemetry.interval: 10ms is too short",
+            ),
+            (
+                json!({"interval": "soon"}),
+                "telemetry.interval: invalid duration",
+            ),
+            (
+                json!({"intervall": "1s"}),
+                "telemetry.intervall: unknown field",
+            ),
+        ] {
+            let errs = from_value(base(section), &env).unwrap_err().to_string();
+            assert!(errs.contains(expected), "{errs}");
+        }
         let v = json!({"gateway": {"id": "gw"}, "connectors": [{"name": "s",
             "protocol": "simulator", "devices": [{"name": "_gateway", "channels": []}]}]});
         let errs = from_value(v, &env).unwrap_err().to_string();

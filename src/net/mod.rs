@@ -12,3 +12,20 @@ pub mod mqtt;
 pub mod tls;
 
 pub use tls::{describe_error, ServerTlsConfig, TlsConfig};
+
+/// Accepts the next connection of a server's accept loop. A failed accept (out of file
+/// descriptors and the like) is logged as `what`'s and answered with a short pause rather than
+/// a spin; then `None`, and the loop goes round again.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener.accept().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
