@@ -8,8 +8,6 @@
 //! device list of thousands of channels never exists as a `Value` tree. The remote-first loader
 //! ([`remote`]: fetch, cache, fallback, refresh) builds on [`from_document`] too, so a config
 //! from any source goes through the same checks.
-//!
-//! Next: [`crate::service`] builds the pipeline from a [`GatewayConfig`].
 
 mod document;
 mod error;
