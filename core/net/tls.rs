@@ -1,7 +1,7 @@
 //! TLS for every connection osgate makes or serves: the one `tls` object of the configuration
 //! ([`TlsConfig`], the same wherever a connection is configured) built into a rustls client
-//! config, and the server side of the JSON-RPC listener ([`ServerTlsConfig`]). A failed connect
-//! becomes a message that names the cause in [`super::cause`].
+//! config, and the server side of the JSON-RPC listener ([`ServerTlsConfig`]). Why a connect
+//! failed is told by [`super::cause`].
 //!
 //! The peer is always verified: against the built-in Mozilla roots (`webpki-roots`, compiled in,
 //! so a minimal container without a CA bundle works), or against `ca_file` alone when set. The
