@@ -7,7 +7,7 @@
 #
 # Stage `build` compiles the gateway with the `dist` cargo profile in the official Rust image;
 # the final stage is a slim Debian (glibc for DNS and the OPC-UA/TLS stack, CA certificates,
-# a non-root user) with nothing else in it. README.md, "Deployment", says more.
+# a non-root user) with nothing else in it. docs/deployment.md, "Container", says more.
 #
 # Build arguments (all optional):
 #   RUST_IMAGE     the builder image                       (rust:1-bookworm)
