@@ -66,6 +66,8 @@ RUN set -eux; \
     install -d -m 0755 /etc/osgate
 COPY --from=binary /out/osgate /usr/local/bin/osgate
 COPY examples/docker/osgate.json /etc/osgate/osgate.json
+# The licences of the crates built into the binary (scripts/licenses third-party).
+COPY THIRD-PARTY /usr/share/doc/osgate/THIRD-PARTY
 
 # State: the remote configuration's cache, OPC-UA certificates. The working directory is the
 # state volume, so the relative defaults (`remote.cache` = osgate.cache.json, the OPC-UA
