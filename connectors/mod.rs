@@ -35,7 +35,8 @@ use crate::status::ConnectorHealth;
     feature = "mbus",
     feature = "http",
     feature = "zwave",
-    feature = "opcua"
+    feature = "opcua",
+    feature = "s7"
 )))]
 compile_error!(
     "osgate needs at least one connector: enable the `simulator` and/or `modbus` feature"
@@ -52,6 +53,8 @@ pub mod modbus;
 pub mod mqtt;
 #[cfg(feature = "opcua")]
 pub mod opcua;
+#[cfg(feature = "s7")]
+pub mod s7;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 #[cfg(feature = "zwave")]
@@ -179,6 +182,9 @@ pub enum ConnectorKind {
     /// `"protocol": "opcua"`.
     #[cfg(feature = "opcua")]
     Opcua(Arc<opcua::OpcuaConfig>),
+    /// `"protocol": "s7"`.
+    #[cfg(feature = "s7")]
+    S7(Arc<s7::S7Config>),
 }
 
 /// Protocol names accepted in `"protocol"`, for error messages.
@@ -197,6 +203,8 @@ pub const PROTOCOLS: &[&str] = &[
     "zwave",
     #[cfg(feature = "opcua")]
     "opcua",
+    #[cfg(feature = "s7")]
+    "s7",
 ];
 
 impl ConnectorConfig {
@@ -260,6 +268,8 @@ impl ConnectorConfig {
             "zwave" => p.spec(entry, "zwave", zwave::validate, ConnectorKind::Zwave),
             #[cfg(feature = "opcua")]
             "opcua" => p.spec(entry, "opcua", opcua::validate, ConnectorKind::Opcua),
+            #[cfg(feature = "s7")]
+            "s7" => p.spec(entry, "s7", s7::validate, ConnectorKind::S7),
             other => {
                 p.errs.push(ConfigError::new(
                     format!("{path}.protocol"),
@@ -291,6 +301,8 @@ impl ConnectorConfig {
             ConnectorKind::Zwave(spec) => zwave::build(spec.clone(), ctx),
             #[cfg(feature = "opcua")]
             ConnectorKind::Opcua(spec) => opcua::build(spec.clone(), ctx),
+            #[cfg(feature = "s7")]
+            ConnectorKind::S7(spec) => s7::build(spec.clone(), ctx),
         }
     }
 }

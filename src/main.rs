@@ -75,6 +75,9 @@ enum Command {
     /// M-Bus field tools: decode a frame, scan a bus, read a meter.
     #[cfg(feature = "mbus")]
     Mbus(Box<osgate::connectors::mbus::cli::MbusCommand>),
+    /// Read or write one value of a Siemens S7 PLC (commissioning).
+    #[cfg(feature = "s7")]
+    S7(Box<osgate::connectors::s7::cli::S7Command>),
     /// Browse an OPC-UA server's address space (commissioning).
     #[cfg(feature = "opcua")]
     Opcua(Box<osgate::connectors::opcua::cli::OpcuaCommand>),
@@ -135,6 +138,8 @@ fn main() -> ExitCode {
         Command::Mbus(cmd) => osgate::connectors::mbus::cli::main(*cmd),
         #[cfg(feature = "opcua")]
         Command::Opcua(cmd) => osgate::connectors::opcua::cli::main(*cmd),
+        #[cfg(feature = "s7")]
+        Command::S7(cmd) => osgate::connectors::s7::cli::main(*cmd),
         Command::Rpc(cmd) => osgate::rpc::client::main(cmd),
         Command::Health(mut cmd) => {
             cmd.config = cmd.config.or(outer.config);
