@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::codec::{self, DataType};
 use super::poller::{value_kind, ChannelInfo, Link};
-use super::transport::{Connection, S7Error};
+use super::transport::Connection;
 use super::wire::{self, ItemKind, ItemSpec};
 use super::{ConnectionType, S7Channel, S7Settings, Tsap};
 use crate::config::{parse_duration, Dur};
@@ -185,7 +185,7 @@ pub fn main(cmd: S7Command) -> ExitCode {
                         | WriteError::Refused(m)
                         | WriteError::Offline(m) => m,
                     })?;
-                    read(&mut link, info).await.map_err(|e| e.to_string())
+                    read(&mut link, info).await
                 });
                 match res {
                     Ok(back) => {
@@ -228,16 +228,16 @@ fn writable(
 }
 
 /// Reads one value as one item.
-async fn read(link: &mut Link, c: ChannelInfo) -> Result<Value, S7Error> {
-    let conn: &mut Connection = link.connection().await?;
+async fn read(link: &mut Link, c: ChannelInfo) -> Result<Value, String> {
+    let conn: &mut Connection = link.connection().await.map_err(|e| e.to_string())?;
     let unit = c.addr.area.unit_bytes();
     let bytes = c.ty.size(c.length);
     let cap = usize::from(conn.pdu()) - wire::ACK_HEADER - 2 - wire::ITEM_HEADER;
     if bytes as usize > cap {
-        return Err(S7Error::Protocol(format!(
+        return Err(format!(
             "the value takes {bytes} bytes, more than one item within the PLC's PDU of {} holds",
             conn.pdu()
-        )));
+        ));
     }
     let item = ItemSpec {
         area: c.addr.area,
@@ -248,13 +248,14 @@ async fn read(link: &mut Link, c: ChannelInfo) -> Result<Value, S7Error> {
     };
     let r = conn.take_ref();
     wire::read_request(&mut conn.tx, r, std::iter::once(item));
-    let ack = conn.exchange().await?;
-    let mut items = wire::read_answer(&ack, 1)?;
+    let ack = conn.exchange().await.map_err(|e| e.to_string())?;
+    let mut items = wire::read_answer(&ack, 1).map_err(|e| e.to_string())?;
     match items.next() {
-        Some(Ok(data)) => codec::decode(c.ty, data, c.addr.bit().unwrap_or(0))
-            .map_err(|e| S7Error::Protocol(e.to_string())),
-        Some(Err(e)) => Err(S7Error::Protocol(e.describe(c.addr.area))),
-        None => Err(S7Error::Protocol("empty answer".into())),
+        Some(Ok(data)) => {
+            codec::decode(c.ty, data, c.addr.bit().unwrap_or(0)).map_err(|e| e.to_string())
+        }
+        Some(Err(e)) => Err(format!("{}: {}", c.addr, e.describe(c.addr.area))),
+        None => Err("empty answer".into()),
     }
 }
 

@@ -631,7 +631,8 @@ mod tests {
                 text("2026-12-07T13:14:15.123456789"),
                 vec![0x07, 0xEA, 12, 7, 2, 13, 14, 15, 0x07, 0x5B, 0xCD, 0x15],
             ),
-            (DataType::S5time, Value::U64(2500), vec![0x12, 0x50]),
+            (DataType::S5time, Value::U64(2500), vec![0x02, 0x50]),
+            (DataType::S5time, Value::U64(25_000), vec![0x12, 0x50]),
             (DataType::Counter, Value::U64(987), vec![0x09, 0x87]),
         ];
         for (ty, v, bytes) in cases {

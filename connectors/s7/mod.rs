@@ -525,16 +525,16 @@ mod tests {
         )
         .expect_err("invalid");
         let all = errs.join("\n");
-        for want in ["host", "remote_tsap"] {
+        for want in ["remote_tsap"] {
             assert!(all.contains(want), "{want}: {all}");
         }
         let errs = parse(
-            json!({"name": "plc", "protocol": "s7", "host": "h", "rack": 9,
+            json!({"name": "plc", "protocol": "s7", "host": " ", "rack": 9,
             "slot": 40, "pdu_size": 100, "max_connections": 0, "devices": []}),
         )
         .expect_err("invalid");
         let all = errs.join("\n");
-        for want in [".rack", ".slot", ".pdu_size", ".max_connections"] {
+        for want in [".host", ".rack", ".slot", ".pdu_size", ".max_connections"] {
             assert!(all.contains(want), "{want}: {all}");
         }
     }

@@ -223,10 +223,12 @@ mod tests {
         assert_eq!(
             spans,
             vec![
-                (Area::Db(1), 0, 34, vec![0, 1, 2, 3]),
+                (Area::Flags, 0, 1, vec![6]),
+                // A gap of 23 bytes costs more than a second item (16): not merged.
+                (Area::Db(1), 0, 7, vec![0, 1, 2]),
+                (Area::Db(1), 30, 4, vec![3]),
                 (Area::Db(1), 60, 4, vec![4]),
                 (Area::Db(2), 0, 4, vec![5]),
-                (Area::Flags, 0, 1, vec![6]),
                 (Area::Counters, 3, 3, vec![7, 8]),
             ]
         );
