@@ -367,7 +367,8 @@ impl Poller for Link {
         };
         let mut answered = false;
         let mut refusal: Option<Arc<str>> = None;
-        for &g in poll.due() {
+        let due = poll.due();
+        for (k, &g) in due.iter().enumerate() {
             let mut tries = 0;
             let mut resplit = false;
             loop {
@@ -430,8 +431,10 @@ impl Poller for Link {
                         // Mark what this poll did not read, and give up on the device.
                         let why: Arc<str> = e.to_string().into();
                         let ts = Timestamp::now();
-                        for ch in poll.due_channels().collect::<Vec<_>>() {
-                            poll.push_bad(ch, why.clone(), ts);
+                        for &g in &due[k..] {
+                            for &ch in poll.channels(g) {
+                                poll.push_bad(ch as usize, why.clone(), ts);
+                            }
                         }
                         return Err(Fault::new(e.kind(), e.to_string()));
                     }
