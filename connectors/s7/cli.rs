@@ -14,10 +14,10 @@ use super::poller::{value_kind, ChannelInfo, Link};
 use super::transport::Connection;
 use super::wire::{self, ItemKind, ItemSpec};
 use super::{ConnectionType, S7Channel, S7Settings, Tsap};
-use crate::config::{parse_duration, Dur};
-use crate::connectors::device::payload::{parse_bool, parse_number};
-use crate::connectors::device::{ValueKind, WriteError};
-use crate::reading::Value;
+use osgate_core::config::{parse_duration, Dur};
+use crate::device::payload::{parse_bool, parse_number};
+use crate::device::{ValueKind, WriteError};
+use osgate_core::reading::Value;
 
 /// `osgate s7 …`.
 #[derive(Debug, clap::Args)]
@@ -155,9 +155,16 @@ fn plc_error(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// `osgate s7 …` in the protocol registry.
+pub const TOOL: crate::Tool = crate::Tool {
+    about: "Read or write one value of a Siemens S7 PLC (commissioning)",
+    args: <S7Command as clap::Args>::augment_args,
+    run: |m| crate::Tool::run_with(m, main),
+};
+
 /// Runs `osgate s7 …` and returns the process exit code.
 pub fn main(cmd: S7Command) -> ExitCode {
-    let rt = match crate::runtime(false) {
+    let rt = match osgate_core::runtime(false) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -168,7 +175,7 @@ pub fn main(cmd: S7Command) -> ExitCode {
                 let mut link = Link::new(Arc::new(settings));
                 match rt.block_on(read(&mut link, info)) {
                     Ok(v) => {
-                        crate::outln!("{} = {}", info.addr, Shown(&v));
+                        osgate_core::outln!("{} = {}", info.addr, Shown(&v));
                         ExitCode::SUCCESS
                     }
                     Err(e) => plc_error(&e),
@@ -189,7 +196,7 @@ pub fn main(cmd: S7Command) -> ExitCode {
                 });
                 match res {
                     Ok(back) => {
-                        crate::outln!(
+                        osgate_core::outln!(
                             "{} = {} (written {})",
                             info.addr,
                             Shown(&back),

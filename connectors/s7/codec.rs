@@ -12,7 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::reading::Value;
+use osgate_core::reading::Value;
 
 /// The type of a channel's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::device::{self, Backoff, Line};
 use super::{ConnectorContext, ConnectorError, Running};
-use crate::config::{ConfigError, ConnectorSpec, Dur};
+use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod address;
 pub mod cli;
@@ -273,6 +273,13 @@ impl S7Settings {
     }
 }
 
+/// `"protocol": "s7"` in the protocol registry, with its tool `osgate s7 read|write`.
+pub const PROTOCOL: crate::Protocol = crate::Protocol {
+    name: "s7",
+    parse: |p, entry| p.spec(entry, validate, build),
+    tool: Some(cli::TOOL),
+};
+
 /// Semantic checks of an S7 connector; every problem is pushed with its path.
 pub fn validate(spec: &S7Config, path: &str, errs: &mut Vec<ConfigError>) {
     let s = &spec.settings;
@@ -395,7 +402,7 @@ pub fn build(spec: Arc<S7Config>, ctx: ConnectorContext) -> Result<Running, Conn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::parse_spec_value;
+    use osgate_core::config::spec::parse_spec_value;
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<S7Config, Vec<String>> {

@@ -20,9 +20,9 @@ use super::planner::{self, Limits, Plan, PlanItem, Span};
 use super::transport::{Connection, S7Error, Target};
 use super::wire::{self, ItemKind, ItemSpec};
 use super::{S7Channel, S7Device, S7Settings};
-use crate::config::{ChannelSpec, DeviceSpec};
-use crate::connectors::device::{Fault, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
-use crate::reading::{Timestamp, Value};
+use osgate_core::config::{ChannelSpec, DeviceSpec};
+use crate::device::{Fault, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
+use osgate_core::reading::{Timestamp, Value};
 
 /// What a device needs of a channel at run time.
 #[derive(Debug, Clone, Copy)]
