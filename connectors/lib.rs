@@ -67,6 +67,7 @@ protocols! {
     "http" => http,
     "zwave" => zwave,
     "opcua" => opcua,
+    "s7" => s7,
 }
 
 pub mod device;

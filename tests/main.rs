@@ -19,6 +19,8 @@ mod opcua;
 mod ops;
 mod remote_config;
 mod rpc;
+#[cfg(feature = "s7")]
+mod s7;
 mod tls;
 mod transforms;
 #[cfg(feature = "zwave")]
