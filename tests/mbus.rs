@@ -217,7 +217,9 @@ async fn mbus_readings_reach_mqtt_with_units() {
     ])
     .await;
     let broker = Mosquitto::start();
-    let mut conn = bus_settings(json!({"tcp": responder.addr.clone().expect("tcp")}));
+    // A converter whose serial side runs at 9600 baud (the object form of `tcp`).
+    let tcp = json!({"address": responder.addr.clone().expect("tcp"), "baud": 9600});
+    let mut conn = bus_settings(json!({ "tcp": tcp }));
     conn["name"] = json!("mbus");
     conn["devices"] = json!([
         {"name": "water", "secondary": "11490378", "interval": "200ms", "channels": [
