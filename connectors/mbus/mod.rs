@@ -20,12 +20,16 @@ use super::{ConnectorContext, ConnectorError, Running};
 use crate::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod cli;
+pub mod datafield;
 pub mod frame;
+pub mod header;
 pub mod json;
 pub mod link;
+pub mod lvar;
 pub mod poller;
 pub mod record;
 pub mod tcp;
+pub mod vif;
 
 /// A parsed M-Bus connector.
 pub type MbusConfig = ConnectorSpec<MbusSettings, MbusDevice, MbusChannel>;
