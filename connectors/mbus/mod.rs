@@ -328,6 +328,9 @@ pub fn build(spec: Arc<MbusConfig>, ctx: ConnectorContext) -> Result<Running, Co
 }
 
 #[cfg(test)]
+mod collections_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::spec::parse_spec_value;
