@@ -81,6 +81,10 @@ pub(super) struct ZwaveListener {
     pub(super) logged: HashSet<String>,
     pub(super) input: Input,
     pub(super) ctx: ConnectorContext,
+    /// Create a device for a node no device names (`accept_new_devices`).
+    pub(super) accept_new: bool,
+    /// The controller's own node id, once a node state said so.
+    pub(super) controller: Option<u16>,
 }
 
 impl ZwaveListener {
@@ -183,7 +187,9 @@ impl ZwaveListener {
             return Frame::Skip;
         };
         let by_name = self.devs.iter().any(|d| d.node_id.is_none());
-        let wanted = self.node_dev.contains_key(&node) || (by_name && ev.event == "ready");
+        let wanted = self.node_dev.contains_key(&node)
+            || (by_name && ev.event == "ready")
+            || (self.accept_new && self.controller != Some(node));
         if !wanted {
             return Frame::Skip;
         }
@@ -394,7 +400,9 @@ impl Listener for ZwaveListener {
                 args,
                 ts,
             } => {
-                let Some(dev) = self.dev_of(node) else { return };
+                let Some(dev) = self.dev_or_new(node, devices) else {
+                    return;
+                };
                 let key = args.key();
                 let args = *args;
                 match kind {

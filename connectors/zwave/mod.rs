@@ -7,13 +7,22 @@
 //! pushes events. Devices are nodes (by id or name); channels are value ids (command class,
 //! endpoint, property, property key) with the unit of the value's metadata. A device without
 //! configured channels publishes every readable value under a name derived from its value id
-//! ([`wire::derive_name`]). The node state and the `value updated`, `value added`,
-//! `value notification`, `metadata updated`, `ready`, `alive`/`dead` events become readings and
-//! device health; `statistics updated` events are dropped as soon as their name is read.
+//! ([`wire::derive_name`]). With `accept_new_devices`, a node no device names becomes a device
+//! `node-<id>` of that kind on its first state or event (up to `max_devices`; never the
+//! controller). A value whose metadata enumerates `states` (a thermostat's mode: `0` Off, `1`
+//! Heat) also publishes the name of its state on the sibling channel `<channel>_state`. The
+//! node state and the `value updated`, `value added`, `value notification`, `metadata
+//! updated`, `ready`, `alive`/`dead` events become readings and device health; `statistics
+//! updated` events are dropped as soon as their name is read.
+//!
+//! The parts: `connect` (target, WebSocket, handshake), `listener` (frames, messages,
+//! `node.set_value`), `values` (node states and values to readings, write checks), `states`
+//! (enumerated states), [`wire`] (the server's JSON).
 //!
 //! Writes go through `node.set_value`; a channel reading a `currentValue` writes its
 //! `targetValue`, and the `value updated` that follows confirms it. The type of a write comes
-//! from the value's metadata (the kit checks it before [`Listener::write`]), its range is
+//! from the value's metadata (the kit checks it before [`Listener::write`](super::device::listener::Listener::write)), its range and its
+//! enumerated states (unless zwave-js allows manual entry; the refusal lists the states) are
 //! checked here on the device's raw value. A `set_value` answered with `success: true` whose
 //! status is a failure is a failed write.
 //!
@@ -25,6 +34,7 @@
 
 mod connect;
 mod listener;
+mod states;
 mod values;
 pub mod wire;
 
@@ -74,6 +84,14 @@ pub struct ZwaveSettings {
     /// Longest wait between reconnect attempts (default `30s`; the first is 1 s and doubles).
     #[serde(default = "default_backoff_max")]
     pub backoff_max: Dur,
+    /// Create a device `node-<id>` for every node no device names, with every readable value
+    /// under its derived name (default false: such nodes are ignored). The controller itself
+    /// never becomes a device.
+    #[serde(default)]
+    pub accept_new_devices: bool,
+    /// Most devices created at run time (default 1000); further nodes are refused and counted.
+    #[serde(default = "default_max_devices")]
+    pub max_devices: usize,
 }
 
 fn default_ping_interval() -> Dur {
@@ -81,6 +99,9 @@ fn default_ping_interval() -> Dur {
 }
 fn default_timeout() -> Dur {
     Dur::from_secs(10)
+}
+fn default_max_devices() -> usize {
+    1000
 }
 fn default_backoff_max() -> Dur {
     Dur::from_secs(30)
@@ -271,10 +292,15 @@ pub fn build(spec: Arc<ZwaveConfig>, ctx: ConnectorContext) -> Result<Running, C
             .pop()
             .expect("one input"),
         ctx: ctx.clone(),
+        accept_new: s.accept_new_devices,
+        controller: None,
     };
     let mut line = ListenerLine::new(&ctx, listener)
         .with_backoff(Backoff::new(Duration::from_secs(1), s.backoff_max.0))
         .with_stale_after(s.stale_after.map(|d| d.0));
+    if s.accept_new_devices {
+        line = line.accept_new(s.max_devices);
+    }
     for d in &spec.devices {
         // Writable channels get their write spec once the value's metadata is known.
         line.add(d, |_| None);
@@ -322,6 +348,21 @@ mod tests {
         assert_eq!(dev.chans[0].0.property, Prop::Str("targetValue".into()));
         assert!(dev.writes.contains_key(&dev.chans[0].0));
         assert!(!dev.auto);
+    }
+
+    #[test]
+    fn new_devices_are_off_unless_asked_for() {
+        let base =
+            json!({"name": "zwave", "protocol": "zwave", "url": "ws://h:3000", "devices": []});
+        let spec = parse(base.clone()).unwrap();
+        assert!(!spec.settings.accept_new_devices);
+        assert_eq!(spec.settings.max_devices, 1000);
+        let mut on = base;
+        on["accept_new_devices"] = json!(true);
+        on["max_devices"] = json!(5);
+        let spec = parse(on).unwrap();
+        assert!(spec.settings.accept_new_devices);
+        assert_eq!(spec.settings.max_devices, 5);
     }
 
     #[test]

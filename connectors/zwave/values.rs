@@ -29,6 +29,8 @@ pub(super) struct Dev {
     pub(super) writes: HashMap<ValueKey, u32>,
     /// Per channel: the value id written, and whether the config gave a unit.
     pub(super) chans: Vec<(ValueKey, bool)>,
+    /// Per configured channel: its name (the base of its `_state` sibling).
+    pub(super) names: Vec<Arc<str>>,
 }
 
 impl Dev {
@@ -49,6 +51,7 @@ impl Dev {
             reads.insert(key, i as u32);
             chans.push((target, c.unit.is_some()));
         }
+        let names = channels.iter().map(|c| c.name.clone()).collect();
         Dev {
             name,
             node_id: match node {
@@ -60,6 +63,22 @@ impl Dev {
             reads,
             writes,
             chans,
+            names,
+        }
+    }
+
+    /// A device created at run time for a node no device names (`accept_new_devices`): every
+    /// readable value under its derived name.
+    pub(super) fn auto(name: Arc<str>, node: u16) -> Dev {
+        Dev {
+            name,
+            node: NodeRef::Id(node),
+            node_id: Some(node),
+            auto: true,
+            reads: HashMap::new(),
+            writes: HashMap::new(),
+            chans: Vec::new(),
+            names: Vec::new(),
         }
     }
 }
@@ -70,8 +89,11 @@ pub(super) struct Val {
     pub(super) meta: Option<Meta>,
     /// The last value published (state values only), so a resync does not publish it again.
     pub(super) last: Option<Scalar>,
-    /// Its channel on an automatic device, once it has one.
+    /// Its channel on an automatic device, once it has one, and that channel's name.
     pub(super) ch: Option<u32>,
+    pub(super) auto_name: Option<Arc<str>>,
+    /// The channel of its state names (`<channel>_state`), once it has one.
+    pub(super) state_ch: Option<u32>,
 }
 
 /// A mapped node's values and automatic channel names.
@@ -108,7 +130,10 @@ impl ZwaveListener {
     /// A node's full state: health, metadata, and the values that are new or changed.
     pub(super) fn node_state(&mut self, n: NodeState, ts: Timestamp, devices: &mut Devices) {
         self.bind_name(&n);
-        let Some(dev) = self.dev_of(n.node_id) else {
+        if n.is_controller_node {
+            self.controller = Some(n.node_id);
+        }
+        let Some(dev) = self.dev_or_new(n.node_id, devices) else {
             return;
         };
         let fault = if n.status == STATUS_DEAD {
@@ -232,7 +257,8 @@ impl ZwaveListener {
         key_name: Option<&str>,
         devices: &mut Devices,
     ) {
-        let Some(value) = value.value() else { return };
+        let scalar = value;
+        let Some(value) = scalar.value() else { return };
         let d = &self.devs[dev];
         let ch = if d.auto {
             let nd = self.nodes.entry(node).or_default();
@@ -260,6 +286,7 @@ impl ZwaveListener {
                     else {
                         return;
                     };
+                    val.auto_name = Some(n.as_str().into());
                     nd.names.insert(n);
                     val.ch = Some(c as u32);
                     c
@@ -272,6 +299,79 @@ impl ZwaveListener {
             }
         };
         devices.push(dev, ch, value, ts);
+        let name = self
+            .nodes
+            .get(&node)
+            .and_then(|nd| nd.values.get(key))
+            .and_then(|v| v.meta.as_ref())
+            .and_then(|m| m.states.as_ref())
+            .and_then(|s| s.name_of(&scalar));
+        if let Some(name) = name {
+            self.push_state(dev, node, key, ch, name, ts, devices);
+        }
+    }
+
+    /// Publishes the name of the state a value is in on the sibling channel
+    /// `<channel>_state`, added on first use.
+    #[allow(clippy::too_many_arguments)]
+    fn push_state(
+        &mut self,
+        dev: usize,
+        node: u16,
+        key: &ValueKey,
+        ch: usize,
+        name: Arc<str>,
+        ts: Timestamp,
+        devices: &mut Devices,
+    ) {
+        let d = &self.devs[dev];
+        let val = self
+            .nodes
+            .entry(node)
+            .or_default()
+            .values
+            .entry(key.clone())
+            .or_default();
+        let sc = match val.state_ch {
+            Some(c) => c as usize,
+            None => {
+                let base = if d.auto {
+                    val.auto_name.clone()
+                } else {
+                    d.names.get(ch).cloned()
+                };
+                let Some(base) = base else { return };
+                let sibling = format!("{base}_state");
+                let Some(c) =
+                    devices.channel_or_add(dev, &sibling, None, &TransformConfig::default())
+                else {
+                    return;
+                };
+                val.state_ch = Some(c as u32);
+                c
+            }
+        };
+        devices.push(dev, sc, Value::Text(name), ts);
+    }
+
+    /// The device of `node`, created (`node-<id>`) when none is configured for it and the
+    /// connector accepts new devices; never for the controller itself.
+    pub(super) fn dev_or_new(&mut self, node: u16, devices: &mut Devices) -> Option<usize> {
+        if let Some(d) = self.dev_of(node) {
+            return Some(d);
+        }
+        if !self.accept_new || self.controller == Some(node) {
+            return None;
+        }
+        let name = format!("node-{node}");
+        let i = devices.find_or_create(&name)?;
+        if i != self.devs.len() {
+            // The name is a configured device's (of another node).
+            return None;
+        }
+        self.devs.push(Dev::auto(name.into(), node));
+        self.node_dev.insert(node, i);
+        Some(i)
     }
 }
 
@@ -290,9 +390,13 @@ pub(super) fn write_spec(meta: &Meta) -> Option<WriteSpec> {
     Some(WriteSpec::new(kind))
 }
 
-/// Checks a raw number against the metadata's range (device units, after the kit reversed
-/// the channel's scale and offset).
+/// Checks a raw value against the metadata (device units, after the kit reversed the
+/// channel's scale and offset): its range, and its enumerated states unless zwave-js allows
+/// manual entry (the refusal names the allowed states).
 pub(super) fn check_range(meta: &Meta, raw: &Value) -> Result<(), String> {
+    if let Some(states) = meta.states.as_ref().filter(|_| !meta.allow_manual_entry) {
+        states.check(raw)?;
+    }
     let Some(x) = raw.as_f64().filter(|_| !matches!(raw, Value::Bool(_))) else {
         return Ok(());
     };
@@ -322,5 +426,13 @@ mod tests {
             .unwrap_err()
             .contains("[0, 99]"));
         assert!(check_range(&b, &Value::Bool(true)).is_ok());
+        let mode = meta(
+            r#"{"type":"number","min":0,"max":255,"states":{"0":"Off","1":"Heat","2":"Cool"}}"#,
+        );
+        assert!(check_range(&mode, &Value::F64(1.0)).is_ok());
+        let e = check_range(&mode, &Value::F64(5.0)).unwrap_err();
+        assert!(e.contains("allowed: 0 (Off), 1 (Heat), 2 (Cool)"), "{e}");
+        let manual = meta(r#"{"type":"number","states":{"0":"Off"},"allowManualEntry":true}"#);
+        assert!(check_range(&manual, &Value::F64(5.0)).is_ok());
     }
 }
