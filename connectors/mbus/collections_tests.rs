@@ -11,7 +11,7 @@ use super::{frame, json as view};
 
 fn decoded(path: &str) -> Json {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/mbus")
+        .join("../tests/data/mbus")
         .join(path);
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{path}: {e}"));
     let bytes = frame::parse_hex(&text).expect("hex");

@@ -5,7 +5,7 @@
 //! tables at work, combinable VIFEs included.
 
 use super::*;
-use crate::connectors::mbus::record::{decode, Quantity, RecordValue};
+use crate::mbus::record::{decode, Quantity, RecordValue};
 
 type Scale = Box<dyn Fn(u8) -> f64>;
 

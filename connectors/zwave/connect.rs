@@ -99,7 +99,7 @@ impl Connect {
                     Either::Right(connector.connect(name.clone(), tcp).await.map_err(|e| {
                         Fault::new(
                             "tls",
-                            format!("{}: {}", t.url, crate::net::describe_error(&e)),
+                            format!("{}: {}", t.url, osgate_core::net::describe_error(&e)),
                         )
                     })?)
                 }

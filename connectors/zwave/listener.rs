@@ -18,7 +18,7 @@ use super::connect::{ws_fault, Conn, Connect};
 use super::values::{check_range, Dev, Node};
 use super::wire::{CommandResult, EventHead, Head, NodeState, NodeValue, ValueKey};
 use super::NodeRef;
-use crate::reading::{Timestamp, Value};
+use osgate_core::reading::{Timestamp, Value};
 
 /// One message for [`Listener::map`], stamped when it arrived.
 #[derive(Debug)]

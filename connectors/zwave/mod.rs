@@ -1,7 +1,7 @@
 //! The Z-Wave connector (`"protocol": "zwave"`): a client of Z-Wave JS Server, as Home
 //! Assistant is, so osgate works with every USB stick the zwave-js driver supports.
 //!
-//! One connector is one WebSocket connection (`ws://` or `wss://`, TLS by [`crate::net::tls`]).
+//! One connector is one WebSocket connection (`ws://` or `wss://`, TLS by [`osgate_core::net::tls`]).
 //! On connect it negotiates the API schema (`set_api_schema`, the newest both sides speak) and
 //! sends `start_listening`, whose answer is the state of every node; after that the server
 //! pushes events. Devices are nodes (by id or name); channels are value ids (command class,
@@ -48,8 +48,8 @@ use tokio::time::Instant;
 use super::device::listener::{Input, ListenerLine};
 use super::device::Backoff;
 use super::{ConnectorContext, ConnectorError, Running};
-use crate::config::{ConfigError, ConnectorSpec, Dur};
-use crate::net::TlsConfig;
+use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
+use osgate_core::net::TlsConfig;
 
 use connect::{Conn, Connect, Target};
 use listener::ZwaveListener;
@@ -169,6 +169,13 @@ impl ZwaveChannel {
 /// The newest API schema osgate was tested with; it asks for this one or the server's newest
 /// if that is older.
 pub(crate) const SCHEMA: u32 = 44;
+
+/// `"protocol": "zwave"` in the protocol registry.
+pub const PROTOCOL: crate::Protocol = crate::Protocol {
+    name: "zwave",
+    parse: |p, entry| p.spec(entry, validate, build),
+    tool: None,
+};
 
 /// Semantic checks: URL, TLS, timers, nodes, value ids.
 pub fn validate(spec: &ZwaveConfig, path: &str, errs: &mut Vec<ConfigError>) {
@@ -320,9 +327,9 @@ mod tests {
     fn parse(v: serde_json::Value) -> Result<Arc<ZwaveConfig>, Vec<ConfigError>> {
         let mut errs = Vec::new();
         let raw = serde_json::value::to_raw_value(&v).unwrap();
-        let c = crate::connectors::ConnectorConfig::from_raw(0, &raw, &|_| None, &mut errs);
-        match c.map(|c| c.kind) {
-            Some(crate::connectors::ConnectorKind::Zwave(spec)) if errs.is_empty() => Ok(spec),
+        let c = crate::ConnectorConfig::from_raw(0, &raw, &|_| None, &mut errs);
+        match c.as_ref().and_then(|c| c.kind.spec::<ZwaveConfig>()) {
+            Some(spec) if errs.is_empty() => Ok(spec.clone()),
             _ => Err(errs),
         }
     }

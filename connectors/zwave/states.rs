@@ -10,7 +10,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::wire::Scalar;
-use crate::reading::Value;
+use osgate_core::reading::Value;
 
 /// The states of a value: its raw value as zwave-js writes it (`"1"`, `"true"`) and the name.
 #[derive(Debug, Clone, PartialEq, Default)]

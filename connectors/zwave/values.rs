@@ -12,8 +12,8 @@ use super::super::device::{Fault, ValueKind, WriteSpec};
 use super::listener::ZwaveListener;
 use super::wire::{self, Meta, MetaType, NodeState, Scalar, ValueKey, STATUS_DEAD};
 use super::{NodeRef, ZwaveChannel};
-use crate::reading::{Timestamp, Value};
-use crate::transform::TransformConfig;
+use osgate_core::reading::{Timestamp, Value};
+use osgate_core::transform::TransformConfig;
 
 /// A configured device: its node and its channels' value ids.
 pub(super) struct Dev {
@@ -37,7 +37,7 @@ impl Dev {
     pub(super) fn new(
         name: Arc<str>,
         node: NodeRef,
-        channels: &[crate::config::ChannelSpec<ZwaveChannel>],
+        channels: &[osgate_core::config::ChannelSpec<ZwaveChannel>],
     ) -> Dev {
         let mut reads = HashMap::new();
         let mut writes = HashMap::new();
