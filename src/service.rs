@@ -431,6 +431,7 @@ impl GatewayService {
             }
         }
         self.retain_health(&new);
+        self.forget_removed_devices(&new);
         let old = self.shared.swap(Arc::new(new.clone()));
         if old.source != new.source {
             self.previous.store(Some(old));
@@ -453,6 +454,28 @@ impl GatewayService {
             "configuration reloaded"
         );
         summary
+    }
+
+    /// Forgets the status of devices taken out of a connector's configuration (`devices.list`
+    /// would show them stopped forever); devices a listener created at run time stay.
+    fn forget_removed_devices(&self, new: &GatewayConfig) {
+        for c in &new.connectors {
+            let Some(old) = self.config.connectors.iter().find(|o| o.name == c.name) else {
+                continue;
+            };
+            let gone: Vec<&Arc<str>> = old
+                .devices
+                .iter()
+                .filter(|d| !c.devices.contains(d))
+                .collect();
+            if !gone.is_empty() {
+                let h = self.registry.connector(&c.name);
+                let mut devices = h.devices.lock().expect("status lock");
+                for d in gone {
+                    devices.remove(d);
+                }
+            }
+        }
     }
 
     /// Forgets the health records of connectors and sinks that `config` does not have.

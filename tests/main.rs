@@ -4,6 +4,8 @@
 mod bridge;
 mod cli;
 mod common;
+mod console_config;
+mod field_tools;
 mod foundation;
 #[cfg(feature = "http")]
 mod http;
@@ -21,5 +23,6 @@ mod remote_config;
 mod rpc;
 mod tls;
 mod transforms;
+mod uplink;
 #[cfg(feature = "zwave")]
 mod zwave;

@@ -80,7 +80,9 @@ fn timeout() -> String {
 fn param_name(msg: String) -> String {
     match msg.strip_prefix("--").and_then(|m| m.split_once(':')) {
         Some((flag, rest)) => format!("{}:{rest}", flag.replace('-', "_")),
-        None => msg.replace("--", "").replace("rtu-over-tcp", "rtu_over_tcp"),
+        None => msg
+            .replace("--", "")
+            .replace("rtu-over-tcp", "rtu_over_tcp"),
     }
 }
 
