@@ -248,6 +248,8 @@ enum LinkEvent {
     Closed,
     /// A bridge state message of the broker: (bridge, connected).
     Bridge(String, bool),
+    /// The broker answered the bridge-state subscription.
+    Subscribed,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -280,6 +282,7 @@ async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
                 let _ = tx.send(LinkEvent::Closed);
                 return;
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => LinkEvent::Subscribed,
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 match crate::uplink::parse_state(&p.topic, &p.payload) {
                     Some((name, up)) => LinkEvent::Bridge(name.to_string(), up),
@@ -335,6 +338,11 @@ struct Sink {
     ever_connected: bool,
     /// The cause of the last failed connect, logged once per change.
     last_error: Option<String>,
+    /// The bridge-state subscription was sent and not yet answered.
+    uplink_pending: bool,
+    /// The broker dropped the connection on the bridge-state subscription (some brokers, e.g.
+    /// an embedded rumqttd, do on `$SYS` filters): not asked again.
+    uplink_refused: bool,
 }
 
 /// Runs the MQTT sink until its queue ends and the outbox is flushed (or the deadline passes).
@@ -383,6 +391,8 @@ pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError>
         dropping: false,
         ever_connected: false,
         last_error: None,
+        uplink_pending: false,
+        uplink_refused: false,
         cfg,
         ctx,
     };
@@ -718,9 +728,15 @@ impl Sink {
                             // Before anything is published: the bridge states come back as
                             // retained messages. A broker that refuses it only loses the uplink
                             // view.
-                            let _ = l.client.try_subscribe(crate::uplink::STATE_TOPICS, QoS::AtMostOnce);
+                            if !self.uplink_refused {
+                                self.uplink_pending = l
+                                    .client
+                                    .try_subscribe(crate::uplink::STATE_TOPICS, QoS::AtMostOnce)
+                                    .is_ok();
+                            }
                             self.on_connack();
                         }
+                        Some(LinkEvent::Subscribed) => self.uplink_pending = false,
                         Some(LinkEvent::Bridge(bridge, up)) => {
                             if self.ctx.uplink.bridges().iter().all(|b| b.name != bridge || b.connected != up) {
                                 tracing::info!(sink = %name, %bridge, connected = up, "uplink bridge state");
@@ -733,6 +749,11 @@ impl Sink {
                         }
                         Some(LinkEvent::Down(err)) => {
                             stash = None;
+                            if std::mem::take(&mut self.uplink_pending) {
+                                self.uplink_refused = true;
+                                tracing::warn!(sink = %name, broker = %self.cfg.url, topics = crate::uplink::STATE_TOPICS,
+                                    "the connection ended before the broker answered the bridge-state subscription; not asking this broker again (uplink unknown)");
+                            }
                             let was = link.take().is_some_and(|l| l.connected);
                             self.requeue();
                             self.link_down(err, was);
@@ -740,6 +761,7 @@ impl Sink {
                         }
                         Some(LinkEvent::Closed) | None => {
                             stash = None;
+                            self.uplink_pending = false;
                             link = None;
                             self.ctx.uplink.forget_sink(&self.ctx.name);
                             self.requeue();

@@ -4,11 +4,11 @@
 //! A configuration given here goes through exactly what the `-c` file goes through at start:
 //! `OSGATE_SECTION__FIELD` environment overrides, `${VAR}` interpolation, every check, each
 //! problem reported at its path as `osgate check` prints it. Masked secrets sent back as
-//! `gateway.config` showed them keep their values ([`unmask`]).
+//! `gateway.config` showed them keep their values (`unmask`).
 //!
 //! `config.apply` hot-reloads it through the service (only what changed restarts; a connector
 //! that cannot be built refuses the whole change) and saves it to the `-c` file, keeping the
-//! file it replaces as `<file>.prev` ([`persist`]): the file stays the configuration in force,
+//! file it replaces as `<file>.prev` (`persist`): the file stays the configuration in force,
 //! for a restart, a SIGHUP and the engineer who opens it. The new text is written next to the
 //! file before anything is applied, so a file that cannot be written refuses the change with
 //! nothing changed. A gateway whose configuration comes from a fleet server (a `remote` section)
