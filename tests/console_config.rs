@@ -200,3 +200,50 @@ async fn a_fleet_managed_configuration_is_refused() {
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(std::fs::read_to_string(&gw.config).unwrap(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_cannot_start_or_be_saved_changes_nothing() {
+    let broker = Mosquitto::start();
+    let port = free_port();
+    let keep = temp_dir();
+    let dir = keep.path().join("etc");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("osgate.json");
+    let old = config("gwn", &broker, port, &["d1"]);
+    std::fs::write(&file, old.to_string()).unwrap();
+    let gw = Gateway::start_file(temp_dir(), file.clone(), &[], &[]);
+    let rpc = Rpc::connect(KEY, port, &gw).await;
+    wait_devices(&rpc, &["d1"]).await;
+
+    // Valid, but its new connector cannot be built (no such serial port): the reload refuses
+    // it, the file stays, no temp file is left behind.
+    let mut bad = config("gwn", &broker, port, &["d1"]);
+    bad["connectors"].as_array_mut().unwrap().push(json!({
+        "name": "rtu", "protocol": "modbus",
+        "transport": {"rtu": {"port": "/dev/osgate-no-such-port"}},
+        "devices": [{"name": "m1", "unit_id": 1, "interval": "1s",
+                     "channels": [{"name": "r", "table": "holding", "address": 0}]}]}));
+    let r = rpc.result("config.check", json!({"config": bad})).await;
+    assert_eq!(
+        r["ok"], true,
+        "the port is only found missing when built: {r}"
+    );
+    let (code, msg) = rpc.error("config.apply", json!({"config": bad})).await;
+    assert_eq!(code, -32020, "{msg}");
+    assert!(msg.contains("/dev/osgate-no-such-port"), "{msg}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), old.to_string());
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["osgate.json"], "{names:?}");
+    assert_eq!(device_names(&rpc).await, ["d1"]);
+
+    // The file cannot be written (its directory is gone): refused before anything is applied.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let new = config("gwn", &broker, port, &["d1", "d2"]);
+    let (code, msg) = rpc.error("config.apply", json!({"config": new})).await;
+    assert_eq!(code, -32023, "{msg}");
+    assert!(msg.contains("nothing applied"), "{msg}");
+    assert_eq!(device_names(&rpc).await, ["d1"]);
+}
