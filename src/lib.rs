@@ -13,6 +13,7 @@
 //! - [`pipeline`]: device outputs, bounded sink queues, fan-out, full-policy.
 //! - [`sinks`]: one module per sink type (`sinks/` at the top of the repository).
 //! - [`status`]: counters and device health.
+//! - [`uplink`]: the local broker's bridges to the cloud, as the MQTT sinks see them.
 //! - [`control`]: run-time device control (enable/disable, read now, write).
 //! - [`backoff`]: the one capped exponential `Backoff` (a leaf).
 //! - [`duration`]: `Dur`, durations written as strings in the config (a leaf: no crate imports).
