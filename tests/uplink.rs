@@ -92,6 +92,10 @@ async fn uplink_follows_the_bridge_of_the_local_broker() {
         took < Duration::from_secs(10),
         "noticed only after {took:?}"
     );
+    eprintln!(
+        "uplink: down {:.1} s after the cloud broker stopped",
+        took.as_secs_f64()
+    );
     status
         .next_where(TEST_TIMEOUT, |m| m.json["uplink"]["connected"] == false)
         .await;
