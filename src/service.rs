@@ -258,6 +258,8 @@ impl GatewayService {
             started: self.started,
             config_info: self.registry.config.subscribe(),
             uplink: self.registry.uplink.clone(),
+            version: crate::VERSION,
+            commit: crate::COMMIT,
         };
         let cfg = config.clone();
         let undelivered = self.undelivered.clone();

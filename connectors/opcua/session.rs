@@ -26,9 +26,9 @@ use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 
 use super::{Mode, OpcuaSettings, Policy};
-use crate::connectors::device::{Fault, WriteError};
-use crate::connectors::ConnectorError;
-use crate::reading::Value;
+use crate::device::{Fault, WriteError};
+use crate::ConnectorError;
+use osgate_core::reading::Value;
 
 /// The application URI osgate presents (and writes into a generated certificate).
 pub const APPLICATION_URI: &str = "urn:osgate:client";

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::cli::{self, BrowseArgs};
 use super::session::Endpoint;
 use super::value;
-use crate::connectors::tool::{params, ToolError, ToolFuture, ToolMethod};
+use crate::tool::{params, ToolError, ToolFuture, ToolMethod};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,16 +104,15 @@ async fn browse(v: Value) -> Result<Value, ToolError> {
     Ok(json!({"node": root.to_string(), "children": children}))
 }
 
-/// `opcua.browse`.
-pub fn methods() -> Vec<ToolMethod> {
-    fn call(v: Value) -> ToolFuture {
-        Box::pin(browse(v))
-    }
-    vec![ToolMethod {
-        name: "opcua.browse",
-        call,
-    }]
+fn call(v: Value) -> ToolFuture {
+    Box::pin(browse(v))
 }
+
+/// `opcua.browse`.
+pub const METHODS: &[ToolMethod] = &[ToolMethod {
+    name: "opcua.browse",
+    call,
+}];
 
 #[cfg(test)]
 mod tests {
