@@ -6,7 +6,7 @@
 //!   devices and webhooks, behind an API key, and answers whether the readings are in the
 //!   pipeline (202) or must be sent again (503).
 //!
-//! Config → [`HttpConfig`] (the `mode` picks the settings types, so each mode reports the fields
+//! Config → [`HttpPollConfig`] or [`HttpListenConfig`] (the `mode` picks the settings types, so each mode reports the fields
 //! of the other as unknown); channel values are decoded by the kit's shared document decoding
 //! (`device::payload`: [`Pick`], timestamps). Transforms, health, backoff and writes are the
 //! kit's (`connectors/device`).

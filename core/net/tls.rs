@@ -1,12 +1,13 @@
 //! TLS for every connection osgate makes or serves: the one `tls` object of the configuration
 //! ([`TlsConfig`], the same wherever a connection is configured) built into a rustls client
-//! config, the server side of the JSON-RPC listener ([`ServerTlsConfig`]), and
-//! [`describe_error`], which turns a failed connect into a message that names the cause.
+//! config, and the server side of the JSON-RPC listener ([`ServerTlsConfig`]). Why a connect
+//! failed is told by [`super::cause`].
 //!
 //! The peer is always verified: against the built-in Mozilla roots (`webpki-roots`, compiled in,
 //! so a minimal container without a CA bundle works), or against `ca_file` alone when set. The
 //! only way around it is the explicit `insecure_skip_verify`, which logs a warning at every
-//! connect. Every config uses the ring provider (STACK.md), never the process default.
+//! connect. Every config uses the ring provider, never the process default (with more than one
+//! provider compiled in, rustls cannot pick one itself).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

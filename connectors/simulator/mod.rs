@@ -427,5 +427,4 @@ fn write_spec(c: &ChannelSpec<SimulatorChannel>) -> Option<WriteSpec> {
 }
 
 #[cfg(test)]
-#[path = "simulator_tests.rs"]
 mod tests;
