@@ -26,6 +26,7 @@ use super::device::{self, Backoff, Line, Schedule, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
 use osgate_core::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
 
+pub mod cert;
 pub mod cli;
 pub mod poll;
 pub mod session;
