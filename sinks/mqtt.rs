@@ -25,8 +25,8 @@
 //!
 //! Uplink: after every ConnAck the sink subscribes to the broker's bridge states
 //! ([`osgate_core::uplink::STATE_TOPICS`], retained, QoS 0) and records them in the shared
-//! [`osgate_core::uplink::Uplink`]; `status/{gateway}` carries them (`"uplink"`) and is re-sent when one
-//! changes. Losing the broker forgets them (unknown, not "as last seen").
+//! [`osgate_core::uplink::Uplink`]; `status/{gateway}` carries them (`"uplink"`) and is re-sent
+//! when one changes. Losing the broker forgets them (unknown, not "as last seen").
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -729,19 +729,20 @@ impl Sink {
                             // retained messages. A broker that refuses it only loses the uplink
                             // view.
                             if !self.uplink_refused {
-                                self.uplink_pending = l
-                                    .client
-                                    .try_subscribe(osgate_core::uplink::STATE_TOPICS, QoS::AtMostOnce)
-                                    .is_ok();
+                                let topics = osgate_core::uplink::STATE_TOPICS;
+                                self.uplink_pending =
+                                    l.client.try_subscribe(topics, QoS::AtMostOnce).is_ok();
                             }
                             self.on_connack();
                         }
                         Some(LinkEvent::Subscribed) => self.uplink_pending = false,
                         Some(LinkEvent::Bridge(bridge, up)) => {
-                            if self.ctx.uplink.bridges().iter().all(|b| b.name != bridge || b.connected != up) {
+                            let uplink = &self.ctx.uplink;
+                            if uplink.bridges().iter().all(|b| b.name != bridge || b.connected != up) {
                                 tracing::info!(sink = %name, %bridge, connected = up, "uplink bridge state");
                             }
-                            self.ctx.uplink.set(&self.ctx.name, &bridge, up, osgate_core::reading::Timestamp::now().0);
+                            let now = osgate_core::reading::Timestamp::now().0;
+                            uplink.set(&self.ctx.name, &bridge, up, now);
                         }
                         Some(LinkEvent::Acks(acks)) => {
                             self.on_acks(&acks);
@@ -751,8 +752,9 @@ impl Sink {
                             stash = None;
                             if std::mem::take(&mut self.uplink_pending) {
                                 self.uplink_refused = true;
-                                tracing::warn!(sink = %name, broker = %self.cfg.url, topics = osgate_core::uplink::STATE_TOPICS,
-                                    "the connection ended before the broker answered the bridge-state subscription; not asking this broker again (uplink unknown)");
+                                tracing::warn!(sink = %name, broker = %self.cfg.url,
+                                    "the connection ended before the broker answered the bridge-state \
+                                     subscription; not asking this broker again (uplink unknown)");
                             }
                             let was = link.take().is_some_and(|l| l.connected);
                             self.requeue();
