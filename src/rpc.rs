@@ -4,7 +4,8 @@
 //! [`start`] serves one [`RpcModule`] over HTTP and WebSocket on `rpc.listen` (no `rpc` section:
 //! no server) behind the API-key check of [`auth`] — over HTTPS and WSS with `rpc.tls`; osgate
 //! accepts the connections (and does the TLS handshake) itself, so each request knows its
-//! client's address ([`PeerAddr`]) — with `GET /metrics` ([`metrics`]) on the same port, and
+//! client's address ([`PeerAddr`]) — with `GET /metrics` ([`metrics`]) and the web console
+//! ([`console`], `GET /`) on the same port, and
 //! starts the MQTT command path of
 //! [`mqtt`] (`command/{gateway}/{device}/{channel}/set`, and the opt-in
 //! `rpc/{gateway}/request`). Methods answer from the shared health and control registries;
@@ -18,6 +19,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod guard;
 pub mod health;
 #[cfg(feature = "mbus")]
@@ -159,6 +161,7 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
             started: svc.started(),
         });
         let middleware = tower::ServiceBuilder::new()
+            .layer(console::ConsoleLayer)
             .layer(tower_http::validate_request::ValidateRequestHeaderLayer::custom(auth))
             .layer(metrics)
             .layer(guard::GuardLayer);
