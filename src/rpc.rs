@@ -18,6 +18,7 @@
 //! [`ServiceCommand`]: crate::service::ServiceCommand
 
 pub mod auth;
+mod channels;
 pub mod client;
 pub mod console;
 pub mod guard;
@@ -332,6 +333,9 @@ struct DeviceParams {
     device: String,
     #[serde(default)]
     connector: Option<String>,
+    /// `device.status` adds the configured channels ([`channels`]).
+    #[serde(default)]
+    channels: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -716,11 +720,15 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
             .connector_config(&cfg, &connector)
             .ok_or_else(|| device_error(DeviceError::UnknownDevice(p.device.clone())))?;
         let view = ctx.connector_view(&c);
-        Ok(view["devices"]
+        let mut found = view["devices"]
             .as_array()
             .and_then(|d| d.iter().find(|d| d["device"] == p.device.as_str()))
             .cloned()
-            .unwrap_or(Value::Null))
+            .unwrap_or(Value::Null);
+        if p.channels && found.is_object() {
+            found["channels"] = channels::of(&cfg.source, &p.device).into();
+        }
+        Ok(found)
     });
     for (name, enabled) in [("device.enable", true), ("device.disable", false)] {
         register(&mut m, name, move |p, ctx| {

@@ -4,6 +4,8 @@
 mod bridge;
 mod cli;
 mod common;
+#[cfg(all(feature = "simulator", feature = "mqtt"))]
+mod console;
 mod foundation;
 #[cfg(feature = "http")]
 mod http;

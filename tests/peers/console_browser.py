@@ -57,6 +57,11 @@ def driver(width=1280, height=900):
     o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     d = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=o)
     d.set_page_load_timeout(20)
+    if width < 500:
+        # A headless window is at least 500 px wide: emulate the phone's screen instead (which
+        # also makes the page's viewport meta tag count, as on a phone).
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True})
     return d
 
 

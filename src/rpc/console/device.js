@@ -11,15 +11,10 @@ import {ChannelStore, TREND_SPAN_MS} from './live.js';
 const STATUS_MS = 2000;
 const AGE_MS = 1000;
 
-/** The device's channel settings in the (masked) configuration, by channel name. */
-function channelMeta(cfg, device) {
+/** The configured channels of `device.status` (with `channels: true`), by name. */
+function channelMeta(status) {
   const out = new Map();
-  for (const c of (cfg && cfg.connectors) || []) {
-    for (const d of c.devices || []) {
-      if (d.name !== device) continue;
-      for (const ch of d.channels || []) if (ch && ch.name) out.set(ch.name, ch);
-    }
-  }
+  for (const ch of (status && status.channels) || []) if (ch && ch.name) out.set(ch.name, ch);
   return out;
 }
 
@@ -53,7 +48,7 @@ export function render(section, device) {
   const id = device;
   const head = h('div', {class: 'devhead'});
   const liveState = h('p', {class: 'muted', 'data-field': 'live', 'aria-live': 'polite'});
-  const readBtn = h('button', {type: 'button', 'aria-label': 'Read ' + id}, 'Read now');
+  const readBtn = operator ? h('button', {type: 'button', 'aria-label': 'Read ' + id}, 'Read now') : null;
   const toggleBtn = operator ? h('button', {type: 'button', 'data-field': 'toggle'}) : null;
   const readState = h('span', {class: 'muted', role: 'status'});
   const table = h('table', {class: 'grid channels', 'data-device': id});
@@ -137,43 +132,50 @@ export function render(section, device) {
     }
   });
 
-  const live = new Live({device: id}, (b) => {
-    if (b && b.device === id) store.add(b.readings || []);
-  }, (s) => setText(liveState, s));
+  let live = null;
 
-  async function status() {
+  function showStatus(d) {
+    enabled = d.enabled;
+    head.replaceChildren(facts([['Connector', d.connector],
+      ['Health', h('span', {class: 'pill ' + d.health, 'data-field': 'health'}, d.health)],
+      ['Last good poll', d.last_ok ? fmtAge(Date.now() - d.last_ok) + ' ago' : 'never'],
+      ['Errors', d.errors], ['Bad channels', d.bad_channels], ['Last error', d.last_error || '—']]));
+    head.dataset.health = d.health;
+    if (toggleBtn) {
+      toggleBtn.textContent = enabled ? 'Disable' : 'Enable';
+      toggleBtn.setAttribute('aria-label', (enabled ? 'Disable ' : 'Enable ') + id);
+    }
+  }
+
+  async function status(withChannels) {
     try {
-      const d = await call('device.status', {device: id});
+      const d = await call('device.status', withChannels ? {device: id, channels: true} : {device: id});
       if (stopped || !d) return;
-      enabled = d.enabled;
-      head.replaceChildren(facts([['Connector', d.connector],
-        ['Health', h('span', {class: 'pill ' + d.health, 'data-field': 'health'}, d.health)],
-        ['Last good poll', d.last_ok ? fmtAge(Date.now() - d.last_ok) + ' ago' : 'never'],
-        ['Errors', d.errors], ['Bad channels', d.bad_channels], ['Last error', d.last_error || '—']]));
-      head.dataset.health = d.health;
-      if (toggleBtn) {
-        toggleBtn.textContent = enabled ? 'Disable' : 'Enable';
-        toggleBtn.setAttribute('aria-label', (enabled ? 'Disable ' : 'Enable ') + id);
+      if (withChannels) {
+        meta = channelMeta(d);
+        for (const ch of meta.keys()) row(ch);
       }
+      showStatus(d);
     } catch (e) {
       if (!stopped) banner(id + ': ' + e.message, true);
     }
   }
 
   async function start() {
-    try {
-      meta = channelMeta(await call('gateway.config'), id);
-    } catch (e) { /* the configuration may be refused to this key: channels come from readings */ }
+    // The configured channels first, so that rows made by live readings carry their settings.
+    await status(true);
     if (stopped) return;
-    for (const ch of meta.keys()) row(ch);
+    live = new Live({device: id}, (b) => {
+      if (b && b.device === id) store.add(b.readings || []);
+    }, (s) => setText(liveState, s));
     const loop = async () => {
-      if (!document.hidden) await status();
+      if (!document.hidden) await status(false);
       if (!stopped) statusTimer = setTimeout(loop, STATUS_MS);
     };
-    loop();
+    statusTimer = setTimeout(loop, STATUS_MS);
   }
 
-  readBtn.addEventListener('click', async () => {
+  if (readBtn) readBtn.addEventListener('click', async () => {
     readBtn.disabled = true;
     setText(readState, 'reading…');
     try {
@@ -241,7 +243,7 @@ export function render(section, device) {
   start();
   return () => {
     stopped = true;
-    live.close();
+    if (live) live.close();
     store.stop();
     io.disconnect();
     clearTimeout(statusTimer);

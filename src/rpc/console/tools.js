@@ -9,12 +9,12 @@ const TOOLS = [
   {method: 'mbus.scan', title: 'M-Bus scan', role: 'operator',
     help: 'Finds the meters on an M-Bus connector\'s bus (the connector pauses while the scan owns the bus).',
     params: {connector: '', mode: 'primary', max_time: '60s'}},
-  {method: 'opcua.browse', title: 'OPC-UA browse', role: 'viewer',
-    help: 'Lists the nodes below a node of an OPC-UA connector\'s server.',
-    params: {connector: '', node: 'i=85'}},
-  {method: 'modbus.read', title: 'Modbus read', role: 'viewer',
-    help: 'Reads a range of registers through a Modbus connector.',
-    params: {connector: '', unit: 1, kind: 'holding', address: 0, count: 10}},
+  {method: 'opcua.browse', title: 'OPC-UA browse', role: 'operator',
+    help: 'Lists the children of a node on an OPC-UA server.',
+    params: {endpoint: 'opc.tcp://127.0.0.1:4840', node: 'i=85'}},
+  {method: 'modbus.read', title: 'Modbus read', role: 'operator',
+    help: 'Reads one range of registers from a Modbus TCP device (or a serial port: "serial").',
+    params: {host: '127.0.0.1', port: 502, unit: 1, table: 'holding', address: 0, count: 10}},
 ];
 
 /** A list of flat records as a table; anything else as pretty JSON. */
@@ -41,7 +41,7 @@ function tool(t, connectors) {
   const proto = t.method.split('.')[0];
   const params = Object.assign({}, t.params);
   const mine = connectors.filter((c) => c.protocol === proto);
-  if (mine.length) params.connector = mine[0].name;
+  if ('connector' in params && mine.length) params.connector = mine[0].name;
   const text = h('textarea', {id: id + '-params', rows: 5, spellcheck: 'false', 'aria-label': 'Parameters for ' + t.title});
   text.value = JSON.stringify(params, null, 2);
   const run = h('button', {type: 'button', class: 'primary', 'aria-label': 'Run ' + t.title}, 'Run');
@@ -67,7 +67,7 @@ function tool(t, connectors) {
   });
   return h('section', {class: 'card wide', 'aria-labelledby': id + '-h', 'data-tool': t.method},
     h('h2', {id: id + '-h'}, t.title), h('p', {class: 'muted'}, t.help,
-      mine.length ? '' : ` (no ${proto} connector is configured)`),
+      'connector' in params && !mine.length ? ` (no ${proto} connector is configured)` : ''),
     h('label', {for: id + '-params'}, 'Parameters (JSON)'), text, h('div', {class: 'toolbar'}, run), out);
 }
 
@@ -81,6 +81,7 @@ export function render(section) {
     try { connectors = await call('connectors.list'); } catch (e) { /* forms still work */ }
     if (stopped) return;
     for (const t of TOOLS) if (can(t.role)) cards.append(tool(t, connectors));
+    if (!cards.childNodes.length) cards.append(h('p', {class: 'muted', 'data-tool': 'none'}, 'The field tools need an operator key.'));
   })();
   return () => { stopped = true; };
 }
