@@ -54,6 +54,7 @@ pub mod mqtt;
 pub mod opcua;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+pub mod tool;
 #[cfg(feature = "zwave")]
 pub mod zwave;
 

@@ -181,6 +181,9 @@ pub struct SinkContext {
     /// The configuration's source, age and last error, published in `status/{gateway}` (the
     /// sink republishes it when it changes).
     pub config_info: tokio::sync::watch::Receiver<crate::config::remote::ConfigInfo>,
+    /// The local broker's bridge states (the MQTT sink records them, `status/{gateway}` shows
+    /// them).
+    pub uplink: Arc<crate::uplink::Uplink>,
 }
 
 /// Why a sink's task ended with an error.

@@ -46,6 +46,7 @@ pub mod size;
 pub mod status;
 pub mod telemetry;
 pub mod transform;
+pub mod uplink;
 
 /// The version of this build (`Cargo.toml`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -20,6 +20,7 @@
 pub mod auth;
 mod channels;
 pub mod client;
+pub mod configure;
 pub mod console;
 pub mod guard;
 pub mod health;
@@ -27,6 +28,7 @@ pub mod health;
 mod mbus;
 pub mod metrics;
 pub mod mqtt;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +92,14 @@ pub mod codes {
     pub const CONNECTOR_FAILED: i32 = -32011;
     /// The reload was rejected; the running configuration stays.
     pub const RELOAD_FAILED: i32 = -32020;
+    /// `config.apply`/`config.rollback`: the configuration is invalid (`data.errors`).
+    pub const CONFIG_INVALID: i32 = -32021;
+    /// `config.apply`/`config.rollback`: a fleet server owns the configuration.
+    pub const CONFIG_REMOTE: i32 = -32022;
+    /// `config.apply`/`config.rollback`: the configuration file cannot be written.
+    pub const CONFIG_NOT_SAVED: i32 = -32023;
+    /// `config.rollback`: there is no previous configuration.
+    pub const NO_PREVIOUS: i32 = -32024;
     /// A batch request holds more than [`MAX_BATCH`](super::MAX_BATCH) calls.
     pub const BATCH_TOO_LARGE: i32 = -32030;
     /// The method streams notifications and needs a WebSocket (called over HTTP or MQTT).
@@ -104,6 +114,7 @@ pub struct RpcContext {
     service: ServiceHandle,
     tap: ReadingTap,
     started: i64,
+    configure: configure::ConfigState,
 }
 
 /// The running management endpoints; [`Management::stop`] ends them.
@@ -132,7 +143,11 @@ impl Management {
 /// Starts the JSON-RPC server (when the config has an `rpc` section) and the MQTT command path
 /// (when it has an MQTT sink). A port that cannot be bound is an error: an operator who
 /// configured management expects it to work.
-pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Result<Management> {
+pub async fn start(
+    svc: &GatewayService,
+    service: ServiceHandle,
+    config_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<Management> {
     let cfg = svc.config();
     let ctx = RpcContext {
         config: svc.shared_config(),
@@ -141,6 +156,7 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         service,
         tap: svc.readings().tap().clone(),
         started: svc.started(),
+        configure: configure::ConfigState::new(config_path, svc.previous_config()),
     };
     let module = module(ctx);
     let mut mgmt = Management {
@@ -557,6 +573,7 @@ impl RpcContext {
             "config": config,
             "connectors": self.connectors(),
             "sinks": self.sinks(),
+            "uplink": self.registry.uplink.to_json(),
         })
     }
 }
@@ -669,6 +686,8 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
     let mut m = RpcModule::new(ctx);
     #[cfg(feature = "mbus")]
     mbus::register(&mut m);
+    configure::register(&mut m);
+    tools::register(&mut m);
     register(&mut m, "gateway.status", |_, ctx| Ok(ctx.status()));
     register(&mut m, "gateway.config", |_, ctx| {
         let source: Value = serde_json::from_str(&ctx.config.load().source)

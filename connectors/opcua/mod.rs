@@ -30,6 +30,7 @@ pub mod cli;
 pub mod poll;
 pub mod session;
 pub mod subscribe;
+pub mod tool;
 pub mod value;
 
 pub use session::NodeRef;
