@@ -20,9 +20,7 @@ pub(super) fn register(m: &mut RpcModule<RpcContext>) {
                 p.parse()?
             };
             (t.call)(v).await.map_err(|e| match e {
-                ToolError::Params(_) => {
-                    ErrorObjectOwned::owned(-32602, e.to_string(), None::<()>)
-                }
+                ToolError::Params(_) => ErrorObjectOwned::owned(-32602, e.to_string(), None::<()>),
                 ToolError::Device(d) => app_error(codes::DEVICE_FAILED, d),
             })
         })

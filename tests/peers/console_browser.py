@@ -16,6 +16,12 @@ Phases (their keys):
                             applied; a good one is applied and the devices page lists new_device
   uplink    key= state=     the overview shows the uplink `up` or `down` (within 15 s)
 
+Phases of examples/bench_console.rs (figures as `FIG name value` lines):
+  hold      key= device=    open the device's page, print `ok ready` once values show, keep
+                            the page open until standard input closes
+  devices   key= count=     the devices page with `count` devices: time until every row shows,
+                            time of one filter keystroke, longest main-thread task in 10 s
+
 Prints `ok <what>` per check passed and `FAIL <what>: <why>` per failure (then exits 1).
 Browser console errors (a Content-Security-Policy violation, a script error) are failures.
 """
@@ -296,6 +302,44 @@ def phase_uplink(key, state):
         d.quit()
 
 
+def phase_hold(key, device):
+    d = driver()
+    try:
+        if not login(d, key):
+            return fail("login", "no navigation")
+        go(d, "#/device/" + device, "[data-channel] [data-field=value]")
+        if not wait(lambda: [e for e in css(d, "[data-field=value]") if e.text not in ("", "—")], 20):
+            return fail("hold", "no live value on the page")
+        ok("ready")
+        sys.stdin.read()
+        print(f"FIG rows {len(css(d, '[data-channel]'))}", flush=True)
+    finally:
+        d.quit()
+
+
+def phase_devices(key, count):
+    d = driver()
+    try:
+        if not login(d, key):
+            return fail("login", "no navigation")
+        d.execute_script("""window.__long = 0; new PerformanceObserver(l => { for (const e of l.getEntries())
+            window.__long = Math.max(window.__long, e.duration); }).observe({type: 'longtask', buffered: true});""")
+        t0 = time.time()
+        go(d, "#/devices", "[data-device][data-health]")
+        if not wait(lambda: len(css(d, "[data-device][data-health]")) >= count, 30, 0.05):
+            return fail("devices", f"{len(css(d, '[data-device][data-health]'))} rows, not {count}")
+        print(f"FIG render_ms {(time.time() - t0) * 1000:.0f}", flush=True)
+        filt = d.execute_script("""const i = document.getElementById('filter-name'); const t = performance.now();
+            i.value = 'dev-99'; i.dispatchEvent(new Event('input')); document.body.offsetHeight;
+            const ms = performance.now() - t; i.value = ''; i.dispatchEvent(new Event('input')); return ms;""")
+        print(f"FIG filter_ms {filt:.1f}", flush=True)
+        d.execute_script("window.__long = 0")
+        time.sleep(10)
+        print(f"FIG longest_task_ms {d.execute_script('return window.__long'):.0f}", flush=True)
+    finally:
+        d.quit()
+
+
 try:
     if PHASE == "operator":
         phase_operator(ARGS["key"])
@@ -305,6 +349,10 @@ try:
         phase_config(ARGS["key"], ARGS["typo"], ARGS["good"], ARGS["new_device"])
     elif PHASE == "uplink":
         phase_uplink(ARGS["key"], ARGS["state"])
+    elif PHASE == "hold":
+        phase_hold(ARGS["key"], ARGS["device"])
+    elif PHASE == "devices":
+        phase_devices(ARGS["key"], int(ARGS["count"]))
     else:
         fail("phase", f"unknown phase {PHASE!r}")
 except Exception as e:  # a driver failure is a test failure with its cause

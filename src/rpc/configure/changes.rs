@@ -71,7 +71,8 @@ pub fn predict(
             .map(|c| c.name.to_string())
             .collect()
     };
-    let find = |cfg: &GatewayConfig, n: &str| cfg.connectors.iter().find(|c| &*c.name == n).cloned();
+    let find =
+        |cfg: &GatewayConfig, n: &str| cfg.connectors.iter().find(|c| &*c.name == n).cloned();
     let connectors = classify(&running(current), &running(new), |n| {
         !everything && find(current, n) == find(new, n)
     });

@@ -99,10 +99,7 @@ fn check_text(raw: &str, current: &GatewayConfig) -> Result<Checked, Vec<ConfigE
 fn invalid(errs: &[ConfigError]) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(
         codes::CONFIG_INVALID,
-        format!(
-            "{}; nothing applied",
-            config::ConfigErrors(errs.to_vec())
-        ),
+        format!("{}; nothing applied", config::ConfigErrors(errs.to_vec())),
         Some(json!({"errors": error_list(errs)})),
     )
 }

@@ -112,7 +112,11 @@ mod tests {
         let f = dir.path().join("osgate.json");
         std::fs::write(&f, "old").unwrap();
         let s = stage(&f, b"new").unwrap();
-        assert_eq!(std::fs::read_to_string(&f).unwrap(), "old", "staging changes nothing");
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "old",
+            "staging changes nothing"
+        );
         s.commit().unwrap();
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
         assert_eq!(std::fs::read_to_string(prev_path(&f)).unwrap(), "old");

@@ -80,7 +80,10 @@ mod tests {
         assert_eq!(new["sinks"][0], current["sinks"][1]);
         assert_eq!(new["sinks"][1]["url"], "mqtt://u:pw@h");
         assert_eq!(new["sinks"][1]["password"], "new-pw");
-        assert_eq!(new["sinks"][2]["password"], "***", "nothing to take it from");
+        assert_eq!(
+            new["sinks"][2]["password"], "***",
+            "nothing to take it from"
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ function changeList(title, names, kind) {
 
 export function render(section) {
   const admin = can('admin');
-  const editor = h('textarea', {id: 'config-text', 'aria-label': 'Configuration text', spellcheck: 'false', rows: 24,
+  const editor = h('textarea', {id: 'config-text', 'aria-label': 'Configuration text', spellcheck: 'false', rows: 18,
     autocomplete: 'off', autocapitalize: 'off'});
   const checkBtn = h('button', {type: 'button', 'aria-label': 'Check configuration'}, 'Check');
   const applyBtn = admin ? h('button', {type: 'button', class: 'primary', 'aria-label': 'Apply configuration'}, 'Apply') : null;
@@ -63,7 +63,9 @@ export function render(section) {
     if (errors.length) {
       const ul = h('ul', {class: 'errors', 'data-field': 'errors'});
       for (const e of errors) {
-        ul.append(h('li', {'data-path': e.path || ''}, h('code', {class: 'path'}, e.path || '(whole file)'), ' ', e.message || ''));
+        let msg = e.message || '';
+        if (e.path && msg.startsWith(e.path)) msg = msg.slice(e.path.length).replace(/^[:\s]+/, '');
+        ul.append(h('li', {'data-path': e.path || ''}, h('code', {class: 'path'}, e.path || '(whole file)'), ' ', msg));
       }
       parts.push(h('p', {class: 'bad', role: 'alert', 'data-field': 'verdict', 'data-ok': 'false'},
         `${errors.length} problem${errors.length > 1 ? 's' : ''}: nothing was ${what === 'apply' ? 'applied' : 'changed'}`), ul);
@@ -79,6 +81,7 @@ export function render(section) {
         changeList('Restarted', c.restarted, 'restarted'), changeList('Kept', c.kept, 'kept')));
     }
     result.replaceChildren(...parts);
+    result.scrollIntoView({block: 'nearest'});
     return errors.length === 0;
   }
 
