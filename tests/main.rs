@@ -19,6 +19,8 @@ mod opcua;
 mod ops;
 mod remote_config;
 mod rpc;
+mod security;
+mod slow_clients;
 mod tls;
 mod transforms;
 #[cfg(feature = "zwave")]
