@@ -26,6 +26,7 @@
 //! - [`notify`]: the systemd notification protocol (`READY=1`, `WATCHDOG=1`, `STOPPING=1`).
 
 pub mod app;
+pub mod audit;
 pub mod backoff;
 pub mod broker;
 pub mod config;

@@ -21,6 +21,8 @@ mod opcua;
 mod ops;
 mod remote_config;
 mod rpc;
+mod security;
+mod slow_clients;
 mod tls;
 mod transforms;
 #[cfg(feature = "zwave")]

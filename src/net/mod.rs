@@ -6,8 +6,13 @@
 //!   [`tls::describe_error`] for operator messages about failed connects.
 //! - [`mqtt`]: broker URLs and `rumqttc::MqttOptions` ([`mqtt::MqttClientSettings`]).
 //! - [`http`]: reqwest clients ([`http::HttpClientSettings`]).
+//! - [`keys`], [`lockout`], [`listen`]: what the inbound listeners (the JSON-RPC server and the
+//!   HTTP ingest) share: API keys with roles, failed-key lockout, bounded connections.
 
 pub mod http;
+pub mod keys;
+pub mod listen;
+pub mod lockout;
 pub mod mqtt;
 pub mod tls;
 
