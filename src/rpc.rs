@@ -28,9 +28,9 @@ pub mod health;
 mod mbus;
 pub mod metrics;
 pub mod mqtt;
-mod tools;
 pub mod roles;
 pub mod session;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

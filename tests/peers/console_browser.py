@@ -14,7 +14,9 @@ Phases (their keys):
   config    key= typo= good= new_device=
                             a configuration with a typo shows its error at its path and is not
                             applied; a good one is applied and the devices page lists new_device
-  uplink    key= state=     the overview shows the uplink `up` or `down` (within 15 s)
+  uplink    key=            the overview shows the uplink up, prints `ok uplink up`, waits for a
+                            line on standard input (the test stops the cloud broker), then
+                            must show it down within 15 s
 
 Phases of examples/bench_console.rs (figures as `FIG name value` lines):
   hold      key= device=    open the device's page, print `ok ready` once values show, keep
@@ -284,20 +286,28 @@ def phase_config(key, typo, good, new_device):
         d.quit()
 
 
-def phase_uplink(key, state):
+def phase_uplink(key):
     d = driver()
     try:
         if not login(d, key):
             return fail("login", "no navigation")
         go(d, "#/overview", ".card")
-        t0 = time.time()
-        got = wait(lambda: css(d, f"[data-field=uplink][data-state='{state}']"), 15)
-        if got:
-            ok(f"uplink shown {state} after {time.time() - t0:.1f} s: {got[0].text}")
-        else:
+
+        def state():
             el = css(d, "[data-field=uplink]")
-            fail(f"uplink {state}", el[0].get_attribute("data-state") + " " + el[0].text if el else "no uplink shown")
-        shot(d, f"overview-uplink-{state}-desktop")
+            return (el[0].get_attribute("data-state"), el[0].text) if el else (None, "no uplink shown")
+
+        if not wait(lambda: state()[0] == "up", 15):
+            return fail("uplink up", state())
+        ok("uplink up")
+        shot(d, "overview-desktop")
+        sys.stdin.readline()
+        t0 = time.time()
+        if wait(lambda: state()[0] == "down", 15):
+            ok(f"uplink shown down {time.time() - t0:.1f} s after the cloud broker stopped: {state()[1]}")
+        else:
+            fail("uplink down", state())
+        shot(d, "overview-uplink-down-desktop")
     finally:
         d.quit()
 
@@ -348,7 +358,7 @@ try:
     elif PHASE == "config":
         phase_config(ARGS["key"], ARGS["typo"], ARGS["good"], ARGS["new_device"])
     elif PHASE == "uplink":
-        phase_uplink(ARGS["key"], ARGS["state"])
+        phase_uplink(ARGS["key"])
     elif PHASE == "hold":
         phase_hold(ARGS["key"], ARGS["device"])
     elif PHASE == "devices":

@@ -105,7 +105,7 @@ export function banner(text, isError) {
 
 const SVG = 'http://www.w3.org/2000/svg';
 
-/** A trend line of `points` ([ts, number]) over the last `span` ms, in an SVG of w×h. */
+/** A trend line of `points` ([ts, number]) over at most the last `span` ms, in an SVG of w×h. */
 export function trend(svg, points, now, span, w = 120, h = 28) {
   if (!svg) {
     svg = document.createElementNS(SVG, 'svg');
@@ -122,10 +122,12 @@ export function trend(svg, points, now, span, w = 120, h = 28) {
   let lo = Infinity, hi = -Infinity;
   for (const p of points) { if (p[1] < lo) lo = p[1]; if (p[1] > hi) hi = p[1]; }
   if (hi === lo) { hi += 1; lo -= 1; }
-  const t0 = now - span;
+  // The window grows with the history, up to `span`: a page open for seconds shows seconds.
+  const t0 = Math.max(now - span, points[0][0]);
+  const width = Math.max(now - t0, 1000);
   let s = '';
   for (const p of points) {
-    const x = Math.max(0, ((p[0] - t0) / span) * w);
+    const x = Math.max(0, ((p[0] - t0) / width) * w);
     const y = h - 2 - ((p[1] - lo) / (hi - lo)) * (h - 4);
     s += x.toFixed(1) + ',' + y.toFixed(1) + ' ';
   }
