@@ -170,9 +170,10 @@ fn main() {
     let (cb, rb) = (med(&busy, |x| x.0), med(&busy, |x| x.1));
     println!(
         "median: without {ci:.2} % / {ri:.1} MB, with a browser {cb:.2} % / {rb:.1} MB: \
-         +{:.2} % of a core, +{:.1} MB",
+         +{:.2} % of a core, +{:.1} MB (RSS before any browser: {:.1} MB)",
         cb - ci,
-        rb - ri
+        rb - ri,
+        idle[0].1
     );
 
     // 2. The devices page with many devices.
