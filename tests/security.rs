@@ -180,7 +180,7 @@ async fn each_role_calls_what_it_may_and_changes_are_audited() {
     assert!(
         audited
             .iter()
-            .any(|l| l["fields"]["who"] == "tech" && l["fields"]["method"] == "device.write"),
+            .any(|l| l["who"] == "tech" && l["method"] == "device.write" && l["value"] == "42.0"),
         "{audited:?}"
     );
     assert!(!gw.log_text().contains(VIEWER) && !gw.log_text().contains(OPERATOR));
@@ -357,13 +357,27 @@ async fn wrong_keys_lock_out_one_peer_only() {
         .log_json()
         .into_iter()
         .filter(|l| {
-            l["fields"]["peer"] == "127.0.0.2"
-                && l["fields"]["message"]
+            l["peer"] == "127.0.0.2"
+                && l["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("wrong API key"))
         })
         .count();
     assert_eq!(refused, 2, "{}", gw.log_text());
+}
+
+/// `osgate check -c PATH` with `SCADA_KEY` set: (exit code, stdout, stderr).
+fn check(path: &str) -> (i32, String, String) {
+    let out = std::process::Command::new(osgate_bin())
+        .args(["check", "-c", path])
+        .env("SCADA_KEY", VIEWER)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -383,7 +397,7 @@ fn check_names_keys_and_warns_about_readable_literal_secrets() {
     std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let p = path.to_str().unwrap();
-    let (code, out, err) = osgate_cmd(&["check", "-c", p]);
+    let (code, out, err) = check(p);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("rpc key key1 (admin)") && out.contains("rpc key scada (viewer)"),
@@ -395,13 +409,13 @@ fn check_names_keys_and_warns_about_readable_literal_secrets() {
         "{err}"
     );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (code, _, err) = osgate_cmd(&["check", "-c", p]);
+    let (code, _, err) = check(p);
     assert_eq!(code, 0);
     assert!(!err.contains("literal secrets"), "{err}");
     // A bad role names its field and exits 2.
     cfg["rpc"]["api_keys"][1]["role"] = json!("root");
     std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-    let (code, out, err) = osgate_cmd(&["check", "-c", p]);
+    let (code, out, err) = check(p);
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         format!("{out}{err}").contains("rpc.api_keys[1]"),

@@ -191,7 +191,7 @@ impl ListenerStats {
         if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
             *last = Some(now);
             tracing::warn!(listener = %self.name, addr = %self.addr, cause = cause.as_str(),
-                peer = ?peer, total = n, "{} (logged once a minute per cause; counted in /metrics)", cause.explain());
+                peer = peer.map(|p| p.to_string()), total = n, "{} (logged once a minute per cause; counted in /metrics)", cause.explain());
         }
     }
 
