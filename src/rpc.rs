@@ -145,8 +145,7 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
     // Bound before the module is built so that its counters can be shown and counted.
     let bound = match &cfg.rpc {
         Some(rpc) => {
-            let listener = tokio::net::TcpListener::bind(rpc.listen)
-                .await
+            let listener = crate::net::listen::bind(rpc.listen)
                 .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
             let addr = listener.local_addr()?;
             let limits = crate::net::listen::Listener::new("rpc", addr, rpc.limits.clone());
@@ -231,7 +230,10 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         tokio::spawn(async move {
             loop {
                 let (sock, peer) = tokio::select! {
-                    c = crate::net::accept(&listener, "JSON-RPC") => match c {
+                    c = async {
+                        bounded.room().await;
+                        crate::net::accept(&listener, "JSON-RPC").await
+                    } => match c {
                         Some(c) => c,
                         None => continue,
                     },

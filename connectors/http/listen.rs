@@ -113,12 +113,10 @@ pub fn build(
     Ok(Box::pin(async move {
         let spec = spec.clone();
         let s = &spec.settings;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| ConnectorError::Address {
-                address: s.listen.clone(),
-                reason: format!("cannot listen: {e}"),
-            })?;
+        let listener = crate::net::listen::bind(addr).map_err(|e| ConnectorError::Address {
+            address: s.listen.clone(),
+            reason: format!("cannot listen: {e}"),
+        })?;
         if keys.is_empty() {
             tracing::warn!(connector = %ctx.name, listen = %addr,
                 "HTTP ingest without api_keys: open to every local process (loopback only)");
@@ -410,7 +408,10 @@ async fn serve(
         let (sock, peer) = tokio::select! {
             _ = token.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            c = crate::net::accept(&listener, "HTTP ingest") => match c {
+            c = async {
+                server.bounded.room().await;
+                crate::net::accept(&listener, "HTTP ingest").await
+            } => match c {
                 Some(c) => c,
                 None => continue,
             },
