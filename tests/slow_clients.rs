@@ -217,7 +217,7 @@ async fn slow_clients_neither_starve_good_ones_nor_hold_memory() {
         peak = peak.max(rss_kib(gw.pid()));
     }
     while tasks.join_next().await.is_some() {}
-    let ended = ended.lock().unwrap();
+    let ended = std::mem::take(&mut *ended.lock().unwrap());
 
     // After they are gone: memory falls back near the idle figure.
     let mut after = rss_kib(gw.pid());

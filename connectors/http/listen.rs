@@ -528,7 +528,7 @@ impl Server {
             return r;
         }
         if !self.keys.is_empty()
-            && !presented_key(req.headers()).is_some_and(|k| find_key(&self.keys, k).is_some())
+            && presented_key(req.headers()).is_none_or(|k| find_key(&self.keys, k).is_none())
         {
             self.failures.failed(peer.ip(), &self.bounded.stats().name);
             let mut r = error(

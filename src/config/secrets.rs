@@ -84,11 +84,13 @@ fn walk(v: &Value, path: &str, secret: bool, out: &mut Vec<String>) {
                 walk(v, &format!("{path}[{i}]"), secret, out);
             }
         }
-        Value::String(s) if secret && !is_reference(s) => {
-            // A named key's `name` and `role` are not secrets.
-            if !(path.ends_with(".name") || path.ends_with(".role")) {
-                out.push(path.trim_start_matches('.').to_string());
-            }
+        // A named key's `name` and `role` are not secrets.
+        Value::String(s)
+            if secret
+                && !is_reference(s)
+                && !(path.ends_with(".name") || path.ends_with(".role")) =>
+        {
+            out.push(path.trim_start_matches('.').to_string());
         }
         _ => {}
     }
