@@ -27,6 +27,7 @@ fn config(gw: &str, broker: &Mosquitto, port: u16) -> Value {
     cfg["rpc"] = json!({
         "listen": format!("127.0.0.1:{port}"),
         "mqtt": true,
+        "max_subscribers": 1,
         "api_keys": [
             ADMIN,
             {"name": "scada", "key": "${SCADA_KEY}", "role": "viewer"},
@@ -240,6 +241,15 @@ async fn websockets_take_header_keys_or_single_use_tickets() {
     )
     .await;
     assert!(sub.get("result").is_some(), "{sub}");
+    // One live-reading subscription is all `max_subscribers` allows here.
+    let auth = format!("Bearer {ADMIN}");
+    let mut other = ws(port, "", &[("authorization", &auth)]).await.unwrap();
+    let refused = ws_send(
+        &mut other,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "readings.subscribe"}).to_string(),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], 1041, "{refused}");
     s.send(tungstenite::Message::text(
         json!({"jsonrpc": "2.0", "id": 4, "method": "device.write", "params": {"device": "d1", "channel": "sp", "value": 1}}).to_string(),
     ))
