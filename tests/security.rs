@@ -321,7 +321,14 @@ async fn mqtt_commands_and_rpc_over_mqtt_are_audited() {
 async fn wrong_keys_lock_out_one_peer_only() {
     let broker = Mosquitto::start();
     let port = free_port();
-    let gw = start("gwlock", &broker, port);
+    let ingest = free_port();
+    let mut cfg = config("gwlock", &broker, port);
+    cfg["connectors"].as_array_mut().unwrap().push(json!({
+        "name": "ingest", "protocol": "http", "mode": "listen",
+        "listen": format!("127.0.0.1:{ingest}"),
+        "api_keys": [{"name": "meters", "key": "ingest-key-0123"}],
+        "devices": [{"name": "meter", "channels": [{"name": "p", "pointer": "/p"}]}]}));
+    let gw = Gateway::start_with(&cfg, &[], &[("SCADA_KEY", VIEWER)]);
     let good = Rpc::connect(ADMIN, port, &gw).await;
     // The guesser comes from 127.0.0.2 (still loopback), the good client from 127.0.0.1.
     let guesser = reqwest::Client::builder()
@@ -374,6 +381,32 @@ async fn wrong_keys_lock_out_one_peer_only() {
         })
         .count();
     assert_eq!(refused, 2, "{}", gw.log_text());
+
+    // The HTTP ingest keeps its own book, the same way.
+    let ingest_url = format!("http://127.0.0.1:{ingest}/ingest/meter");
+    let push = |c: &reqwest::Client, key: &str| {
+        c.post(&ingest_url)
+            .header("x-api-key", key)
+            .body(r#"{"p": 1}"#)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        statuses.push(
+            push(&guesser, &format!("wrong-{i}"))
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+    let r = push(&guesser, "ingest-key-0123").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = push(&good.http, "ingest-key-0123").await.unwrap();
+    assert_eq!(r.status(), 202);
 }
 
 /// `osgate check -c PATH` with `SCADA_KEY` set: (exit code, stdout, stderr).
