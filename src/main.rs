@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use osgate::config::{self, LoadError};
 
 #[derive(Debug, Parser)]
@@ -69,15 +69,6 @@ enum Command {
     /// Validate the local configuration file, print a summary, exit 0 (valid) or 2 (invalid).
     /// It does not fetch `remote.url`: a remote configuration is validated when it arrives.
     Check(GatewayArgs),
-    /// Read or write one value of a Modbus device (commissioning, like mbpoll).
-    #[cfg(feature = "modbus")]
-    Modbus(Box<osgate::connectors::modbus::cli::ModbusCommand>),
-    /// M-Bus field tools: decode a frame, scan a bus, read a meter.
-    #[cfg(feature = "mbus")]
-    Mbus(Box<osgate::connectors::mbus::cli::MbusCommand>),
-    /// Browse an OPC-UA server's address space (commissioning).
-    #[cfg(feature = "opcua")]
-    Opcua(Box<osgate::connectors::opcua::cli::OpcuaCommand>),
     /// Call a running gateway's JSON-RPC management API: `osgate rpc METHOD [JSON-PARAMS]`.
     Rpc(osgate::rpc::client::RpcCommand),
     /// Check that a running gateway answers and its sinks have not failed: exit 0 (healthy)
@@ -116,9 +107,27 @@ fn init_logging(debug: bool, format: LogFormat) {
     }
 }
 
+/// The whole command line: [`Cli`] and the protocols' own tools (`osgate modbus …`), which
+/// come from the connector registry.
+fn command() -> clap::Command {
+    let mut command = Cli::command();
+    for p in osgate::connectors::PROTOCOLS {
+        if let Some(tool) = &p.tool {
+            command = command.subcommand((tool.args)(clap::Command::new(p.name).about(tool.about)));
+        }
+    }
+    command
+}
+
 fn main() -> ExitCode {
     osgate::install_crypto_provider();
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    if let Some((name, args)) = matches.subcommand() {
+        if let Some(tool) = osgate::connectors::protocol(name).and_then(|p| p.tool.as_ref()) {
+            return (tool.run)(args);
+        }
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let outer = cli.gateway.clone();
     let command = cli.command.unwrap_or(Command::Run(GatewayArgs::default()));
     let format = match &command {
@@ -129,12 +138,6 @@ fn main() -> ExitCode {
     match command {
         Command::Check(a) => check(&a.or(outer).config()),
         Command::Run(a) => run(a.or(outer).config()),
-        #[cfg(feature = "modbus")]
-        Command::Modbus(cmd) => osgate::connectors::modbus::cli::main(*cmd),
-        #[cfg(feature = "mbus")]
-        Command::Mbus(cmd) => osgate::connectors::mbus::cli::main(*cmd),
-        #[cfg(feature = "opcua")]
-        Command::Opcua(cmd) => osgate::connectors::opcua::cli::main(*cmd),
         Command::Rpc(cmd) => osgate::rpc::client::main(cmd),
         Command::Health(mut cmd) => {
             cmd.config = cmd.config.or(outer.config);
@@ -286,7 +289,6 @@ fn run(path: PathBuf) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory as _;
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
@@ -298,7 +300,7 @@ mod tests {
 
     #[test]
     fn tools_do_not_list_the_gateway_options() {
-        let mut cmd = Cli::command();
+        let mut cmd = command();
         for path in [&["rpc"][..], &["modbus", "read"][..]] {
             let mut sub = &mut cmd;
             for p in path {

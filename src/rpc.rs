@@ -434,7 +434,7 @@ impl RpcContext {
         result: &Result<T, E>,
     ) {
         let caller = ext
-            .get::<crate::net::keys::Caller>()
+            .get::<crate::auth::Caller>()
             .cloned()
             .unwrap_or_else(roles::local);
         let err = result.as_ref().err().map(|e| e.to_string());

@@ -26,9 +26,9 @@ use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 
 use super::{Mode, OpcuaSettings, Policy};
-use crate::connectors::device::{Fault, WriteError};
-use crate::connectors::ConnectorError;
-use crate::reading::Value;
+use crate::device::{Fault, WriteError};
+use crate::ConnectorError;
+use osgate_core::reading::Value;
 
 /// The application URI osgate presents (and writes into a generated certificate).
 pub const APPLICATION_URI: &str = "urn:osgate:client";
@@ -209,7 +209,7 @@ impl Endpoint {
                     .map_err(|e| Fault::new("pki", e.join("; ")))?;
                 // A generated private key is a secret at rest: owner only.
                 if self.cert_files.is_none() {
-                    crate::config::secrets::restrict_dir(&self.pki_dir.join("private"));
+                    osgate_core::config::secrets::restrict_dir(&self.pki_dir.join("private"));
                 }
                 if self.policy != SecurityPolicy::None {
                     let store = client.certificate_store().read();
