@@ -70,6 +70,7 @@ protocols! {
 }
 
 pub mod device;
+pub mod tool;
 
 /// What a protocol gives the gateway: its entry in [`PROTOCOLS`].
 #[derive(Debug)]
@@ -91,6 +92,8 @@ pub struct Tool {
     pub args: fn(clap::Command) -> clap::Command,
     /// Runs the tool with its parsed arguments and returns the process exit code.
     pub run: fn(&clap::ArgMatches) -> ExitCode,
+    /// The tool as management methods (`modbus.read`), sharing its code ([`tool`]).
+    pub methods: &'static [tool::ToolMethod],
 }
 
 impl Tool {

@@ -5,6 +5,7 @@
 //! - [`transform`]: per-channel transforms (scale, deadband, report strategies…).
 //! - [`pipeline`]: device outputs, bounded sink queues, fan-out, full-policy.
 //! - [`status`]: counters and device health.
+//! - [`uplink`]: the local broker's bridges to the cloud, as the MQTT sinks see them.
 //! - [`control`]: run-time device control (enable/disable, read now, write).
 //! - [`config`]: the config toolkit (errors with paths, `${VAR}`, the device/channel parser).
 //! - [`net`]: outbound MQTT and HTTP clients with TLS and credentials, server TLS, accepting.
@@ -32,6 +33,7 @@ pub mod reading;
 pub mod size;
 pub mod status;
 pub mod transform;
+pub mod uplink;
 
 /// Builds the tokio runtime of a command: multi-thread for the gateway, current-thread for the
 /// one-shot tools (`osgate rpc`, `osgate modbus`). A failure is reported on stderr and becomes

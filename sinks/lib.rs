@@ -181,6 +181,9 @@ pub struct SinkContext {
     /// The configuration's source, age and last error, published in `status/{gateway}` (the
     /// sink republishes it when it changes).
     pub config_info: tokio::sync::watch::Receiver<osgate_core::config::ConfigInfo>,
+    /// The local broker's bridge states (the MQTT sink records them, `status/{gateway}` shows
+    /// them).
+    pub uplink: Arc<osgate_core::uplink::Uplink>,
     /// The gateway's version, published in `status/{gateway}`.
     pub version: &'static str,
     /// The commit the gateway was built from, published in `status/{gateway}`.

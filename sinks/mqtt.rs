@@ -22,6 +22,11 @@
 //! publishes our will when *it* restarts), the last will `{"online":false}`, and an
 //! explicit offline message on a clean stop. Device status messages are retained and re-sent
 //! after every reconnect.
+//!
+//! Uplink: after every ConnAck the sink subscribes to the broker's bridge states
+//! ([`osgate_core::uplink::STATE_TOPICS`], retained, QoS 0) and records them in the shared
+//! [`osgate_core::uplink::Uplink`]; `status/{gateway}` carries them (`"uplink"`) and is re-sent when one
+//! changes. Losing the broker forgets them (unknown, not "as last seen").
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -241,6 +246,10 @@ enum LinkEvent {
     Acks(Vec<Ack>),
     Down(String),
     Closed,
+    /// A bridge state message of the broker: (bridge, connected).
+    Bridge(String, bool),
+    /// The broker answered the bridge-state subscription.
+    Subscribed,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -272,6 +281,13 @@ async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 let _ = tx.send(LinkEvent::Closed);
                 return;
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => LinkEvent::Subscribed,
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                match osgate_core::uplink::parse_state(&p.topic, &p.payload) {
+                    Some((name, up)) => LinkEvent::Bridge(name.to_string(), up),
+                    None => continue,
+                }
             }
             Ok(ev) => {
                 let Some(a) = ack_of(&ev) else { continue };
@@ -322,6 +338,11 @@ struct Sink {
     ever_connected: bool,
     /// The cause of the last failed connect, logged once per change.
     last_error: Option<String>,
+    /// The bridge-state subscription was sent and not yet answered.
+    uplink_pending: bool,
+    /// The broker dropped the connection on the bridge-state subscription (some brokers, e.g.
+    /// an embedded rumqttd, do on `$SYS` filters): not asked again.
+    uplink_refused: bool,
 }
 
 /// Runs the MQTT sink until its queue ends and the outbox is flushed (or the deadline passes).
@@ -370,6 +391,8 @@ pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError>
         dropping: false,
         ever_connected: false,
         last_error: None,
+        uplink_pending: false,
+        uplink_refused: false,
         cfg,
         ctx,
     };
@@ -399,6 +422,7 @@ impl Sink {
     fn link_down(&mut self, err: String, was_connected: bool) {
         self.ctx.counters.errors.fetch_add(1, Relaxed);
         self.ctx.counters.connected.store(false, Relaxed);
+        self.ctx.uplink.forget_sink(&self.ctx.name);
         let name = &self.ctx.name;
         let changed = self.last_error.as_deref() != Some(err.as_str());
         if was_connected {
@@ -641,6 +665,7 @@ impl Sink {
         let mut deadline: Option<Instant> = None;
         let mut offline_queued = false;
         let mut info_open = true;
+        let mut uplink = self.ctx.uplink.subscribe();
         // A non-ack event met while draining acks, handled on the next turn.
         let mut stash: Option<LinkEvent> = None;
         let far = Instant::now() + Duration::from_secs(86400 * 365);
@@ -700,7 +725,23 @@ impl Sink {
                                 tracing::info!(sink = %name, broker = %self.cfg.url, "connected to broker");
                             }
                             self.ever_connected = true;
+                            // Before anything is published: the bridge states come back as
+                            // retained messages. A broker that refuses it only loses the uplink
+                            // view.
+                            if !self.uplink_refused {
+                                self.uplink_pending = l
+                                    .client
+                                    .try_subscribe(osgate_core::uplink::STATE_TOPICS, QoS::AtMostOnce)
+                                    .is_ok();
+                            }
                             self.on_connack();
+                        }
+                        Some(LinkEvent::Subscribed) => self.uplink_pending = false,
+                        Some(LinkEvent::Bridge(bridge, up)) => {
+                            if self.ctx.uplink.bridges().iter().all(|b| b.name != bridge || b.connected != up) {
+                                tracing::info!(sink = %name, %bridge, connected = up, "uplink bridge state");
+                            }
+                            self.ctx.uplink.set(&self.ctx.name, &bridge, up, osgate_core::reading::Timestamp::now().0);
                         }
                         Some(LinkEvent::Acks(acks)) => {
                             self.on_acks(&acks);
@@ -708,6 +749,11 @@ impl Sink {
                         }
                         Some(LinkEvent::Down(err)) => {
                             stash = None;
+                            if std::mem::take(&mut self.uplink_pending) {
+                                self.uplink_refused = true;
+                                tracing::warn!(sink = %name, broker = %self.cfg.url, topics = osgate_core::uplink::STATE_TOPICS,
+                                    "the connection ended before the broker answered the bridge-state subscription; not asking this broker again (uplink unknown)");
+                            }
                             let was = link.take().is_some_and(|l| l.connected);
                             self.requeue();
                             self.link_down(err, was);
@@ -715,7 +761,9 @@ impl Sink {
                         }
                         Some(LinkEvent::Closed) | None => {
                             stash = None;
+                            self.uplink_pending = false;
                             link = None;
+                            self.ctx.uplink.forget_sink(&self.ctx.name);
                             self.requeue();
                             reconnect_at = Instant::now();
                         }
@@ -750,6 +798,14 @@ impl Sink {
                         }
                     }
                 }
+                // A bridge of the broker went up or down (this sink's or another's view).
+                Ok(()) = uplink.changed() => {
+                    self.online = online_payload(&self.ctx);
+                    if connected && self.cfg.status && input_open {
+                        let (topic, payload) = (self.status_topic.clone(), self.online.clone());
+                        self.push_retained(topic, payload, true);
+                    }
+                }
                 _ = sleep_until(reconnect_at), if !link_active => {
                     match self.connect() {
                         Ok(l) => link = Some(l),
@@ -768,6 +824,7 @@ impl Sink {
             let _ = tokio::time::timeout(Duration::from_secs(1), l.task).await;
         }
         self.ctx.counters.connected.store(false, Relaxed);
+        self.ctx.uplink.forget_sink(&self.ctx.name);
         let c = self.ctx.counters.snapshot();
         tracing::info!(sink = %name, received = c.received, published = c.published, acked = c.acked,
             dropped = c.dropped, "sink stopped; every accepted reading acknowledged");
@@ -776,7 +833,8 @@ impl Sink {
 }
 
 /// The retained `status/{gateway}` payload: online, version, start time and where the running
-/// configuration came from (`config`: source, loaded, fetched, checked, last_error).
+/// configuration came from (`config`: source, loaded, fetched, checked, last_error), and the
+/// local broker's bridges (`uplink`: bridges, connected).
 fn online_payload(ctx: &SinkContext) -> Bytes {
     let payload = serde_json::json!({
         "online": true,
@@ -784,6 +842,7 @@ fn online_payload(ctx: &SinkContext) -> Bytes {
         "commit": ctx.commit,
         "started": ctx.started,
         "config": *ctx.config_info.borrow(),
+        "uplink": ctx.uplink.to_json(),
     });
     Bytes::from(payload.to_string())
 }

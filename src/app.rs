@@ -33,7 +33,8 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
         .context("starting the gateway")?;
     let (handle, mut commands) = ServiceHandle::new();
     // The JSON-RPC server and MQTT commands live as long as the service loop (crate::rpc).
-    let management = match crate::rpc::start(&svc, handle.clone()).await {
+    let management = match crate::rpc::start(&svc, handle.clone(), Some(config_path.clone())).await
+    {
         Ok(m) => m,
         Err(e) => {
             let _ = svc.shutdown().await;

@@ -85,13 +85,16 @@ fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) ->
 fn init_logging(debug: bool, format: LogFormat) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
-    // rumqttd logs every ordinary client disconnect as an ERROR, so its log stays off unless
-    // RUST_LOG asks for it; osgate logs the broker's start and its failures itself.
+    // rumqttd logs every ordinary client disconnect as an ERROR, and the OPC-UA stack logs
+    // several WARN/ERROR lines with long spans for every failed connect; their logs stay off
+    // unless RUST_LOG asks for them: osgate logs the broker's start and failures, and one
+    // clear line per connector state change, itself.
+    const QUIET: &str = "rumqttd=off,opcua_client=off,opcua_core=off,opcua_crypto=off,opcua_types=off,opcua_nodes=off";
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(if debug {
-            "info,osgate=debug,rumqttd=off"
+            format!("info,osgate=debug,{QUIET}")
         } else {
-            "info,rumqttd=off,rumqttc=warn"
+            format!("info,rumqttc=warn,{QUIET}")
         })
     });
     let builder = tracing_subscriber::fmt()

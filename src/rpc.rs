@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod configure;
 pub mod guard;
 pub mod health;
 #[cfg(feature = "mbus")]
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod roles;
 pub mod session;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +92,14 @@ pub mod codes {
     pub const CONNECTOR_FAILED: i32 = 1011;
     /// The reload was rejected; the running configuration stays.
     pub const RELOAD_FAILED: i32 = 1020;
+    /// `config.apply`/`config.rollback`: the configuration is invalid (`data.errors`).
+    pub const CONFIG_INVALID: i32 = 1021;
+    /// `config.apply`/`config.rollback`: a fleet server owns the configuration.
+    pub const CONFIG_REMOTE: i32 = 1022;
+    /// `config.apply`/`config.rollback`: the configuration file cannot be written.
+    pub const CONFIG_NOT_SAVED: i32 = 1023;
+    /// `config.rollback`: there is no previous configuration.
+    pub const NO_PREVIOUS: i32 = 1024;
     /// A batch request holds more than [`MAX_BATCH`](super::MAX_BATCH) calls.
     pub const BATCH_TOO_LARGE: i32 = 1030;
     /// The method streams notifications and needs a WebSocket (called over HTTP or MQTT).
@@ -111,6 +121,7 @@ pub struct RpcContext {
     tickets: Arc<session::Tickets>,
     subscribers: Arc<tokio::sync::Semaphore>,
     listener: Option<Arc<crate::net::listen::Listener>>,
+    configure: configure::ConfigState,
 }
 
 /// The running management endpoints; [`Management::stop`] ends them.
@@ -139,7 +150,11 @@ impl Management {
 /// Starts the JSON-RPC server (when the config has an `rpc` section) and the MQTT command path
 /// (when it has an MQTT sink). A port that cannot be bound is an error: an operator who
 /// configured management expects it to work.
-pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Result<Management> {
+pub async fn start(
+    svc: &GatewayService,
+    service: ServiceHandle,
+    config_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<Management> {
     let cfg = svc.config();
     let tickets = Arc::new(session::Tickets::new());
     // Bound before the module is built so that its counters can be shown and counted.
@@ -165,6 +180,7 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
             cfg.rpc.as_ref().map_or(0, |r| r.max_subscribers),
         )),
         listener: bound.as_ref().map(|b| b.2.clone()),
+        configure: configure::ConfigState::new(config_path, svc.previous_config()),
     };
     let module = module(ctx);
     let mut mgmt = Management {
@@ -605,6 +621,7 @@ impl RpcContext {
             "config": config,
             "connectors": self.connectors(),
             "sinks": self.sinks(),
+            "uplink": self.registry.uplink.to_json(),
         })
     }
 }
@@ -718,6 +735,8 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
     #[cfg(feature = "mbus")]
     mbus::register(&mut m);
     session::register(&mut m);
+    configure::register(&mut m);
+    tools::register(&mut m);
     register(&mut m, "gateway.status", |_, ctx| Ok(ctx.status()));
     register(&mut m, "gateway.config", |_, ctx| {
         let source: Value = serde_json::from_str(&ctx.config.load().source)

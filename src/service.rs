@@ -79,6 +79,8 @@ pub struct GatewayService {
     shared: Arc<arc_swap::ArcSwap<GatewayConfig>>,
     /// The self-telemetry task (`telemetry/{gateway}/_gateway/…`), stopped with the connectors.
     telemetry: Option<JoinHandle<()>>,
+    /// The configuration in force before the last reload that changed it (`config.rollback`).
+    previous: Arc<arc_swap::ArcSwapOption<GatewayConfig>>,
 }
 
 impl GatewayService {
@@ -106,6 +108,7 @@ impl GatewayService {
             shared: Arc::new(arc_swap::ArcSwap::from_pointee(config.clone())),
             config: config.clone(),
             telemetry: None,
+            previous: Arc::default(),
         };
         for s in config.sinks.iter().filter(|s| s.common.enabled) {
             let running = svc.start_sink(s.clone());
@@ -160,6 +163,12 @@ impl GatewayService {
     /// The configuration in force, kept current across reloads (for the RPC server).
     pub fn shared_config(&self) -> Arc<arc_swap::ArcSwap<GatewayConfig>> {
         self.shared.clone()
+    }
+
+    /// The configuration in force before the last reload that changed it (for
+    /// `config.rollback`).
+    pub fn previous_config(&self) -> Arc<arc_swap::ArcSwapOption<GatewayConfig>> {
+        self.previous.clone()
     }
 
     /// The fan-out every connector sends to (the RPC server taps it for `readings.subscribe`).
@@ -248,6 +257,7 @@ impl GatewayService {
             flush_timeout: self.config.gateway.shutdown_timeout.0,
             started: self.started,
             config_info: self.registry.config.subscribe(),
+            uplink: self.registry.uplink.clone(),
             version: crate::VERSION,
             commit: crate::COMMIT,
         };
@@ -432,7 +442,11 @@ impl GatewayService {
             }
         }
         self.retain_health(&new);
-        self.shared.store(Arc::new(new.clone()));
+        self.forget_removed_devices(&new);
+        let old = self.shared.swap(Arc::new(new.clone()));
+        if old.source != new.source {
+            self.previous.store(Some(old));
+        }
         self.config = new;
         self.retiring.retain(|(_, t)| !t.is_finished());
         let names = |v: &[String]| {
@@ -451,6 +465,28 @@ impl GatewayService {
             "configuration reloaded"
         );
         summary
+    }
+
+    /// Forgets the status of devices taken out of a connector's configuration (`devices.list`
+    /// would show them stopped forever); devices a listener created at run time stay.
+    fn forget_removed_devices(&self, new: &GatewayConfig) {
+        for c in &new.connectors {
+            let Some(old) = self.config.connectors.iter().find(|o| o.name == c.name) else {
+                continue;
+            };
+            let gone: Vec<&Arc<str>> = old
+                .devices
+                .iter()
+                .filter(|d| !c.devices.contains(d))
+                .collect();
+            if !gone.is_empty() {
+                let h = self.registry.connector(&c.name);
+                let mut devices = h.devices.lock().expect("status lock");
+                for d in gone {
+                    devices.remove(d);
+                }
+            }
+        }
     }
 
     /// Forgets the health records of connectors and sinks that `config` does not have.

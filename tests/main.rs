@@ -4,6 +4,8 @@
 mod bridge;
 mod cli;
 mod common;
+mod console_config;
+mod field_tools;
 mod foundation;
 #[cfg(feature = "http")]
 mod http;
@@ -23,5 +25,6 @@ mod security;
 mod slow_clients;
 mod tls;
 mod transforms;
+mod uplink;
 #[cfg(feature = "zwave")]
 mod zwave;

@@ -93,6 +93,8 @@ pub const TOOL: crate::Tool = crate::Tool {
     about: "M-Bus field tools: decode a frame, scan a bus, read a meter",
     args: <MbusCommand as clap::Args>::augment_args,
     run: |m| crate::Tool::run_with(m, main),
+    // `mbus.scan` needs the running connector (it pauses it): the RPC layer has it.
+    methods: &[],
 };
 
 /// Runs `osgate mbus …` and returns the process exit code.

@@ -113,10 +113,10 @@ pub struct WriteArgs {
 }
 
 /// A validated target.
-struct Resolved {
+pub(super) struct Resolved {
     transport: Transport,
     unit: u8,
-    table: Table,
+    pub(super) table: Table,
     address: u16,
     format: ValueFormat,
     scale: Option<f64>,
@@ -129,7 +129,7 @@ fn parse_json_enum<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Resul
         .map_err(|e| format!("--{what}: {e}"))
 }
 
-fn resolve(t: &Target, count: u16) -> Result<Resolved, Vec<String>> {
+pub(super) fn resolve(t: &Target, count: u16) -> Result<Resolved, Vec<String>> {
     let mut errs = Vec::new();
     let transport = match (&t.tcp, &t.rtu, &t.rtu_over_tcp) {
         (Some(a), None, None) => Some(Transport::Tcp(a.clone())),
@@ -246,6 +246,7 @@ pub const TOOL: crate::Tool = crate::Tool {
     about: "Read or write one value of a Modbus device (commissioning, like mbpoll)",
     args: <ModbusCommand as clap::Args>::augment_args,
     run: |m| crate::Tool::run_with(m, main),
+    methods: super::tool::METHODS,
 };
 
 /// Runs `osgate modbus …` and returns the process exit code.
@@ -345,14 +346,14 @@ fn apply_scale(v: Value, r: &Resolved) -> Value {
 
 /// An error of the tool: a failed request or a value that cannot be encoded.
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(super) enum CliError {
     #[error("{0}")]
     Call(#[from] CallError),
     #[error("{0}")]
     Codec(#[from] codec::CodecError),
 }
 
-async fn read(r: &Resolved, count: u16) -> Result<Vec<(u16, Value)>, CliError> {
+pub(super) async fn read(r: &Resolved, count: u16) -> Result<Vec<(u16, Value)>, CliError> {
     let mut ctx = transport::connect(&r.transport, r.unit, r.timeout).await?;
     let step = r.format.count(r.table);
     let n = step * count;

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod codec;
 pub mod planner;
 pub mod poller;
+pub mod tool;
 pub mod transport;
 
 use codec::{ByteOrder, DataType, Table, ValueFormat};

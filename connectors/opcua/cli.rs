@@ -75,6 +75,7 @@ pub const TOOL: crate::Tool = crate::Tool {
     about: "Browse an OPC-UA server's address space (commissioning)",
     args: <OpcuaCommand as clap::Args>::augment_args,
     run: |m| crate::Tool::run_with(m, main),
+    methods: super::tool::METHODS,
 };
 
 /// Runs `osgate opcua …`.
@@ -111,7 +112,7 @@ pub fn main(cmd: OpcuaCommand) -> ExitCode {
 }
 
 /// The connector settings and the start node the options stand for.
-fn options(a: &BrowseArgs) -> Result<(OpcuaSettings, NodeRef), String> {
+pub(super) fn options(a: &BrowseArgs) -> Result<(OpcuaSettings, NodeRef), String> {
     fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, String> {
         serde_json::from_value(serde_json::Value::String(v.to_string()))
             .map_err(|_| format!("--{what} \"{v}\" is not one of the allowed values"))
@@ -241,7 +242,7 @@ async fn push_children(
 
 /// The hierarchical children of `node`: (id, display name, class), continuation points
 /// followed.
-async fn children(
+pub(super) async fn children(
     ep: &Endpoint,
     conn: &Connection,
     node: &NodeId,

@@ -26,10 +26,12 @@ use super::device::{self, Backoff, Line, Schedule, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
 use osgate_core::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
 
+pub mod cert;
 pub mod cli;
 pub mod poll;
 pub mod session;
 pub mod subscribe;
+pub mod tool;
 pub mod value;
 
 pub use session::NodeRef;

@@ -598,7 +598,6 @@ pub enum LoadError {
 /// Reads the configuration document at `path` with `OSGATE_SECTION__FIELD` env overrides
 /// merged in (before interpolation and validation).
 pub fn read_file(path: &Path) -> Result<Document, LoadError> {
-    use figment::providers::Env;
     let err = |message: String| LoadError::Read {
         path: path.to_path_buf(),
         message,
@@ -608,6 +607,14 @@ pub fn read_file(path: &Path) -> Result<Document, LoadError> {
     let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let mut doc = Document::parse(&text).map_err(|e| err(e.to_string()))?;
     drop(text);
+    merge_env_overrides(&mut doc).map_err(err)?;
+    Ok(doc)
+}
+
+/// Merges the `OSGATE_SECTION__FIELD` environment overrides into `doc`, as [`read_file`] does
+/// (a configuration given over the management API gets them like the file it replaces).
+pub fn merge_env_overrides(doc: &mut Document) -> Result<(), String> {
+    use figment::providers::Env;
     // figment reads and types the overrides; only nested keys (`OSGATE_RPC__LISTEN`): plain
     // `OSGATE_*` variables are secrets for `${VAR}` interpolation, not overrides.
     let overrides: Value = figment::Figment::new()
@@ -617,9 +624,9 @@ pub fn read_file(path: &Path) -> Result<Document, LoadError> {
                 .split("__"),
         )
         .extract()
-        .map_err(|e| err(format!("environment override: {e}")))?;
+        .map_err(|e| format!("environment override: {e}"))?;
     doc.merge(overrides)
-        .map_err(|e| err(format!("environment override: {e}")))?;
+        .map_err(|e| format!("environment override: {e}"))?;
     doc.env_overrides = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
         .filter_map(|k| {
@@ -628,7 +635,7 @@ pub fn read_file(path: &Path) -> Result<Document, LoadError> {
                 .then(|| (k.clone(), rest.to_lowercase().replace("__", ".")))
         })
         .collect();
-    Ok(doc)
+    Ok(())
 }
 
 /// Reads and validates the configuration file at `path` (env overrides and `${VAR}` applied).

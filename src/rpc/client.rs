@@ -1,4 +1,6 @@
 //! `osgate rpc METHOD [JSON-PARAMS] [--url URL] [--key KEY]`: call a gateway's JSON-RPC API.
+//! `--file FILE` sends a JSON file, as written, as `params.config` (`osgate rpc config.check
+//! --file new.json`, `config.apply`).
 //!
 //! For a gateway with `rpc.tls`, use an `https://` URL; `--ca-file` names the CA that signed the
 //! gateway's certificate (else the built-in roots), `--cert-file`/`--key-file` give a client
@@ -12,7 +14,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
 
 use crate::net::http::HttpClientSettings;
 use crate::net::TlsConfig;
@@ -24,6 +27,9 @@ pub struct RpcCommand {
     pub method: String,
     /// Params as JSON: an object (`{"device":"d1"}`) or an array.
     pub params: Option<String>,
+    /// A JSON file sent as `params.config`, as written (`config.check`, `config.apply`).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
     /// The gateway's JSON-RPC URL.
     #[arg(long, default_value = "http://127.0.0.1:8580")]
     pub url: String,
@@ -85,14 +91,59 @@ pub fn request_body(method: &str, params: Option<&str>) -> Result<Value, String>
     Ok(body)
 }
 
+/// `body` with the JSON text `config` added as `params.config`, kept as written.
+pub fn with_config(body: Value, config: String) -> Result<Box<RawValue>, String> {
+    #[derive(serde::Serialize)]
+    struct Params {
+        config: Box<RawValue>,
+        #[serde(flatten)]
+        rest: Map<String, Value>,
+    }
+    #[derive(serde::Serialize)]
+    struct Body {
+        jsonrpc: Value,
+        id: Value,
+        method: Value,
+        params: Params,
+    }
+    let config = RawValue::from_string(config).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(mut b) = body else {
+        return Err("the request is not an object".into());
+    };
+    let rest = match b.remove("params") {
+        None => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err("--file needs params as a JSON object (or none)".into()),
+    };
+    let body = Body {
+        jsonrpc: b.remove("jsonrpc").unwrap_or_default(),
+        id: b.remove("id").unwrap_or_default(),
+        method: b.remove("method").unwrap_or_default(),
+        params: Params { config, rest },
+    };
+    serde_json::value::to_raw_value(&body).map_err(|e| e.to_string())
+}
+
 /// Runs `osgate rpc`.
 pub fn main(cmd: RpcCommand) -> ExitCode {
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    };
     let body = match request_body(&cmd.method, cmd.params.as_deref()) {
         Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage(e),
+    };
+    let body = match &cmd.file {
+        None => serde_json::value::to_raw_value(&body).map_err(|e| e.to_string()),
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| e.to_string())
+            .and_then(|text| with_config(body, text))
+            .map_err(|e| format!("--file {}: {e}", f.display())),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return usage(e),
     };
     let rt = match crate::runtime(false) {
         Ok(rt) => rt,
@@ -121,11 +172,11 @@ pub fn main(cmd: RpcCommand) -> ExitCode {
 
 /// Sends one request with a client built from `settings`; returns its `result`, or a message
 /// for an error of any kind (a TLS failure names its cause).
-pub async fn call(
+pub async fn call<B: serde::Serialize + ?Sized>(
     settings: &HttpClientSettings,
     url: &str,
     key: Option<&str>,
-    body: &Value,
+    body: &B,
 ) -> Result<Value, String> {
     let client = settings.build()?;
     let mut req = client.post(url).json(body);
@@ -199,6 +250,22 @@ mod tests {
             describe_error(&json!({"code": 1, "message": "m", "data": {"a": 1}})),
             "m (code 1): {\"a\":1}"
         );
+    }
+
+    #[test]
+    fn a_file_goes_as_written_into_params_config() {
+        let body = request_body("config.check", Some(r#"{"x":1}"#)).unwrap();
+        let text = "{\n  \"gateway\": {\"id\": \"g\"}\n}".to_string();
+        let raw = with_config(body, text.clone()).unwrap();
+        assert!(raw.get().contains(&text), "{}", raw.get());
+        let v: Value = serde_json::from_str(raw.get()).unwrap();
+        assert_eq!(v["params"]["config"]["gateway"]["id"], "g");
+        assert_eq!(v["params"]["x"], 1);
+        assert_eq!(v["method"], "config.check");
+        let body = request_body("config.check", Some("[1]")).unwrap();
+        assert!(with_config(body, "{}".into()).is_err());
+        let body = request_body("config.check", None).unwrap();
+        assert!(with_config(body, "{oops".into()).is_err());
     }
 
     #[test]

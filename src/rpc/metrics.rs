@@ -10,6 +10,7 @@
 //! - `osgate_sink_{counter}_total{sink}` (received, published, acked, dropped, errors),
 //!   `osgate_sink_buffered`, `osgate_sink_queue_depth` (batches waiting in the sink's queue),
 //!   `osgate_sink_connected` (0/1);
+//! - `osgate_uplink_connected{bridge}` (0/1): the local broker's bridges ([`crate::uplink`]);
 //! - `process_resident_memory_bytes`, `process_cpu_seconds_total`,
 //!   `process_start_time_seconds` (the readers of [`crate::telemetry`]);
 //! - `osgate_build_info{version,commit} 1`;
@@ -338,6 +339,15 @@ pub fn render(src: &MetricsSource) -> String {
     }
     // The listeners' connections and cut-offs (crate::net::listen).
     e.out.push_str(&crate::net::listen::metrics_text());
+    e.family(
+        "osgate_uplink_connected",
+        "gauge",
+        "1 while the local broker's bridge is connected to its remote broker, else 0.",
+    );
+    for b in src.registry.uplink.bridges() {
+        let up = if b.connected { 1.0 } else { 0.0 };
+        e.sample("osgate_uplink_connected", &[("bridge", &b.name)], up);
+    }
     e.out
 }
 
