@@ -1,8 +1,8 @@
 //! Field tools as management methods: a protocol contributes the commissioning tools of its CLI
 //! (`osgate modbus read`, `osgate opcua browse`) as [`ToolMethod`]s, plain functions from JSON
-//! params to a JSON result that share the CLI's code. The RPC server registers every method of
-//! [`methods`] without knowing the protocols; a protocol adds its own in its folder and one line
-//! here.
+//! params to a JSON result that share the CLI's code, listed in its [`crate::Tool`]'s
+//! `methods`. The RPC server registers every method of [`methods`] without knowing the
+//! protocols.
 //!
 //! Tools talk to a device directly, beside the connectors (like the CLI): they need no running
 //! connector and change nothing in the gateway.
@@ -46,11 +46,9 @@ pub fn params<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ToolError> 
 }
 
 /// The field tools of every protocol built in.
-pub fn methods() -> Vec<ToolMethod> {
-    let mut m = Vec::new();
-    #[cfg(feature = "modbus")]
-    m.extend(super::modbus::tool::methods());
-    #[cfg(feature = "opcua")]
-    m.extend(super::opcua::tool::methods());
-    m
+pub fn methods() -> impl Iterator<Item = ToolMethod> {
+    crate::PROTOCOLS
+        .iter()
+        .filter_map(|p| p.tool.as_ref())
+        .flat_map(|t| t.methods.iter().copied())
 }

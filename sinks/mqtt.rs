@@ -24,8 +24,8 @@
 //! after every reconnect.
 //!
 //! Uplink: after every ConnAck the sink subscribes to the broker's bridge states
-//! ([`crate::uplink::STATE_TOPICS`], retained, QoS 0) and records them in the shared
-//! [`crate::uplink::Uplink`]; `status/{gateway}` carries them (`"uplink"`) and is re-sent when one
+//! ([`osgate_core::uplink::STATE_TOPICS`], retained, QoS 0) and records them in the shared
+//! [`osgate_core::uplink::Uplink`]; `status/{gateway}` carries them (`"uplink"`) and is re-sent when one
 //! changes. Losing the broker forgets them (unknown, not "as last seen").
 
 use std::collections::{BTreeMap, VecDeque};
@@ -43,13 +43,13 @@ use tokio::time::{sleep_until, Instant};
 
 use super::format::{encode_device, encode_reading, Format, TopicTemplate};
 use super::{SinkContext, SinkError};
-use crate::backoff::Backoff;
-use crate::config::{ConfigError, Dur};
-use crate::net::mqtt::MqttClientSettings;
-use crate::net::TlsConfig;
-use crate::pipeline::Envelope;
-use crate::reading::Batch;
-use crate::status::DeviceStatus;
+use osgate_core::backoff::Backoff;
+use osgate_core::config::{ConfigError, Dur};
+use osgate_core::net::mqtt::MqttClientSettings;
+use osgate_core::net::TlsConfig;
+use osgate_core::pipeline::Envelope;
+use osgate_core::reading::Batch;
+use osgate_core::status::DeviceStatus;
 
 /// Settings of the MQTT sink.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -248,6 +248,8 @@ enum LinkEvent {
     Closed,
     /// A bridge state message of the broker: (bridge, connected).
     Bridge(String, bool),
+    /// The broker answered the bridge-state subscription.
+    Subscribed,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -280,8 +282,9 @@ async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
                 let _ = tx.send(LinkEvent::Closed);
                 return;
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => LinkEvent::Subscribed,
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                match crate::uplink::parse_state(&p.topic, &p.payload) {
+                match osgate_core::uplink::parse_state(&p.topic, &p.payload) {
                     Some((name, up)) => LinkEvent::Bridge(name.to_string(), up),
                     None => continue,
                 }
@@ -299,7 +302,7 @@ async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
                 LinkEvent::Acks(std::mem::take(&mut acks))
             }
             Err(e) => {
-                let _ = tx.send(LinkEvent::Down(crate::net::describe_error(&e)));
+                let _ = tx.send(LinkEvent::Down(osgate_core::net::describe_error(&e)));
                 return;
             }
         };
@@ -335,6 +338,11 @@ struct Sink {
     ever_connected: bool,
     /// The cause of the last failed connect, logged once per change.
     last_error: Option<String>,
+    /// The bridge-state subscription was sent and not yet answered.
+    uplink_pending: bool,
+    /// The broker dropped the connection on the bridge-state subscription (some brokers, e.g.
+    /// an embedded rumqttd, do on `$SYS` filters): not asked again.
+    uplink_refused: bool,
 }
 
 /// Runs the MQTT sink until its queue ends and the outbox is flushed (or the deadline passes).
@@ -383,6 +391,8 @@ pub async fn run(cfg: MqttSinkConfig, ctx: SinkContext) -> Result<(), SinkError>
         dropping: false,
         ever_connected: false,
         last_error: None,
+        uplink_pending: false,
+        uplink_refused: false,
         cfg,
         ctx,
     };
@@ -718,14 +728,20 @@ impl Sink {
                             // Before anything is published: the bridge states come back as
                             // retained messages. A broker that refuses it only loses the uplink
                             // view.
-                            let _ = l.client.try_subscribe(crate::uplink::STATE_TOPICS, QoS::AtMostOnce);
+                            if !self.uplink_refused {
+                                self.uplink_pending = l
+                                    .client
+                                    .try_subscribe(osgate_core::uplink::STATE_TOPICS, QoS::AtMostOnce)
+                                    .is_ok();
+                            }
                             self.on_connack();
                         }
+                        Some(LinkEvent::Subscribed) => self.uplink_pending = false,
                         Some(LinkEvent::Bridge(bridge, up)) => {
                             if self.ctx.uplink.bridges().iter().all(|b| b.name != bridge || b.connected != up) {
                                 tracing::info!(sink = %name, %bridge, connected = up, "uplink bridge state");
                             }
-                            self.ctx.uplink.set(&self.ctx.name, &bridge, up, crate::reading::Timestamp::now().0);
+                            self.ctx.uplink.set(&self.ctx.name, &bridge, up, osgate_core::reading::Timestamp::now().0);
                         }
                         Some(LinkEvent::Acks(acks)) => {
                             self.on_acks(&acks);
@@ -733,6 +749,11 @@ impl Sink {
                         }
                         Some(LinkEvent::Down(err)) => {
                             stash = None;
+                            if std::mem::take(&mut self.uplink_pending) {
+                                self.uplink_refused = true;
+                                tracing::warn!(sink = %name, broker = %self.cfg.url, topics = osgate_core::uplink::STATE_TOPICS,
+                                    "the connection ended before the broker answered the bridge-state subscription; not asking this broker again (uplink unknown)");
+                            }
                             let was = link.take().is_some_and(|l| l.connected);
                             self.requeue();
                             self.link_down(err, was);
@@ -740,6 +761,7 @@ impl Sink {
                         }
                         Some(LinkEvent::Closed) | None => {
                             stash = None;
+                            self.uplink_pending = false;
                             link = None;
                             self.ctx.uplink.forget_sink(&self.ctx.name);
                             self.requeue();
@@ -816,8 +838,8 @@ impl Sink {
 fn online_payload(ctx: &SinkContext) -> Bytes {
     let payload = serde_json::json!({
         "online": true,
-        "version": crate::VERSION,
-        "commit": crate::COMMIT,
+        "version": ctx.version,
+        "commit": ctx.commit,
         "started": ctx.started,
         "config": *ctx.config_info.borrow(),
         "uplink": ctx.uplink.to_json(),

@@ -121,10 +121,10 @@ pub struct RpcContext {
     service: ServiceHandle,
     tap: ReadingTap,
     started: i64,
-    configure: configure::ConfigState,
     tickets: Arc<session::Tickets>,
     subscribers: Arc<tokio::sync::Semaphore>,
     listener: Option<Arc<crate::net::listen::Listener>>,
+    configure: configure::ConfigState,
 }
 
 /// The running management endpoints; [`Management::stop`] ends them.
@@ -163,8 +163,7 @@ pub async fn start(
     // Bound before the module is built so that its counters can be shown and counted.
     let bound = match &cfg.rpc {
         Some(rpc) => {
-            let listener = tokio::net::TcpListener::bind(rpc.listen)
-                .await
+            let listener = crate::net::listen::bind(rpc.listen)
                 .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
             let addr = listener.local_addr()?;
             let limits = crate::net::listen::Listener::new("rpc", addr, rpc.limits.clone());
@@ -179,12 +178,12 @@ pub async fn start(
         service,
         tap: svc.readings().tap().clone(),
         started: svc.started(),
-        configure: configure::ConfigState::new(config_path, svc.previous_config()),
         tickets: tickets.clone(),
         subscribers: Arc::new(tokio::sync::Semaphore::new(
             cfg.rpc.as_ref().map_or(0, |r| r.max_subscribers),
         )),
         listener: bound.as_ref().map(|b| b.2.clone()),
+        configure: configure::ConfigState::new(config_path, svc.previous_config()),
     };
     let module = module(ctx);
     let mut mgmt = Management {
@@ -251,7 +250,10 @@ pub async fn start(
         tokio::spawn(async move {
             loop {
                 let (sock, peer) = tokio::select! {
-                    c = crate::net::accept(&listener, "JSON-RPC") => match c {
+                    c = async {
+                        bounded.room().await;
+                        crate::net::accept(&listener, "JSON-RPC").await
+                    } => match c {
                         Some(c) => c,
                         None => continue,
                     },
@@ -455,7 +457,7 @@ impl RpcContext {
         result: &Result<T, E>,
     ) {
         let caller = ext
-            .get::<crate::net::keys::Caller>()
+            .get::<crate::auth::Caller>()
             .cloned()
             .unwrap_or_else(roles::local);
         let err = result.as_ref().err().map(|e| e.to_string());
@@ -739,9 +741,9 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
     let mut m = RpcModule::new(ctx);
     #[cfg(feature = "mbus")]
     mbus::register(&mut m);
+    session::register(&mut m);
     configure::register(&mut m);
     tools::register(&mut m);
-    session::register(&mut m);
     register(&mut m, "gateway.status", |_, ctx| Ok(ctx.status()));
     register(&mut m, "gateway.config", |_, ctx| {
         let source: Value = serde_json::from_str(&ctx.config.load().source)

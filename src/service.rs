@@ -258,6 +258,8 @@ impl GatewayService {
             started: self.started,
             config_info: self.registry.config.subscribe(),
             uplink: self.registry.uplink.clone(),
+            version: crate::VERSION,
+            commit: crate::COMMIT,
         };
         let cfg = config.clone();
         let undelivered = self.undelivered.clone();
@@ -356,10 +358,19 @@ impl GatewayService {
         if new.broker != self.config.broker {
             tracing::warn!("broker.embedded changed: it applies at the next start (the embedded broker cannot be restarted)");
         }
-        let rpc_addr =
-            |c: &GatewayConfig| c.rpc.as_ref().map(|r| (r.listen, r.mqtt, r.tls.clone()));
+        let rpc_addr = |c: &GatewayConfig| {
+            c.rpc.as_ref().map(|r| {
+                (
+                    r.listen,
+                    r.mqtt,
+                    r.tls.clone(),
+                    r.limits.clone(),
+                    r.max_subscribers,
+                )
+            })
+        };
         if rpc_addr(&new) != rpc_addr(&self.config) {
-            tracing::warn!("rpc.listen, rpc.tls or rpc.mqtt changed: it applies at the next start (rpc.api_keys apply at once)");
+            tracing::warn!("rpc.listen, rpc.tls, rpc.mqtt, rpc.limits or rpc.max_subscribers changed: it applies at the next start (rpc.api_keys and their roles apply at once)");
         }
         // A new gateway id or shutdown timeout changes every topic or task: restart everything.
         let everything = new.gateway != self.config.gateway;
@@ -431,6 +442,7 @@ impl GatewayService {
             }
         }
         self.retain_health(&new);
+        self.forget_removed_devices(&new);
         let old = self.shared.swap(Arc::new(new.clone()));
         if old.source != new.source {
             self.previous.store(Some(old));
@@ -453,6 +465,28 @@ impl GatewayService {
             "configuration reloaded"
         );
         summary
+    }
+
+    /// Forgets the status of devices taken out of a connector's configuration (`devices.list`
+    /// would show them stopped forever); devices a listener created at run time stay.
+    fn forget_removed_devices(&self, new: &GatewayConfig) {
+        for c in &new.connectors {
+            let Some(old) = self.config.connectors.iter().find(|o| o.name == c.name) else {
+                continue;
+            };
+            let gone: Vec<&Arc<str>> = old
+                .devices
+                .iter()
+                .filter(|d| !c.devices.contains(d))
+                .collect();
+            if !gone.is_empty() {
+                let h = self.registry.connector(&c.name);
+                let mut devices = h.devices.lock().expect("status lock");
+                for d in gone {
+                    devices.remove(d);
+                }
+            }
+        }
     }
 
     /// Forgets the health records of connectors and sinks that `config` does not have.

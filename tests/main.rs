@@ -6,6 +6,8 @@ mod cli;
 mod common;
 #[cfg(all(feature = "simulator", feature = "mqtt"))]
 mod console;
+mod console_config;
+mod field_tools;
 mod foundation;
 #[cfg(feature = "http")]
 mod http;
@@ -25,5 +27,6 @@ mod security;
 mod slow_clients;
 mod tls;
 mod transforms;
+mod uplink;
 #[cfg(feature = "zwave")]
 mod zwave;

@@ -1197,8 +1197,11 @@ async fn a_reload_rotates_the_keys_and_warns_about_a_new_listen() {
     assert_eq!(s, 401, "the old key still works after the reload");
     let (s, v) = rpc.post(Some("rotated-key-42"), status).await;
     assert_eq!((s, &v["result"]["gateway"]), (200, &json!("gwr")), "{v}");
-    gw.wait_log("rpc.listen, rpc.tls or rpc.mqtt changed", TEST_TIMEOUT)
-        .await;
+    gw.wait_log(
+        "rpc.listen, rpc.tls, rpc.mqtt, rpc.limits or rpc.max_subscribers changed",
+        TEST_TIMEOUT,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

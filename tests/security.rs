@@ -27,6 +27,7 @@ fn config(gw: &str, broker: &Mosquitto, port: u16) -> Value {
     cfg["rpc"] = json!({
         "listen": format!("127.0.0.1:{port}"),
         "mqtt": true,
+        "max_subscribers": 1,
         "api_keys": [
             ADMIN,
             {"name": "scada", "key": "${SCADA_KEY}", "role": "viewer"},
@@ -180,7 +181,7 @@ async fn each_role_calls_what_it_may_and_changes_are_audited() {
     assert!(
         audited
             .iter()
-            .any(|l| l["fields"]["who"] == "tech" && l["fields"]["method"] == "device.write"),
+            .any(|l| l["who"] == "tech" && l["method"] == "device.write" && l["value"] == "42.0"),
         "{audited:?}"
     );
     assert!(!gw.log_text().contains(VIEWER) && !gw.log_text().contains(OPERATOR));
@@ -240,6 +241,15 @@ async fn websockets_take_header_keys_or_single_use_tickets() {
     )
     .await;
     assert!(sub.get("result").is_some(), "{sub}");
+    // One live-reading subscription is all `max_subscribers` allows here.
+    let auth = format!("Bearer {ADMIN}");
+    let mut other = ws(port, "", &[("authorization", &auth)]).await.unwrap();
+    let refused = ws_send(
+        &mut other,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "readings.subscribe"}).to_string(),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], 1041, "{refused}");
     s.send(tungstenite::Message::text(
         json!({"jsonrpc": "2.0", "id": 4, "method": "device.write", "params": {"device": "d1", "channel": "sp", "value": 1}}).to_string(),
     ))
@@ -311,7 +321,14 @@ async fn mqtt_commands_and_rpc_over_mqtt_are_audited() {
 async fn wrong_keys_lock_out_one_peer_only() {
     let broker = Mosquitto::start();
     let port = free_port();
-    let gw = start("gwlock", &broker, port);
+    let ingest = free_port();
+    let mut cfg = config("gwlock", &broker, port);
+    cfg["connectors"].as_array_mut().unwrap().push(json!({
+        "name": "ingest", "protocol": "http", "mode": "listen",
+        "listen": format!("127.0.0.1:{ingest}"),
+        "api_keys": [{"name": "meters", "key": "ingest-key-0123"}],
+        "devices": [{"name": "meter", "channels": [{"name": "p", "pointer": "/p"}]}]}));
+    let gw = Gateway::start_with(&cfg, &[], &[("SCADA_KEY", VIEWER)]);
     let good = Rpc::connect(ADMIN, port, &gw).await;
     // The guesser comes from 127.0.0.2 (still loopback), the good client from 127.0.0.1.
     let guesser = reqwest::Client::builder()
@@ -357,13 +374,53 @@ async fn wrong_keys_lock_out_one_peer_only() {
         .log_json()
         .into_iter()
         .filter(|l| {
-            l["fields"]["peer"] == "127.0.0.2"
-                && l["fields"]["message"]
+            l["peer"] == "127.0.0.2"
+                && l["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("wrong API key"))
         })
         .count();
     assert_eq!(refused, 2, "{}", gw.log_text());
+
+    // The HTTP ingest keeps its own book, the same way.
+    let ingest_url = format!("http://127.0.0.1:{ingest}/ingest/meter");
+    let push = |c: &reqwest::Client, key: &str| {
+        c.post(&ingest_url)
+            .header("x-api-key", key)
+            .body(r#"{"p": 1}"#)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        statuses.push(
+            push(&guesser, &format!("wrong-{i}"))
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+    let r = push(&guesser, "ingest-key-0123").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = push(&good.http, "ingest-key-0123").await.unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+/// `osgate check -c PATH` with `SCADA_KEY` set: (exit code, stdout, stderr).
+fn check(path: &str) -> (i32, String, String) {
+    let out = std::process::Command::new(osgate_bin())
+        .args(["check", "-c", path])
+        .env("SCADA_KEY", VIEWER)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -383,7 +440,7 @@ fn check_names_keys_and_warns_about_readable_literal_secrets() {
     std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let p = path.to_str().unwrap();
-    let (code, out, err) = osgate_cmd(&["check", "-c", p]);
+    let (code, out, err) = check(p);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("rpc key key1 (admin)") && out.contains("rpc key scada (viewer)"),
@@ -395,13 +452,13 @@ fn check_names_keys_and_warns_about_readable_literal_secrets() {
         "{err}"
     );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (code, _, err) = osgate_cmd(&["check", "-c", p]);
+    let (code, _, err) = check(p);
     assert_eq!(code, 0);
     assert!(!err.contains("literal secrets"), "{err}");
     // A bad role names its field and exits 2.
     cfg["rpc"]["api_keys"][1]["role"] = json!("root");
     std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-    let (code, out, err) = osgate_cmd(&["check", "-c", p]);
+    let (code, out, err) = check(p);
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         format!("{out}{err}").contains("rpc.api_keys[1]"),

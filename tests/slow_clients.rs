@@ -26,6 +26,9 @@ const HOLD: Duration = Duration::from_secs(30);
 const DEADLINE: Duration = Duration::from_secs(5);
 /// Slack for a loaded machine on top of a deadline.
 const SLACK: Duration = Duration::from_secs(5);
+/// The hostile clients connect over this time (this test is about clients that hold
+/// connections; a connect flood meets the kernel's backlog and the firewall first).
+const RAMP: Duration = Duration::from_secs(10);
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -161,14 +164,19 @@ async fn slow_clients_neither_starve_good_ones_nor_hold_memory() {
     let opened = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(tokio::sync::Semaphore::new(400));
     let mut tasks = tokio::task::JoinSet::new();
-    for (port, path, auth) in [
+    let begin = tokio::time::Instant::now();
+    let step = RAMP / (4 * HOSTILE) as u32;
+    for (p, (port, path, auth)) in [
         (rpc_port, "/", format!("Authorization: Bearer {KEY}")),
         (
             ingest_port,
             "/ingest/meter",
             format!("X-API-Key: {INGEST_KEY}"),
         ),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         for i in 0..2 * HOSTILE {
             let trickle = i % 2 == 1;
             let head = if trickle {
@@ -177,7 +185,10 @@ async fn slow_clients_neither_starve_good_ones_nor_hold_memory() {
                 format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Le")
             };
             let (ended, opened, gate) = (ended.clone(), opened.clone(), gate.clone());
+            // The two ports' clients interleave over the ramp.
+            let at = begin + step * (2 * i + p) as u32;
             tasks.spawn(async move {
+                tokio::time::sleep_until(at).await;
                 let permit = gate.acquire_owned().await.unwrap();
                 if let Some(e) = hostile(port, head, trickle, until, permit, opened).await {
                     ended.lock().unwrap().push((trickle, e.after));
@@ -206,7 +217,7 @@ async fn slow_clients_neither_starve_good_ones_nor_hold_memory() {
         peak = peak.max(rss_kib(gw.pid()));
     }
     while tasks.join_next().await.is_some() {}
-    let ended = ended.lock().unwrap();
+    let ended = std::mem::take(&mut *ended.lock().unwrap());
 
     // After they are gone: memory falls back near the idle figure.
     let mut after = rss_kib(gw.pid());

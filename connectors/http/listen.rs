@@ -11,7 +11,7 @@
 //! | 202 `{"accepted": n}` | the readings are in every `block` sink's queue |
 //! | 400 `{"error": …}` | not JSON, not an object or list of objects, a value of the wrong type, a bad timestamp, no value of any channel |
 //! | 401 | no key or a wrong key |
-//! | 429 + `Retry-After` | this address sent repeated wrong keys ([`crate::net::lockout`]) |
+//! | 429 + `Retry-After` | this address sent repeated wrong keys ([`osgate_core::net::lockout`]) |
 //! | 404 | another path, or an unknown device (unless `accept_new_devices` allows it) |
 //! | 405 | not a POST |
 //! | 409 | the device is disabled |
@@ -23,7 +23,7 @@
 //! (`Devices::try_reserve`), so a 202 is never followed by a silent drop there and a 503 leaves
 //! no trace (transforms did not see it). `drop_newest` sinks drop and count as their policy says.
 //!
-//! Connections are bounded as the JSON-RPC server's are ([`crate::net::listen`], settings in
+//! Connections are bounded as the JSON-RPC server's are ([`osgate_core::net::listen`], settings in
 //! `limits`): deadlines for the head, the body (a minimum rate) and idle keep-alive, a
 //! connection cap that keeps room for newcomers, bodies copied as they arrive.
 
@@ -42,16 +42,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{HttpListenConfig, ListenDevice};
-use crate::config::DeviceSpec;
-use crate::connectors::device::listener::{Devices, Input, Listener, ListenerLine};
-use crate::connectors::device::payload::{leaves, Pick, TimeParser, TimestampConfig};
-use crate::connectors::device::{Fault, WriteError};
-use crate::connectors::{ConnectorContext, ConnectorError, Running};
-use crate::net::keys::{find_key, presented_key, ApiKey};
-use crate::net::listen::{read_body, BodyError, BodyMeter, Listener as Bounded};
-use crate::net::lockout::AuthFailures;
-use crate::reading::{Timestamp, Value};
-use crate::transform::TransformConfig;
+use osgate_core::config::DeviceSpec;
+use crate::device::listener::{Devices, Input, Listener, ListenerLine};
+use crate::device::payload::{leaves, Pick, TimeParser, TimestampConfig};
+use crate::device::{Fault, WriteError};
+use crate::{ConnectorContext, ConnectorError, Running};
+use osgate_core::reading::{Timestamp, Value};
+use osgate_core::auth::{find_key, presented_key, ApiKey};
+use osgate_core::net::listen::{read_body, BodyError, BodyMeter, Listener as Bounded};
+use osgate_core::net::lockout::AuthFailures;
+use osgate_core::transform::TransformConfig;
 
 /// Bodies waiting for the line task; beyond that a request waits (up to [`LINE_WAIT`]).
 const QUEUE: usize = 256;
@@ -113,12 +113,10 @@ pub fn build(
     Ok(Box::pin(async move {
         let spec = spec.clone();
         let s = &spec.settings;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| ConnectorError::Address {
-                address: s.listen.clone(),
-                reason: format!("cannot listen: {e}"),
-            })?;
+        let listener = osgate_core::net::listen::bind(addr).map_err(|e| ConnectorError::Address {
+            address: s.listen.clone(),
+            reason: format!("cannot listen: {e}"),
+        })?;
         if keys.is_empty() {
             tracing::warn!(connector = %ctx.name, listen = %addr,
                 "HTTP ingest without api_keys: open to every local process (loopback only)");
@@ -410,7 +408,10 @@ async fn serve(
         let (sock, peer) = tokio::select! {
             _ = token.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            c = crate::net::accept(&listener, "HTTP ingest") => match c {
+            c = async {
+                server.bounded.room().await;
+                osgate_core::net::accept(&listener, "HTTP ingest").await
+            } => match c {
                 Some(c) => c,
                 None => continue,
             },
@@ -428,7 +429,7 @@ async fn serve(
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
                         Ok(Ok(s)) => connection(s, slot, peer, server).await,
                         Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %crate::net::describe_error(&e), "HTTP ingest TLS handshake failed")
+                            tracing::debug!(%peer, error = %osgate_core::net::describe_error(&e), "HTTP ingest TLS handshake failed")
                         }
                         Err(_) => tracing::debug!(%peer, "HTTP ingest TLS handshake timed out"),
                     }
@@ -438,7 +439,7 @@ async fn serve(
     }
 }
 
-async fn connection<I>(io: I, slot: crate::net::listen::Slot, peer: SocketAddr, server: Arc<Server>)
+async fn connection<I>(io: I, slot: osgate_core::net::listen::Slot, peer: SocketAddr, server: Arc<Server>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -496,7 +497,7 @@ impl Server {
         if let Some(left) = self.failures.locked(peer.ip()) {
             self.bounded
                 .stats()
-                .cut(crate::net::listen::Cause::LockedOut, Some(peer));
+                .cut(osgate_core::net::listen::Cause::LockedOut, Some(peer));
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many wrong API keys from this address; retry later",
@@ -527,7 +528,7 @@ impl Server {
             return r;
         }
         if !self.keys.is_empty()
-            && !presented_key(req.headers()).is_some_and(|k| find_key(&self.keys, k).is_some())
+            && presented_key(req.headers()).is_none_or(|k| find_key(&self.keys, k).is_none())
         {
             self.failures.failed(peer.ip(), &self.bounded.stats().name);
             let mut r = error(

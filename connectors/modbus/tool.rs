@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::cli::{self, Target};
-use crate::connectors::tool::{params, ToolError, ToolFuture, ToolMethod};
+use crate::tool::{params, ToolError, ToolFuture, ToolMethod};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +80,9 @@ fn timeout() -> String {
 fn param_name(msg: String) -> String {
     match msg.strip_prefix("--").and_then(|m| m.split_once(':')) {
         Some((flag, rest)) => format!("{}:{rest}", flag.replace('-', "_")),
-        None => msg.replace("--", "").replace("rtu-over-tcp", "rtu_over_tcp"),
+        None => msg
+            .replace("--", "")
+            .replace("rtu-over-tcp", "rtu_over_tcp"),
     }
 }
 
@@ -117,16 +119,15 @@ async fn read(v: Value) -> Result<Value, ToolError> {
     Ok(json!({"table": r.table.as_str(), "unit": p.unit, "values": values}))
 }
 
-/// `modbus.read`.
-pub fn methods() -> Vec<ToolMethod> {
-    fn call(v: Value) -> ToolFuture {
-        Box::pin(read(v))
-    }
-    vec![ToolMethod {
-        name: "modbus.read",
-        call,
-    }]
+fn call(v: Value) -> ToolFuture {
+    Box::pin(read(v))
 }
+
+/// `modbus.read`.
+pub const METHODS: &[ToolMethod] = &[ToolMethod {
+    name: "modbus.read",
+    call,
+}];
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::cli::{self, BrowseArgs};
 use super::session::Endpoint;
 use super::value;
-use crate::connectors::tool::{params, ToolError, ToolFuture, ToolMethod};
+use crate::tool::{params, ToolError, ToolFuture, ToolMethod};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +44,8 @@ fn timeout() -> String {
 
 /// `--user needs --password` (the CLI's words) → `user needs password`.
 fn param_words(msg: String) -> String {
-    msg.replace("--", "").replace("trust-on-first-use", "trust_on_first_use")
+    msg.replace("--", "")
+        .replace("trust-on-first-use", "trust_on_first_use")
 }
 
 async fn browse(v: Value) -> Result<Value, ToolError> {
@@ -69,7 +70,9 @@ async fn browse(v: Value) -> Result<Value, ToolError> {
     let device = |e: String| ToolError::Device(e);
     let conn = ep.connect().await.map_err(|f| device(f.message))?;
     let ns = conn.namespaces(&ep).await.map_err(|f| device(f.message))?;
-    let root = start.resolve(Some(&ns)).map_err(|e| ToolError::Params(vec![e]))?;
+    let root = start
+        .resolve(Some(&ns))
+        .map_err(|e| ToolError::Params(vec![e]))?;
     let found = cli::children(&ep, &conn, &root).await.map_err(device)?;
     let vars: Vec<_> = found
         .iter()
@@ -85,7 +88,8 @@ async fn browse(v: Value) -> Result<Value, ToolError> {
     let children: Vec<Value> = found
         .into_iter()
         .map(|(id, name, class)| {
-            let mut c = json!({"node": id.to_string(), "name": name, "class": format!("{class:?}")});
+            let mut c =
+                json!({"node": id.to_string(), "name": name, "class": format!("{class:?}")});
             if class == NodeClass::Variable {
                 match values.next().map(value::reading) {
                     Some(Ok((v, _))) => c["value"] = v.to_json(),
@@ -100,16 +104,15 @@ async fn browse(v: Value) -> Result<Value, ToolError> {
     Ok(json!({"node": root.to_string(), "children": children}))
 }
 
-/// `opcua.browse`.
-pub fn methods() -> Vec<ToolMethod> {
-    fn call(v: Value) -> ToolFuture {
-        Box::pin(browse(v))
-    }
-    vec![ToolMethod {
-        name: "opcua.browse",
-        call,
-    }]
+fn call(v: Value) -> ToolFuture {
+    Box::pin(browse(v))
 }
+
+/// `opcua.browse`.
+pub const METHODS: &[ToolMethod] = &[ToolMethod {
+    name: "opcua.browse",
+    call,
+}];
 
 #[cfg(test)]
 mod tests {
@@ -126,6 +129,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.to_string(), "user needs password");
-        assert!(browse(json!({})).await.unwrap_err().to_string().contains("endpoint"));
+        assert!(browse(json!({}))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("endpoint"));
     }
 }

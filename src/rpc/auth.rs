@@ -6,7 +6,7 @@
 //! name and role ([`Caller`]) go into the request's extensions, for the role check
 //! ([`super::roles`]), `session.whoami` and the audit trail. The keys are read from the
 //! configuration in force, so a reload rotates them without a restart. Matching is
-//! constant-time ([`crate::net::keys`]); keys are never logged.
+//! constant-time ([`crate::auth`]); keys are never logged.
 //!
 //! A peer that presents wrong keys repeatedly is locked out for a while (HTTP 429 with
 //! `Retry-After`, [`crate::net::lockout`]); other peers are unaffected.
@@ -24,12 +24,12 @@ use tower_http::validate_request::ValidateRequest;
 
 use super::roles::OverWebSocket;
 use super::session::{ticket_in_query, Tickets};
+use crate::auth::{identify, Caller};
 use crate::config::GatewayConfig;
-use crate::net::keys::{identify, Caller};
 use crate::net::listen::{Cause, ListenerStats};
 use crate::net::lockout::AuthFailures;
 
-pub use crate::net::keys::{is_loopback, presented_key};
+pub use crate::auth::{is_loopback, key_matches, presented_key};
 
 /// The validator for `tower_http::validate_request::ValidateRequestHeaderLayer::custom`.
 #[derive(Clone)]

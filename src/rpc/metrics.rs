@@ -337,6 +337,8 @@ pub fn render(src: &MetricsSource) -> String {
             e.sample(name, &[("sink", s)], get(snap, *depth));
         }
     }
+    // The listeners' connections and cut-offs (crate::net::listen).
+    e.out.push_str(&crate::net::listen::metrics_text());
     e.family(
         "osgate_uplink_connected",
         "gauge",
@@ -346,8 +348,6 @@ pub fn render(src: &MetricsSource) -> String {
         let up = if b.connected { 1.0 } else { 0.0 };
         e.sample("osgate_uplink_connected", &[("bridge", &b.name)], up);
     }
-    // The listeners' connections and cut-offs (crate::net::listen).
-    e.out.push_str(&crate::net::listen::metrics_text());
     e.out
 }
 

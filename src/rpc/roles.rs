@@ -18,7 +18,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Id, Request};
 use jsonrpsee::MethodResponse;
 
 use super::codes;
-use crate::net::keys::{Caller, Role};
+use crate::auth::{Caller, Role};
 
 /// Minimum role per method; anything else needs [`Role::Admin`].
 pub const TABLE: &[(&str, Role)] = &[

@@ -19,7 +19,7 @@ use ring::rand::SecureRandom as _;
 use serde_json::{json, Value};
 
 use super::RpcContext;
-use crate::net::keys::Caller;
+use crate::auth::Caller;
 
 /// How long a ticket may wait for its WebSocket.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -103,7 +103,7 @@ pub fn register(m: &mut RpcModule<RpcContext>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::keys::Role;
+    use crate::auth::Role;
 
     #[test]
     fn tickets_are_single_use_and_random() {

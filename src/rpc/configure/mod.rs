@@ -4,11 +4,11 @@
 //! A configuration given here goes through exactly what the `-c` file goes through at start:
 //! `OSGATE_SECTION__FIELD` environment overrides, `${VAR}` interpolation, every check, each
 //! problem reported at its path as `osgate check` prints it. Masked secrets sent back as
-//! `gateway.config` showed them keep their values ([`unmask`]).
+//! `gateway.config` showed them keep their values (`unmask`).
 //!
 //! `config.apply` hot-reloads it through the service (only what changed restarts; a connector
 //! that cannot be built refuses the whole change) and saves it to the `-c` file, keeping the
-//! file it replaces as `<file>.prev` ([`persist`]): the file stays the configuration in force,
+//! file it replaces as `<file>.prev` (`persist`): the file stays the configuration in force,
 //! for a restart, a SIGHUP and the engineer who opens it. The new text is written next to the
 //! file before anything is applied, so a file that cannot be written refuses the change with
 //! nothing changed. A gateway whose configuration comes from a fleet server (a `remote` section)
@@ -77,9 +77,18 @@ fn error_list(errs: &[ConfigError]) -> Value {
         .collect()
 }
 
-/// Reads `raw` as the loader reads the `-c` file; masked secrets take the values in force.
+/// Reads `raw` as the loader reads the `-c` file; masked secrets take the values in force. A
+/// JSON string is the configuration's text (an editor's content, saved with its layout).
 fn check_text(raw: &str, current: &GatewayConfig) -> Result<Checked, Vec<ConfigError>> {
     let one = |m: String| vec![ConfigError::new("", m)];
+    let text: String;
+    let raw = match serde_json::from_str::<String>(raw) {
+        Ok(t) => {
+            text = t;
+            text.as_str()
+        }
+        Err(_) => raw,
+    };
     let mut value: Value =
         serde_json::from_str(raw).map_err(|e| one(format!("not valid JSON: {e}")))?;
     let in_force: Value = serde_json::from_str(&current.source).unwrap_or(Value::Null);
@@ -269,5 +278,12 @@ mod tests {
         assert_eq!(c.config.gateway.id, "g2");
         assert!(check_text("[1]", &current()).is_err());
         assert!(check_text("{", &current()).is_err());
+        // The text as a string: saved as typed; a syntax error names line and column.
+        let s = serde_json::to_string(raw).unwrap();
+        assert_eq!(check_text(&s, &current()).unwrap().text, raw);
+        let errs = check_text("\"{\\n\\\"gateway\\\": {\\n}},\"", &current())
+            .err()
+            .unwrap();
+        assert!(errs[0].message.contains("line 3"), "{errs:?}");
     }
 }

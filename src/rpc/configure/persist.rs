@@ -58,6 +58,7 @@ fn sync_dir(path: &Path) {
 pub struct Staged {
     tmp: PathBuf,
     target: PathBuf,
+    bytes: Vec<u8>,
     done: bool,
 }
 
@@ -69,14 +70,17 @@ pub fn stage(target: &Path, bytes: &[u8]) -> std::io::Result<Staged> {
     Ok(Staged {
         tmp,
         target: target.to_path_buf(),
+        bytes: bytes.to_vec(),
         done: false,
     })
 }
 
 impl Staged {
-    /// Puts the staged file in place; the file it replaces becomes `<file>.prev`.
+    /// Puts the staged file in place; the file it replaces becomes `<file>.prev` (unless it is
+    /// the same text: applying a configuration twice keeps the one before in `.prev`).
     pub fn commit(mut self) -> std::io::Result<()> {
         match std::fs::read(&self.target) {
+            Ok(old) if old == self.bytes => {}
             Ok(old) => {
                 let prev = prev_path(&self.target);
                 let tmp = temp_of(&self.target, "prev");
@@ -129,6 +133,9 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 2, "no temp file left: {names:?}");
+        // The same text again: `.prev` keeps the one before.
+        stage(&f, b"new").unwrap().commit().unwrap();
+        assert_eq!(std::fs::read_to_string(prev_path(&f)).unwrap(), "old");
     }
 
     #[test]

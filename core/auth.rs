@@ -10,7 +10,7 @@
 //! key without stopping at the first match, so timing tells an attacker nothing about how much
 //! of a guess was right. Keys are never logged; names and roles are.
 //!
-//! This module is below the RPC layer and the connectors (it imports neither), so both use it.
+//! This module is in the core, below the RPC layer and the connectors, so both use it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -204,6 +204,17 @@ pub fn find_key(keys: &[ApiKey], presented: &[u8]) -> Option<usize> {
         found = subtle::CtOption::new(i as u64, hit).or_else(|| found);
     }
     Option::<u64>::from(found).map(|i| i as usize)
+}
+
+/// True when `presented` equals one of `keys`, in time independent of the keys' contents.
+pub fn key_matches<K: AsRef<[u8]>>(keys: &[K], presented: &[u8]) -> bool {
+    let p = ring::digest::digest(&ring::digest::SHA256, presented);
+    let mut ok = subtle::Choice::from(0);
+    for k in keys {
+        let d = ring::digest::digest(&ring::digest::SHA256, k.as_ref());
+        ok |= d.as_ref().ct_eq(p.as_ref());
+    }
+    ok.into()
 }
 
 /// The caller `presented` identifies among `keys`, if any.

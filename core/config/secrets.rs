@@ -27,6 +27,30 @@ pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Makes `dir` (`0700`) and the files in it (`0600`) private to their owner, where they are
+/// not already: for key material a library wrote with the process's umask. Failures are
+/// logged, not fatal.
+pub fn restrict_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tighten = |p: &Path, mode: u32| {
+        let Ok(m) = std::fs::metadata(p) else { return };
+        if m.permissions().mode() & 0o077 != 0 {
+            if let Err(e) = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot make a key file private");
+            }
+        }
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    tighten(dir, 0o700);
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_file()) {
+            tighten(&e.path(), 0o600);
+        }
+    }
+}
+
 /// A value that is one `${VAR}` reference (or only references), not a literal.
 fn is_reference(s: &str) -> bool {
     let mut rest = s.trim();
@@ -60,11 +84,13 @@ fn walk(v: &Value, path: &str, secret: bool, out: &mut Vec<String>) {
                 walk(v, &format!("{path}[{i}]"), secret, out);
             }
         }
-        Value::String(s) if secret && !is_reference(s) => {
-            // A named key's `name` and `role` are not secrets.
-            if !(path.ends_with(".name") || path.ends_with(".role")) {
-                out.push(path.trim_start_matches('.').to_string());
-            }
+        // A named key's `name` and `role` are not secrets.
+        Value::String(s)
+            if secret
+                && !is_reference(s)
+                && !(path.ends_with(".name") || path.ends_with(".role")) =>
+        {
+            out.push(path.trim_start_matches('.').to_string());
         }
         _ => {}
     }
@@ -191,6 +217,14 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(exposure_warning(&p, SRC), None);
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        let pem = private.join("private.pem");
+        std::fs::write(&pem, "k").unwrap();
+        std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o644)).unwrap();
+        restrict_dir(&private);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&private), mode(&pem)), (0o700, 0o600));
         let clean = r#"{"rpc": {"api_keys": ["${K}"]}}"#;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(exposure_warning(&p, clean), None);

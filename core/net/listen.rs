@@ -191,7 +191,7 @@ impl ListenerStats {
         if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
             *last = Some(now);
             tracing::warn!(listener = %self.name, addr = %self.addr, cause = cause.as_str(),
-                peer = ?peer, total = n, "{} (logged once a minute per cause; counted in /metrics)", cause.explain());
+                peer = peer.map(|p| p.to_string()), total = n, "{} (logged once a minute per cause; counted in /metrics)", cause.explain());
         }
     }
 
@@ -273,6 +273,8 @@ struct Conn {
 struct Table {
     conns: HashMap<u64, Arc<Conn>>,
     next: u64,
+    /// More than half full since the last release of memory.
+    pressed: bool,
 }
 
 /// A bounded listener's shared state: limits, open connections, counters.
@@ -281,6 +283,10 @@ pub struct Listener {
     stats: Arc<ListenerStats>,
     table: Mutex<Table>,
     epoch: Instant,
+    /// Connection tasks alive: those in the table and those evicted but not yet ended.
+    alive: AtomicU64,
+    /// A connection task ended.
+    freed: Notify,
 }
 
 /// A connection's place at the listener; freed on drop.
@@ -292,12 +298,58 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.listener.alive.fetch_sub(1, Relaxed);
+        self.listener.freed.notify_one();
         let mut t = self.listener.table.lock().expect("listener table");
         if t.conns.remove(&self.conn.id).is_some() {
             self.listener.stats.open.fetch_sub(1, Relaxed);
         }
+        // A flood is over when the table, once more than half full, is down to an eighth:
+        // give the memory its connections used back to the system.
+        let max = self.listener.limits.max_connections;
+        if t.conns.len() >= max / 2 {
+            t.pressed = true;
+        } else if t.pressed && t.conns.len() <= max / 8 {
+            t.pressed = false;
+            drop(t);
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(release_free_memory)),
+                Err(_) => release_free_memory(),
+            }
+        }
     }
 }
+
+/// Returns the allocator's free pages to the system (glibc keeps what a burst of connections
+/// freed, in every arena, until the process ends otherwise).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only releases free memory; it takes the allocator's locks.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+/// Binds a listening socket with a backlog deep enough for a burst of connections (the
+/// kernel caps it at `net.core.somaxconn`): with a short one, a newcomer's SYN is dropped
+/// while the queue is full and it waits a second or more to retry.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// The listen backlog asked for.
+pub const BACKLOG: u32 = 4096;
 
 impl Listener {
     /// A listener named `name` (`rpc`, or the connector's name) on `addr`.
@@ -319,9 +371,27 @@ impl Listener {
             table: Mutex::new(Table {
                 conns: HashMap::new(),
                 next: 0,
+                pressed: false,
             }),
             epoch: Instant::now(),
+            alive: AtomicU64::new(0),
+            freed: Notify::new(),
         })
+    }
+
+    /// Waits until fewer than `max_connections` and a quarter connection tasks are alive
+    /// (evicted ones end as soon as they run): the accept loop calls it first, so that a
+    /// burst waits in the kernel's backlog instead of in memory.
+    pub async fn room(&self) {
+        let max = self.limits.max_connections as u64;
+        let most = max + max.div_ceil(4);
+        loop {
+            let freed = self.freed.notified();
+            if self.alive.load(Relaxed) < most {
+                return;
+            }
+            freed.await;
+        }
     }
 
     /// Its counters.
@@ -349,6 +419,7 @@ impl Listener {
                 Some(c) => {
                     c.evict.notify_one();
                     self.stats.open.fetch_sub(1, Relaxed);
+                    t.pressed = true;
                     drop(t);
                     self.stats.cut(Cause::Evicted, None);
                     t = self.table.lock().expect("listener table");
@@ -372,6 +443,7 @@ impl Listener {
         });
         t.conns.insert(conn.id, conn.clone());
         self.stats.open.fetch_add(1, Relaxed);
+        self.alive.fetch_add(1, Relaxed);
         Some(Slot {
             listener: self.clone(),
             conn,
