@@ -196,6 +196,17 @@ def phase_operator(key):
         shot(d, "config-desktop")
         go(d, "#/tools", "[data-tool]")
         shot(d, "tools-desktop")
+        # A field tool runs its method and shows the answer (here: nothing listens on port 1).
+        params = css(d, "[aria-label='Parameters for Modbus read']")
+        if params:
+            d.execute_script("arguments[0].value = arguments[1]", params[0],
+                             json.dumps({"tcp": "127.0.0.1:1", "address": 0, "count": 2, "timeout": "1s"}))
+            css(d, "[aria-label='Run Modbus read']")[0].click()
+            res = wait(lambda: (lambda t: t if "modbus.read:" in t else None)(
+                css(d, "[data-tool='modbus.read'] [data-field=result]")[0].text), 15)
+            ok(f"field tool answered: {res}") if res else fail("field tool", "no answer from modbus.read shown")
+        else:
+            fail("field tools", "no Modbus read form for an operator")
         errs = console_errors(d)
         ok("no browser console errors") if not errs else fail("browser console", errs[:3])
     finally:

@@ -13,8 +13,8 @@ const TOOLS = [
     help: 'Lists the children of a node on an OPC-UA server.',
     params: {endpoint: 'opc.tcp://127.0.0.1:4840', node: 'i=85'}},
   {method: 'modbus.read', title: 'Modbus read', role: 'operator',
-    help: 'Reads one range of registers from a Modbus TCP device (or a serial port: "serial").',
-    params: {host: '127.0.0.1', port: 502, unit: 1, table: 'holding', address: 0, count: 10}},
+    help: 'Reads one range of registers from a Modbus device: "tcp" (host:port), "rtu" (a serial port) or "rtu_over_tcp".',
+    params: {tcp: '127.0.0.1:502', unit: 1, table: 'holding', address: 0, count: 10}},
 ];
 
 /** A list of flat records as a table; anything else as pretty JSON. */
