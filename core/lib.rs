@@ -74,7 +74,8 @@ fn limit_malloc_arenas() {
 }
 
 /// Installs the process-wide rustls crypto provider (ring). Call once, first thing in `main`:
-/// with more than one provider compiled in, rustls cannot pick one itself.
+/// reqwest and rumqttc are built without a provider of their own (`rustls-no-provider`), and a
+/// reqwest client built before a process provider is installed panics, even for `http://`.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

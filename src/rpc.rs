@@ -12,8 +12,8 @@
 //! reloads and connector changes go through the service loop as [`ServiceCommand`]s, so they
 //! never overlap. [`client`] is the `osgate rpc` command, [`health`] `osgate health`.
 //!
-//! Method names, params and results are part of the public interface (README, "Management
-//! (JSON-RPC)").
+//! Method names, params and results are part of the public interface (docs/management.md,
+//! "JSON-RPC").
 //!
 //! [`ServiceCommand`]: crate::service::ServiceCommand
 

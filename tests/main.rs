@@ -23,6 +23,8 @@ mod opcua;
 mod ops;
 mod remote_config;
 mod rpc;
+#[cfg(feature = "s7")]
+mod s7;
 mod security;
 mod slow_clients;
 mod tls;

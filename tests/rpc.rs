@@ -1206,7 +1206,7 @@ async fn a_reload_rotates_the_keys_and_warns_about_a_new_listen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_command_runs_once_live_and_never_from_the_store() {
-    // What the README says about retained commands, shown against mosquitto: the broker
+    // What docs/management.md says about retained commands, shown against mosquitto: the broker
     // forwards a retained publish to subscribers already connected with the retain flag
     // cleared (MQTT 3.1.1, 3.3.1.3), so the running gateway executes it once; the stored copy
     // arrives with the flag set on every later subscription and is ignored.

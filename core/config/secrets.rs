@@ -209,10 +209,8 @@ mod tests {
         std::fs::write(&p, SRC).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let w = exposure_warning(&p, SRC).unwrap();
-        assert!(
-            w.contains("rpc.api_keys[0]") && w.contains("every user"),
-            "{w}"
-        );
+        assert!(w.contains("api_keys[0]") && w.contains("and 1 more"), "{w}");
+        assert!(w.contains("every user") && w.contains("mode 644"), "{w}");
         create_private(&p, SRC.as_bytes()).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -6,7 +6,7 @@
 //!   `{"id":"abc","ok":false,"error":"…"}`. A command arriving with the retain flag is
 //!   ignored: it is the broker's stored copy, delivered at every (re)subscription, and a stale
 //!   set-point must not be written again. (A retained publish reaches subscribers already
-//!   connected with the flag cleared, so that one is executed once; README, "MQTT commands".)
+//!   connected with the flag cleared, so that one is executed once; docs/management.md, "MQTT commands".)
 //! - A command payload may be at most [`MAX_COMMAND_PAYLOAD`] bytes and an RPC request at most
 //!   [`super::MAX_REQUEST_BODY`]; a larger one is refused with an error on the answer topic and
 //!   a warning in the log. The client takes messages of up to [`MAX_PACKET`] bytes; the
