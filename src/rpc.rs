@@ -4,7 +4,8 @@
 //! [`start`] serves one [`RpcModule`] over HTTP and WebSocket on `rpc.listen` (no `rpc` section:
 //! no server) behind the API-key check of [`auth`] — over HTTPS and WSS with `rpc.tls`; osgate
 //! accepts the connections (and does the TLS handshake) itself, so each request knows its
-//! client's address ([`PeerAddr`]) — with `GET /metrics` ([`metrics`]) on the same port, and
+//! client's address ([`PeerAddr`]) — with `GET /metrics` ([`metrics`]) and the web console
+//! ([`console`], `GET /`) on the same port, and
 //! starts the MQTT command path of
 //! [`mqtt`] (`command/{gateway}/{device}/{channel}/set`, and the opt-in
 //! `rpc/{gateway}/request`). Methods answer from the shared health and control registries;
@@ -17,8 +18,10 @@
 //! [`ServiceCommand`]: crate::service::ServiceCommand
 
 pub mod auth;
+mod channels;
 pub mod client;
 pub mod configure;
+pub mod console;
 pub mod guard;
 pub mod health;
 #[cfg(feature = "mbus")]
@@ -206,6 +209,7 @@ pub async fn start(
             started: svc.started(),
         });
         let middleware = tower::ServiceBuilder::new()
+            .layer(console::ConsoleLayer)
             .layer(tower_http::validate_request::ValidateRequestHeaderLayer::custom(auth))
             .layer(metrics)
             .layer(guard::GuardLayer);
@@ -369,6 +373,9 @@ struct DeviceParams {
     device: String,
     #[serde(default)]
     connector: Option<String>,
+    /// `device.status` adds the configured channels ([`channels`]).
+    #[serde(default)]
+    channels: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -788,11 +795,15 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
             .connector_config(&cfg, &connector)
             .ok_or_else(|| device_error(DeviceError::UnknownDevice(p.device.clone())))?;
         let view = ctx.connector_view(&c);
-        Ok(view["devices"]
+        let mut found = view["devices"]
             .as_array()
             .and_then(|d| d.iter().find(|d| d["device"] == p.device.as_str()))
             .cloned()
-            .unwrap_or(Value::Null))
+            .unwrap_or(Value::Null);
+        if p.channels && found.is_object() {
+            found["channels"] = channels::of(&cfg.source, &p.device).into();
+        }
+        Ok(found)
     });
     for (name, enabled) in [("device.enable", true), ("device.disable", false)] {
         m.register_method(name, move |p, ctx, ext| {

@@ -4,6 +4,8 @@
 mod bridge;
 mod cli;
 mod common;
+#[cfg(all(feature = "simulator", feature = "mqtt"))]
+mod console;
 mod console_config;
 mod field_tools;
 mod foundation;
