@@ -95,7 +95,7 @@ async fn check_apply_rollback_and_restart() {
         "{r}"
     );
     let v = rpc.call("config.apply", json!({"config": typo})).await;
-    assert_eq!(v["error"]["code"], -32021, "{v}");
+    assert_eq!(v["error"]["code"], 1021, "{v}");
     assert_eq!(
         v["error"]["data"]["errors"][0]["path"],
         "connectors[0] \"sim\".devices[1].intervall"
@@ -191,10 +191,10 @@ async fn a_fleet_managed_configuration_is_refused() {
     let rpc = Rpc::connect(KEY, port, &gw).await;
     let before = std::fs::read_to_string(&gw.config).unwrap();
     let (code, msg) = rpc.error("config.apply", json!({"config": cfg})).await;
-    assert_eq!(code, -32022, "{msg}");
+    assert_eq!(code, 1022, "{msg}");
     assert!(msg.contains("fleet server"), "{msg}");
     let (code, _) = rpc.error("config.rollback", json!({})).await;
-    assert_eq!(code, -32022);
+    assert_eq!(code, 1022);
     // Checking is still allowed: it changes nothing.
     let r = rpc.result("config.check", json!({"config": cfg})).await;
     assert_eq!(r["ok"], true, "{r}");
@@ -229,7 +229,7 @@ async fn a_change_that_cannot_start_or_be_saved_changes_nothing() {
         "the port is only found missing when built: {r}"
     );
     let (code, msg) = rpc.error("config.apply", json!({"config": bad})).await;
-    assert_eq!(code, -32020, "{msg}");
+    assert_eq!(code, 1020, "{msg}");
     assert!(msg.contains("/dev/osgate-no-such-port"), "{msg}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), old.to_string());
     let names: Vec<_> = std::fs::read_dir(&dir)
@@ -243,7 +243,7 @@ async fn a_change_that_cannot_start_or_be_saved_changes_nothing() {
     std::fs::remove_dir_all(&dir).unwrap();
     let new = config("gwn", &broker, port, &["d1", "d2"]);
     let (code, msg) = rpc.error("config.apply", json!({"config": new})).await;
-    assert_eq!(code, -32023, "{msg}");
+    assert_eq!(code, 1023, "{msg}");
     assert!(msg.contains("nothing applied"), "{msg}");
     assert_eq!(device_names(&rpc).await, ["d1"]);
 }

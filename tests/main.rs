@@ -21,6 +21,10 @@ mod opcua;
 mod ops;
 mod remote_config;
 mod rpc;
+#[cfg(feature = "s7")]
+mod s7;
+mod security;
+mod slow_clients;
 mod tls;
 mod transforms;
 mod uplink;
