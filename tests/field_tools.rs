@@ -1,7 +1,7 @@
 //! The field tools as management methods, against the real binary and real peers:
 //! `modbus.read` against pymodbus (values encoded by pymodbus itself) and `opcua.browse`
 //! against asyncua. Bad params name the param (-32602); a peer that is not there is a device
-//! error (-32007).
+//! error (1007).
 
 use std::process::{Child, Command, Stdio};
 
@@ -115,12 +115,12 @@ async fn modbus_read_over_rpc_reads_a_register_range() {
             json!({"tcp": addr, "unit": 3, "address": 49, "count": 5}),
         )
         .await;
-    assert_eq!(code, -32007, "{msg}");
+    assert_eq!(code, 1007, "{msg}");
     let dead = format!("127.0.0.1:{}", free_port());
     let (code, msg) = rpc
         .error("modbus.read", json!({"tcp": dead, "address": 0}))
         .await;
-    assert_eq!(code, -32007, "{msg}");
+    assert_eq!(code, 1007, "{msg}");
 }
 
 #[cfg(feature = "opcua")]
@@ -183,5 +183,5 @@ async fn opcua_browse_over_rpc_lists_children_with_values() {
     let (code, msg) = rpc
         .error("opcua.browse", json!({"endpoint": dead, "timeout": "2s"}))
         .await;
-    assert_eq!(code, -32007, "{msg}");
+    assert_eq!(code, 1007, "{msg}");
 }
