@@ -160,6 +160,7 @@ pub const TOOL: crate::Tool = crate::Tool {
     about: "Read or write one value of a Siemens S7 PLC (commissioning)",
     args: <S7Command as clap::Args>::augment_args,
     run: |m| crate::Tool::run_with(m, main),
+    methods: &[],
 };
 
 /// Runs `osgate s7 …` and returns the process exit code.
