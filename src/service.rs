@@ -248,6 +248,7 @@ impl GatewayService {
             flush_timeout: self.config.gateway.shutdown_timeout.0,
             started: self.started,
             config_info: self.registry.config.subscribe(),
+            control: self.control.clone(),
         };
         let cfg = config.clone();
         let undelivered = self.undelivered.clone();

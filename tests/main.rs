@@ -19,6 +19,8 @@ mod opcua;
 mod ops;
 mod remote_config;
 mod rpc;
+#[cfg(all(feature = "simulator", feature = "modbus"))]
+mod sparkplug;
 mod tls;
 mod transforms;
 #[cfg(feature = "zwave")]
