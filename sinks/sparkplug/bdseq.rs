@@ -48,7 +48,7 @@ impl BdSeqStore {
     }
 
     /// The number of the next connection, stored before it is used.
-    pub fn next(&mut self) -> u64 {
+    pub fn take_next(&mut self) -> u64 {
         let n = self.last.map_or(0, |l| l.wrapping_add(1));
         self.last = Some(n);
         let tmp = self.path.with_extension("bdseq.tmp");
@@ -75,11 +75,11 @@ mod tests {
     fn counts_across_opens_and_wraps() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = BdSeqStore::open(dir.path(), "sp");
-        assert_eq!((s.next(), s.next()), (0, 1));
+        assert_eq!((s.take_next(), s.take_next()), (0, 1));
         let mut s = BdSeqStore::open(dir.path(), "sp");
-        assert_eq!(s.next(), 2);
+        assert_eq!(s.take_next(), 2);
         std::fs::write(dir.path().join("sparkplug-sp.bdseq"), "255\n").unwrap();
-        assert_eq!(BdSeqStore::open(dir.path(), "sp").next(), 0);
+        assert_eq!(BdSeqStore::open(dir.path(), "sp").take_next(), 0);
         assert_eq!(state_dir(Some(Path::new("/x"))), PathBuf::from("/x"));
     }
 }

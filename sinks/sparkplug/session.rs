@@ -207,7 +207,7 @@ pub async fn run(cfg: SparkplugSinkConfig, ctx: SinkContext) -> Result<(), SinkE
 impl Session {
     /// Starts a connection attempt with the next `bdSeq` in its will.
     fn connect(&mut self) -> Result<Link, String> {
-        self.node.bd_seq = self.bdseq.next();
+        self.node.bd_seq = self.bdseq.take_next();
         let will = self.node.ndeath(Timestamp::now()).encode_to_vec();
         let mut settings = self.settings.clone();
         settings.last_will = Some(LastWill::new(
