@@ -465,3 +465,54 @@ async fn an_offline_device_dies_and_is_born_again_when_it_returns() {
         "data of a dead device"
     );
 }
+
+#[tokio::test]
+async fn disable_and_reload_make_ddeath_and_dbirth_and_counters_show() {
+    const KEY: &str = "test-key-0123456789";
+    let broker = Mosquitto::start();
+    let state = temp_dir();
+    let mut host = Host::start(&broker).await;
+    let rpc_port = crate::common::free_port();
+    let mut cfg = config(
+        "sp7",
+        &broker.url(),
+        state.path(),
+        json!([mixer("100ms")]),
+        json!({}),
+    );
+    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{rpc_port}"), "api_keys": [KEY]});
+    let gw = Gateway::start(&cfg);
+    let rpc = crate::common::rpc::Rpc::connect(KEY, rpc_port, &gw).await;
+    host.next_of("DBIRTH", Some("mixer")).await;
+    host.next_of("DDATA", Some("mixer")).await;
+    // Counters like every sink's.
+    let st = rpc.result("gateway.status", json!([])).await;
+    let sink = &st["sinks"][0];
+    assert_eq!(
+        (sink["name"].as_str(), sink["type"].as_str()),
+        (Some("scada"), Some("sparkplug"))
+    );
+    assert_eq!(sink["connected"], true, "{sink}");
+    assert!(sink["counters"]["acked"].as_u64() > Some(0), "{sink}");
+    // Disabled: DDEATH; enabled again: DBIRTH.
+    rpc.result("device.disable", json!({"device": "mixer"}))
+        .await;
+    host.next_of("DDEATH", Some("mixer")).await;
+    rpc.result("device.enable", json!({"device": "mixer"}))
+        .await;
+    host.next_of("DBIRTH", Some("mixer")).await;
+    // A reload that adds a channel: the device is born again with it.
+    let mut more = mixer("100ms");
+    more["channels"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "flow", "signal": "constant", "value": 3.5, "unit": "m³/h"}));
+    cfg["connectors"][0]["devices"] = json!([more]);
+    std::fs::write(&gw.config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    gw.signal("HUP");
+    let db = host
+        .next(|m| m["type"] == "DBIRTH" && names(m).contains(&"flow".to_string()))
+        .await;
+    assert_eq!(metric(&db, "flow")["properties"]["engUnit"], "m³/h");
+    assert_eq!(names(&db).len(), 6);
+}

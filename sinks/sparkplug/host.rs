@@ -3,7 +3,7 @@
 //!
 //! With a `primary_host_id`, the edge node births only while its host is online; when the host
 //! goes offline the node sends its NDEATH, disconnects and holds its data until the host is
-//! back ([`super::session`]). A STATE older than the last one taken is ignored, as the
+//! back (`session.rs`). A STATE older than the last one taken is ignored, as the
 //! specification asks (a retained message delivered late must not undo a newer one).
 
 use serde::Deserialize;

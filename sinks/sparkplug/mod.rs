@@ -10,7 +10,7 @@
 //! - [`node`]: `bdSeq`, `seq`, aliases, last values and the payloads (pure logic);
 //! - [`host`]: the primary host application's `STATE`;
 //! - [`bdseq`]: `bdSeq` kept across restarts in the state directory;
-//! - [`session`]: the MQTT connection (will, subscriptions, births, QoS 1 with an outbox of
+//! - `session.rs`: the MQTT connection (will, subscriptions, births, QoS 1 with an outbox of
 //!   held data, commands).
 //!
 //! Commands: NCMD `Node Control/Rebirth` births the node and every device again; DCMD writes go

@@ -1,7 +1,7 @@
 //! The edge node's Sparkplug state: `bdSeq` and `seq`, the alias tables, the last value of every
 //! metric, and the payloads built from them (NBIRTH, NDEATH, NDATA, DBIRTH, DDATA, DDEATH).
 //!
-//! Pure logic, no I/O: the session ([`super::session`]) feeds it batches and device statuses,
+//! Pure logic, no I/O: the session (`session.rs`) feeds it batches and device statuses,
 //! asks it for payloads when it publishes, and keeps it across reconnects, so aliases stay the
 //! same for the life of the process. What a device's metrics are is learnt from its readings:
 //! a channel's name, unit and data type (from its value's type) come with every reading, and a
