@@ -62,7 +62,7 @@ impl Host {
 
     /// The next message that satisfies `f` (every message on the way is kept in `seen`).
     async fn next(&mut self, f: impl Fn(&Json) -> bool) -> Json {
-        within("a Sparkplug message", async {
+        let found = tokio::time::timeout(TEST_TIMEOUT, async {
             loop {
                 let m = self.lines.recv().await.expect("host still running");
                 assert_ne!(m["type"], "ERROR", "pysparkplug could not decode: {m}");
@@ -72,7 +72,18 @@ impl Host {
                 }
             }
         })
-        .await
+        .await;
+        found.unwrap_or_else(|_| {
+            let last: Vec<String> = self
+                .seen
+                .iter()
+                .rev()
+                .take(12)
+                .rev()
+                .map(|m| format!("{} {} seq={}", m["type"], m["device"], m["seq"]))
+                .collect();
+            panic!("no such Sparkplug message within {TEST_TIMEOUT:?}; the last ones: {last:?}")
+        })
     }
 
     /// The next message of `kind` (and of `device`, when given).
@@ -485,8 +496,17 @@ async fn disable_and_reload_make_ddeath_and_dbirth_and_counters_show() {
     let rpc = crate::common::rpc::Rpc::connect(KEY, rpc_port, &gw).await;
     host.next_of("DBIRTH", Some("mixer")).await;
     host.next_of("DDATA", Some("mixer")).await;
-    // Counters like every sink's.
-    let st = rpc.result("gateway.status", json!([])).await;
+    // Counters like every sink's (PUBACKs are counted when they arrive: ask until then).
+    let st = within("acked readings in gateway.status", async {
+        loop {
+            let st = rpc.result("gateway.status", json!([])).await;
+            if st["sinks"][0]["counters"]["acked"].as_u64() > Some(0) {
+                return st;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     let sink = &st["sinks"][0];
     assert_eq!(
         (sink["name"].as_str(), sink["type"].as_str()),

@@ -10,6 +10,7 @@
 //! - [`node`]: `bdSeq`, `seq`, aliases, last values and the payloads (pure logic);
 //! - [`host`]: the primary host application's `STATE`;
 //! - [`bdseq`]: `bdSeq` kept across restarts in the state directory;
+//! - `command.rs`: DCMD values and writes; `link.rs`: the rumqttc event loop's task;
 //! - `session.rs`: the MQTT connection (will, subscriptions, births, QoS 1 with an outbox of
 //!   held data, commands).
 //!
@@ -19,7 +20,9 @@
 //! users is `sinks/sparkplug/README.md`.
 
 pub mod bdseq;
+mod command;
 pub mod host;
+mod link;
 pub mod node;
 pub mod proto;
 mod session;

@@ -19,29 +19,26 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use prost::Message as _;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, LastWill, QoS};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
 use super::bdseq::{state_dir, BdSeqStore};
+use super::command::{command_value, write};
 use super::host::{state_topic, Host, HostChange};
+use super::link::{drive, Link, LinkEvent};
 use super::node::{Changed, DeviceState, Node, Update, REBIRTH};
 use super::proto::{DataType, Metric, MetricValue, Payload};
 use super::SparkplugSinkConfig;
 use crate::backoff::Backoff;
 use crate::config::TELEMETRY_DEVICE;
-use crate::control::{ControlRegistry, DeviceError};
 use crate::net::mqtt::MqttClientSettings;
 use crate::pipeline::Envelope;
 use crate::reading::{Batch, Timestamp};
 use crate::sinks::{SinkContext, SinkError};
 use crate::status::{DeviceStatus, Health};
 
-/// How long a DCMD write may take (the same bound as `device.write`).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest MQTT packet in and out (a DBIRTH of thousands of channels fits).
 const MAX_PACKET: usize = 16 * 1024 * 1024;
 
@@ -90,57 +87,6 @@ impl Item {
     }
 }
 
-/// What the link task reports.
-#[derive(Debug)]
-enum LinkEvent {
-    ConnAck,
-    /// PUBACKs received (in order).
-    Acked(usize),
-    Message(String, Bytes),
-    Down(String),
-    Closed,
-}
-
-struct Link {
-    client: AsyncClient,
-    events: mpsc::UnboundedReceiver<LinkEvent>,
-    task: JoinHandle<()>,
-    connected: bool,
-}
-
-async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
-    loop {
-        let ev = match el.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => LinkEvent::ConnAck,
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
-                let mut n = 1;
-                // Take the PUBACKs rumqttc already buffered: one wake-up per burst.
-                while matches!(
-                    el.state.events.front(),
-                    Some(Event::Incoming(Packet::PubAck(_)))
-                ) {
-                    el.state.events.pop_front();
-                    n += 1;
-                }
-                LinkEvent::Acked(n)
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message(p.topic, p.payload),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                let _ = tx.send(LinkEvent::Closed);
-                return;
-            }
-            Ok(_) => continue,
-            Err(e) => {
-                let _ = tx.send(LinkEvent::Down(crate::net::describe_error(&e)));
-                return;
-            }
-        };
-        if tx.send(ev).is_err() {
-            return;
-        }
-    }
-}
-
 /// A finished DCMD write: the channel whose next reading confirms it.
 type WriteDone = (Arc<str>, Arc<str>);
 
@@ -166,6 +112,9 @@ struct Session {
     last_error: Option<String>,
     last_bad_command: Option<String>,
     writes: mpsc::UnboundedSender<WriteDone>,
+    /// The primary host went away: the NDEATH is queued, and the connection ends once the
+    /// broker acknowledged it.
+    leaving: bool,
 }
 
 /// Runs the edge node (see the module docs).
@@ -198,6 +147,7 @@ pub async fn run(cfg: SparkplugSinkConfig, ctx: SinkContext) -> Result<(), SinkE
         last_error: None,
         last_bad_command: None,
         writes,
+        leaving: false,
         cfg,
         ctx,
     };
@@ -287,6 +237,7 @@ impl Session {
         self.held = keep.iter().map(Item::readings).sum::<u64>() as usize;
         self.unsent = keep;
         self.born = false;
+        self.leaving = false;
         self.node.unborn();
     }
 
@@ -455,19 +406,30 @@ impl Session {
                 break;
             }
             self.ctx.counters.published.fetch_add(n, Relaxed);
+            let leaving = self.leaving && matches!(item, Item::NDeath);
             self.awaiting.push_back(item);
+            if leaving {
+                // Nothing more on this connection: what is left goes out after the next births.
+                self.born = false;
+                self.node.unborn();
+                break;
+            }
         }
     }
 
-    fn on_acked(&mut self, n: usize) {
+    /// Takes `n` PUBACKs; true when one of them acknowledged an NDEATH.
+    fn on_acked(&mut self, n: usize) -> bool {
+        let mut death = false;
         for _ in 0..n {
             match self.awaiting.pop_front() {
                 Some(it) => {
+                    death |= matches!(it, Item::NDeath);
                     self.ctx.counters.acked.fetch_add(it.readings(), Relaxed);
                 }
                 None => break,
             }
         }
+        death
     }
 
     fn on_connack(&mut self, link: &Link) {
@@ -649,18 +611,26 @@ impl Session {
                             self.on_connack(&l);
                             link = Some(l);
                         }
-                        Some(LinkEvent::Acked(n)) => self.on_acked(n),
-                        Some(LinkEvent::Message(topic, payload)) => {
-                            if self.on_message(&topic, &payload) {
-                                // Primary host offline: NDEATH, then a new connection (and
-                                // bdSeq) that waits for it.
+                        Some(LinkEvent::Acked(n)) => {
+                            if self.on_acked(n) && self.leaving {
+                                // The host has our NDEATH: end this connection; the next one
+                                // (with the next bdSeq) waits for the host.
+                                self.leaving = false;
                                 if let Some(l) = link.as_ref() {
-                                    let death = self.node.ndeath(Timestamp::now()).encode_to_vec();
-                                    let _ = l.client.try_publish(self.node.node_topic("NDEATH"), QoS::AtLeastOnce, false, death);
                                     let _ = l.client.try_disconnect();
                                 }
-                                self.born = false;
-                                self.node.unborn();
+                            }
+                        }
+                        Some(LinkEvent::Message(topic, payload)) => {
+                            if self.on_message(&topic, &payload) {
+                                // Primary host offline: NDEATH first (ahead of any data), the
+                                // disconnect once it is acknowledged.
+                                if self.born {
+                                    self.leaving = true;
+                                    self.unsent.push_front(Item::NDeath);
+                                } else if let Some(l) = link.as_ref() {
+                                    let _ = l.client.try_disconnect();
+                                }
                             }
                         }
                         Some(LinkEvent::Down(err)) => {
@@ -719,92 +689,5 @@ impl Session {
         tracing::info!(sink = %name, received = c.received, published = c.published, acked = c.acked,
             dropped = c.dropped, "Sparkplug edge node stopped");
         Ok(())
-    }
-}
-
-/// The value of a command metric as `device.write` takes it, read by its data type (the
-/// command's own, else the one of the birth).
-fn command_value(m: &Metric, dtype: Option<DataType>) -> Option<serde_json::Value> {
-    use DataType::*;
-    Some(match (m.value.as_ref()?, dtype) {
-        (MetricValue::IntValue(v), Some(Int8)) => (*v as u8 as i8).into(),
-        (MetricValue::IntValue(v), Some(Int16)) => (*v as u16 as i16).into(),
-        (MetricValue::IntValue(v), Some(Int32)) => (*v as i32).into(),
-        (MetricValue::IntValue(v), _) => (*v).into(),
-        (MetricValue::LongValue(v), Some(Int64)) => (*v as i64).into(),
-        (MetricValue::LongValue(v), _) => (*v).into(),
-        (MetricValue::FloatValue(v), _) => serde_json::Number::from_f64(*v as f64)?.into(),
-        (MetricValue::DoubleValue(v), _) => serde_json::Number::from_f64(*v)?.into(),
-        (MetricValue::BooleanValue(b), _) => (*b).into(),
-        (MetricValue::StringValue(s), _) => s.clone().into(),
-        (MetricValue::BytesValue(_), _) => return None,
-    })
-}
-
-/// A DCMD write: the device write path of `device.write` (writable channels, range checks in
-/// the connector kit), bounded in time, with the same audit log line.
-async fn write(
-    control: &ControlRegistry,
-    device: &str,
-    channel: &str,
-    value: serde_json::Value,
-) -> Result<serde_json::Value, DeviceError> {
-    let res = match control.connector_of(device) {
-        None => Err(DeviceError::UnknownDevice(device.to_string())),
-        Some(connector) => tokio::time::timeout(
-            WRITE_TIMEOUT,
-            control.write(&connector, device, channel, value),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(DeviceError::Offline(
-                device.to_string(),
-                format!("no answer within {WRITE_TIMEOUT:?}"),
-            ))
-        }),
-    };
-    match &res {
-        Ok(v) => {
-            tracing::info!(via = "sparkplug", %device, %channel, value = %v, "channel written")
-        }
-        Err(e) => tracing::warn!(via = "sparkplug", %device, %channel, error = %e, "write refused"),
-    }
-    res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn command_values_follow_the_data_type() {
-        let m = |v| Metric {
-            value: Some(v),
-            ..Default::default()
-        };
-        let v = |mv, t| command_value(&m(mv), t);
-        assert_eq!(
-            v(MetricValue::IntValue(255), Some(DataType::Int8)),
-            Some((-1).into())
-        );
-        assert_eq!(
-            v(MetricValue::IntValue(u32::MAX), Some(DataType::Int32)),
-            Some((-1).into())
-        );
-        assert_eq!(
-            v(MetricValue::IntValue(7), Some(DataType::UInt16)),
-            Some(7.into())
-        );
-        assert_eq!(
-            v(MetricValue::LongValue(u64::MAX), Some(DataType::Int64)),
-            Some((-1).into())
-        );
-        assert_eq!(
-            v(MetricValue::DoubleValue(2.5), None),
-            Some(serde_json::json!(2.5))
-        );
-        assert_eq!(v(MetricValue::BooleanValue(true), None), Some(true.into()));
-        assert_eq!(v(MetricValue::BytesValue(vec![1]), None), None);
-        assert_eq!(command_value(&Metric::default(), None), None);
     }
 }
