@@ -44,8 +44,12 @@ fn main() {
                     watch(common.join(r));
                 }
             }
+            // GIT_OPTIONAL_LOCKS=0: `git status` must not refresh and rewrite the index it is
+            // watched by above, or the next build would run this script (and rebuild the
+            // crate) again for nothing, as in a fresh clone.
             let dirty = Command::new("git")
                 .args(["status", "--porcelain", "--untracked-files=no"])
+                .env("GIT_OPTIONAL_LOCKS", "0")
                 .output()
                 .ok()
                 .filter(|o| o.status.success())

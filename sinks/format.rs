@@ -11,7 +11,7 @@
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 
-use crate::reading::{Batch, Reading, Value};
+use osgate_core::reading::{Batch, Reading, Value};
 
 /// The message shape of a sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -209,7 +209,7 @@ pub fn encode_device(buf: &mut BytesMut, b: &Batch, names: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::{Quality, Timestamp};
+    use osgate_core::reading::{Quality, Timestamp};
     use serde_json::json;
 
     fn reading(ch: &str, v: Value, q: Quality) -> Reading {

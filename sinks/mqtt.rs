@@ -38,13 +38,13 @@ use tokio::time::{sleep_until, Instant};
 
 use super::format::{encode_device, encode_reading, Format, TopicTemplate};
 use super::{SinkContext, SinkError};
-use crate::backoff::Backoff;
-use crate::config::{ConfigError, Dur};
-use crate::net::mqtt::MqttClientSettings;
-use crate::net::TlsConfig;
-use crate::pipeline::Envelope;
-use crate::reading::Batch;
-use crate::status::DeviceStatus;
+use osgate_core::backoff::Backoff;
+use osgate_core::config::{ConfigError, Dur};
+use osgate_core::net::mqtt::MqttClientSettings;
+use osgate_core::net::TlsConfig;
+use osgate_core::pipeline::Envelope;
+use osgate_core::reading::Batch;
+use osgate_core::status::DeviceStatus;
 
 /// Settings of the MQTT sink.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -286,7 +286,7 @@ async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
                 LinkEvent::Acks(std::mem::take(&mut acks))
             }
             Err(e) => {
-                let _ = tx.send(LinkEvent::Down(crate::net::describe_error(&e)));
+                let _ = tx.send(LinkEvent::Down(osgate_core::net::describe_error(&e)));
                 return;
             }
         };
@@ -780,8 +780,8 @@ impl Sink {
 fn online_payload(ctx: &SinkContext) -> Bytes {
     let payload = serde_json::json!({
         "online": true,
-        "version": crate::VERSION,
-        "commit": crate::COMMIT,
+        "version": ctx.version,
+        "commit": ctx.commit,
         "started": ctx.started,
         "config": *ctx.config_info.borrow(),
     });

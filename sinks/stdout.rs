@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::format::{encode_device, encode_reading, Format};
 use super::{SinkContext, SinkError};
-use crate::pipeline::Envelope;
+use osgate_core::pipeline::Envelope;
 
 /// Settings of the stdout sink.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

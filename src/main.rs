@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use osgate::config::{self, LoadError};
 
 #[derive(Debug, Parser)]
@@ -69,15 +69,6 @@ enum Command {
     /// Validate the local configuration file, print a summary, exit 0 (valid) or 2 (invalid).
     /// It does not fetch `remote.url`: a remote configuration is validated when it arrives.
     Check(GatewayArgs),
-    /// Read or write one value of a Modbus device (commissioning, like mbpoll).
-    #[cfg(feature = "modbus")]
-    Modbus(Box<osgate::connectors::modbus::cli::ModbusCommand>),
-    /// M-Bus field tools: decode a frame, scan a bus, read a meter.
-    #[cfg(feature = "mbus")]
-    Mbus(Box<osgate::connectors::mbus::cli::MbusCommand>),
-    /// Browse an OPC-UA server's address space (commissioning).
-    #[cfg(feature = "opcua")]
-    Opcua(Box<osgate::connectors::opcua::cli::OpcuaCommand>),
     /// Call a running gateway's JSON-RPC management API: `osgate rpc METHOD [JSON-PARAMS]`.
     Rpc(osgate::rpc::client::RpcCommand),
     /// Check that a running gateway answers and its sinks have not failed: exit 0 (healthy)
@@ -94,13 +85,16 @@ fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) ->
 fn init_logging(debug: bool, format: LogFormat) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
-    // rumqttd logs every ordinary client disconnect as an ERROR, so its log stays off unless
-    // RUST_LOG asks for it; osgate logs the broker's start and its failures itself.
+    // rumqttd logs every ordinary client disconnect as an ERROR, and the OPC-UA stack logs
+    // several WARN/ERROR lines with long spans for every failed connect; their logs stay off
+    // unless RUST_LOG asks for them: osgate logs the broker's start and failures, and one
+    // clear line per connector state change, itself.
+    const QUIET: &str = "rumqttd=off,opcua_client=off,opcua_core=off,opcua_crypto=off,opcua_types=off,opcua_nodes=off";
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(if debug {
-            "info,osgate=debug,rumqttd=off"
+            format!("info,osgate=debug,{QUIET}")
         } else {
-            "info,rumqttd=off,rumqttc=warn"
+            format!("info,rumqttc=warn,{QUIET}")
         })
     });
     let builder = tracing_subscriber::fmt()
@@ -116,9 +110,27 @@ fn init_logging(debug: bool, format: LogFormat) {
     }
 }
 
+/// The whole command line: [`Cli`] and the protocols' own tools (`osgate modbus …`), which
+/// come from the connector registry.
+fn command() -> clap::Command {
+    let mut command = Cli::command();
+    for p in osgate::connectors::PROTOCOLS {
+        if let Some(tool) = &p.tool {
+            command = command.subcommand((tool.args)(clap::Command::new(p.name).about(tool.about)));
+        }
+    }
+    command
+}
+
 fn main() -> ExitCode {
     osgate::install_crypto_provider();
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    if let Some((name, args)) = matches.subcommand() {
+        if let Some(tool) = osgate::connectors::protocol(name).and_then(|p| p.tool.as_ref()) {
+            return (tool.run)(args);
+        }
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let outer = cli.gateway.clone();
     let command = cli.command.unwrap_or(Command::Run(GatewayArgs::default()));
     let format = match &command {
@@ -129,12 +141,6 @@ fn main() -> ExitCode {
     match command {
         Command::Check(a) => check(&a.or(outer).config()),
         Command::Run(a) => run(a.or(outer).config()),
-        #[cfg(feature = "modbus")]
-        Command::Modbus(cmd) => osgate::connectors::modbus::cli::main(*cmd),
-        #[cfg(feature = "mbus")]
-        Command::Mbus(cmd) => osgate::connectors::mbus::cli::main(*cmd),
-        #[cfg(feature = "opcua")]
-        Command::Opcua(cmd) => osgate::connectors::opcua::cli::main(*cmd),
         Command::Rpc(cmd) => osgate::rpc::client::main(cmd),
         Command::Health(mut cmd) => {
             cmd.config = cmd.config.or(outer.config);
@@ -279,7 +285,6 @@ fn run(path: PathBuf) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory as _;
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
@@ -291,7 +296,7 @@ mod tests {
 
     #[test]
     fn tools_do_not_list_the_gateway_options() {
-        let mut cmd = Cli::command();
+        let mut cmd = command();
         for path in [&["rpc"][..], &["modbus", "read"][..]] {
             let mut sub = &mut cmd;
             for p in path {

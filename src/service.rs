@@ -248,6 +248,8 @@ impl GatewayService {
             flush_timeout: self.config.gateway.shutdown_timeout.0,
             started: self.started,
             config_info: self.registry.config.subscribe(),
+            version: crate::VERSION,
+            commit: crate::COMMIT,
             control: self.control.clone(),
         };
         let cfg = config.clone();

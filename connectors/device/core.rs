@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use super::write::{self, WriteSpec};
 use super::Fault;
-use crate::config::{ChannelSpec, DeviceSpec};
-use crate::connectors::ConnectorContext;
-use crate::control::{DeviceError, EnabledFlag, Inbox};
-use crate::pipeline::DeviceOutput;
-use crate::reading::{Timestamp, Value};
-use crate::status::Health;
+use crate::ConnectorContext;
+use osgate_core::config::{ChannelSpec, DeviceSpec};
+use osgate_core::control::{DeviceError, EnabledFlag, Inbox};
+use osgate_core::pipeline::DeviceOutput;
+use osgate_core::reading::{Timestamp, Value};
+use osgate_core::status::Health;
 
 /// Why a protocol could not write a value; the runtime names the device and channel.
 #[derive(Debug, Clone, PartialEq, Eq)]

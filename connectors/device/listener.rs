@@ -24,14 +24,14 @@ use tokio::time::Instant;
 
 use super::core::{Core, Tally, WriteError};
 use super::{Backoff, Fault, WriteSpec, DEFAULT_BACKOFF};
-use crate::config::spec::check_name;
-use crate::config::{ChannelSpec, DeviceSpec};
-use crate::connectors::ConnectorContext;
-use crate::control::{DeviceError, DeviceRequest, Inbox};
-use crate::pipeline::Reserved;
-use crate::reading::{Timestamp, Value};
-use crate::status::{Health, InputCounters};
-use crate::transform::TransformConfig;
+use crate::ConnectorContext;
+use osgate_core::config::spec::check_name;
+use osgate_core::config::{ChannelSpec, DeviceSpec};
+use osgate_core::control::{DeviceError, DeviceRequest, Inbox};
+use osgate_core::pipeline::Reserved;
+use osgate_core::reading::{Timestamp, Value};
+use osgate_core::status::{Health, InputCounters};
+use osgate_core::transform::TransformConfig;
 
 /// The protocol part of a listening connector.
 pub trait Listener: Send + 'static {

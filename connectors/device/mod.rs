@@ -38,16 +38,16 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use self::core::WriteError;
-pub use crate::backoff::Backoff;
+pub use osgate_core::backoff::Backoff;
 pub use write::{ValueKind, WriteSpec, WriteType};
 
 use self::core::{Core, Tally};
 use super::ConnectorContext;
-use crate::config::{ChannelSpec, DeviceSpec};
-use crate::control::{DeviceError, DeviceRequest, Inbox};
-use crate::pipeline::DeviceOutput;
-use crate::reading::{Quality, Reading, Timestamp, Value};
-use crate::status::Health;
+use osgate_core::config::{ChannelSpec, DeviceSpec};
+use osgate_core::control::{DeviceError, DeviceRequest, Inbox};
+use osgate_core::pipeline::DeviceOutput;
+use osgate_core::reading::{Quality, Reading, Timestamp, Value};
+use osgate_core::status::Health;
 
 /// A device that did not answer at all (no connection, timeout, garbled frame): the whole poll
 /// failed, the device goes offline with this reason and is retried after its backoff.

@@ -16,7 +16,7 @@ use regex_lite::Regex;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use crate::reading::{Timestamp, Value};
+use osgate_core::reading::{Timestamp, Value};
 
 /// How a text (a plain payload, a regex capture, a JSON string) becomes a value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::listener::{Devices, Listener, ListenerLine};
 use super::*;
-use crate::control::ControlRegistry;
-use crate::pipeline::{sink_queue, Envelope, ReadingSender, WhenFull};
-use crate::reading::Quality;
-use crate::status::{ConnectorHealth, DeviceStatus};
-use crate::transform::TransformConfig;
+use osgate_core::control::ControlRegistry;
+use osgate_core::pipeline::{sink_queue, Envelope, ReadingSender, WhenFull};
+use osgate_core::reading::Quality;
+use osgate_core::status::{ConnectorHealth, DeviceStatus};
+use osgate_core::transform::TransformConfig;
 
 /// Bound of every wait (on the paused clock too: a wait that can never end fails).
 const WAIT: Duration = Duration::from_secs(20);
@@ -611,8 +611,8 @@ fn heartbeat_line(h: &Harness) -> (ListenerLine<TestListener>, mpsc::Sender<List
     a.channels[0] = channel(
         "plain",
         TransformConfig {
-            report: Some(crate::transform::Report::OnChange),
-            heartbeat: Some(crate::config::Dur::from_secs(1)),
+            report: Some(osgate_core::transform::Report::OnChange),
+            heartbeat: Some(osgate_core::config::Dur::from_secs(1)),
             ..TransformConfig::IDENTITY
         },
     );

@@ -4,8 +4,8 @@
 //! raw value against the range of the device's type. The connector only sends the raw value;
 //! what the device took is scaled forward again for the answer.
 
-use crate::control::DeviceError;
-use crate::reading::Value;
+use osgate_core::control::DeviceError;
+use osgate_core::reading::Value;
 
 /// The kind of value a writable channel takes on the device.
 #[derive(Debug, Clone, Copy, PartialEq)]

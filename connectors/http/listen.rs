@@ -38,14 +38,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{HttpListenConfig, ListenDevice};
-use crate::config::DeviceSpec;
-use crate::connectors::device::listener::{Devices, Input, Listener, ListenerLine};
-use crate::connectors::device::payload::{leaves, Pick, TimeParser, TimestampConfig};
-use crate::connectors::device::{Fault, WriteError};
-use crate::connectors::{ConnectorContext, ConnectorError, Running};
-use crate::reading::{Timestamp, Value};
-use crate::rpc::auth::{key_matches, presented_key};
-use crate::transform::TransformConfig;
+use osgate_core::config::DeviceSpec;
+use crate::device::listener::{Devices, Input, Listener, ListenerLine};
+use crate::device::payload::{leaves, Pick, TimeParser, TimestampConfig};
+use crate::device::{Fault, WriteError};
+use crate::{ConnectorContext, ConnectorError, Running};
+use osgate_core::reading::{Timestamp, Value};
+use osgate_core::auth::{key_matches, presented_key};
+use osgate_core::transform::TransformConfig;
 
 /// Bodies waiting for the line task; beyond that a request waits (up to [`LINE_WAIT`]).
 const QUEUE: usize = 256;
@@ -397,7 +397,7 @@ async fn serve(
         let (sock, peer) = tokio::select! {
             _ = token.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            c = crate::net::accept(&listener, "HTTP ingest") => match c {
+            c = osgate_core::net::accept(&listener, "HTTP ingest") => match c {
                 Some(c) => c,
                 None => continue,
             },
@@ -412,7 +412,7 @@ async fn serve(
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
                         Ok(Ok(s)) => connection(TokioIo::new(s), server).await,
                         Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %crate::net::describe_error(&e), "HTTP ingest TLS handshake failed")
+                            tracing::debug!(%peer, error = %osgate_core::net::describe_error(&e), "HTTP ingest TLS handshake failed")
                         }
                         Err(_) => tracing::debug!(%peer, "HTTP ingest TLS handshake timed out"),
                     }

@@ -6,24 +6,23 @@
 //!   devices and webhooks, behind an API key, and answers whether the readings are in the
 //!   pipeline (202) or must be sent again (503).
 //!
-//! Config → [`HttpConfig`] (the `mode` picks the settings types, so each mode reports the fields
+//! Config → [`HttpPollConfig`] or [`HttpListenConfig`] (the `mode` picks the settings types, so each mode reports the fields
 //! of the other as unknown); channel values are decoded by the kit's shared document decoding
 //! (`device::payload`: [`Pick`], timestamps). Transforms, health, backoff and writes are the
 //! kit's (`connectors/device`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::device::payload::{check_pointer, Pick, TimestampConfig, ValueType};
-use super::{ConnectorConfig, ConnectorContext, ConnectorError, ConnectorKind, Parse, Running};
-use crate::config::{ConfigError, ConnectorSpec, Dur, Entry};
-use crate::net::{ServerTlsConfig, TlsConfig};
-use crate::size::Size;
+use super::{ConnectorConfig, Parse};
+use osgate_core::config::{ConfigError, ConnectorSpec, Dur, Entry};
+use osgate_core::net::{ServerTlsConfig, TlsConfig};
+use osgate_core::size::Size;
 
 pub mod listen;
 pub mod poll;
@@ -33,25 +32,19 @@ pub type HttpPollConfig = ConnectorSpec<PollSettings, PollDevice, HttpChannel>;
 /// A parsed HTTP connector in listen mode.
 pub type HttpListenConfig = ConnectorSpec<ListenSettings, ListenDevice, HttpChannel>;
 
-/// An HTTP connector, by `mode`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum HttpConfig {
-    /// `"mode": "poll"`.
-    Poll(Arc<HttpPollConfig>),
-    /// `"mode": "listen"`.
-    Listen(Arc<HttpListenConfig>),
-}
+/// `"protocol": "http"` in the protocol registry: `"mode": "poll"` or `"listen"`.
+pub const PROTOCOL: crate::Protocol = crate::Protocol {
+    name: "http",
+    parse,
+    tool: None,
+};
 
 /// Parses an `"protocol": "http"` entry by its `mode`.
-pub(super) fn parse(p: Parse<'_>, mut entry: Entry<'_>) -> Option<ConnectorConfig> {
+fn parse(p: Parse<'_>, mut entry: Entry<'_>) -> Option<ConnectorConfig> {
     let mode = entry.fields.remove("mode");
     match mode.as_ref().and_then(Json::as_str) {
-        Some("poll") => p.spec(entry, "http", validate_poll, |s| {
-            ConnectorKind::Http(HttpConfig::Poll(s))
-        }),
-        Some("listen") => p.spec(entry, "http", validate_listen, |s| {
-            ConnectorKind::Http(HttpConfig::Listen(s))
-        }),
+        Some("poll") => p.spec(entry, validate_poll, poll::build),
+        Some("listen") => p.spec(entry, validate_listen, listen::build),
         _ => {
             let msg = match mode {
                 None => "missing field, expected \"poll\" or \"listen\"".to_string(),
@@ -61,14 +54,6 @@ pub(super) fn parse(p: Parse<'_>, mut entry: Entry<'_>) -> Option<ConnectorConfi
                 .push(ConfigError::new(format!("{}.mode", p.path), msg));
             None
         }
-    }
-}
-
-/// Checks what can be checked before it runs and returns the running connector.
-pub fn build(cfg: &HttpConfig, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
-    match cfg {
-        HttpConfig::Poll(spec) => poll::build(spec.clone(), ctx),
-        HttpConfig::Listen(spec) => listen::build(spec.clone(), ctx),
     }
 }
 
@@ -566,7 +551,7 @@ mod tests {
 
     #[test]
     fn sizes() {
-        use crate::size::parse_size;
+        use osgate_core::size::parse_size;
         assert_eq!(parse_size("256KiB").unwrap(), 256 << 10);
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert_eq!(parse_size("2kB").unwrap(), 2000);

@@ -26,15 +26,15 @@ use serde_json::Value as Json;
 use tokio::time::Instant;
 
 use super::{Auth, HttpChannel, HttpPollConfig, Method, PollDevice, PollSettings};
-use crate::config::ChannelSpec;
-use crate::connectors::device::listener::Input;
-use crate::connectors::device::payload::{Pick, TimeParser, ValueType};
-use crate::connectors::device::{
+use osgate_core::config::ChannelSpec;
+use crate::device::listener::Input;
+use crate::device::payload::{Pick, TimeParser, ValueType};
+use crate::device::{
     self, Backoff, Fault, Line, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec,
 };
-use crate::connectors::{ConnectorContext, ConnectorError, Running};
-use crate::net::http::HttpClientSettings;
-use crate::reading::{Timestamp, Value};
+use crate::{ConnectorContext, ConnectorError, Running};
+use osgate_core::net::http::HttpClientSettings;
+use osgate_core::reading::{Timestamp, Value};
 
 /// Checks what can be checked before it runs (the TLS files, the requests) and returns the
 /// running connector: one line per endpoint.
@@ -275,7 +275,7 @@ struct WriteRequest {
 }
 
 impl HttpDevice {
-    fn new(d: &crate::config::DeviceSpec<PollDevice, HttpChannel>) -> Self {
+    fn new(d: &osgate_core::config::DeviceSpec<PollDevice, HttpChannel>) -> Self {
         let picks = d
             .channels
             .iter()
@@ -384,9 +384,9 @@ fn transport_fault(e: &reqwest::Error, timeout: Option<Duration>) -> Fault {
         });
         Fault::new("timeout", format!("no answer{within} (timeout)"))
     } else if e.is_connect() {
-        Fault::new("connect", crate::net::describe_error(e))
+        Fault::new("connect", osgate_core::net::describe_error(e))
     } else {
-        Fault::new("io", crate::net::describe_error(e))
+        Fault::new("io", osgate_core::net::describe_error(e))
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::link::{self, Address, Endpoint, Link, Secondary, Timing};
 use super::{frame, json, BAUDS};
-use crate::config::parse_duration;
+use osgate_core::config::parse_duration;
 
 /// `osgate mbus …`.
 #[derive(Debug, clap::Args)]
@@ -88,6 +88,13 @@ pub struct ReadArgs {
     pub id: Option<String>,
 }
 
+/// `osgate mbus …`, the protocol's tool in the registry.
+pub const TOOL: crate::Tool = crate::Tool {
+    about: "M-Bus field tools: decode a frame, scan a bus, read a meter",
+    args: <MbusCommand as clap::Args>::augment_args,
+    run: |m| crate::Tool::run_with(m, main),
+};
+
 /// Runs `osgate mbus …` and returns the process exit code.
 pub fn main(cmd: MbusCommand) -> ExitCode {
     match cmd.op {
@@ -148,7 +155,7 @@ where
             return ExitCode::from(2);
         }
     };
-    let rt = match crate::runtime(false) {
+    let rt = match osgate_core::runtime(false) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::device::{self, Backoff, Line};
 use super::{ConnectorContext, ConnectorError, Running};
-use crate::config::{ConfigError, ConnectorSpec, Dur};
+use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod cli;
 pub mod frame;
@@ -192,6 +192,14 @@ pub fn default_timeout(baud: u32) -> Duration {
     t.max(Duration::from_millis(500))
 }
 
+/// `"protocol": "mbus"` in the protocol registry, with `osgate mbus`.
+pub const PROTOCOL: crate::Protocol = crate::Protocol {
+    name: "mbus",
+    parse: |p, entry| p.spec(entry, validate, build),
+    tool: Some(cli::TOOL),
+};
+
+
 /// Semantic checks.
 pub fn validate(spec: &MbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
     let s = &spec.settings;
@@ -319,7 +327,7 @@ pub fn build(spec: Arc<MbusConfig>, ctx: ConnectorContext) -> Result<Running, Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::parse_spec_value;
+    use osgate_core::config::spec::parse_spec_value;
     use serde_json::json;
 
     fn errors(v: serde_json::Value) -> Vec<String> {

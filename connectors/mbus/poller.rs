@@ -12,9 +12,9 @@ use std::sync::Arc;
 use super::link::{Address, Link, LinkError, Secondary};
 use super::record::{self, Function, Record, RecordValue};
 use super::{frame, json, MbusChannel, MbusDevice};
-use crate::config::DeviceSpec;
-use crate::connectors::device::{Fault, Poll, Poller, Schedule, WriteError};
-use crate::reading::{Timestamp, Value};
+use osgate_core::config::DeviceSpec;
+use crate::device::{Fault, Poll, Poller, Schedule, WriteError};
+use osgate_core::reading::{Timestamp, Value};
 
 /// What a channel takes from the meter's answer.
 #[derive(Debug, Clone, PartialEq)]

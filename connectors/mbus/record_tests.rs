@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mbus/libmbus")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/mbus/libmbus")
 }
 
 fn hex_files(dir: &str) -> Vec<PathBuf> {

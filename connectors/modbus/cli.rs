@@ -14,8 +14,8 @@ use tokio_modbus::client::{Reader as _, Writer as _};
 use super::codec::{self, ByteOrder, DataType, Table, ValueFormat};
 use super::transport::{self, CallError};
 use super::{Parity, SerialSettings, Transport};
-use crate::config::parse_duration;
-use crate::reading::Value;
+use osgate_core::config::parse_duration;
+use osgate_core::reading::Value;
 
 /// `osgate modbus …`.
 #[derive(Debug, clap::Args)]
@@ -241,9 +241,16 @@ fn device_error(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// `osgate modbus …`, the protocol's tool in the registry.
+pub const TOOL: crate::Tool = crate::Tool {
+    about: "Read or write one value of a Modbus device (commissioning, like mbpoll)",
+    args: <ModbusCommand as clap::Args>::augment_args,
+    run: |m| crate::Tool::run_with(m, main),
+};
+
 /// Runs `osgate modbus …` and returns the process exit code.
 pub fn main(cmd: ModbusCommand) -> ExitCode {
-    let rt = match crate::runtime(false) {
+    let rt = match osgate_core::runtime(false) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -253,7 +260,7 @@ pub fn main(cmd: ModbusCommand) -> ExitCode {
             Ok(r) => match rt.block_on(read(&r, args.count)) {
                 Ok(values) => {
                     for (addr, v) in values {
-                        crate::outln!("{}[{addr}] = {}", r.table, Shown(&v));
+                        osgate_core::outln!("{}[{addr}] = {}", r.table, Shown(&v));
                     }
                     ExitCode::SUCCESS
                 }
@@ -266,7 +273,7 @@ pub fn main(cmd: ModbusCommand) -> ExitCode {
                 let value = parse_value(&args.value, r.format.data_type);
                 match rt.block_on(write(&r, &value)) {
                     Ok(back) => {
-                        crate::outln!(
+                        osgate_core::outln!(
                             "{}[{}] = {} (written {})",
                             r.table,
                             r.address,

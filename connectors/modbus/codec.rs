@@ -26,7 +26,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::reading::Value;
+use osgate_core::reading::Value;
 
 /// Most registers one read request may return (FC03/FC04).
 pub const MAX_REGISTERS_PER_READ: u16 = 125;

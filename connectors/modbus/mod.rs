@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::device::{self, Backoff, Line};
 use super::{ConnectorContext, ConnectorError, Running};
-use crate::config::{ConfigError, ConnectorSpec, Dur};
+use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod cli;
 pub mod codec;
@@ -239,6 +239,14 @@ fn check_host_port(s: &str) -> Result<(), String> {
     }
 }
 
+/// `"protocol": "modbus"` in the protocol registry, with `osgate modbus`.
+pub const PROTOCOL: crate::Protocol = crate::Protocol {
+    name: "modbus",
+    parse: |p, entry| p.spec(entry, validate, build),
+    tool: Some(cli::TOOL),
+};
+
+
 /// Semantic checks of a Modbus connector; every problem is pushed with its path.
 pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
     let s = &spec.settings;
@@ -423,7 +431,7 @@ pub fn build(spec: Arc<ModbusConfig>, ctx: ConnectorContext) -> Result<Running, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::parse_spec_value;
+    use osgate_core::config::spec::parse_spec_value;
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<ModbusConfig, Vec<ConfigError>> {

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::connectors::modbus::codec::{Table, MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ};
+use crate::modbus::codec::{Table, MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ};
 
 /// One channel, as the planner sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -23,9 +23,9 @@ use super::codec::{self, DataType, Table, ValueFormat};
 use super::planner::{self, PlanItem, ReadRequest};
 use super::transport::{self, CallError};
 use super::{ModbusChannel, ModbusDevice, ModbusSettings, Transport};
-use crate::config::{ChannelSpec, DeviceSpec};
-use crate::connectors::device::{Fault, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
-use crate::reading::{Timestamp, Value};
+use osgate_core::config::{ChannelSpec, DeviceSpec};
+use crate::device::{Fault, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
+use osgate_core::reading::{Timestamp, Value};
 
 /// What a unit needs of a channel at run time.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! messages into readings, and publishes writes back to their command topics.
 //!
 //! One connector is one broker connection (several brokers = several connectors), built by
-//! [`crate::net::mqtt`] like every MQTT client of osgate (URL, TLS, credentials). Messages are
+//! [`osgate_core::net::mqtt`] like every MQTT client of osgate (URL, TLS, credentials). Messages are
 //! matched against the connector's `mappings` in order, first match wins ([`topic`]: filters
 //! with named captures); the device and channel names come from the captures or are fixed; the
 //! payload is decoded by the kit's [`payload`](super::device::payload) module (JSON pointers,
@@ -32,12 +32,12 @@ use super::device::payload::{leaves, Pick, TimeParser, TimestampConfig, ValueTyp
 pub use super::device::WriteType;
 use super::device::{Backoff, Fault, WriteError, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
-use crate::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
-use crate::net::mqtt::{parse_url, MqttClientSettings};
-use crate::net::TlsConfig;
-use crate::reading::{Timestamp, Value};
-use crate::size::Size;
-use crate::transform::TransformConfig;
+use osgate_core::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
+use osgate_core::net::mqtt::{parse_url, MqttClientSettings};
+use osgate_core::net::TlsConfig;
+use osgate_core::reading::{Timestamp, Value};
+use osgate_core::size::Size;
+use osgate_core::transform::TransformConfig;
 
 pub mod topic;
 
@@ -246,6 +246,13 @@ fn default_payload() -> String {
 
 /// osgate's own topic roots: a connector never feeds these back into the gateway.
 const OWN_ROOTS: [&str; 4] = ["telemetry", "status", "command", "rpc"];
+/// `"protocol": "mqtt"` in the protocol registry.
+pub const PROTOCOL: crate::Protocol = crate::Protocol {
+    name: "mqtt",
+    parse: |p, entry| p.spec(entry, validate, build),
+    tool: None,
+};
+
 
 /// Semantic checks: URL, TLS, QoS, mappings (patterns, templates, pointers, regexes,
 /// timestamps), writable channels.
@@ -483,7 +490,7 @@ pub fn build(spec: Arc<MqttConfig>, ctx: ConnectorContext) -> Result<Running, Co
     let s = &spec.settings;
     let settings = client_settings(s, &ctx.gateway, &ctx.name);
     let options = settings.options().map_err(|e| match e {
-        crate::net::mqtt::MqttConfigError::PasswordFile { path, source } => ConnectorError::File {
+        osgate_core::net::mqtt::MqttConfigError::PasswordFile { path, source } => ConnectorError::File {
             path: path.display().to_string(),
             reason: source.to_string(),
         },
@@ -624,7 +631,7 @@ impl MqttListener {
         };
         Fault::new(
             kind,
-            format!("broker {}: {}", self.url, crate::net::describe_error(e)),
+            format!("broker {}: {}", self.url, osgate_core::net::describe_error(e)),
         )
     }
 }
@@ -841,8 +848,8 @@ fn prefix_is_needed(doc: Option<&serde_json::Value>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::parse_checked;
-    use crate::connectors::device::ValueKind;
+    use osgate_core::config::spec::parse_checked;
+    use crate::device::ValueKind;
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<MqttConfig, Vec<ConfigError>> {

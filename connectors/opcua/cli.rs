@@ -13,7 +13,7 @@ use opcua::types::{
 
 use super::session::{Connection, Endpoint, NodeRef};
 use super::{value, Mode, OpcuaSettings, Policy, Security, User};
-use crate::config::{parse_duration, Dur};
+use osgate_core::config::{parse_duration, Dur};
 
 /// `osgate opcua …`.
 #[derive(Debug, clap::Args)]
@@ -70,9 +70,16 @@ pub struct BrowseArgs {
     pub timeout: String,
 }
 
+/// `osgate opcua …`, the protocol's tool in the registry.
+pub const TOOL: crate::Tool = crate::Tool {
+    about: "Browse an OPC-UA server's address space (commissioning)",
+    args: <OpcuaCommand as clap::Args>::augment_args,
+    run: |m| crate::Tool::run_with(m, main),
+};
+
 /// Runs `osgate opcua …`.
 pub fn main(cmd: OpcuaCommand) -> ExitCode {
-    let rt = match crate::runtime(false) {
+    let rt = match osgate_core::runtime(false) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

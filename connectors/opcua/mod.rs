@@ -24,8 +24,9 @@ use super::device::listener::ListenerLine;
 pub use super::device::WriteType;
 use super::device::{self, Backoff, Line, Schedule, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
-use crate::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
+use osgate_core::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
 
+pub mod cert;
 pub mod cli;
 pub mod poll;
 pub mod session;
@@ -246,6 +247,14 @@ fn default_keep_alive_count() -> u32 {
     10
 }
 
+/// `"protocol": "opcua"` in the protocol registry, with `osgate opcua`.
+pub const PROTOCOL: crate::Protocol = crate::Protocol {
+    name: "opcua",
+    parse: |p, entry| p.spec(entry, validate, build),
+    tool: Some(cli::TOOL),
+};
+
+
 /// Semantic checks: URL, security, certificate pair, intervals, node ids.
 pub fn validate(spec: &OpcuaConfig, path: &str, errs: &mut Vec<ConfigError>) {
     let s = &spec.settings;
@@ -394,7 +403,7 @@ pub fn build(spec: Arc<OpcuaConfig>, ctx: ConnectorContext) -> Result<Running, C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::parse_checked;
+    use osgate_core::config::spec::parse_checked;
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<OpcuaConfig, Vec<ConfigError>> {

@@ -1,5 +1,5 @@
 //! Poll mode: the connector's `poll` devices read with the `Read` service at their interval,
-//! on the kit's [`Line`](crate::connectors::device::Line) (one session for all of them). The
+//! on the kit's [`Line`](crate::device::Line) (one session for all of them). The
 //! kit owns the schedule, health, backoff and write checks; this is the protocol: connect when
 //! needed, resolve the channels' namespace URIs once per connection, read the due channels in
 //! one request, and write.
@@ -10,9 +10,9 @@ use opcua::types::{NamespaceMap, NodeId, VariantScalarTypeId};
 
 use super::session::{Connection, Endpoint, NodeRef};
 use super::{value, OpcuaChannel, OpcuaDevice};
-use crate::config::DeviceSpec;
-use crate::connectors::device::{Fault, Poll, Poller, WriteError};
-use crate::reading::{Timestamp, Value};
+use osgate_core::config::DeviceSpec;
+use crate::device::{Fault, Poll, Poller, WriteError};
+use osgate_core::reading::{Timestamp, Value};
 
 /// The poller of one connector's `poll` devices.
 pub struct Reader {

@@ -26,9 +26,9 @@ use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 
 use super::{Mode, OpcuaSettings, Policy};
-use crate::connectors::device::{Fault, WriteError};
-use crate::connectors::ConnectorError;
-use crate::reading::Value;
+use crate::device::{Fault, WriteError};
+use crate::ConnectorError;
+use osgate_core::reading::Value;
 
 /// The application URI osgate presents (and writes into a generated certificate).
 pub const APPLICATION_URI: &str = "urn:osgate:client";
@@ -190,7 +190,9 @@ impl Endpoint {
                     .pki_dir(&self.pki_dir)
                     .create_sample_keypair(self.cert_files.is_none())
                     .trust_server_certs(self.trust_on_first_use)
-                    .verify_server_certs(true)
+                    // Trust and key length stay the library's; validity, host and URI are
+                    // checked in `connect` (super::cert), whatever the order of the names.
+                    .verify_server_certs(false)
                     .session_retry_limit(0)
                     .request_timeout(self.timeout)
                     .keep_alive_interval(Duration::from_secs(5))
@@ -298,6 +300,22 @@ impl Endpoint {
                 ),
             ));
         };
+        if self.policy != SecurityPolicy::None {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            super::cert::check(
+                endpoint.server_certificate.as_ref(),
+                super::cert::url_host(url),
+                endpoint.server.application_uri.as_ref(),
+                now,
+            )
+            .map_err(|r| {
+                let mut f = self.connect_fault(r.code);
+                f.message = format!("{}: {}", f.message, r.reason);
+                f
+            })?;
+        }
         let token = match &self.user {
             None => IdentityToken::Anonymous,
             Some((u, p)) => IdentityToken::new_user_name(u.clone(), p.clone()),

@@ -1,5 +1,5 @@
 //! Subscription mode: the listener of the connector's `subscribe` devices, on the kit's
-//! [`ListenerLine`](crate::connectors::device::listener::ListenerLine).
+//! [`ListenerLine`](crate::device::listener::ListenerLine).
 //!
 //! At every connect (in a task of its own, so the kit may drop `next()` at any time without
 //! losing a half-made connection) the namespace URIs are resolved, each device gets one
@@ -29,12 +29,12 @@ use tokio::time::Instant;
 
 use super::session::{Connection, Endpoint, NodeRef};
 use super::{value, OpcuaChannel, OpcuaDevice};
-use crate::config::DeviceSpec;
-use crate::connectors::device::listener::{Devices, Listener};
-use crate::connectors::device::{Fault, WriteError};
-use crate::connectors::ConnectorContext;
-use crate::reading::{Timestamp, Value};
-use crate::status::ConnectorHealth;
+use osgate_core::config::DeviceSpec;
+use crate::device::listener::{Devices, Listener};
+use crate::device::{Fault, WriteError};
+use crate::ConnectorContext;
+use osgate_core::reading::{Timestamp, Value};
+use osgate_core::status::ConnectorHealth;
 
 /// Publish responses waiting for `next()`; beyond, notifications are dropped and counted.
 const QUEUE: usize = 256;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use opcua::types::{DataValue, NodeId, StatusCode, Variant, VariantScalarTypeId};
 
-use crate::reading::{Timestamp, Value};
+use osgate_core::reading::{Timestamp, Value};
 
 /// The reading value of `v`; `None` for an empty Variant. Scalars map to bool, i64, u64, f64
 /// or text; arrays (of any dimensions, flattened) become JSON text.

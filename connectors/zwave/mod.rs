@@ -1,7 +1,7 @@
 //! The Z-Wave connector (`"protocol": "zwave"`): a client of Z-Wave JS Server, as Home
 //! Assistant is, so osgate works with every USB stick the zwave-js driver supports.
 //!
-//! One connector is one WebSocket connection (`ws://` or `wss://`, TLS by [`crate::net::tls`]).
+//! One connector is one WebSocket connection (`ws://` or `wss://`, TLS by [`osgate_core::net::tls`]).
 //! On connect it negotiates the API schema (`set_api_schema`, the newest both sides speak) and
 //! sends `start_listening`, whose answer is the state of every node; after that the server
 //! pushes events. Devices are nodes (by id or name); channels are value ids (command class,
@@ -42,10 +42,10 @@ use tokio_util::either::Either;
 use super::device::listener::{Devices, Input, Listener, ListenerLine};
 use super::device::{Backoff, Fault, ValueKind, WriteError, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
-use crate::config::{ConfigError, ConnectorSpec, Dur};
-use crate::net::TlsConfig;
-use crate::reading::{Timestamp, Value};
-use crate::transform::TransformConfig;
+use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
+use osgate_core::net::TlsConfig;
+use osgate_core::reading::{Timestamp, Value};
+use osgate_core::transform::TransformConfig;
 
 use wire::{
     CommandResult, EventHead, Head, Listening, Meta, MetaType, NodeState, NodeValue, Prop, Scalar,
@@ -154,6 +154,13 @@ impl ZwaveChannel {
 /// The newest API schema osgate was tested with; it asks for this one or the server's newest
 /// if that is older.
 const SCHEMA: u32 = 44;
+/// `"protocol": "zwave"` in the protocol registry.
+pub const PROTOCOL: crate::Protocol = crate::Protocol {
+    name: "zwave",
+    parse: |p, entry| p.spec(entry, validate, build),
+    tool: None,
+};
+
 
 /// Semantic checks: URL, TLS, timers, nodes, value ids.
 pub fn validate(spec: &ZwaveConfig, path: &str, errs: &mut Vec<ConfigError>) {
@@ -353,7 +360,7 @@ impl Dev {
     fn new(
         name: Arc<str>,
         node: NodeRef,
-        channels: &[crate::config::ChannelSpec<ZwaveChannel>],
+        channels: &[osgate_core::config::ChannelSpec<ZwaveChannel>],
     ) -> Dev {
         let mut reads = HashMap::new();
         let mut writes = HashMap::new();
@@ -466,7 +473,7 @@ impl Connect {
                     Either::Right(connector.connect(name.clone(), tcp).await.map_err(|e| {
                         Fault::new(
                             "tls",
-                            format!("{}: {}", t.url, crate::net::describe_error(&e)),
+                            format!("{}: {}", t.url, osgate_core::net::describe_error(&e)),
                         )
                     })?)
                 }
@@ -1216,9 +1223,9 @@ mod tests {
     fn parse(v: serde_json::Value) -> Result<Arc<ZwaveConfig>, Vec<ConfigError>> {
         let mut errs = Vec::new();
         let raw = serde_json::value::to_raw_value(&v).unwrap();
-        let c = crate::connectors::ConnectorConfig::from_raw(0, &raw, &|_| None, &mut errs);
-        match c.map(|c| c.kind) {
-            Some(crate::connectors::ConnectorKind::Zwave(spec)) if errs.is_empty() => Ok(spec),
+        let c = crate::ConnectorConfig::from_raw(0, &raw, &|_| None, &mut errs);
+        match c.as_ref().and_then(|c| c.kind.spec::<ZwaveConfig>()) {
+            Some(spec) if errs.is_empty() => Ok(spec.clone()),
             _ => Err(errs),
         }
     }

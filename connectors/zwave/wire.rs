@@ -15,7 +15,7 @@ use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::reading::Value;
+use osgate_core::reading::Value;
 
 /// A value id's `property` or `propertyKey`: a number or a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::proto::{DataType, Metric, MetricValue};
-use crate::control::{ControlRegistry, DeviceError};
+use osgate_core::control::{ControlRegistry, DeviceError};
 
 /// How long a DCMD write may take (the same bound as `device.write`).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -57,7 +57,7 @@ pub async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>) {
             }
             Ok(_) => continue,
             Err(e) => {
-                let _ = tx.send(LinkEvent::Down(crate::net::describe_error(&e)));
+                let _ = tx.send(LinkEvent::Down(osgate_core::net::describe_error(&e)));
                 return;
             }
         };

@@ -32,9 +32,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{SinkContext, SinkError};
-use crate::config::{ConfigError, Dur};
-use crate::net::mqtt::MqttClientSettings;
-use crate::net::TlsConfig;
+use osgate_core::config::{ConfigError, Dur};
+use osgate_core::net::mqtt::MqttClientSettings;
+use osgate_core::net::TlsConfig;
 
 /// Settings of the Sparkplug B sink.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::proto::PropertyValueKind;
 use super::proto::{DataType, Metric, MetricValue, Payload, PropertySet, PropertyValue};
-use crate::reading::{Batch, Quality, Reading, Timestamp, Value};
+use osgate_core::reading::{Batch, Quality, Reading, Timestamp, Value};
 
 /// Name of the node metric a host writes `true` to for a rebirth.
 pub const REBIRTH: &str = "Node Control/Rebirth";

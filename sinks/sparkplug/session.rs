@@ -31,14 +31,16 @@ use super::link::{drive, Link, LinkEvent};
 use super::node::{Changed, DeviceState, Node, Update, REBIRTH};
 use super::proto::{DataType, Metric, MetricValue, Payload};
 use super::SparkplugSinkConfig;
-use crate::backoff::Backoff;
-use crate::config::TELEMETRY_DEVICE;
-use crate::net::mqtt::MqttClientSettings;
-use crate::pipeline::Envelope;
-use crate::reading::{Batch, Timestamp};
-use crate::sinks::{SinkContext, SinkError};
-use crate::status::{DeviceStatus, Health};
+use crate::{SinkContext, SinkError};
+use osgate_core::backoff::Backoff;
+use osgate_core::net::mqtt::MqttClientSettings;
+use osgate_core::pipeline::Envelope;
+use osgate_core::reading::{Batch, Timestamp};
+use osgate_core::status::{DeviceStatus, Health};
 
+/// The device of the gateway's self-telemetry (the `osgate` package's
+/// `config::TELEMETRY_DEVICE`): its readings are node metrics.
+const TELEMETRY_DEVICE: &str = "_gateway";
 /// Largest MQTT packet in and out (a DBIRTH of thousands of channels fits).
 const MAX_PACKET: usize = 16 * 1024 * 1024;
 

@@ -9,16 +9,16 @@
 //! ([`remote`]: fetch, cache, fallback, refresh) builds on [`from_document`] too, so a config
 //! from any source goes through the same checks.
 //!
-//! Next: [`crate::service`] builds the pipeline from a [`GatewayConfig`].
+//! The parts every layer shares (errors with paths, the document, `${VAR}`, the
+//! connector→devices→channels spec parser, `Dur`) are the core's config toolkit
+//! ([`osgate_core::config`]), re-exported here; this module is the gateway's own document:
+//! every section, which connectors and sinks it holds, and where it is loaded from.
 
-mod document;
-mod error;
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
 pub(crate) use fuzz::fuzz_cases;
 pub mod remote;
-pub mod spec;
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -28,11 +28,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::duration::{parse_duration, Dur};
-use document::list_items;
-pub use document::{Document, DocumentError, Entry};
-pub use error::{deserialize_at, join, ConfigError, ConfigErrors};
-pub use spec::{ChannelSpec, ConnectorSpec, DeviceSpec, OptF64};
+use osgate_core::config::document::list_items;
+pub use osgate_core::config::*;
 
 use crate::connectors::ConnectorConfig;
 use crate::sinks::SinkConfig;
@@ -562,64 +559,6 @@ impl GatewayConfig {
     }
 }
 
-/// Replaces `${VAR}` in every string with the variable's value; `$${` stays a literal `${`.
-pub(crate) fn interpolate(
-    v: &mut Value,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    errs: &mut Vec<ConfigError>,
-) {
-    match v {
-        Value::String(s) if s.contains('$') => match interpolate_str(s, env) {
-            Ok(new) => *s = new,
-            Err(e) => errs.push(ConfigError::new(path, e)),
-        },
-        Value::Array(a) => {
-            for (i, x) in a.iter_mut().enumerate() {
-                interpolate(x, &format!("{path}[{i}]"), env, errs);
-            }
-        }
-        Value::Object(o) => {
-            for (k, x) in o.iter_mut() {
-                interpolate(x, &join(path, k), env, errs);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn interpolate_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix("${") {
-            out.push_str("${");
-            rest = tail;
-        } else if let Some(tail) = after.strip_prefix('{') {
-            let Some(end) = tail.find('}') else {
-                return Err(format!("unclosed \"${{\" in \"{s}\""));
-            };
-            let name = &tail[..end];
-            match env(name) {
-                Some(val) => out.push_str(&val),
-                None => {
-                    return Err(format!(
-                        "environment variable {name} is not set (used as ${{{name}}})"
-                    ))
-                }
-            }
-            rest = &tail[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 /// Errors while reading a configuration file (before it can be validated).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -714,24 +653,6 @@ mod tests {
             json!({"gateway": {"id": "b", "shutdown_timeout": "5s"}, "sinks": [1],
                    "rpc": {"listen": "127.0.0.1:1"}})
         );
-    }
-
-    #[test]
-    fn interpolates_and_escapes() {
-        assert_eq!(
-            interpolate_str("Bearer ${TOKEN}", &env).unwrap(),
-            "Bearer s3cret"
-        );
-        assert_eq!(
-            interpolate_str("a $${TOKEN} $5", &env).unwrap(),
-            "a ${TOKEN} $5"
-        );
-        assert!(interpolate_str("${NOPE}", &env)
-            .unwrap_err()
-            .contains("NOPE"));
-        assert!(interpolate_str("${TOKEN", &env)
-            .unwrap_err()
-            .contains("unclosed"));
     }
 
     #[test]

@@ -33,7 +33,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{watch, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +44,7 @@ use super::{
 use crate::backoff::Backoff;
 use crate::net::describe_error;
 use crate::reading::Timestamp;
+pub use osgate_core::config::{ConfigInfo, ConfigSource};
 
 /// Largest configuration body accepted from the remote (4 MiB); larger answers are rejected
 /// while streaming, without buffering them.
@@ -55,65 +55,6 @@ pub const MAX_REDIRECTS: usize = 5;
 
 /// First retry delay after a failed refresh; it doubles per consecutive failure up to `refresh`.
 pub const RETRY_MIN: Duration = Duration::from_secs(1);
-
-/// Where the running configuration came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConfigSource {
-    /// Fetched from `remote.url`.
-    Remote,
-    /// The cached copy of an earlier remote configuration (`remote.cache`).
-    Cache,
-    /// The local `-c` file.
-    #[default]
-    Local,
-}
-
-impl std::fmt::Display for ConfigSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ConfigSource::Remote => "remote",
-            ConfigSource::Cache => "cache",
-            ConfigSource::Local => "local",
-        })
-    }
-}
-
-/// What is known about the configuration in force; shared through a `watch` in
-/// [`crate::status::StatusRegistry`] so the status topic and `gateway.status` follow it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ConfigInfo {
-    /// Which source the running configuration came from.
-    pub source: ConfigSource,
-    /// When the running configuration was applied (ms since the epoch).
-    pub loaded: i64,
-    /// When its content was fetched from the remote (ms; for the cache: the cache file's
-    /// modification time); `None` for the local file. Its age is `now - fetched`.
-    pub fetched: Option<i64>,
-    /// Last successful contact with the remote (a 200 or a 304), if any.
-    pub checked: Option<i64>,
-    /// The last load or refresh error; `None` once the remote answers well again.
-    pub last_error: Option<String>,
-}
-
-impl ConfigInfo {
-    /// A configuration just fetched from the remote and applied at `now` (ms).
-    pub fn fresh_remote(now: i64) -> Self {
-        ConfigInfo {
-            source: ConfigSource::Remote,
-            loaded: now,
-            fetched: Some(now),
-            checked: Some(now),
-            last_error: None,
-        }
-    }
-
-    /// Age of the configuration's content in ms (since it was fetched, or loaded for the local
-    /// file).
-    pub fn age_ms(&self, now: i64) -> i64 {
-        (now - self.fetched.unwrap_or(self.loaded)).max(0)
-    }
-}
 
 /// One answer of the remote.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,8 +11,7 @@ use serde_json::json;
 
 use super::{app_error, codes, RpcContext};
 use crate::config::Dur;
-use crate::connectors::mbus::{cli, json as mbus_json};
-use crate::connectors::ConnectorKind;
+use crate::connectors::mbus::{self, cli, json as mbus_json};
 use crate::service::ConnectorAction;
 
 /// Longest scan a caller may ask for.
@@ -50,10 +49,7 @@ pub(super) fn register(m: &mut RpcModule<RpcContext>) {
                     format!("unknown connector \"{}\"", p.connector),
                 )
             })?;
-        // Irrefutable in a build whose only connector is M-Bus.
-        #[allow(irrefutable_let_patterns)]
-        let ConnectorKind::Mbus(spec) = &cfg.kind
-        else {
+        let Some(spec) = cfg.kind.spec::<mbus::MbusConfig>() else {
             return Err(ErrorObjectOwned::owned(
                 -32602,
                 format!(

@@ -172,7 +172,7 @@ pub fn spawn(
                     // TLS and authentication failures are worth a warning (once per change);
                     // a broker that is away is already reported by the sink.
                     let wait = backoff.next_delay();
-                    let known = crate::net::tls::classify(&e).is_some();
+                    let known = crate::net::cause::classify(&e).is_some();
                     let e = crate::net::describe_error(&e);
                     if known && last_error.as_deref() != Some(e.as_str()) {
                         tracing::warn!(broker = %sink.url, error = %e, "MQTT command connection failed; retrying with backoff");

@@ -33,6 +33,7 @@ pub struct OpcuaPeer {
     /// Its working dir (with security: `server-cert.der` is there).
     pub dir: tempfile::TempDir,
     secure: bool,
+    dns_first: bool,
     child: Option<Child>,
 }
 
@@ -44,10 +45,21 @@ impl OpcuaPeer {
 
     /// Starts the peer; `secure` also offers Basic256Sha256 SignAndEncrypt.
     pub async fn start_with(secure: bool) -> OpcuaPeer {
+        Self::start_secure(secure, false).await
+    }
+
+    /// Starts a secure peer whose certificate names the host first and its URI last, the
+    /// order node-opcua writes them in.
+    pub async fn start_dns_first() -> OpcuaPeer {
+        Self::start_secure(true, true).await
+    }
+
+    async fn start_secure(secure: bool, dns_first: bool) -> OpcuaPeer {
         let mut p = OpcuaPeer {
             url: format!("opc.tcp://127.0.0.1:{}/osgate/", free_port()),
             dir: temp_dir(),
             secure,
+            dns_first,
             child: None,
         };
         p.spawn().await;
@@ -66,6 +78,9 @@ impl OpcuaPeer {
             .kill_on_drop(true);
         if self.secure {
             cmd.env("OPCUA_SECURE", "1");
+        }
+        if self.dns_first {
+            cmd.env("OPCUA_SAN_DNS_FIRST", "1");
         }
         let mut child = cmd
             .spawn()

@@ -1,4 +1,4 @@
-//! Unit tests of the simulator's signals, settings and writes (`simulator.rs`); the
+//! Unit tests of the simulator's signals, settings and writes (`mod.rs`); the
 //! end-to-end tests of the connector (devices sharing lines, writes, enable/disable) are in
 //! `tests/kit.rs`.
 

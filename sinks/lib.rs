@@ -2,7 +2,7 @@
 //! `run(config, ctx)`.
 //!
 //! [`SinkConfig`] is a closed enum dispatched on `"type"`. Every sink reads [`Envelope`]s from its
-//! own bounded queue (see [`crate::pipeline`]) until the queue ends (shutdown or reload), then
+//! own bounded queue (see [`osgate_core::pipeline`]) until the queue ends (shutdown or reload), then
 //! flushes what it holds within the gateway's shutdown deadline and returns.
 
 use std::sync::Arc;
@@ -12,9 +12,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::config::{deserialize_at, ConfigError};
-use crate::pipeline::{Envelope, WhenFull, DEFAULT_QUEUE};
-use crate::status::SinkCounters;
+use osgate_core::config::{deserialize_at, ConfigError};
+use osgate_core::pipeline::{Envelope, WhenFull, DEFAULT_QUEUE};
+use osgate_core::status::SinkCounters;
 
 pub mod format;
 pub mod mqtt;
@@ -122,7 +122,7 @@ impl SinkConfig {
             .map_err(|e| errs.push(e))
             .ok();
         if let Some(c) = &common {
-            if let Err(e) = crate::config::spec::check_name(&c.name) {
+            if let Err(e) = osgate_core::config::spec::check_name(&c.name) {
                 errs.push(ConfigError::new(format!("{path}.name"), e));
             }
             if c.queue == 0 {
@@ -191,9 +191,13 @@ pub struct SinkContext {
     pub started: i64,
     /// The configuration's source, age and last error, published in `status/{gateway}` (the
     /// sink republishes it when it changes).
-    pub config_info: tokio::sync::watch::Receiver<crate::config::remote::ConfigInfo>,
+    pub config_info: tokio::sync::watch::Receiver<osgate_core::config::ConfigInfo>,
+    /// The gateway's version, published in `status/{gateway}`.
+    pub version: &'static str,
+    /// The commit the gateway was built from, published in `status/{gateway}`.
+    pub commit: &'static str,
     /// Device control (writes of the Sparkplug sink's DCMD).
-    pub control: Arc<crate::control::ControlRegistry>,
+    pub control: Arc<osgate_core::control::ControlRegistry>,
 }
 
 /// Why a sink's task ended with an error.

@@ -27,8 +27,8 @@ use tokio::time::Instant;
 
 use super::device::{self, Fault, Line, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
-use crate::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur, OptF64};
-use crate::reading::{Timestamp, Value};
+use osgate_core::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur, OptF64};
+use osgate_core::reading::{Timestamp, Value};
 
 /// A parsed simulator connector.
 pub type SimulatorConfig = ConnectorSpec<SimulatorSettings, SimulatorDevice, SimulatorChannel>;
@@ -107,6 +107,14 @@ pub enum Signal {
     /// Always `value`.
     Constant,
 }
+
+/// `"protocol": "simulator"` in the protocol registry.
+pub const PROTOCOL: crate::Protocol = crate::Protocol {
+    name: "simulator",
+    parse: |p, entry| p.spec(entry, validate, build),
+    tool: None,
+};
+
 
 /// Semantic checks of a simulator connector.
 pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>) {
@@ -419,5 +427,4 @@ fn write_spec(c: &ChannelSpec<SimulatorChannel>) -> Option<WriteSpec> {
 }
 
 #[cfg(test)]
-#[path = "simulator_tests.rs"]
 mod tests;

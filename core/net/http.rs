@@ -65,7 +65,7 @@ impl HttpClientSettings {
             .map_err(|e| {
                 format!(
                     "cannot build the HTTP client: {}",
-                    super::tls::error_chain(&e)
+                    super::cause::error_chain(&e)
                 )
             })
     }

@@ -2,16 +2,18 @@
 //! credentials, for every part of osgate that connects somewhere (sinks, connectors, the
 //! command client, the remote configuration, `osgate rpc`), plus the TLS of the RPC listener.
 //!
-//! - [`tls`]: the `tls` object ([`tls::TlsConfig`]), rustls client and server configs, and
-//!   [`tls::describe_error`] for operator messages about failed connects.
+//! - [`tls`]: the `tls` object ([`tls::TlsConfig`]), rustls client and server configs.
+//! - [`cause`]: why a connect failed, in words ([`describe_error`]).
 //! - [`mqtt`]: broker URLs and `rumqttc::MqttOptions` ([`mqtt::MqttClientSettings`]).
 //! - [`http`]: reqwest clients ([`http::HttpClientSettings`]).
 
+pub mod cause;
 pub mod http;
 pub mod mqtt;
 pub mod tls;
 
-pub use tls::{describe_error, ServerTlsConfig, TlsConfig};
+pub use cause::describe_error;
+pub use tls::{ServerTlsConfig, TlsConfig};
 
 /// Accepts the next connection of a server's accept loop. A failed accept (out of file
 /// descriptors and the like) is logged as `what`'s and answered with a short pause rather than

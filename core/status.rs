@@ -320,7 +320,7 @@ pub struct StatusRegistry {
     sinks: RwLock<BTreeMap<Arc<str>, Arc<SinkCounters>>>,
     /// Where the running configuration came from, its age and the last refresh error
     /// (`status/{gateway}` and `gateway.status` follow it; `.borrow()` to read).
-    pub config: tokio::sync::watch::Sender<crate::config::remote::ConfigInfo>,
+    pub config: tokio::sync::watch::Sender<crate::config::ConfigInfo>,
 }
 
 impl StatusRegistry {
