@@ -7,7 +7,7 @@
 #
 # Stage `build` compiles the gateway with the `dist` cargo profile in the official Rust image;
 # the final stage is a slim Debian (glibc for DNS and the OPC-UA/TLS stack, CA certificates,
-# a non-root user) with nothing else in it. README.md, "Deployment", says more.
+# a non-root user) with nothing else in it. docs/deployment.md, "Container", says more.
 #
 # Build arguments (all optional):
 #   RUST_IMAGE     the builder image                       (rust:1-bookworm)
@@ -66,6 +66,8 @@ RUN set -eux; \
     install -d -m 0755 /etc/osgate
 COPY --from=binary /out/osgate /usr/local/bin/osgate
 COPY examples/docker/osgate.json /etc/osgate/osgate.json
+# The licences of the crates built into the binary (scripts/licenses third-party).
+COPY THIRD-PARTY /usr/share/doc/osgate/THIRD-PARTY
 
 # State: the remote configuration's cache, OPC-UA certificates. The working directory is the
 # state volume, so the relative defaults (`remote.cache` = osgate.cache.json, the OPC-UA

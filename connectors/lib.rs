@@ -2,7 +2,7 @@
 //! types and `build`.
 //!
 //! A protocol is its folder, its cargo feature, and **one line** in the list below
-//! ([`protocols!`]): the line declares the module (under its feature) and puts its
+//! (`protocols!`): the line declares the module (under its feature) and puts its
 //! [`Protocol`] in [`PROTOCOLS`], which yields everything the gateway needs of it: its name in
 //! `"protocol"` and in errors, its config parsing ([`ConnectorConfig::from_raw`]), its build
 //! ([`ConnectorConfig::build`]), and its optional commissioning tool (`osgate <name> …`,
@@ -67,6 +67,7 @@ protocols! {
     "http" => http,
     "zwave" => zwave,
     "opcua" => opcua,
+    "s7" => s7,
 }
 
 pub mod device;

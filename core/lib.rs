@@ -8,7 +8,9 @@
 //! - [`control`]: run-time device control (enable/disable, read now, write).
 //! - [`config`]: the config toolkit (errors with paths, `${VAR}`, the device/channel parser).
 //! - [`net`]: outbound MQTT and HTTP clients with TLS and credentials, server TLS, accepting.
-//! - [`auth`]: API keys as requests present them, compared in constant time.
+//! - [`auth`]: API keys with names and roles, as requests present them, compared in constant
+//!   time.
+//! - [`audit`]: the audit trail of changes (log and `events/{gateway}`).
 //! - [`backoff`], [`duration`], [`size`]: leaves (capped exponential backoff, `"500ms"`,
 //!   `"256KiB"`).
 //! - [`out`]: stdout of the one-shot commands (a closed pipe is a normal end).
@@ -17,6 +19,7 @@
 //! this one; the `osgate` package (the service, management, the process) uses all three. A
 //! lower layer cannot import a higher one: Cargo refuses the cycle.
 
+pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod config;
@@ -69,7 +72,8 @@ fn limit_malloc_arenas() {
 }
 
 /// Installs the process-wide rustls crypto provider (ring). Call once, first thing in `main`:
-/// with more than one provider compiled in, rustls cannot pick one itself.
+/// reqwest and rumqttc are built without a provider of their own (`rustls-no-provider`), and a
+/// reqwest client built before a process provider is installed panics, even for `http://`.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

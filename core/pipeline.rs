@@ -5,9 +5,8 @@
 //! one `Arc` of it into the bounded queue of every sink. What happens when a sink's queue is
 //! full is that sink's [`WhenFull`] policy: `block` (default) makes the connector wait, which
 //! delays its next poll (counted as lag); `drop_newest` drops the batch for that sink and counts
-//! it. Listener connectors use [`DeviceOutput::flush_or_drop`], which never waits.
-//!
-//! Next: each sink's `run` takes [`Envelope`]s from its queue (`sinks/`).
+//! it. Listener connectors use [`DeviceOutput::flush_or_drop`], which never waits. Each sink
+//! takes [`Envelope`]s from its own queue.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //!
 //! Payloads are written by hand into a reusable buffer (itoa/ryu for numbers, serde_json only
 //! for string escaping): this runs once per published reading, so it avoids building
-//! `serde_json::Value`s. Shapes (DESIGN §5):
+//! `serde_json::Value`s. Shapes (sinks/README.md, "Topics and payloads"):
 //! - `reading`: `{"ts":1732350000123,"value":230.1,"unit":"V","quality":"good"}`
 //!   (`"reason":"…"` follows a bad or stale quality)
 //! - `device`: `{"ts":…,"values":{"voltage_l1":230.1,…}}` (`"errors":{"ch":"reason"}` lists

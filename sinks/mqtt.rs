@@ -3,11 +3,12 @@
 //!
 //! Delivery contract: a reading counts as delivered only when the broker acknowledged it
 //! (PUBACK at QoS 1). rumqttc alone cannot give that: it drops what it had queued when the broker
-//! lost the session, and reconnects without backoff (STACK.md). So this sink keeps its own
-//! bounded **outbox**: an entry leaves it only on its PUBACK; when the connection drops, every
-//! unacknowledged entry goes back to the front of the outbox and is re-sent on the next
-//! connection (at-least-once). Each connection gets a fresh rumqttc client and event loop, so no
-//! stale request of rumqttc's replays behind our back.
+//! lost the session (a reconnect whose ConnAck has no session present), and its event loop
+//! reconnects at once, without backoff. So this sink keeps its own bounded **outbox**: an entry
+//! leaves it only on its PUBACK; when the connection drops, every unacknowledged entry goes back
+//! to the front of the outbox and is re-sent on the next connection (at-least-once). Each
+//! connection gets a fresh rumqttc client and event loop, so no stale request of rumqttc's
+//! replays behind our back.
 //!
 //! Tasks: the sink task owns the outbox and publishes; a link task per connection polls the
 //! rumqttc `EventLoop` (never blocked) and reports `ConnAck`, `Publish(pkid)` and `PubAck(pkid)`.

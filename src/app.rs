@@ -41,13 +41,20 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
         }
     };
     let refresh_handle = handle.clone();
+    let gateway = svc.config().gateway.id.clone();
+    let remote_gateway = gateway.clone();
     let refresher_stop = CancellationToken::new();
     let refresher = tokio::spawn(remote::refresh_loop(
         loader.clone(),
         svc.registry().config.clone(),
         move |cfg| {
             let h = refresh_handle.clone();
-            async move { h.reload(Some(cfg)).await.map(|_| ()) }
+            let gw = remote_gateway.clone();
+            async move {
+                let res = h.reload(Some(cfg)).await.map(|_| ());
+                audit_reload(&gw, "remote", &res);
+                res
+            }
         },
         refresher_stop.clone(),
     ));
@@ -63,6 +70,7 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
         );
     }
     loop {
+        let mut by_signal = false;
         let cmd = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
@@ -71,6 +79,7 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
             }
             _ = hup.recv() => {
                 tracing::info!(path = %config_path.display(), "SIGHUP received: reloading configuration");
+                by_signal = true;
                 ServiceCommand::Reload { config: None, reply: None }
             }
             Some(cmd) = commands.recv() => cmd,
@@ -116,6 +125,9 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
                         Err(e)
                     }
                 };
+                if by_signal {
+                    audit_reload(&gateway, "signal", &result);
+                }
                 crate::notify::ready(&match &result {
                     Ok(_) => running_status(&svc),
                     Err(e) => format!("{}; last reload rejected: {e}", running_status(&svc)),
@@ -131,6 +143,17 @@ pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::R
     refresher.abort();
     management.stop().await;
     svc.shutdown().await
+}
+
+/// The audit event of a reload not made through the RPC (which records its own).
+fn audit_reload<T>(gateway: &str, who: &str, result: &Result<T, String>) {
+    crate::audit::record(&crate::audit::AuditEvent {
+        gateway,
+        who,
+        method: "gateway.reload",
+        result: result.as_ref().map(|_| ()).map_err(String::as_str),
+        ..Default::default()
+    });
 }
 
 /// The `STATUS=` line of a running gateway: what systemctl status shows.

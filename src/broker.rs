@@ -4,7 +4,7 @@
 //!
 //! rumqttd's `start()` blocks forever and has no shutdown API, so the broker gets its own thread
 //! for the life of the process. Production points the MQTT sink at a local mosquitto bridged to
-//! the cloud instead (README, "Production").
+//! the cloud instead (docs/deployment.md, "Embedded broker and production").
 
 use crate::config::EmbeddedBrokerConfig;
 

@@ -23,8 +23,8 @@
 
 pub use osgate_connectors as connectors;
 pub use osgate_core::{
-    auth, backoff, control, duration, install_crypto_provider, net, out, outln, pipeline, reading,
-    runtime, size, status, transform,
+    audit, auth, backoff, control, duration, install_crypto_provider, net, out, outln, pipeline,
+    reading, runtime, size, status, transform,
 };
 pub use osgate_sinks as sinks;
 

@@ -155,6 +155,13 @@ fn check(path: &std::path::Path) -> ExitCode {
             for line in summary(path, &cfg) {
                 osgate::outln!("{line}");
             }
+            let source = std::fs::read_to_string(path).unwrap_or_default();
+            for line in config::secrets::key_lines(&source) {
+                osgate::outln!("  {line}");
+            }
+            if let Some(w) = config::secrets::exposure_warning(path, &source) {
+                eprintln!("{w}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => config_error(&e),

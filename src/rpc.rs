@@ -11,8 +11,8 @@
 //! reloads and connector changes go through the service loop as [`ServiceCommand`]s, so they
 //! never overlap. [`client`] is the `osgate rpc` command, [`health`] `osgate health`.
 //!
-//! Method names, params and results are part of the public interface (README, "Management
-//! (JSON-RPC)").
+//! Method names, params and results are part of the public interface (docs/management.md,
+//! "JSON-RPC").
 //!
 //! [`ServiceCommand`]: crate::service::ServiceCommand
 
@@ -24,6 +24,8 @@ pub mod health;
 mod mbus;
 pub mod metrics;
 pub mod mqtt;
+pub mod roles;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,33 +66,38 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `device.read` and `device.write` wait for the device.
 pub const DEVICE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Application error codes (JSON-RPC reserves -32768..-32000 for itself except -32000..-32099,
-/// which is for implementations: these live there).
+/// osgate's application error codes: 1000–1999, outside the range JSON-RPC and jsonrpsee use
+/// for themselves (-32768..-32000), so a code always says who answered. The table is in
+/// `docs/security.md` ("Error codes"); the move from the -320xx numbers is in CHANGELOG.md.
 pub mod codes {
     /// No such device.
-    pub const UNKNOWN_DEVICE: i32 = -32001;
+    pub const UNKNOWN_DEVICE: i32 = 1001;
     /// No such channel on the device.
-    pub const UNKNOWN_CHANNEL: i32 = -32002;
+    pub const UNKNOWN_CHANNEL: i32 = 1002;
     /// The channel is not writable.
-    pub const NOT_WRITABLE: i32 = -32003;
+    pub const NOT_WRITABLE: i32 = 1003;
     /// The value does not fit the channel's type or range.
-    pub const OUT_OF_RANGE: i32 = -32004;
+    pub const OUT_OF_RANGE: i32 = 1004;
     /// The device is disabled.
-    pub const DISABLED: i32 = -32005;
+    pub const DISABLED: i32 = 1005;
     /// The device does not answer (or its connector is stopped).
-    pub const OFFLINE: i32 = -32006;
+    pub const OFFLINE: i32 = 1006;
     /// The device answered with an error.
-    pub const DEVICE_FAILED: i32 = -32007;
+    pub const DEVICE_FAILED: i32 = 1007;
     /// No such connector.
-    pub const UNKNOWN_CONNECTOR: i32 = -32010;
+    pub const UNKNOWN_CONNECTOR: i32 = 1010;
     /// The connector could not be changed.
-    pub const CONNECTOR_FAILED: i32 = -32011;
+    pub const CONNECTOR_FAILED: i32 = 1011;
     /// The reload was rejected; the running configuration stays.
-    pub const RELOAD_FAILED: i32 = -32020;
+    pub const RELOAD_FAILED: i32 = 1020;
     /// A batch request holds more than [`MAX_BATCH`](super::MAX_BATCH) calls.
-    pub const BATCH_TOO_LARGE: i32 = -32030;
+    pub const BATCH_TOO_LARGE: i32 = 1030;
     /// The method streams notifications and needs a WebSocket (called over HTTP or MQTT).
-    pub const WEBSOCKET_REQUIRED: i32 = -32031;
+    pub const WEBSOCKET_REQUIRED: i32 = 1031;
+    /// The key's role does not allow the method (`rpc::roles`); nothing ran.
+    pub const FORBIDDEN: i32 = 1040;
+    /// `rpc.max_subscribers` live-reading subscriptions are open already.
+    pub const TOO_MANY_SUBSCRIBERS: i32 = 1041;
 }
 
 /// What every method reads.
@@ -101,6 +108,9 @@ pub struct RpcContext {
     service: ServiceHandle,
     tap: ReadingTap,
     started: i64,
+    tickets: Arc<session::Tickets>,
+    subscribers: Arc<tokio::sync::Semaphore>,
+    listener: Option<Arc<crate::net::listen::Listener>>,
 }
 
 /// The running management endpoints; [`Management::stop`] ends them.
@@ -131,6 +141,18 @@ impl Management {
 /// configured management expects it to work.
 pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Result<Management> {
     let cfg = svc.config();
+    let tickets = Arc::new(session::Tickets::new());
+    // Bound before the module is built so that its counters can be shown and counted.
+    let bound = match &cfg.rpc {
+        Some(rpc) => {
+            let listener = crate::net::listen::bind(rpc.listen)
+                .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
+            let addr = listener.local_addr()?;
+            let limits = crate::net::listen::Listener::new("rpc", addr, rpc.limits.clone());
+            Some((listener, addr, limits))
+        }
+        None => None,
+    };
     let ctx = RpcContext {
         config: svc.shared_config(),
         registry: svc.registry().clone(),
@@ -138,6 +160,11 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         service,
         tap: svc.readings().tap().clone(),
         started: svc.started(),
+        tickets: tickets.clone(),
+        subscribers: Arc::new(tokio::sync::Semaphore::new(
+            cfg.rpc.as_ref().map_or(0, |r| r.max_subscribers),
+        )),
+        listener: bound.as_ref().map(|b| b.2.clone()),
     };
     let module = module(ctx);
     let mut mgmt = Management {
@@ -145,14 +172,18 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         server: None,
         mqtt: None,
     };
-    if let Some(rpc) = &cfg.rpc {
+    if let (Some(rpc), Some((listener, addr, bounded))) = (&cfg.rpc, bound) {
         let open = rpc.api_keys.is_empty();
         if open {
             // Config validation refuses a non-loopback address without keys.
             tracing::warn!(listen = %rpc.listen, "rpc.api_keys is empty: the management API is open to every local process (loopback only); add a key");
         }
-        let auth =
-            auth::ApiKeyAuth::new(svc.shared_config(), open && rpc.listen.ip().is_loopback());
+        let auth = auth::ApiKeyAuth::new(
+            svc.shared_config(),
+            open && rpc.listen.ip().is_loopback(),
+            tickets,
+            Some(bounded.stats().clone()),
+        );
         let metrics = metrics::MetricsLayer::new(metrics::MetricsSource {
             registry: svc.registry().clone(),
             out: svc.readings().clone(),
@@ -165,12 +196,16 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         let limits = ServerConfig::builder()
             .max_request_body_size(MAX_REQUEST_BODY)
             .max_response_body_size(MAX_RESPONSE_BODY)
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections((rpc.limits.max_connections as u32).max(MAX_CONNECTIONS))
             .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH))
             .build();
         let builder = Server::builder()
             .set_config(limits)
-            .set_http_middleware(middleware);
+            .set_http_middleware(middleware)
+            .set_rpc_middleware(
+                jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new()
+                    .layer(roles::RoleLayer),
+            );
         let acceptor = match &rpc.tls {
             Some(tls) => {
                 let tls = tls
@@ -183,44 +218,41 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
         if acceptor.is_none() && !rpc.listen.ip().is_loopback() {
             tracing::warn!(listen = %rpc.listen, "the JSON-RPC API listens on a non-loopback address without TLS: API keys and data cross the network in plain text; set rpc.tls");
         }
-        let listener = tokio::net::TcpListener::bind(rpc.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
-        let addr = listener.local_addr()?;
         let (stop, handle) = jsonrpsee::server::stop_channel();
         let tls = acceptor.is_some();
         let services = builder.to_service_builder();
         let methods = module.clone();
-        // jsonrpsee serves the connections it is given: accept TCP, finish the TLS handshake
-        // (with rpc.tls) in the connection's own task (a slow client holds up no one), tag
-        // requests with the client's address, then hand the stream over. Stopping the handle
-        // ends the loop and drains the connections gracefully.
+        // jsonrpsee serves the connections it is given: accept TCP, take a place at the
+        // bounded listener (deadlines, connection cap: crate::net::listen), finish the TLS
+        // handshake (with rpc.tls) in the connection's own task (a slow client holds up no
+        // one), tag requests with the client's address, then serve the stream. Stopping the
+        // handle ends the loop and drains the connections gracefully.
         tokio::spawn(async move {
             loop {
                 let (sock, peer) = tokio::select! {
-                    c = crate::net::accept(&listener, "JSON-RPC") => match c {
+                    c = async {
+                        bounded.room().await;
+                        crate::net::accept(&listener, "JSON-RPC").await
+                    } => match c {
                         Some(c) => c,
                         None => continue,
                     },
                     _ = stop.clone().shutdown() => break,
                 };
+                let Some(slot) = bounded.admit(peer) else {
+                    continue;
+                };
                 let _ = sock.set_nodelay(true);
-                let svc = WithPeer {
+                let svc = hyper_util::service::TowerToHyperService::new(WithPeer {
                     inner: services.clone().build(methods.clone(), stop.clone()),
                     peer,
-                };
+                });
                 let acceptor = acceptor.clone();
                 let stop = stop.clone();
+                let bounded = bounded.clone();
                 tokio::spawn(async move {
-                    let served = match acceptor {
-                        None => {
-                            jsonrpsee::server::serve_with_graceful_shutdown(
-                                sock,
-                                svc,
-                                stop.shutdown(),
-                            )
-                            .await
-                        }
+                    match acceptor {
+                        None => bounded.serve(slot, sock, svc, stop.shutdown()).await,
                         Some(acceptor) => {
                             let tls = match tokio::time::timeout(
                                 TLS_HANDSHAKE_TIMEOUT,
@@ -238,16 +270,8 @@ pub async fn start(svc: &GatewayService, service: ServiceHandle) -> anyhow::Resu
                                     return;
                                 }
                             };
-                            jsonrpsee::server::serve_with_graceful_shutdown(
-                                tls,
-                                svc,
-                                stop.shutdown(),
-                            )
-                            .await
+                            bounded.serve(slot, tls, svc, stop.shutdown()).await
                         }
-                    };
-                    if let Err(e) = served {
-                        tracing::debug!(%peer, error = %e, "JSON-RPC connection ended with an error");
                     }
                 });
             }
@@ -397,6 +421,37 @@ fn device_error(e: DeviceError) -> ErrorObjectOwned {
 // ---- views ----
 
 impl RpcContext {
+    /// Records one change made by a call (who and from where come from its extensions).
+    #[allow(clippy::too_many_arguments)]
+    fn audit<T, E: std::fmt::Display>(
+        &self,
+        ext: &jsonrpsee::Extensions,
+        method: &str,
+        connector: Option<&str>,
+        device: Option<&str>,
+        channel: Option<&str>,
+        value: Option<&Value>,
+        result: &Result<T, E>,
+    ) {
+        let caller = ext
+            .get::<crate::auth::Caller>()
+            .cloned()
+            .unwrap_or_else(roles::local);
+        let err = result.as_ref().err().map(|e| e.to_string());
+        crate::audit::record(&crate::audit::AuditEvent {
+            gateway: &self.config.load().gateway.id,
+            who: &caller.name,
+            peer: ext.get::<PeerAddr>().map(|p| p.0),
+            method,
+            connector,
+            device,
+            channel,
+            value,
+            before: None,
+            result: err.as_deref().map_or(Ok(()), Err),
+        });
+    }
+
     fn connector_config(&self, cfg: &GatewayConfig, name: &str) -> Option<ConnectorConfig> {
         cfg.connectors.iter().find(|c| &*c.name == name).cloned()
     }
@@ -662,6 +717,7 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
     let mut m = RpcModule::new(ctx);
     #[cfg(feature = "mbus")]
     mbus::register(&mut m);
+    session::register(&mut m);
     register(&mut m, "gateway.status", |_, ctx| Ok(ctx.status()));
     register(&mut m, "gateway.config", |_, ctx| {
         let source: Value = serde_json::from_str(&ctx.config.load().source)
@@ -720,18 +776,26 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
             .unwrap_or(Value::Null))
     });
     for (name, enabled) in [("device.enable", true), ("device.disable", false)] {
-        register(&mut m, name, move |p, ctx| {
+        m.register_method(name, move |p, ctx, ext| {
             let p: DeviceParams = p.parse()?;
             let connector = ctx.resolve(&p.device, p.connector.as_deref())?;
-            ctx.control
+            let res = ctx
+                .control
                 .set_device_enabled(&connector, &p.device, enabled)
-                .map_err(device_error)?;
+                .map_err(device_error);
+            ctx.audit(ext, name, Some(&connector), Some(&p.device), None, None, &res);
+            res?;
             tracing::info!(%connector, device = %p.device, enabled, "device enabled/disabled over RPC");
-            Ok(json!({"connector": connector, "device": p.device, "enabled": enabled}))
-        });
+            Ok::<_, ErrorObjectOwned>(
+                json!({"connector": connector, "device": p.device, "enabled": enabled}),
+            )
+        })
+        .expect("unique");
     }
-    m.register_async_method("gateway.reload", |_, ctx, _| async move {
-        match ctx.service.reload(None).await {
+    m.register_async_method("gateway.reload", |_, ctx, ext| async move {
+        let res = ctx.service.reload(None).await;
+        ctx.audit(&ext, "gateway.reload", None, None, None, None, &res);
+        match res {
             Ok(s) => Ok(json!({
                 "connectors_started": s.connectors_started,
                 "connectors_stopped": s.connectors_stopped,
@@ -751,7 +815,7 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
         ("connector.disable", ConnectorAction::Disable),
         ("connector.restart", ConnectorAction::Restart),
     ] {
-        m.register_async_method(name, move |p, ctx, _| async move {
+        m.register_async_method(name, move |p, ctx, ext| async move {
             let p: ConnectorParams = p.parse()?;
             if ctx
                 .connector_config(&ctx.config.load(), &p.connector)
@@ -762,11 +826,9 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
                     format!("unknown connector \"{}\"", p.connector),
                 ));
             }
-            let running = ctx
-                .service
-                .connector(&p.connector, action)
-                .await
-                .map_err(|e| app_error(codes::CONNECTOR_FAILED, e))?;
+            let res = ctx.service.connector(&p.connector, action).await;
+            ctx.audit(&ext, name, Some(&p.connector), None, None, None, &res);
+            let running = res.map_err(|e| app_error(codes::CONNECTOR_FAILED, e))?;
             Ok::<_, ErrorObjectOwned>(json!({"connector": p.connector, "running": running}))
         })
         .expect("unique");
@@ -790,12 +852,28 @@ fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
         )
     })
     .expect("unique");
-    m.register_async_method("device.write", |p, ctx, _| async move {
+    m.register_async_method("device.write", |p, ctx, ext| async move {
         let p: WriteParams = p.parse()?;
         let connector = ctx.resolve(&p.device, p.connector.as_deref())?;
-        let written = write(&ctx.control, &connector, &p.device, &p.channel, p.value)
-            .await
-            .map_err(device_error)?;
+        let res = write(
+            &ctx.control,
+            &connector,
+            &p.device,
+            &p.channel,
+            p.value.clone(),
+        )
+        .await;
+        let value = res.as_ref().unwrap_or(&p.value);
+        ctx.audit(
+            &ext,
+            "device.write",
+            Some(&connector),
+            Some(&p.device),
+            Some(&p.channel),
+            Some(value),
+            &res,
+        );
+        let written = res.map_err(device_error)?;
         Ok::<_, ErrorObjectOwned>(json!({
             "connector": connector, "device": p.device, "channel": p.channel, "value": written,
         }))
@@ -856,6 +934,22 @@ async fn subscribe(
             return Ok(());
         }
     }
+    // At most rpc.max_subscribers at once: each holds a queue of batches.
+    let Ok(_permit) = ctx.subscribers.clone().try_acquire_owned() else {
+        if let Some(l) = &ctx.listener {
+            l.stats().cut(crate::net::listen::Cause::Subscribers, None);
+        }
+        pending
+            .reject(app_error(
+                codes::TOO_MANY_SUBSCRIBERS,
+                format!(
+                    "{} live-reading subscriptions are open, the most rpc.max_subscribers allows; close one or raise it",
+                    ctx.config.load().rpc.as_ref().map_or(0, |r| r.max_subscribers)
+                ),
+            ))
+            .await;
+        return Ok(());
+    };
     // Subscribe before accepting so that nothing sent after the answer is missed.
     let mut tap = ctx.tap.subscribe();
     let mut sink = pending.accept().await?;

@@ -349,10 +349,19 @@ impl GatewayService {
         if new.broker != self.config.broker {
             tracing::warn!("broker.embedded changed: it applies at the next start (the embedded broker cannot be restarted)");
         }
-        let rpc_addr =
-            |c: &GatewayConfig| c.rpc.as_ref().map(|r| (r.listen, r.mqtt, r.tls.clone()));
+        let rpc_addr = |c: &GatewayConfig| {
+            c.rpc.as_ref().map(|r| {
+                (
+                    r.listen,
+                    r.mqtt,
+                    r.tls.clone(),
+                    r.limits.clone(),
+                    r.max_subscribers,
+                )
+            })
+        };
         if rpc_addr(&new) != rpc_addr(&self.config) {
-            tracing::warn!("rpc.listen, rpc.tls or rpc.mqtt changed: it applies at the next start (rpc.api_keys apply at once)");
+            tracing::warn!("rpc.listen, rpc.tls, rpc.mqtt, rpc.limits or rpc.max_subscribers changed: it applies at the next start (rpc.api_keys and their roles apply at once)");
         }
         // A new gateway id or shutdown timeout changes every topic or task: restart everything.
         let everything = new.gateway != self.config.gateway;

@@ -208,7 +208,7 @@ async fn reload_with_a_missing_serial_port_is_rejected_and_the_old_config_keeps_
         .get("error")
         .unwrap_or_else(|| panic!("the reload was applied: {v}"));
     let msg = err["message"].as_str().unwrap_or_default();
-    assert_eq!(err["code"], -32020, "{v}");
+    assert_eq!(err["code"], 1020, "{v}");
     assert!(
         msg.contains(&tty) && msg.contains("no such device") && msg.contains("\"rtu\""),
         "the error does not name the connector and its port: {msg}"

@@ -19,6 +19,10 @@ mod opcua;
 mod ops;
 mod remote_config;
 mod rpc;
+#[cfg(feature = "s7")]
+mod s7;
+mod security;
+mod slow_clients;
 #[cfg(all(feature = "simulator", feature = "modbus"))]
 mod sparkplug;
 mod tls;

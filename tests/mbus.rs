@@ -217,7 +217,9 @@ async fn mbus_readings_reach_mqtt_with_units() {
     ])
     .await;
     let broker = Mosquitto::start();
-    let mut conn = bus_settings(json!({"tcp": responder.addr.clone().expect("tcp")}));
+    // A converter whose serial side runs at 9600 baud (the object form of `tcp`).
+    let tcp = json!({"address": responder.addr.clone().expect("tcp"), "baud": 9600});
+    let mut conn = bus_settings(json!({ "tcp": tcp }));
     conn["name"] = json!("mbus");
     conn["devices"] = json!([
         {"name": "water", "secondary": "11490378", "interval": "200ms", "channels": [
@@ -286,4 +288,58 @@ async fn mbus_scan_over_rpc_pauses_the_connector_and_finds_the_meters() {
         .error("mbus.scan", json!({"connector": "bus", "max_time": "1h"}))
         .await;
     assert_eq!(code, -32602, "{msg}");
+}
+
+/// `osgate mbus decode` takes every frame type (E5, short, control, long) and exits 2 only for
+/// invalid frames: a control frame whose CI would carry a header in a long frame, and a long
+/// frame with a CI it does not read, are valid.
+#[test]
+fn mbus_decode_accepts_every_frame_type() {
+    let decode = |hex: &str| {
+        let (code, out, err) = osgate_cmd(&["mbus", "decode", hex]);
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        (code, j, err)
+    };
+    let (code, j, err) = decode("E5");
+    assert_eq!(
+        (code, j["frame"]["type"].as_str()),
+        (0, Some("ACK")),
+        "{err}"
+    );
+    let (code, j, err) = decode("10 5B 01 5C 16");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(j["frame"]["type"], "REQ_UD2");
+    assert_eq!(j["frame"]["address"], 1);
+    // Control frames: C, A, CI and nothing else, whatever the CI.
+    for ci in [0x72u8, 0x7A, 0x73, 0x78, 0x51] {
+        let cs = 0x08u8.wrapping_add(0x0B).wrapping_add(ci);
+        let (code, j, err) = decode(&format!("68 03 03 68 08 0B {ci:02X} {cs:02X} 16"));
+        assert_eq!(code, 0, "CI {ci:02X}: {err}");
+        assert_eq!(j["frame"]["ci"], ci, "{j}");
+        assert_eq!(j["records"], json!([]), "{j}");
+    }
+    // A long frame with a CI this decoder does not read (alarm, 0x71): its bytes.
+    let (code, j, err) = decode("68 04 04 68 08 01 71 02 7C 16");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(j["data"], "02");
+    assert!(j["note"].as_str().unwrap_or("").contains("0x71"), "{j}");
+    // A record of variable length that is no text comes out as hex.
+    let (code, j, err) = decode(&format!(
+        "68 0A 0A 68 08 01 78 0D FD 19 03 01 FF 80 {:02X} 16",
+        [0x08u8, 0x01, 0x78, 0x0D, 0xFD, 0x19, 0x03, 0x01, 0xFF, 0x80]
+            .iter()
+            .fold(0u8, |s, b| s.wrapping_add(*b))
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(j["records"][0]["value"], "80 FF 01", "{j}");
+    // Invalid frames exit 2.
+    for bad in [
+        "68 03 03 68 08 0B 72 86 16",
+        "68 03 04 68",
+        "10 5B 01 5C",
+        "42",
+    ] {
+        let (code, _, _) = decode(bad);
+        assert_eq!(code, 2, "{bad}");
+    }
 }

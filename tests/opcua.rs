@@ -256,17 +256,25 @@ async fn sign_and_encrypt_with_a_trusted_server_certificate() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_naming_the_host_before_its_uri_is_accepted() {
-    // node-opcua's order: DNS and IP first, the application URI last. The library alone
-    // refused it (BadCertificateHostNameInvalid); the names count in any order.
+/// A secure peer whose certificate names its host before its URI, that certificate trusted,
+/// and the connector on it (SignAndEncrypt); the dirs live as long as the returned values.
+async fn dns_first_peer() -> (OpcuaPeer, [tempfile::TempDir; 2], Json) {
     let peer = OpcuaPeer::start_dns_first().await;
     let pki = temp_dir();
     let trusted = temp_dir();
     std::fs::copy(peer.cert(), trusted.path().join("plant-server.der")).expect("server cert");
     let sec = json!({"security": {"policy": "Basic256Sha256", "mode": "SignAndEncrypt",
         "trusted_dir": trusted.path()}});
-    let mut run = ConnectorRun::start(connector(&peer, pki.path(), sec, plant_device("subscribe")));
+    let cfg = connector(&peer, pki.path(), sec, plant_device("subscribe"));
+    (peer, [pki, trusted], cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_naming_the_host_before_its_uri_is_accepted() {
+    // node-opcua's order: DNS and IP first, the application URI last. The library alone
+    // refused it (BadCertificateHostNameInvalid); the names count in any order.
+    let (_peer, _dirs, cfg) = dns_first_peer().await;
+    let mut run = ConnectorRun::start(cfg);
     collect(&mut run, "plc", |s| {
         s.get("counter").is_some_and(|v| v.len() >= 2)
     })
@@ -275,14 +283,8 @@ async fn a_certificate_naming_the_host_before_its_uri_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_the_certificate_does_not_name_is_refused_clearly() {
-    let peer = OpcuaPeer::start_dns_first().await;
-    let pki = temp_dir();
-    let trusted = temp_dir();
-    std::fs::copy(peer.cert(), trusted.path().join("plant-server.der")).expect("server cert");
-    let sec = json!({"security": {"policy": "Basic256Sha256", "mode": "SignAndEncrypt",
-        "trusted_dir": trusted.path()}});
+    let (peer, _dirs, mut cfg) = dns_first_peer().await;
     // The same server reached as "localhost", a name its certificate does not carry.
-    let mut cfg = connector(&peer, pki.path(), sec, plant_device("subscribe"));
     cfg["url"] = json!(peer.url.replace("127.0.0.1", "localhost"));
     let mut run = ConnectorRun::start(cfg);
     let st = run

@@ -259,3 +259,101 @@ async fn an_unknown_node_and_an_unreachable_server_are_reported() {
     reading(&mut run, "plug", "energy").await;
     run.stop().await;
 }
+
+/// A thermostat's mode (node 4) has enumerated states: the name of the state is published
+/// beside the value (`mode_state`), a write of a state is taken and one outside them refused
+/// with the allowed list before it reaches the server.
+#[tokio::test]
+async fn enumerated_states_are_named_and_enforced() {
+    let peer = ZwavePeer::start().await;
+    let cfg = json!({
+        "name": unique("zw"), "protocol": "zwave", "url": peer.url(),
+        "ping_interval": "500ms", "timeout": "2s", "backoff_max": "1s",
+        "devices": [{"name": "thermostat", "node": 4, "channels": [
+            {"name": "mode", "command_class": 64, "property": "mode", "writable": true}]}]
+    });
+    let mut run = ConnectorRun::start(cfg);
+    // The value and the name of its state come in one batch.
+    let batch = within("a batch with the mode", async {
+        loop {
+            let b = run.batch("thermostat").await;
+            if b.iter().any(|r| &*r.channel == "mode") {
+                return b;
+            }
+        }
+    })
+    .await;
+    let get = |c: &str| {
+        batch
+            .iter()
+            .find(|r| &*r.channel == c)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {c} in {batch:?}"))
+    };
+    let (mode, name) = (get("mode"), get("mode_state"));
+    let want = match mode.value {
+        Value::F64(0.0) => "Off",
+        Value::F64(1.0) => "Heat",
+        Value::F64(2.0) => "Cool",
+        ref other => panic!("mode {other:?}"),
+    };
+    assert_eq!(name.value, Value::Text(want.into()), "{name:?}");
+    match run.write("thermostat", "mode", json!(5)).await {
+        Err(DeviceError::OutOfRange { channel, reason }) => {
+            assert_eq!(channel, "mode");
+            assert!(
+                reason.contains("allowed: 0 (Off), 1 (Heat), 2 (Cool)"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal naming the states, got {other:?}"),
+    }
+    let took = run
+        .write("thermostat", "mode", json!(1))
+        .await
+        .expect("write Heat");
+    assert_eq!(took, json!(1.0));
+    reading_where(&mut run, "thermostat", "mode_state", |r| {
+        r.value == Value::Text("Heat".into())
+    })
+    .await;
+    run.stop().await;
+}
+
+/// With `accept_new_devices`, nodes no device names become devices `node-<id>` with every
+/// readable value; the configured node keeps its device, the controller gets none.
+#[tokio::test]
+async fn accept_new_devices_creates_a_device_per_node() {
+    let peer = ZwavePeer::start().await;
+    let cfg = json!({
+        "name": unique("zw"), "protocol": "zwave", "url": peer.url(),
+        "ping_interval": "500ms", "timeout": "2s", "backoff_max": "1s",
+        "accept_new_devices": true,
+        "devices": [{"name": "plug", "node": 3, "channels": [
+            {"name": "on", "command_class": 37, "property": "currentValue"}]}]
+    });
+    let mut run = ConnectorRun::start(cfg);
+    let t = reading(&mut run, "node-2", "air_temperature").await;
+    assert_eq!(t.unit.as_deref(), Some("°C"), "{t:?}");
+    let m = reading(&mut run, "node-4", "mode_state").await;
+    assert!(matches!(m.value, Value::Text(_)), "{m:?}");
+    assert!(run.device_status("node-2").is_some_and(|s| s.online));
+    assert!(run.device_status("plug").is_some_and(|s| s.online));
+    assert!(run.device_status("node-3").is_none(), "node 3 is the plug");
+    assert!(
+        run.device_status("node-1").is_none(),
+        "the controller is no device"
+    );
+    run.stop().await;
+
+    // Without it (the default), unnamed nodes stay out.
+    let cfg = json!({
+        "name": unique("zw"), "protocol": "zwave", "url": peer.url(),
+        "devices": [{"name": "plug", "node": 3, "channels": [
+            {"name": "on", "command_class": 37, "property": "currentValue"}]}]
+    });
+    let mut run = ConnectorRun::start(cfg);
+    reading(&mut run, "plug", "on").await;
+    assert!(run.device_status("node-2").is_none());
+    run.stop().await;
+}

@@ -10,7 +10,7 @@
 //! channels were bad, and every device goes offline with the reason when the connection is
 //! lost), one log line per transition, and reconnects with [`super::Backoff`]. Readings never
 //! wait for a full sink queue: a listener cannot slow its source down, so a full queue drops
-//! the batch and counts it (DESIGN §6) — unless the listener can make its source retry: then
+//! the batch and counts it (drop-newest) — unless the listener can make its source retry: then
 //! it asks for room first ([`Devices::try_reserve`]) and refuses the message when there is
 //! none (HTTP ingest answers 503).
 

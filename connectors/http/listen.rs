@@ -11,6 +11,7 @@
 //! | 202 `{"accepted": n}` | the readings are in every `block` sink's queue |
 //! | 400 `{"error": …}` | not JSON, not an object or list of objects, a value of the wrong type, a bad timestamp, no value of any channel |
 //! | 401 | no key or a wrong key |
+//! | 429 + `Retry-After` | this address sent repeated wrong keys ([`osgate_core::net::lockout`]) |
 //! | 404 | another path, or an unknown device (unless `accept_new_devices` allows it) |
 //! | 405 | not a POST |
 //! | 409 | the device is disabled |
@@ -21,6 +22,10 @@
 //! the pipeline (one batch per object) only after room for them was reserved in every `block` sink's queue
 //! (`Devices::try_reserve`), so a 202 is never followed by a silent drop there and a 503 leaves
 //! no trace (transforms did not see it). `drop_newest` sinks drop and count as their policy says.
+//!
+//! Connections are bounded as the JSON-RPC server's are ([`osgate_core::net::listen`], settings in
+//! `limits`): deadlines for the head, the body (a minimum rate) and idle keep-alive, a
+//! connection cap that keeps room for newcomers, bodies copied as they arrive.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,9 +34,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value as Json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -44,15 +48,15 @@ use crate::device::payload::{leaves, Pick, TimeParser, TimestampConfig};
 use crate::device::{Fault, WriteError};
 use crate::{ConnectorContext, ConnectorError, Running};
 use osgate_core::reading::{Timestamp, Value};
-use osgate_core::auth::{key_matches, presented_key};
+use osgate_core::auth::{find_key, presented_key, ApiKey};
+use osgate_core::net::listen::{read_body, BodyError, BodyMeter, Listener as Bounded};
+use osgate_core::net::lockout::AuthFailures;
 use osgate_core::transform::TransformConfig;
 
 /// Bodies waiting for the line task; beyond that a request waits (up to [`LINE_WAIT`]).
 const QUEUE: usize = 256;
 /// Longest a request waits for the line task before it is answered 503.
 const LINE_WAIT: Duration = Duration::from_secs(5);
-/// Time a client has to send its request head (slow clients hold no connection forever).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seconds a client is told to wait before it sends a refused body again.
@@ -104,23 +108,28 @@ pub fn build(
             d.settings.timestamp.as_ref().map(stamp).transpose()?,
         ));
     }
-    let keys: Arc<[Box<[u8]>]> = s.api_keys.iter().map(|k| k.as_bytes().into()).collect();
+    let keys: Arc<[ApiKey]> = s.api_keys.clone().into();
     let max_body = s.max_body.bytes();
     Ok(Box::pin(async move {
         let spec = spec.clone();
         let s = &spec.settings;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| ConnectorError::Address {
-                address: s.listen.clone(),
-                reason: format!("cannot listen: {e}"),
-            })?;
+        let listener = osgate_core::net::listen::bind(addr).map_err(|e| ConnectorError::Address {
+            address: s.listen.clone(),
+            reason: format!("cannot listen: {e}"),
+        })?;
         if keys.is_empty() {
             tracing::warn!(connector = %ctx.name, listen = %addr,
                 "HTTP ingest without api_keys: open to every local process (loopback only)");
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        let server = Arc::new(Server { keys, max_body, tx });
+        let bounded = Bounded::new(&ctx.name, addr, s.limits.clone());
+        let server = Arc::new(Server {
+            keys,
+            max_body,
+            tx,
+            failures: AuthFailures::new(),
+            bounded,
+        });
         let task = tokio::spawn(serve(listener, tls, server, ctx.shutdown.clone()));
         tracing::info!(connector = %ctx.name, listen = %addr, "HTTP ingest listening");
         let name: Arc<str> = "POST /ingest/{device}".into();
@@ -380,9 +389,11 @@ impl Listener for Ingest {
 
 /// What every connection's handler shares.
 struct Server {
-    keys: Arc<[Box<[u8]>]>,
+    keys: Arc<[ApiKey]>,
     max_body: usize,
     tx: mpsc::Sender<Push>,
+    failures: AuthFailures,
+    bounded: Arc<Bounded>,
 }
 
 /// Accepts connections until `token` is cancelled; each in its own task (TLS handshake first).
@@ -397,20 +408,26 @@ async fn serve(
         let (sock, peer) = tokio::select! {
             _ = token.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            c = osgate_core::net::accept(&listener, "HTTP ingest") => match c {
+            c = async {
+                server.bounded.room().await;
+                osgate_core::net::accept(&listener, "HTTP ingest").await
+            } => match c {
                 Some(c) => c,
                 None => continue,
             },
+        };
+        let Some(slot) = server.bounded.admit(peer) else {
+            continue;
         };
         let _ = sock.set_nodelay(true);
         let server = server.clone();
         let tls = tls.clone();
         conns.spawn(async move {
             match tls {
-                None => connection(TokioIo::new(sock), server).await,
+                None => connection(sock, slot, peer, server).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
-                        Ok(Ok(s)) => connection(TokioIo::new(s), server).await,
+                        Ok(Ok(s)) => connection(s, slot, peer, server).await,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %osgate_core::net::describe_error(&e), "HTTP ingest TLS handshake failed")
                         }
@@ -422,18 +439,17 @@ async fn serve(
     }
 }
 
-async fn connection<I>(io: I, server: Arc<Server>)
+async fn connection<I>(io: I, slot: osgate_core::net::listen::Slot, peer: SocketAddr, server: Arc<Server>)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let bounded = server.bounded.clone();
     let svc = hyper::service::service_fn(move |req| {
         let server = server.clone();
-        async move { Ok::<_, Infallible>(server.handle(req).await) }
+        async move { Ok::<_, Infallible>(server.handle(req, peer).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(io, svc)
+    bounded
+        .serve(slot, io, svc, std::future::pending::<()>())
         .await;
 }
 
@@ -477,7 +493,20 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 impl Server {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if let Some(left) = self.failures.locked(peer.ip()) {
+            self.bounded
+                .stats()
+                .cut(osgate_core::net::listen::Cause::LockedOut, Some(peer));
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many wrong API keys from this address; retry later",
+            );
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            return r;
+        }
         let Some(raw) = req
             .uri()
             .path()
@@ -499,8 +528,9 @@ impl Server {
             return r;
         }
         if !self.keys.is_empty()
-            && !presented_key(req.headers()).is_some_and(|k| key_matches(&self.keys, k))
+            && presented_key(req.headers()).is_none_or(|k| find_key(&self.keys, k).is_none())
         {
+            self.failures.failed(peer.ip(), &self.bounded.stats().name);
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)",
@@ -522,15 +552,11 @@ impl Server {
         if declared.is_some_and(|n| n > self.max_body as u64) {
             return too_big();
         }
-        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_big(),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("could not read the body: {e}"),
-                )
-            }
+        let meter = req.extensions().get::<BodyMeter>().cloned();
+        let body = match read_body(req.into_body(), self.max_body, meter.as_ref()).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge(_)) => return too_big(),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         let doc: Json = match serde_json::from_slice(&body) {
             Ok(d) => d,

@@ -226,9 +226,13 @@ pub struct ListenSettings {
     /// Address to serve on, `ip:port` (e.g. `0.0.0.0:8581`).
     pub listen: String,
     /// Accepted API keys (`Authorization: Bearer KEY` or `X-API-Key: KEY`, `${VAR}` for
-    /// secrets). Required unless `listen` is a loopback address.
+    /// secrets): a string or `{"name", "key"}` (the name shows in logs). Required unless
+    /// `listen` is a loopback address.
     #[serde(default)]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<osgate_core::auth::ApiKey>,
+    /// Deadlines and the connection cap of the listener (`docs/security.md`).
+    #[serde(default)]
+    pub limits: osgate_core::net::listen::ListenLimits,
     /// Largest request body (default `1MiB`); larger ones get 413.
     #[serde(default = "default_max_request")]
     pub max_body: Size,
@@ -478,13 +482,11 @@ pub fn validate_listen(spec: &HttpListenConfig, path: &str, errs: &mut Vec<Confi
         )),
         Ok(_) => {}
     }
-    for (i, k) in s.api_keys.iter().enumerate() {
-        if k.trim().is_empty() {
-            errs.push(ConfigError::new(
-                format!("{path}.api_keys[{i}]"),
-                "must not be empty",
-            ));
-        }
+    for (at, msg) in osgate_core::auth::check_keys(&s.api_keys, 1) {
+        errs.push(ConfigError::new(format!("{path}.api_keys{at}"), msg));
+    }
+    for (field, msg) in s.limits.check() {
+        errs.push(ConfigError::new(format!("{path}.limits.{field}"), msg));
     }
     if s.max_body.0 == 0 || s.max_body.bytes() > MAX_BODY_LIMIT {
         errs.push(ConfigError::new(

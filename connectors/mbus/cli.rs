@@ -1,8 +1,9 @@
 //! `osgate mbus decode|scan|read`: field tools for M-Bus.
 //!
 //! - `decode HEX-OR-FILE` prints one frame as JSON (type and fields, header and records of an
-//!   RSP_UD); exit 0 for one valid frame, 2 when the input is not one (bad checksum, wrong
-//!   length, truncated, bytes left over, malformed records) with the reason on stderr.
+//!   RSP_UD, the bytes of a CI it does not read); exit 0 for one valid frame of any type (ACK,
+//!   short, control, long), 2 only when the input is not one (bad checksum, wrong length,
+//!   truncated, bytes left over, malformed records) with the reason on stderr.
 //! - `scan --serial PORT|--tcp HOST:PORT [--secondary]` lists the meters on a bus.
 //! - `read --serial PORT|--tcp HOST:PORT --address N|--id ID` reads one meter and prints each
 //!   telegram like `decode`.

@@ -38,9 +38,9 @@ pub fn value(v: &RecordValue<'_>) -> Json {
     }
 }
 
-/// One record as JSON.
+/// One record as JSON (`modifiers` only when combinable VIFEs qualify the value).
 pub fn record(r: &Record<'_>, name: String) -> Json {
-    json!({
+    let mut j = json!({
         "index": r.index,
         "quantity": r.quantity_name(),
         "value": value(&r.value),
@@ -50,7 +50,11 @@ pub fn record(r: &Record<'_>, name: String) -> Json {
         "subunit": r.subunit,
         "function": r.function.as_str(),
         "name": name,
-    })
+    });
+    if !r.vife.is_empty() {
+        j["modifiers"] = r.modifiers().into();
+    }
+    j
 }
 
 /// The records of one telegram with unique names (a repeated derived name gets `_2`, `_3`…
@@ -70,8 +74,9 @@ pub fn unique_names<'a>(recs: &[Record<'a>]) -> Vec<String> {
     names
 }
 
-/// A whole frame as JSON. `Err` when the user data of an RSP_UD is malformed (application
-/// errors are shown in the JSON as `"error"`).
+/// A whole frame as JSON: every frame type (ACK, short, control, long). `Err` only when the
+/// user data of an RSP_UD is malformed; application errors are shown as `"error"`, a CI this
+/// decoder does not read as the `"data"` bytes with a `"note"`.
 pub fn frame(f: &Frame<'_>) -> Result<Json, DecodeError> {
     let mut out = Map::new();
     let mut desc = Map::new();
@@ -108,7 +113,13 @@ pub fn frame(f: &Frame<'_>) -> Result<Json, DecodeError> {
         Frame::Long {
             control, ci, data, ..
         } if control & 0x40 == 0 => (ci, data),
-        Frame::Control { control, ci, .. } if control & 0x40 == 0 => (ci, &[][..]),
+        // A control frame (L = 3) is C, A and CI alone: its header is the frame's, it has no
+        // records whatever the CI (an application error without its code is unspecified).
+        Frame::Control { control, ci, .. } if control & 0x40 == 0 && ci == 0x70 => (ci, &[][..]),
+        Frame::Control { control, .. } if control & 0x40 == 0 => {
+            out.insert("records".into(), Json::Array(Vec::new()));
+            return Ok(Json::Object(out));
+        }
         Frame::Long { ci, data, .. } => {
             // Master to slave (SND_UD): show the payload.
             out.insert("ci".into(), ci.into());
@@ -123,6 +134,11 @@ pub fn frame(f: &Frame<'_>) -> Result<Json, DecodeError> {
                 "error".into(),
                 json!({"code": code, "message": record::app_error_text(code)}),
             );
+        }
+        Err(e @ DecodeError::UnsupportedCi(_)) => {
+            // A valid frame whose application layer this decoder does not read: its bytes.
+            out.insert("data".into(), hex(data).into());
+            out.insert("note".into(), e.to_string().into());
         }
         Err(e) => return Err(e),
         Ok(ud) => {

@@ -20,11 +20,16 @@ use super::{ConnectorContext, ConnectorError, Running};
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod cli;
+pub mod datafield;
 pub mod frame;
+pub mod header;
 pub mod json;
 pub mod link;
+pub mod lvar;
 pub mod poller;
 pub mod record;
+pub mod tcp;
+pub mod vif;
 
 /// A parsed M-Bus connector.
 pub type MbusConfig = ConnectorSpec<MbusSettings, MbusDevice, MbusChannel>;
@@ -33,8 +38,9 @@ pub type MbusConfig = ConnectorSpec<MbusSettings, MbusDevice, MbusChannel>;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MbusSettings {
-    /// `{"serial": {"port": "/dev/ttyUSB0", "baud": 2400}}` or `{"tcp": "host:port"}` (a
-    /// level converter in transparent mode).
+    /// `{"serial": {"port": "/dev/ttyUSB0", "baud": 2400}}`, or a level converter in
+    /// transparent mode: `{"tcp": "host:port"}` (its bus at 2400 baud) or `{"tcp": {"address":
+    /// "host:port", "baud": 9600}}`.
     pub transport: Transport,
     /// Time to wait for the first byte of an answer (default: 330 bit times plus 50 ms at the
     /// bus's baud rate, at least 500 ms).
@@ -62,8 +68,9 @@ pub struct MbusSettings {
 pub enum Transport {
     /// A serial port (8 data bits, even parity, 1 stop bit).
     Serial(SerialSettings),
-    /// A TCP level converter, `host:port`; its bus is assumed to run at 2400 baud for timing.
-    Tcp(String),
+    /// A TCP level converter: `"host:port"` or `{"address": "host:port", "baud": 9600}`; the
+    /// baud rate of the bus behind it (default 2400) sets the timing.
+    Tcp(tcp::TcpSettings),
 }
 
 /// A serial M-Bus line.
@@ -151,7 +158,7 @@ fn default_backoff() -> Dur {
 fn default_backoff_max() -> Dur {
     Dur::from_secs(300)
 }
-fn default_baud() -> u32 {
+pub(crate) fn default_baud() -> u32 {
     2400
 }
 fn default_interval() -> Dur {
@@ -173,7 +180,7 @@ impl MbusSettings {
                 },
                 s.baud,
             ),
-            Transport::Tcp(a) => (link::Endpoint::Tcp(a.clone()), 2400),
+            Transport::Tcp(t) => (link::Endpoint::Tcp(t.address.clone()), t.baud),
         };
         let timeout = self.timeout.map_or_else(|| default_timeout(baud), |d| d.0);
         let timing = link::Timing {
@@ -203,14 +210,17 @@ pub const PROTOCOL: crate::Protocol = crate::Protocol {
 /// Semantic checks.
 pub fn validate(spec: &MbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
     let s = &spec.settings;
+    let baud = |field: &str, baud: u32, errs: &mut Vec<ConfigError>| {
+        if !BAUDS.contains(&baud) {
+            errs.push(ConfigError::new(
+                format!("{path}.transport.{field}.baud"),
+                format!("unsupported baud rate {baud}, expected one of 300, 600, 1200, 2400, 4800, 9600, 19200, 38400"),
+            ));
+        }
+    };
     match &s.transport {
         Transport::Serial(line) => {
-            if !BAUDS.contains(&line.baud) {
-                errs.push(ConfigError::new(
-                    format!("{path}.transport.serial.baud"),
-                    format!("unsupported baud rate {}, expected one of 300, 600, 1200, 2400, 4800, 9600, 19200, 38400", line.baud),
-                ));
-            }
+            baud("serial", line.baud, errs);
             if line.port.is_empty() {
                 errs.push(ConfigError::new(
                     format!("{path}.transport.serial.port"),
@@ -218,10 +228,11 @@ pub fn validate(spec: &MbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
                 ));
             }
         }
-        Transport::Tcp(addr) => {
-            if let Err(e) = check_host_port(addr) {
+        Transport::Tcp(t) => {
+            if let Err(e) = check_host_port(&t.address) {
                 errs.push(ConfigError::new(format!("{path}.transport.tcp"), e));
             }
+            baud("tcp", t.baud, errs);
         }
     }
     if s.max_telegrams == 0 {
@@ -295,9 +306,9 @@ fn check_host_port(addr: &str) -> Result<(), String> {
 pub fn build(spec: Arc<MbusConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
     match &spec.settings.transport {
         Transport::Serial(line) => ConnectorError::check_serial_port(&line.port)?,
-        Transport::Tcp(addr) => {
-            check_host_port(addr).map_err(|reason| ConnectorError::Address {
-                address: addr.clone(),
+        Transport::Tcp(t) => {
+            check_host_port(&t.address).map_err(|reason| ConnectorError::Address {
+                address: t.address.clone(),
                 reason,
             })?;
         }
@@ -323,6 +334,9 @@ pub fn build(spec: Arc<MbusConfig>, ctx: ConnectorContext) -> Result<Running, Co
         Ok(())
     }))
 }
+
+#[cfg(test)]
+mod collections_tests;
 
 #[cfg(test)]
 mod tests {
@@ -371,6 +385,38 @@ mod tests {
         assert!(e[3].contains("devices[2]: give exactly one"));
         assert!(e[4].contains("devices[3].channels[0].function: unknown function \"avg\""));
         assert!(e[5].contains("devices[3].channels[1]: give exactly one"));
+    }
+
+    #[test]
+    fn tcp_converters_time_the_bus_at_its_baud() {
+        let spec = |transport: serde_json::Value| {
+            let mut errs = Vec::new();
+            let v = json!({"name": "bus", "protocol": "mbus", "transport": transport,
+                           "devices": [{"name": "m", "address": 1}]});
+            let spec = parse_spec_value::<MbusSettings, MbusDevice, MbusChannel>(v, "c", &mut errs)
+                .expect("parses");
+            validate(&spec, "c", &mut errs);
+            (spec, errs)
+        };
+        let (plain, errs) = spec(json!({"tcp": "10.0.0.5:10001"}));
+        assert!(errs.is_empty(), "{errs:?}");
+        let (endpoint, timing) = plain.settings.link();
+        assert_eq!(endpoint, link::Endpoint::Tcp("10.0.0.5:10001".into()));
+        assert_eq!((timing.baud, timing.timeout), (2400, default_timeout(2400)));
+        let (slow, errs) = spec(json!({"tcp": {"address": "10.0.0.5:10001", "baud": 300}}));
+        assert!(errs.is_empty(), "{errs:?}");
+        let (_, timing) = slow.settings.link();
+        assert_eq!(timing.baud, 300);
+        assert_eq!(timing.timeout, Duration::from_millis(1150));
+        assert_eq!(timing.idle(), Duration::from_millis(110));
+        let (fast, _) = spec(json!({"tcp": {"address": "h:1", "baud": 38400}}));
+        assert_eq!(fast.settings.link().1.chars(1), Duration::from_micros(286));
+        let (_, errs) = spec(json!({"tcp": {"address": "h:1", "baud": 1234}}));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "c.transport.tcp.baud");
+        assert!(errs[0].message.contains("unsupported baud rate 1234"));
+        let (_, errs) = spec(json!({"tcp": {"address": "nohost", "baud": 2400}}));
+        assert_eq!(errs[0].path, "c.transport.tcp");
     }
 
     #[test]

@@ -5,13 +5,22 @@
 //! header, `0x7A` short header, `0x78` none, fixed structure `0x73`/`0x77`) and turns an
 //! application error (`0x70`) into [`DecodeError::Application`]. [`UserData::records`] walks
 //! the records lazily and without allocating: DIF and the DIFE chain (storage number, tariff,
-//! sub-unit), VIF and the VIFE chain (primary table, `0xFD` and `0xFB` extension tables,
-//! plain-text VIF `0x7C`/`0xFC`, correction factors), and the data field (integers of 1–8 bytes,
-//! BCD, Real32, dates of types F, G and I, variable length, manufacturer blocks). Scaling and
-//! unit names follow libmbus's normalized output, so values compare one to one with the
-//! reference implementation; the poller maps records to channels, the CLI prints them.
+//! sub-unit), VIF and the VIFE chain (looked up in [`super::vif`]: the primary table, the `0xFD`
+//! and `0xFB` extension tables, plain-text VIF `0x7C`/`0xFC`, and the combinable VIFEs with
+//! their corrections and unit changes), and the data field (integers of 1–8 bytes, BCD,
+//! Real32, dates and times of types F, G, I and J, variable-length data by its LVAR range in
+//! [`super::lvar`], manufacturer blocks). Scaling and unit names follow libmbus's normalized
+//! output, so values compare one to one with the reference implementation; the poller maps
+//! records to channels, the CLI prints them.
 
 use std::fmt::Write as _;
+
+use super::datafield::decode_value;
+pub use super::datafield::{bcd_le, int_le, DateTime};
+pub use super::header::{app_error_text, manufacturer_code, manufacturer_id, medium_name, Header};
+use super::lvar::Lvar;
+pub use super::vif::Vifes;
+use super::vif::{self, Effect};
 
 /// Why user data cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,125 +82,6 @@ impl DecodeError {
             DecodeError::Application(_) => "application_error",
             _ => "malformed",
         }
-    }
-}
-
-/// The text of an application error code (EN 13757-3, CI 0x70).
-pub fn app_error_text(code: u8) -> String {
-    match code {
-        0 => "unspecified error".into(),
-        1 => "unimplemented CI field".into(),
-        2 => "buffer too long, truncated".into(),
-        3 => "too many records".into(),
-        4 => "premature end of record".into(),
-        5 => "more than 10 DIFEs".into(),
-        6 => "more than 10 VIFEs".into(),
-        7 => "reserved (code 7)".into(),
-        8 => "application busy".into(),
-        9 => "too many readouts".into(),
-        c => format!("unknown application error 0x{c:02X}"),
-    }
-}
-
-/// The fixed part of a variable-structure header, or what a short or fixed header carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Header {
-    /// Identification number (4 bytes, least significant first, usually BCD); `None` with a
-    /// short header.
-    pub id: Option<[u8; 4]>,
-    /// Manufacturer (three letters packed in 15 bits).
-    pub manufacturer: Option<u16>,
-    /// Version (generation) of the meter.
-    pub version: Option<u8>,
-    /// Medium code.
-    pub medium: Option<u8>,
-    /// Access number (transmission counter).
-    pub access_number: u8,
-    /// Status byte.
-    pub status: u8,
-    /// Signature (encryption), 0 when none.
-    pub signature: u16,
-}
-
-impl Header {
-    /// The identification number as printed on the meter (the BCD digits, or hex digits when
-    /// it is not valid BCD).
-    pub fn id_string(&self) -> Option<String> {
-        self.id.map(u32::from_le_bytes).map(|v| format!("{v:08X}"))
-    }
-
-    /// The identification number as a number (`None` when not BCD).
-    pub fn id_number(&self) -> Option<u32> {
-        self.id_string()?.parse().ok()
-    }
-
-    /// The three-letter manufacturer code.
-    pub fn manufacturer_code(&self) -> Option<String> {
-        self.manufacturer.map(manufacturer_code)
-    }
-
-    /// The medium's name.
-    pub fn medium_name(&self) -> Option<&'static str> {
-        self.medium.map(medium_name)
-    }
-}
-
-/// The three letters of a packed manufacturer id.
-pub fn manufacturer_code(m: u16) -> String {
-    [(m >> 10) & 0x1F, (m >> 5) & 0x1F, m & 0x1F]
-        .iter()
-        .map(|&c| char::from(c as u8 + 64))
-        .collect()
-}
-
-/// Packs three letters into a manufacturer id (`None` unless three ASCII letters).
-pub fn manufacturer_id(code: &str) -> Option<u16> {
-    let b = code.as_bytes();
-    if b.len() != 3 || !b.iter().all(|c| c.is_ascii_uppercase()) {
-        return None;
-    }
-    Some(b.iter().fold(0u16, |m, &c| (m << 5) | u16::from(c - 64)))
-}
-
-/// The name of a medium code (EN 13757-3 table "Medium").
-pub fn medium_name(m: u8) -> &'static str {
-    match m {
-        0x00 => "other",
-        0x01 => "oil",
-        0x02 => "electricity",
-        0x03 => "gas",
-        0x04 => "heat (outlet)",
-        0x05 => "steam",
-        0x06 => "warm water",
-        0x07 => "water",
-        0x08 => "heat cost allocator",
-        0x09 => "compressed air",
-        0x0A => "cooling load (outlet)",
-        0x0B => "cooling load (inlet)",
-        0x0C => "heat (inlet)",
-        0x0D => "heat / cooling load",
-        0x0E => "bus / system",
-        0x0F => "unknown medium",
-        0x15 => "hot water",
-        0x16 => "cold water",
-        0x17 => "dual register water",
-        0x18 => "pressure",
-        0x19 => "A/D converter",
-        0x1A => "smoke detector",
-        0x1B => "room sensor",
-        0x1C => "gas detector",
-        0x20 => "breaker (electricity)",
-        0x21 => "valve (gas or water)",
-        0x25 => "customer unit",
-        0x28 => "waste water",
-        0x29 => "garbage",
-        0x2A => "carbon dioxide",
-        0x31 => "communication controller",
-        0x32 => "unidirectional repeater",
-        0x33 => "bidirectional repeater",
-        0x36 => "radio converter (system side)",
-        0x37 => "radio converter (meter side)",
-        _ => "reserved",
     }
 }
 
@@ -399,30 +289,6 @@ pub enum Quantity<'a> {
     Unknown(u16),
 }
 
-/// A calendar date or date and time as the meter sent it (fields not range-checked: meters
-/// send `00` for "not set").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DateTime {
-    /// Year (full).
-    pub year: u16,
-    /// Month 0–15.
-    pub month: u8,
-    /// Day 0–31.
-    pub day: u8,
-    /// Hour, minute, second when the data type carries a time (F, I).
-    pub time: Option<(u8, u8, u8)>,
-}
-
-impl std::fmt::Display for DateTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)?;
-        if let Some((h, m, s)) = self.time {
-            write!(f, "T{h:02}:{m:02}:{s:02}Z")?;
-        }
-        Ok(())
-    }
-}
-
 /// A record's value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RecordValue<'a> {
@@ -515,6 +381,8 @@ pub struct Record<'a> {
     pub dif: u8,
     /// The VIF byte (0 for fixed structure and manufacturer blocks).
     pub vif: u8,
+    /// The combinable VIFEs that qualify the value (`per hour`, `upper limit value`…).
+    pub vife: Vifes,
 }
 
 impl Record<'_> {
@@ -527,13 +395,22 @@ impl Record<'_> {
         }
     }
 
-    /// The unit, with a plain-text VIF's own text.
+    /// The unit, with a plain-text VIF's own text and what combinable VIFEs add to it
+    /// (`m^3/h` for a volume "per hour").
     pub fn unit_text(&self) -> Option<String> {
-        match self.quantity {
-            Quantity::Text(t) => Some(reversed_text(t)),
-            _ if self.unit.is_empty() => None,
-            _ => Some(self.unit.to_string()),
+        let mut unit = match self.quantity {
+            Quantity::Text(t) => reversed_text(t),
+            _ => self.unit.to_string(),
+        };
+        for c in self.vife.iter() {
+            unit.push_str(c.unit_suffix);
         }
+        (!unit.is_empty()).then_some(unit)
+    }
+
+    /// What the combinable VIFEs say of the value, in telegram order.
+    pub fn modifiers(&self) -> Vec<&'static str> {
+        self.vife.iter().map(|c| c.meaning).collect()
     }
 
     /// The stable derived name: quantity and unit (`energy_wh`, `volume_m3`,
@@ -600,7 +477,8 @@ pub struct Records<'a> {
     failed: bool,
 }
 
-const MAX_EXT: usize = 10;
+/// Most DIFEs, and most VIFEs, of one record (EN 13757-3).
+pub const MAX_EXT: usize = 10;
 
 impl<'a> Iterator for Records<'a> {
     type Item = Result<Record<'a>, DecodeError>;
@@ -662,6 +540,7 @@ impl<'a> Records<'a> {
                 },
                 dif,
                 vif: 0,
+                vife: Vifes::default(),
             }));
         }
         Some(self.variable_record(d, msb, index, dif))
@@ -722,6 +601,7 @@ impl<'a> Records<'a> {
         let vifes = &vifes[..nvife];
         // Data field.
         let coding = dif & 0x0F;
+        let mut lvar = None;
         let len = match coding {
             0x0 | 0x8 => 0,
             0x1 | 0x9 => 1,
@@ -731,24 +611,16 @@ impl<'a> Records<'a> {
             0x6 | 0xE => 6,
             0x7 | 0xF => 8,
             _ => {
-                let lvar = *d.get(self.pos).ok_or(premature("data"))?;
+                let b = *d.get(self.pos).ok_or(premature("data"))?;
                 self.pos += 1;
-                match lvar {
-                    0x00..=0xBF => lvar as usize,
-                    0xC0..=0xC9 => (lvar - 0xC0) as usize * 2,
-                    0xD0..=0xD9 => (lvar - 0xD0) as usize * 2,
-                    0xE0..=0xEF => (lvar - 0xE0) as usize,
-                    0xF0..=0xF4 => (lvar - 0xEC) as usize * 4,
-                    0xF5 => 48,
-                    0xF6 => 64,
-                    _ => return Err(DecodeError::BadLvar { index, lvar }),
-                }
+                let l = Lvar::parse(b).ok_or(DecodeError::BadLvar { index, lvar: b })?;
+                lvar = Some(l);
+                l.len()
             }
         };
         let end = self.pos + len;
         let raw = d.get(self.pos..end).ok_or(premature("data"))?;
         self.pos = end;
-        let lvar_text = coding == 0xD && d[end - len - 1] <= 0xBF;
 
         let function = match dif & 0x30 {
             0x00 => Function::Instantaneous,
@@ -757,10 +629,20 @@ impl<'a> Records<'a> {
             _ => Function::Error,
         };
         let vife0 = vifes.first().map(|v| v & 0x7F);
-        let info = vif_info(vif, vife0, text);
-        let value = decode_value(coding, raw, msb, vif, vife0, lvar_text);
+        let (quantity, info) = vif::vif_info(vif, vife0, text);
+        let vife = Vifes::of(vif, vifes);
+        let value = match lvar {
+            Some(l) => l.value(raw),
+            None => decode_value(coding, raw, msb, vif, vife0),
+        };
         let value = match value {
-            RecordValue::Number(v) => RecordValue::Number(correct(v * info.scale, vif, vife0)),
+            RecordValue::Number(v) => {
+                RecordValue::Number(vife.iter().fold(v * info.scale, |v, c| match c.effect {
+                    Effect::None => v,
+                    Effect::Multiply(f) => v * f,
+                    Effect::Add(a) => v + a,
+                }))
+            }
             other => other,
         };
         Ok(Record {
@@ -769,331 +651,13 @@ impl<'a> Records<'a> {
             tariff,
             subunit,
             function,
-            quantity: info.quantity,
+            quantity,
             unit: info.unit,
             value,
             dif,
             vif,
+            vife,
         })
-    }
-}
-
-/// Applies the VIFE correction of a primary VIF (table "combinable VIFE": multiplicative
-/// 10^(nnn-6), additive 10^(nn-3), ×1000).
-fn correct(v: f64, vif: u8, vife0: Option<u8>) -> f64 {
-    let Some(e) = vife0 else { return v };
-    if vif & 0x80 == 0 || vif == 0xFD || vif == 0xFB {
-        return v;
-    }
-    match e {
-        0x70..=0x77 => v * pow10(i32::from(e & 0x07) - 6),
-        0x78..=0x7B => v + pow10(i32::from(e & 0x03) - 3),
-        0x7D => v * 1000.0,
-        _ => v,
-    }
-}
-
-fn pow10(e: i32) -> f64 {
-    // Exact decimal constants (10f64.powi(-3) is not the nearest double to 1e-3).
-    const P: [f64; 25] = [
-        1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2,
-        1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
-    ];
-    P.get((e + 12) as usize).copied().unwrap_or(f64::NAN)
-}
-
-struct VifInfo<'a> {
-    quantity: Quantity<'a>,
-    unit: &'static str,
-    scale: f64,
-}
-
-fn known(quantity: &'static str, unit: &'static str, scale: f64) -> VifInfo<'static> {
-    VifInfo {
-        quantity: Quantity::Known(quantity),
-        unit,
-        scale,
-    }
-}
-
-/// The quantity, unit and scale of a VIF (with the first VIFE for the extension tables).
-fn vif_info<'a>(vif: u8, vife0: Option<u8>, text: Option<&'a [u8]>) -> VifInfo<'a> {
-    if let Some(t) = text {
-        return VifInfo {
-            quantity: Quantity::Text(t),
-            unit: "",
-            scale: 1.0,
-        };
-    }
-    let unknown = |code| VifInfo {
-        quantity: Quantity::Unknown(code),
-        unit: "",
-        scale: 1.0,
-    };
-    match (vif, vife0) {
-        (0xFD, Some(e)) => vif_fd(e).unwrap_or_else(|| unknown(0x100 | u16::from(e))),
-        (0xFB, Some(e)) => vif_fb(e).unwrap_or_else(|| unknown(0x200 | u16::from(e))),
-        (0xFD, None) | (0xFB, None) => unknown(u16::from(vif)),
-        _ => vif_primary(vif & 0x7F).unwrap_or_else(|| unknown(u16::from(vif & 0x7F))),
-    }
-}
-
-/// Time units of a 2-bit `nn` field: seconds, minutes, hours, days (in seconds).
-const DURATION: [f64; 4] = [1.0, 60.0, 3600.0, 86400.0];
-/// Average month and year in seconds.
-const MONTH: f64 = 2_629_743.83;
-const YEAR: f64 = 31_556_926.0;
-
-/// Primary VIF table (EN 13757-3 table 10).
-fn vif_primary(v: u8) -> Option<VifInfo<'static>> {
-    let n = i32::from(v & 0x07);
-    let nn = usize::from(v & 0x03);
-    Some(match v {
-        0x00..=0x07 => known("energy", "Wh", pow10(n - 3)),
-        0x08..=0x0F => known("energy", "J", pow10(n)),
-        0x10..=0x17 => known("volume", "m^3", pow10(n - 6)),
-        0x18..=0x1F => known("mass", "kg", pow10(n - 3)),
-        0x20..=0x23 => known("on time", "s", DURATION[nn]),
-        0x24..=0x27 => known("operating time", "s", DURATION[nn]),
-        0x28..=0x2F => known("power", "W", pow10(n - 3)),
-        0x30..=0x37 => known("power", "J/h", pow10(n)),
-        0x38..=0x3F => known("volume flow", "m^3/h", pow10(n - 6)),
-        0x40..=0x47 => known("volume flow", "m^3/min", pow10(n - 7)),
-        0x48..=0x4F => known("volume flow", "m^3/s", pow10(n - 9)),
-        0x50..=0x57 => known("mass flow", "kg/h", pow10(n - 3)),
-        0x58..=0x5B => known("flow temperature", "°C", pow10(nn as i32 - 3)),
-        0x5C..=0x5F => known("return temperature", "°C", pow10(nn as i32 - 3)),
-        0x60..=0x63 => known("temperature difference", "K", pow10(nn as i32 - 3)),
-        0x64..=0x67 => known("external temperature", "°C", pow10(nn as i32 - 3)),
-        0x68..=0x6B => known("pressure", "bar", pow10(nn as i32 - 3)),
-        0x6C => known("date", "", 1.0),
-        0x6D => known("date and time", "", 1.0),
-        0x6E => known("hca units", "", 1.0),
-        // Reserved: libmbus reports 0 for it, so do we.
-        0x6F => known("reserved", "", 0.0),
-        0x70..=0x73 => known("averaging duration", "s", DURATION[nn]),
-        0x74..=0x77 => known("actuality duration", "s", DURATION[nn]),
-        0x78 => known("fabrication number", "", 1.0),
-        0x79 => known("enhanced identification", "", 1.0),
-        0x7A => known("bus address", "", 1.0),
-        0x7E => known("any", "", 1.0),
-        0x7F => known("manufacturer specific", "", 1.0),
-        _ => return None,
-    })
-}
-
-/// Extension table after VIF 0xFD (EN 13757-3 table 14).
-fn vif_fd(e: u8) -> Option<VifInfo<'static>> {
-    let e = e & 0x7F;
-    let n = i32::from(e & 0x0F);
-    let nn = usize::from(e & 0x03);
-    let plain = |q| known(q, "", 1.0);
-    Some(match e {
-        0x00..=0x03 => known("credit", "Currency units", pow10(nn as i32 - 3)),
-        0x04..=0x07 => known("debit", "Currency units", pow10(nn as i32 - 3)),
-        0x08 => plain("access number"),
-        0x09 => plain("medium"),
-        0x0A => plain("manufacturer"),
-        0x0B => plain("parameter set identification"),
-        0x0C => plain("model version"),
-        0x0D => plain("hardware version"),
-        0x0E => plain("firmware version"),
-        0x0F => plain("software version"),
-        0x10 => plain("customer location"),
-        0x11 => plain("customer"),
-        0x12 => plain("access code user"),
-        0x13 => plain("access code operator"),
-        0x14 => plain("access code system operator"),
-        0x15 => plain("access code developer"),
-        0x16 => plain("password"),
-        0x17 => plain("error flags"),
-        0x18 => plain("error mask"),
-        0x1A => plain("digital output"),
-        0x1B => plain("digital input"),
-        0x1C => known("baud rate", "Baud", 1.0),
-        0x1D => known("response delay time", "Bittimes", 1.0),
-        0x1E => plain("retry"),
-        0x20 => plain("first storage number"),
-        0x21 => plain("last storage number"),
-        0x22 => plain("storage block size"),
-        0x24..=0x27 => known("storage interval", "s", DURATION[nn]),
-        0x28 => known("storage interval", "s", MONTH),
-        0x29 => known("storage interval", "s", YEAR),
-        0x2C..=0x2F => known("duration since last readout", "s", DURATION[nn]),
-        0x31..=0x33 => known("duration of tariff", "s", DURATION[nn]),
-        0x34..=0x37 => known("period of tariff", "s", DURATION[nn]),
-        0x38 => known("period of tariff", "s", MONTH),
-        0x39 => known("period of tariff", "s", YEAR),
-        0x3A => plain("dimensionless"),
-        0x40..=0x4F => known("voltage", "V", pow10(n - 9)),
-        0x50..=0x5F => known("current", "A", pow10(n - 12)),
-        0x60 => plain("reset counter"),
-        0x61 => plain("cumulation counter"),
-        0x62 => plain("control signal"),
-        0x63 => plain("day of week"),
-        0x64 => plain("week number"),
-        0x65 => plain("time point of day change"),
-        0x66 => plain("state of parameter activation"),
-        0x67 => plain("special supplier information"),
-        0x68 => known("duration since last cumulation", "s", 3600.0),
-        0x69 => known("duration since last cumulation", "s", 86400.0),
-        0x6A => known("duration since last cumulation", "s", MONTH),
-        0x6B => known("duration since last cumulation", "s", YEAR),
-        0x6C => known("operating time battery", "s", 3600.0),
-        0x6D => known("operating time battery", "s", 86400.0),
-        0x6E => known("operating time battery", "s", MONTH),
-        0x6F => known("operating time battery", "s", YEAR),
-        0x70 => plain("date and time of battery change"),
-        _ => plain("reserved"),
-    })
-}
-
-/// Extension table after VIF 0xFB (EN 13757-3 table 12).
-fn vif_fb(e: u8) -> Option<VifInfo<'static>> {
-    let e = e & 0x7F;
-    let n = i32::from(e & 0x01);
-    let nn = i32::from(e & 0x03);
-    Some(match e {
-        0x00 | 0x01 => known("energy", "Wh", pow10(n + 5)),
-        0x08 | 0x09 => known("energy", "J", pow10(n + 8)),
-        0x10 | 0x11 => known("volume", "m^3", pow10(n + 2)),
-        0x18 | 0x19 => known("mass", "kg", pow10(n + 5)),
-        0x21 => known("volume", "feet^3", 0.1),
-        0x22 | 0x23 => known("volume", "American gallon", pow10(n - 1)),
-        0x24 => known("volume flow", "American gallon/min", 1e-3),
-        0x25 => known("volume flow", "American gallon/min", 1.0),
-        0x26 => known("volume flow", "American gallon/h", 1.0),
-        0x28 | 0x29 => known("power", "W", pow10(n + 5)),
-        0x30 | 0x31 => known("power", "J/h", pow10(n + 8)),
-        0x58..=0x5B => known("flow temperature", "°F", pow10(nn - 3)),
-        0x5C..=0x5F => known("return temperature", "°F", pow10(nn - 3)),
-        0x60..=0x63 => known("temperature difference", "°F", pow10(nn - 3)),
-        0x64..=0x67 => known("external temperature", "°F", pow10(nn - 3)),
-        0x70..=0x73 => known("temperature limit", "°F", pow10(nn - 3)),
-        0x74..=0x77 => known("temperature limit", "°C", pow10(nn - 3)),
-        0x78..=0x7F => known("cumulative max power", "W", pow10(i32::from(e & 0x07) - 3)),
-        _ => known("reserved", "", 1.0),
-    })
-}
-
-/// Decodes the data field; numbers are returned unscaled.
-fn decode_value<'a>(
-    coding: u8,
-    raw: &'a [u8],
-    msb: bool,
-    vif: u8,
-    vife0: Option<u8>,
-    lvar_text: bool,
-) -> RecordValue<'a> {
-    // Least significant byte first, whatever the telegram's order.
-    let mut buf = [0u8; 8];
-    let le: &[u8] = if msb && raw.len() <= 8 {
-        for (i, b) in raw.iter().rev().enumerate() {
-            buf[i] = *b;
-        }
-        &buf[..raw.len()]
-    } else {
-        raw
-    };
-    let is_datetime = vif & 0x7F == 0x6D || (vif == 0xFD && matches!(vife0, Some(0x30 | 0x70)));
-    match coding {
-        0x0 | 0x8 => RecordValue::None,
-        0x2 if vif & 0x7F == 0x6C => RecordValue::Date(date_g(le)),
-        0x4 if is_datetime => RecordValue::Date(date_f(le)),
-        0x6 if is_datetime => RecordValue::Date(date_i(le)),
-        0x1 | 0x2 | 0x3 | 0x4 | 0x6 | 0x7 => RecordValue::Number(int_le(le) as f64),
-        0x5 => RecordValue::Number(f64::from(f32::from_le_bytes([le[0], le[1], le[2], le[3]]))),
-        0x9 | 0xA | 0xB | 0xC | 0xE => RecordValue::Number(bcd_le(le) as f64),
-        0xD if lvar_text => RecordValue::Text(raw),
-        _ => RecordValue::Bytes {
-            bytes: raw,
-            reversed: !msb,
-        },
-    }
-}
-
-/// A signed (two's complement) little-endian integer of 1–8 bytes.
-pub fn int_le(b: &[u8]) -> i64 {
-    let mut v: u64 = 0;
-    for (i, &x) in b.iter().enumerate().take(8) {
-        v |= u64::from(x) << (8 * i);
-    }
-    let bits = 8 * b.len().min(8);
-    if bits == 0 {
-        return 0;
-    }
-    // Sign-extend from the top bit of the last byte.
-    let shift = 64 - bits;
-    ((v << shift) as i64) >> shift
-}
-
-/// A little-endian BCD number as meters send it: a high nibble of `F` in the most significant
-/// byte marks a negative number, other non-decimal high nibbles count as 0 and non-decimal low
-/// nibbles (such as the `D` of the error state `DD`) keep their value, as libmbus reads them.
-pub fn bcd_le(b: &[u8]) -> i64 {
-    let mut v: i64 = 0;
-    for &x in b.iter().rev() {
-        let hi = i64::from(x >> 4);
-        v = v
-            .wrapping_mul(10)
-            .wrapping_add(if hi < 10 { hi } else { 0 });
-        v = v.wrapping_mul(10).wrapping_add(i64::from(x & 0x0F));
-    }
-    if b.last().is_some_and(|x| x >> 4 == 0xF) {
-        v = v.wrapping_neg();
-    }
-    v
-}
-
-/// Type G: date (2 bytes).
-fn date_g(b: &[u8]) -> DateTime {
-    DateTime {
-        year: 2000 + u16::from(((b[0] & 0xE0) >> 5) | ((b[1] & 0xF0) >> 1)),
-        month: b[1] & 0x0F,
-        day: b[0] & 0x1F,
-        time: None,
-    }
-}
-
-/// Type F: date and time to the minute (4 bytes); the invalid bit gives the zero date.
-fn date_f(b: &[u8]) -> DateTime {
-    if b[0] & 0x80 != 0 {
-        return DateTime {
-            year: 1900,
-            month: 1,
-            day: 0,
-            time: Some((0, 0, 0)),
-        };
-    }
-    let year = u16::from(((b[2] & 0xE0) >> 5) | ((b[3] & 0xF0) >> 1));
-    let mut century = u16::from((b[1] & 0x60) >> 5);
-    if century == 0 && year <= 80 {
-        // Old meters count a two-digit year from 2000.
-        century = 1;
-    }
-    DateTime {
-        year: 1900 + 100 * century + year,
-        month: b[3] & 0x0F,
-        day: b[2] & 0x1F,
-        time: Some((b[1] & 0x1F, b[0] & 0x3F, 0)),
-    }
-}
-
-/// Type I: date and time to the second (6 bytes).
-fn date_i(b: &[u8]) -> DateTime {
-    if b[1] & 0x80 != 0 {
-        return DateTime {
-            year: 1900,
-            month: 1,
-            day: 0,
-            time: Some((0, 0, 0)),
-        };
-    }
-    DateTime {
-        year: 2000 + u16::from(((b[3] & 0xE0) >> 5) | ((b[4] & 0xF0) >> 1)),
-        month: b[4] & 0x0F,
-        day: b[3] & 0x1F,
-        time: Some((b[2] & 0x1F, b[1] & 0x3F, b[0] & 0x3F)),
     }
 }
 
@@ -1108,12 +672,16 @@ fn fixed_record(index: u16, status: u8, unit: u8, raw: &[u8; 4]) -> Record<'stat
     let (quantity, unit_name, scale) = match code {
         0x00 => ("time", "", 1.0),
         0x01 => ("date", "", 1.0),
-        0x02..=0x0A => ("energy", "Wh", pow10(i32::from(code) - 2)),
-        0x0B..=0x13 => ("energy", "J", pow10(i32::from(code) - 0x0B + 3)),
-        0x14..=0x1C => ("power", "W", pow10(i32::from(code) - 0x14)),
-        0x1D..=0x25 => ("power", "J/h", pow10(i32::from(code) - 0x1D + 3)),
-        0x26..=0x2E => ("volume", "m^3", pow10(i32::from(code) - 0x26 - 6)),
-        0x2F..=0x37 => ("volume flow", "m^3/h", pow10(i32::from(code) - 0x2F - 6)),
+        0x02..=0x0A => ("energy", "Wh", vif::pow10(i32::from(code) - 2)),
+        0x0B..=0x13 => ("energy", "J", vif::pow10(i32::from(code) - 0x0B + 3)),
+        0x14..=0x1C => ("power", "W", vif::pow10(i32::from(code) - 0x14)),
+        0x1D..=0x25 => ("power", "J/h", vif::pow10(i32::from(code) - 0x1D + 3)),
+        0x26..=0x2E => ("volume", "m^3", vif::pow10(i32::from(code) - 0x26 - 6)),
+        0x2F..=0x37 => (
+            "volume flow",
+            "m^3/h",
+            vif::pow10(i32::from(code) - 0x2F - 6),
+        ),
         0x38 => ("temperature", "°C", 1e-3),
         0x39 => ("hca units", "", 1.0),
         0x3E => ("historic", "", 1.0),
@@ -1135,6 +703,7 @@ fn fixed_record(index: u16, status: u8, unit: u8, raw: &[u8; 4]) -> Record<'stat
         value: RecordValue::Number(n as f64 * scale),
         dif: 0,
         vif: unit,
+        vife: Vifes::default(),
     }
 }
 

@@ -102,11 +102,7 @@ pub fn check(der: &[u8], host: &str, application_uri: &str, now: u64) -> Result<
             StatusCode::BadCertificateHostNameInvalid,
             format!(
                 "the server certificate names {} but not \"{host}\"",
-                if carried.is_empty() {
-                    "no host".to_string()
-                } else {
-                    carried.join(", ")
-                }
+                listed(&carried, "no host")
             ),
         ));
     }
@@ -115,15 +111,20 @@ pub fn check(der: &[u8], host: &str, application_uri: &str, now: u64) -> Result<
             StatusCode::BadCertificateUriInvalid,
             format!(
                 "the server calls itself {application_uri} but its certificate carries {}",
-                if uris.is_empty() {
-                    "no URI".to_string()
-                } else {
-                    uris.join(", ")
-                }
+                listed(&uris, "no URI")
             ),
         ));
     }
     Ok(())
+}
+
+/// `names` joined with commas, or `none` when there are none.
+fn listed(names: &[String], none: &str) -> String {
+    if names.is_empty() {
+        none.to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 #[cfg(test)]

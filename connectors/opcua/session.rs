@@ -209,6 +209,10 @@ impl Endpoint {
                     .await
                     .map_err(|e| Fault::new("pki", format!("making the client failed: {e}")))?
                     .map_err(|e| Fault::new("pki", e.join("; ")))?;
+                // A generated private key is a secret at rest: owner only.
+                if self.cert_files.is_none() {
+                    osgate_core::config::secrets::restrict_dir(&self.pki_dir.join("private"));
+                }
                 if self.policy != SecurityPolicy::None {
                     let store = client.certificate_store().read();
                     if let Err(e) = store.read_own_cert().and(store.read_own_pkey().map(|_| ())) {

@@ -215,6 +215,13 @@ pub struct Meta {
     /// A secret (a user code): never published.
     #[serde(default)]
     pub secret: bool,
+    /// Enumerated states (`{"0": "Off", "1": "Heat"}`): their names are published beside the
+    /// value, and a write outside them is refused.
+    #[serde(default)]
+    pub states: Option<Box<super::states::States>>,
+    /// Values outside `states` may be written too (configuration parameters).
+    #[serde(default, rename = "allowManualEntry")]
+    pub allow_manual_entry: bool,
 }
 
 fn opt_arc<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
@@ -304,6 +311,9 @@ pub struct NodeState {
     /// Its values.
     #[serde(default)]
     pub values: Vec<NodeValue>,
+    /// The controller itself (never a device of its own).
+    #[serde(default)]
+    pub is_controller_node: bool,
 }
 
 /// The `version` frame the server sends on connect.

@@ -10,6 +10,7 @@
 pub mod document;
 mod error;
 mod interpolate;
+pub mod secrets;
 mod source;
 pub mod spec;
 

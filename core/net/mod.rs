@@ -6,9 +6,15 @@
 //! - [`cause`]: why a connect failed, in words ([`describe_error`]).
 //! - [`mqtt`]: broker URLs and `rumqttc::MqttOptions` ([`mqtt::MqttClientSettings`]).
 //! - [`http`]: reqwest clients ([`http::HttpClientSettings`]).
+//! - [`lockout`], [`listen`], [`cutoffs`]: what the inbound listeners (the JSON-RPC server and the HTTP
+//!   ingest) share besides their keys ([`crate::auth`]): failed-key lockout, bounded
+//!   connections.
 
 pub mod cause;
+pub mod cutoffs;
 pub mod http;
+pub mod listen;
+pub mod lockout;
 pub mod mqtt;
 pub mod tls;
 

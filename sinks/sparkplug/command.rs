@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::proto::{DataType, Metric, MetricValue};
+use osgate_core::audit;
 use osgate_core::control::{ControlRegistry, DeviceError};
 
 /// How long a DCMD write may take (the same bound as `device.write`).
@@ -28,19 +29,23 @@ pub fn command_value(m: &Metric, dtype: Option<DataType>) -> Option<serde_json::
     })
 }
 
-/// A DCMD write: the device write path of `device.write` (writable channels, range checks in
-/// the connector kit), bounded in time, with the same audit log line.
+/// A DCMD write of gateway `gateway`: the device write path of `device.write` (writable
+/// channels, range checks in the connector kit), bounded in time, recorded in the audit trail
+/// (`who` `sparkplug`, `method` `DCMD`) like every change.
 pub async fn write(
     control: &ControlRegistry,
+    gateway: &str,
     device: &str,
     channel: &str,
     value: serde_json::Value,
 ) -> Result<serde_json::Value, DeviceError> {
-    let res = match control.connector_of(device) {
+    let connector = control.connector_of(device);
+    let asked = value.clone();
+    let res = match &connector {
         None => Err(DeviceError::UnknownDevice(device.to_string())),
         Some(connector) => tokio::time::timeout(
             WRITE_TIMEOUT,
-            control.write(&connector, device, channel, value),
+            control.write(connector, device, channel, value),
         )
         .await
         .unwrap_or_else(|_| {
@@ -56,6 +61,18 @@ pub async fn write(
         }
         Err(e) => tracing::warn!(via = "sparkplug", %device, %channel, error = %e, "write refused"),
     }
+    let error = res.as_ref().err().map(ToString::to_string);
+    audit::record(&audit::AuditEvent {
+        gateway,
+        who: "sparkplug",
+        method: "DCMD",
+        connector: connector.as_deref(),
+        device: Some(device),
+        channel: Some(channel),
+        value: Some(res.as_ref().unwrap_or(&asked)),
+        result: error.as_deref().map_or(Ok(()), Err),
+        ..Default::default()
+    });
     res
 }
 

@@ -534,8 +534,12 @@ impl Session {
         let control = self.ctx.control.clone();
         let done = self.writes.clone();
         let device: Arc<str> = device.into();
+        let gateway = self.ctx.gateway.clone();
         tokio::spawn(async move {
-            if write(&control, &device, &name, value).await.is_ok() {
+            if write(&control, &gateway, &device, &name, value)
+                .await
+                .is_ok()
+            {
                 let _ = done.send((device, name));
             }
         });

@@ -136,9 +136,16 @@ pub struct RpcSection {
     /// Address for HTTP and WebSocket.
     #[serde(default = "default_rpc_listen")]
     pub listen: SocketAddr,
-    /// Accepted API keys (`Authorization: Bearer <key>` or `X-API-Key`).
+    /// Accepted API keys (`Authorization: Bearer <key>` or `X-API-Key`): a string (an `admin`
+    /// key) or `{"name", "key", "role": "viewer" | "operator" | "admin"}`.
     #[serde(default)]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<crate::auth::ApiKey>,
+    /// Deadlines and the connection cap of the listener (`docs/security.md`).
+    #[serde(default)]
+    pub limits: crate::net::listen::ListenLimits,
+    /// Most live-reading subscriptions (`readings.subscribe`) open at once (default 32).
+    #[serde(default = "default_max_subscribers")]
+    pub max_subscribers: usize,
     /// Also serve the RPC module on `rpc/{gateway}/request` through the local broker.
     #[serde(default)]
     pub mqtt: bool,
@@ -198,6 +205,10 @@ pub const TELEMETRY_DEVICE: &str = "_gateway";
 /// Shortest accepted API key. Keys are compared in constant time, so guessing is the only
 /// attack; long random keys are recommended, short ones are allowed for lab setups.
 pub const MIN_API_KEY_LEN: usize = 6;
+
+fn default_max_subscribers() -> usize {
+    32
+}
 
 fn default_rpc_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8580))
@@ -491,13 +502,11 @@ impl GatewayConfig {
             if let Some(t) = &rpc.tls {
                 t.validate("rpc.tls", errs);
             }
-            for (i, k) in rpc.api_keys.iter().enumerate() {
-                if k.len() < MIN_API_KEY_LEN {
-                    errs.push(ConfigError::new(
-                        format!("rpc.api_keys[{i}]"),
-                        format!("too short: use at least {MIN_API_KEY_LEN} characters (random, e.g. `openssl rand -hex 16`)"),
-                    ));
-                }
+            for (at, msg) in crate::auth::check_keys(&rpc.api_keys, MIN_API_KEY_LEN) {
+                errs.push(ConfigError::new(format!("rpc.api_keys{at}"), msg));
+            }
+            for (field, msg) in rpc.limits.check() {
+                errs.push(ConfigError::new(format!("rpc.limits.{field}"), msg));
             }
         }
         if self.telemetry.interval.0 < MIN_TELEMETRY_INTERVAL {

@@ -28,7 +28,6 @@
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,9 +198,8 @@ fn write_temp(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = temp_path(path);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
+    // The body may hold secrets: owner only (0600), like every file osgate writes.
+    super::secrets::create_private(&tmp, bytes)?;
     Ok(tmp)
 }
 

@@ -192,8 +192,8 @@ mod tests {
             "Invalid params (code -32602): unknown field `dev`, expected `device` or `connector`"
         );
         assert_eq!(
-            describe_error(&json!({"code": -32001, "message": "unknown device \"x\""})),
-            "unknown device \"x\" (code -32001)"
+            describe_error(&json!({"code": 1001, "message": "unknown device \"x\""})),
+            "unknown device \"x\" (code 1001)"
         );
         assert_eq!(
             describe_error(&json!({"code": 1, "message": "m", "data": {"a": 1}})),

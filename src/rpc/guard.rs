@@ -19,13 +19,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
 use jsonrpsee::server::HttpBody;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{codes, MAX_BATCH, MAX_REQUEST_BODY};
+use crate::net::listen::{drain, read_body, BodyError, BodyMeter};
 
 /// How much of an oversized body is read (and discarded) before the 413 is sent; past this
 /// the connection is closed without reading on.
@@ -168,16 +168,6 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
     has(header::UPGRADE, "websocket") || has(header::CONNECTION, "upgrade")
 }
 
-/// Reads and discards the rest of `body`, up to [`DRAIN_LIMIT`] bytes in all.
-async fn drain(mut body: HttpBody, mut seen: u64) {
-    while seen <= DRAIN_LIMIT {
-        match body.frame().await {
-            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
-            _ => return,
-        }
-    }
-}
-
 /// The tower layer of [`Guard`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GuardLayer;
@@ -238,16 +228,17 @@ where
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
+            // Progress of the body counts towards its deadline (crate::net::listen).
+            let meter = parts.extensions.get::<BodyMeter>().cloned();
             if declared.is_some_and(|n| n > u64::from(MAX_REQUEST_BODY)) {
-                drain(body, 0).await;
+                drain(body, DRAIN_LIMIT, meter.as_ref()).await;
                 return Ok(too_big());
             }
-            let limited = http_body_util::Limited::new(body, MAX_REQUEST_BODY as usize);
-            let bytes = match limited.collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_big()),
+            let bytes = match read_body(body, MAX_REQUEST_BODY as usize, meter.as_ref()).await {
+                Ok(b) => b,
+                Err(BodyError::TooLarge(_)) => return Ok(too_big()),
                 // The client went away or sent a broken body: let jsonrpsee answer an empty one.
-                Err(_) => bytes::Bytes::new(),
+                Err(BodyError::Broken(_)) => bytes::Bytes::new(),
             };
             if let Err(Rejection(answer)) = check_request(&bytes, false) {
                 return Ok(respond(

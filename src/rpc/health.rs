@@ -69,7 +69,7 @@ fn target(cmd: &HealthCommand) -> Result<(String, Option<String>), String> {
                 )
             })?;
             url = url.or_else(|| Some(local_url(rpc.listen, rpc.tls.is_some())));
-            key = key.or_else(|| rpc.api_keys.first().cloned());
+            key = key.or_else(|| rpc.api_keys.first().map(|k| k.key.clone()));
         }
     }
     Ok((url.unwrap_or_else(|| "http://127.0.0.1:8580/".into()), key))

@@ -12,7 +12,9 @@
 //!   `osgate_sink_connected` (0/1);
 //! - `process_resident_memory_bytes`, `process_cpu_seconds_total`,
 //!   `process_start_time_seconds` (the readers of [`crate::telemetry`]);
-//! - `osgate_build_info{version,commit} 1`.
+//! - `osgate_build_info{version,commit} 1`;
+//! - `osgate_listener_connections{listener,addr}` and
+//!   `osgate_listener_cutoffs_total{listener,addr,cause}` ([`crate::net::listen`]).
 //!
 //! The encoder is written here: the format is a few lines of text per sample, and a crate
 //! would bring its own registry of metrics that would duplicate [`StatusRegistry`].
@@ -334,6 +336,8 @@ pub fn render(src: &MetricsSource) -> String {
             e.sample(name, &[("sink", s)], get(snap, *depth));
         }
     }
+    // The listeners' connections and cut-offs (crate::net::listen).
+    e.out.push_str(&crate::net::listen::metrics_text());
     e.out
 }
 

@@ -6,7 +6,7 @@
 //!   `{"id":"abc","ok":false,"error":"…"}`. A command arriving with the retain flag is
 //!   ignored: it is the broker's stored copy, delivered at every (re)subscription, and a stale
 //!   set-point must not be written again. (A retained publish reaches subscribers already
-//!   connected with the flag cleared, so that one is executed once; README, "MQTT commands".)
+//!   connected with the flag cleared, so that one is executed once; docs/management.md, "MQTT commands".)
 //! - A command payload may be at most [`MAX_COMMAND_PAYLOAD`] bytes and an RPC request at most
 //!   [`super::MAX_REQUEST_BODY`]; a larger one is refused with an error on the answer topic and
 //!   a warning in the log. The client takes messages of up to [`MAX_PACKET`] bytes; the
@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Caller, Role};
 use crate::backoff::Backoff;
 use crate::config::GatewayConfig;
 use crate::control::{ControlRegistry, DeviceError};
@@ -95,6 +96,15 @@ pub fn spawn(
     rpc: Option<Methods>,
     token: CancellationToken,
 ) -> JoinHandle<()> {
+    // RPC over MQTT has no key: trust comes from the broker's ACLs; its calls are `mqtt`'s.
+    let rpc = rpc.map(|mut m| {
+        m.extensions_mut().insert(Caller {
+            name: "mqtt".into(),
+            role: Role::Admin,
+        });
+        m
+    });
+    let mut events = crate::audit::publisher(&gateway);
     tokio::spawn(async move {
         let mut settings = sink.client_settings(format!("osgate-{gateway}-commands"));
         settings.clean_session = true;
@@ -111,12 +121,20 @@ pub fn spawn(
         let mut last_error: Option<String> = None;
         let set_filter = format!("command/{gateway}/+/+/set");
         let rpc_topic = format!("rpc/{gateway}/request");
+        let events_topic = format!("events/{gateway}");
         let gateway: Arc<str> = gateway.into();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let ev = tokio::select! {
                 _ = token.cancelled() => break,
                 ev = el.poll() => ev,
+                Some(e) = events.recv() => {
+                    // Audit events (crate::audit): QoS 1, not retained.
+                    if client.try_publish(events_topic.clone(), QoS::AtLeastOnce, false, e).is_err() {
+                        tracing::debug!("audit event not published: the MQTT client's queue is full");
+                    }
+                    continue;
+                }
             };
             match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -211,15 +229,34 @@ async fn answer_command(
     } else {
         parse_command(&payload)
     };
+    let mut connector = None;
+    let mut asked = None;
     let result = match value {
         Err(e) => Err(e),
-        Ok(v) => match control.connector_of(&device) {
-            None => Err(DeviceError::UnknownDevice(device.clone()).to_string()),
-            Some(c) => super::write(&control, &c, &device, &channel, v)
-                .await
-                .map_err(|e| e.to_string()),
-        },
+        Ok(v) => {
+            asked = Some(v.clone());
+            match control.connector_of(&device) {
+                None => Err(DeviceError::UnknownDevice(device.clone()).to_string()),
+                Some(c) => {
+                    connector = Some(c.clone());
+                    super::write(&control, &c, &device, &channel, v)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }
+        }
     };
+    crate::audit::record(&crate::audit::AuditEvent {
+        gateway: &gateway,
+        who: "mqtt",
+        method: "command",
+        connector: connector.as_deref(),
+        device: Some(&device),
+        channel: Some(&channel),
+        value: result.as_ref().ok().or(asked.as_ref()),
+        result: result.as_ref().map(|_| ()).map_err(String::as_str),
+        ..Default::default()
+    });
     let body = match result {
         Ok(v) => json!({"id": id, "ok": true, "value": v}),
         Err(e) => json!({"id": id, "ok": false, "error": e}),
@@ -233,7 +270,12 @@ async fn answer_command(
     }
 }
 
-async fn answer_rpc(methods: Methods, client: AsyncClient, gateway: Arc<str>, payload: Vec<u8>) {
+async fn answer_rpc(
+    mut methods: Methods,
+    client: AsyncClient,
+    gateway: Arc<str>,
+    payload: Vec<u8>,
+) {
     let text = String::from_utf8_lossy(&payload);
     let checked = if payload.len() > super::MAX_REQUEST_BODY as usize {
         tracing::warn!(
@@ -253,6 +295,7 @@ async fn answer_rpc(methods: Methods, client: AsyncClient, gateway: Arc<str>, pa
     } else {
         super::guard::check_request(&payload, false)
     };
+    let checked = checked.and_then(|()| role_check(&mut methods, &payload));
     let response = match checked {
         Err(super::guard::Rejection(answer)) => Ok(answer.to_string()),
         Ok(()) => methods
@@ -276,6 +319,26 @@ async fn answer_rpc(methods: Methods, client: AsyncClient, gateway: Arc<str>, pa
     {
         tracing::warn!(error = %e, "RPC response not published");
     }
+}
+
+/// The role check of [`super::roles`] for a single call over MQTT (the caller is `mqtt`).
+fn role_check(methods: &mut Methods, payload: &[u8]) -> Result<(), super::guard::Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        id: Value,
+        method: String,
+    }
+    let Ok(head) = serde_json::from_slice::<Head>(payload) else {
+        return Ok(());
+    };
+    let caller = methods
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(super::roles::local);
+    super::roles::check(&caller, &head.method)
+        .map_err(|e| super::guard::Rejection(json!({"jsonrpc": "2.0", "id": head.id, "error": e})))
 }
 
 #[cfg(test)]

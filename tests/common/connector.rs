@@ -120,11 +120,12 @@ impl ConnectorRun {
             .expect("queue open")
     }
 
-    /// The next envelope, or panics naming `what` once `deadline` has passed.
+    /// The next envelope, or panics naming `what` once `deadline` has passed (even while
+    /// envelopes keep arriving).
     async fn next_before(&mut self, deadline: Instant, what: &str) -> Envelope {
-        match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-            Ok(env) => env.expect("queue open"),
-            Err(_) => panic!(
+        match super::deadline::before(deadline, self.rx.recv()).await {
+            Some(env) => env.expect("queue open"),
+            None => panic!(
                 "timed out after {TEST_TIMEOUT:?} waiting for {what}; statuses now: {:?}",
                 self.health.devices.lock().expect("lock").values()
             ),

@@ -20,6 +20,7 @@
 
 pub mod certs;
 pub mod connector;
+pub mod deadline;
 pub mod http;
 #[cfg(feature = "mbus")]
 pub mod mbus;
@@ -595,6 +596,15 @@ impl Subscriber {
         }
     }
 
+    /// A subscriber reading `rx` (no broker): for tests of the harness itself.
+    pub fn from_channel(rx: mpsc::UnboundedReceiver<Msg>) -> Subscriber {
+        Subscriber {
+            rx,
+            task: tokio::spawn(async {}),
+            seen: Vec::new(),
+        }
+    }
+
     /// The next message, or panics after `within`.
     pub async fn next(&mut self, within: Duration) -> Msg {
         let m = tokio::time::timeout(within, self.rx.recv())
@@ -605,12 +615,16 @@ impl Subscriber {
         m
     }
 
-    /// The next message whose topic satisfies `pred`.
+    /// The next message whose topic satisfies `pred`; panics once `within` has passed, however
+    /// many other messages are still waiting.
     pub async fn next_where(&mut self, within: Duration, pred: impl Fn(&Msg) -> bool) -> Msg {
         let until = tokio::time::Instant::now() + within;
         loop {
-            let left = until.saturating_duration_since(tokio::time::Instant::now());
-            let m = self.next(left).await;
+            let m = deadline::before(until, self.rx.recv())
+                .await
+                .unwrap_or_else(|| panic!("no matching MQTT message within {within:?}"))
+                .expect("subscriber alive");
+            self.seen.push(m.clone());
             if pred(&m) {
                 return m;
             }
@@ -618,12 +632,13 @@ impl Subscriber {
     }
 
     /// Collects messages until `done(seen)` holds or `within` passes; returns whether it held.
+    /// Never reads past the deadline, however many messages are still waiting.
     pub async fn collect_until(&mut self, within: Duration, done: impl Fn(&[Msg]) -> bool) -> bool {
         let until = tokio::time::Instant::now() + within;
         while !done(&self.seen) {
-            match tokio::time::timeout_at(until, self.rx.recv()).await {
-                Ok(Some(m)) => self.seen.push(m),
-                _ => return done(&self.seen),
+            match deadline::before(until, self.rx.recv()).await {
+                Some(Some(m)) => self.seen.push(m),
+                _ => return false,
             }
         }
         true

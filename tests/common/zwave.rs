@@ -1,6 +1,7 @@
 //! The Z-Wave peer for the tests: a real Z-Wave JS Server on a simulated stick with two nodes
 //! (`tests/peers/zwave`, see its README): node 2 an air temperature sensor (°C, reports every
-//! 2 s), node 3 a plug with a binary switch and a kWh meter.
+//! 2 s), node 3 a plug with a binary switch and a kWh meter, node 4 a thermostat whose mode has
+//! enumerated states.
 //!
 //! Its node_modules are installed once per `package-lock.json` (`npm ci`, ~20 s) into
 //! `<target>/zwave-peer/<hash>/` and shared by every peer: each [`ZwavePeer`] gets its own

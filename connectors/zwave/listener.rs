@@ -1,0 +1,472 @@
+//! The listener of one Z-Wave connector: reads the server's frames (pinging it when quiet),
+//! sorts them into messages for the mapped nodes (dropping `statistics updated` and events of
+//! other nodes before anything is allocated), maps them to readings and device health through
+//! [`super::values`], and writes values with `node.set_value`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::super::device::listener::{Devices, Input, Listener};
+use super::super::device::{Fault, WriteError};
+use super::super::ConnectorContext;
+use super::connect::{ws_fault, Conn, Connect};
+use super::values::{check_range, Dev, Node};
+use super::wire::{CommandResult, EventHead, Head, NodeState, NodeValue, ValueKey};
+use super::NodeRef;
+use osgate_core::reading::{Timestamp, Value};
+
+/// One message for [`Listener::map`], stamped when it arrived.
+#[derive(Debug)]
+pub(super) enum Msg {
+    /// The state of every node after a (re)connect.
+    Snapshot(Vec<NodeState>, Timestamp),
+    /// A node's full state (`ready`).
+    Node(Box<NodeState>, Timestamp),
+    /// A value event of a node.
+    Value {
+        node: u16,
+        kind: ValueEvent,
+        args: Box<NodeValue>,
+        ts: Timestamp,
+    },
+    /// The node is reachable (`alive`, `wake up`) or not (`dead`, `node removed`).
+    Reach(u16, Option<Fault>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ValueEvent {
+    /// `value updated`, `value added`: a state value.
+    State,
+    /// `value notification`: a stateless event (Central Scene).
+    Notification,
+    /// `metadata updated`.
+    Metadata,
+}
+
+/// What one text frame is.
+pub(super) enum Frame {
+    /// A message for `map()`.
+    Msg(Msg),
+    /// A command's result, unparsed.
+    Result(String),
+    /// Nothing osgate uses.
+    Skip,
+}
+
+/// The protocol side of one Z-Wave connector.
+pub(super) struct ZwaveListener {
+    pub(super) target: Arc<Connect>,
+    pub(super) conn: Conn,
+    /// A connection lost during a write, reported by the next `next()`.
+    pub(super) lost: Option<Fault>,
+    /// Messages that arrived while a write waited for its result.
+    pub(super) pending: VecDeque<Msg>,
+    pub(super) ping_interval: Duration,
+    pub(super) timeout: Duration,
+    /// When the connection is pinged (or, with a ping out, given up).
+    pub(super) ping_at: Instant,
+    pub(super) ping_sent: bool,
+    pub(super) next_id: u64,
+    pub(super) devs: Vec<Dev>,
+    /// Device by node id.
+    pub(super) node_dev: HashMap<u16, usize>,
+    /// Values of mapped nodes.
+    pub(super) nodes: HashMap<u16, Node>,
+    /// Controller and driver events already logged.
+    pub(super) logged: HashSet<String>,
+    pub(super) input: Input,
+    pub(super) ctx: ConnectorContext,
+    /// Create a device for a node no device names (`accept_new_devices`).
+    pub(super) accept_new: bool,
+    /// The controller's own node id, once a node state said so.
+    pub(super) controller: Option<u16>,
+}
+
+impl ZwaveListener {
+    pub(super) fn url(&self) -> &str {
+        &self.target.target.url
+    }
+
+    /// The next text frame of the open connection, pinging the server when it has been quiet;
+    /// cancel-safe (the ping deadline lives in `self`).
+    pub(super) async fn recv(&mut self) -> Result<tungstenite::Utf8Bytes, Fault> {
+        loop {
+            let Conn::Open(ws) = &mut self.conn else {
+                return Err(Fault::new("closed", "not connected"));
+            };
+            let frame = match tokio::time::timeout_at(self.ping_at, ws.next()).await {
+                Err(_) if self.ping_sent => {
+                    return Err(Fault::new(
+                        "timeout",
+                        format!(
+                            "{}: no answer to a ping within {} (the server is gone)",
+                            self.target.target.url,
+                            humantime::format_duration(self.timeout)
+                        ),
+                    ))
+                }
+                Err(_) => {
+                    ws.send(Message::Ping(Default::default()))
+                        .await
+                        .map_err(|e| ws_fault(&self.target.target.url, &e))?;
+                    self.ping_sent = true;
+                    self.ping_at = Instant::now() + self.timeout;
+                    continue;
+                }
+                Ok(None) => {
+                    return Err(Fault::new(
+                        "closed",
+                        format!("{}: the server closed the connection", self.url()),
+                    ))
+                }
+                Ok(Some(Err(e))) => return Err(ws_fault(&self.target.target.url, &e)),
+                Ok(Some(Ok(m))) => m,
+            };
+            self.ping_sent = false;
+            self.ping_at = Instant::now() + self.ping_interval;
+            match frame {
+                Message::Text(t) => return Ok(t),
+                Message::Close(c) => {
+                    let why = c.map(|c| c.reason.to_string()).unwrap_or_default();
+                    return Err(Fault::new(
+                        "closed",
+                        format!("{}: the server closed the connection {why}", self.url()),
+                    ));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Classifies a frame; events of nodes no device maps, and `statistics updated`, are
+    /// skipped before anything is allocated.
+    pub(super) fn frame(&mut self, text: &str) -> Frame {
+        let ts = Timestamp::now();
+        let head: Head = match serde_json::from_str(text) {
+            Ok(h) => h,
+            Err(e) => {
+                self.input
+                    .bad(&self.ctx, "server", &format!("invalid frame: {e}"));
+                return Frame::Skip;
+            }
+        };
+        match &*head.kind {
+            "result" => return Frame::Result(text.to_string()),
+            "event" => {}
+            _ => return Frame::Skip,
+        }
+        let Some(raw) = head.event else {
+            return Frame::Skip;
+        };
+        let ev: EventHead = match serde_json::from_str(raw.get()) {
+            Ok(e) => e,
+            Err(e) => {
+                self.input
+                    .bad(&self.ctx, "server", &format!("invalid event: {e}"));
+                return Frame::Skip;
+            }
+        };
+        if ev.event == "statistics updated" {
+            return Frame::Skip;
+        }
+        self.input.good(&self.ctx, "server");
+        if ev.source != "node" {
+            let what = format!("{} {}", ev.source, ev.event);
+            if self.logged.insert(what) {
+                tracing::info!(connector = %self.ctx.name, source = %ev.source, event = %ev.event,
+                    "Z-Wave event (each kind logged once)");
+            }
+            return Frame::Skip;
+        }
+        let Some(node) = ev.node_id else {
+            return Frame::Skip;
+        };
+        let by_name = self.devs.iter().any(|d| d.node_id.is_none());
+        let wanted = self.node_dev.contains_key(&node)
+            || (by_name && ev.event == "ready")
+            || (self.accept_new && self.controller != Some(node));
+        if !wanted {
+            return Frame::Skip;
+        }
+        let kind = match &*ev.event {
+            "value updated" | "value added" => ValueEvent::State,
+            "value notification" => ValueEvent::Notification,
+            "metadata updated" => ValueEvent::Metadata,
+            "ready" => {
+                let Some(raw) = ev.node_state else {
+                    return Frame::Skip;
+                };
+                return match serde_json::from_str::<NodeState>(raw.get()) {
+                    Ok(n) => Frame::Msg(Msg::Node(Box::new(n), ts)),
+                    Err(e) => {
+                        self.input
+                            .bad(&self.ctx, "server", &format!("invalid node state: {e}"));
+                        Frame::Skip
+                    }
+                };
+            }
+            "alive" | "wake up" => return Frame::Msg(Msg::Reach(node, None)),
+            "dead" => {
+                let f = Fault::new("dead", format!("node {node} is dead (it does not answer)"));
+                return Frame::Msg(Msg::Reach(node, Some(f)));
+            }
+            "node removed" => {
+                let f = Fault::new(
+                    "removed",
+                    format!("node {node} was removed from the network"),
+                );
+                return Frame::Msg(Msg::Reach(node, Some(f)));
+            }
+            "interview failed" => {
+                tracing::warn!(connector = %self.ctx.name, node, "Z-Wave interview failed");
+                return Frame::Skip;
+            }
+            _ => return Frame::Skip,
+        };
+        let Some(raw) = ev.args else {
+            return Frame::Skip;
+        };
+        match serde_json::from_str::<NodeValue>(raw.get()) {
+            Ok(args) => Frame::Msg(Msg::Value {
+                node,
+                kind,
+                args: Box::new(args),
+                ts,
+            }),
+            Err(e) => {
+                self.input
+                    .bad(&self.ctx, "server", &format!("invalid value event: {e}"));
+                Frame::Skip
+            }
+        }
+    }
+
+    /// Sends `node.set_value` and waits for its result, keeping the events that arrive
+    /// meanwhile for `next()`.
+    pub(super) async fn set_value(
+        &mut self,
+        node: u16,
+        key: &ValueKey,
+        raw: &Value,
+    ) -> Result<(), WriteError> {
+        if !matches!(self.conn, Conn::Open(_)) {
+            return Err(WriteError::Offline(format!(
+                "not connected to {}",
+                self.url()
+            )));
+        }
+        self.next_id += 1;
+        let id = format!("w{}", self.next_id);
+        let cmd = serde_json::json!({
+            "messageId": id, "command": "node.set_value", "nodeId": node,
+            "valueId": key, "value": raw.to_json(),
+        });
+        let limit = self.timeout;
+        let wait = async {
+            if let Conn::Open(ws) = &mut self.conn {
+                ws.send(Message::text(cmd.to_string()))
+                    .await
+                    .map_err(|e| ws_fault(&self.target.target.url, &e))?;
+            }
+            loop {
+                let text = self.recv().await?;
+                match self.frame(&text) {
+                    Frame::Result(t) => {
+                        let head: Head = serde_json::from_str(&t)
+                            .map_err(|e| Fault::new("protocol", e.to_string()))?;
+                        if head.message_id.as_deref() == Some(id.as_str()) {
+                            return Ok::<String, Fault>(t);
+                        }
+                    }
+                    Frame::Msg(m) => self.pending.push_back(m),
+                    Frame::Skip => {}
+                }
+            }
+        };
+        let text = match tokio::time::timeout(limit, wait).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(f)) => {
+                let msg = f.message.clone();
+                self.conn = Conn::Idle;
+                self.lost = Some(f);
+                return Err(WriteError::Offline(msg));
+            }
+            Err(_) => {
+                return Err(WriteError::Offline(format!(
+                    "no answer to node.set_value within {}",
+                    humantime::format_duration(limit)
+                )))
+            }
+        };
+        let r: CommandResult = serde_json::from_str(&text)
+            .map_err(|e| WriteError::Refused(format!("bad answer to node.set_value: {e}")))?;
+        r.set_value_outcome()
+            .map_err(|e| WriteError::Refused(format!("node {node}, {key}: {e}")))
+    }
+}
+
+impl Listener for ZwaveListener {
+    type Msg = Msg;
+
+    async fn next(&mut self) -> Result<Msg, Fault> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(m);
+        }
+        if let Some(f) = self.lost.take() {
+            return Err(f);
+        }
+        loop {
+            match &mut self.conn {
+                Conn::Idle => {
+                    self.conn = Conn::Connecting(Box::pin(self.target.clone().open()));
+                }
+                Conn::Connecting(fut) => {
+                    let res = fut.await;
+                    match res {
+                        Ok((ws, version, schema, nodes)) => {
+                            tracing::info!(connector = %self.ctx.name, server = %self.url(),
+                                server_version = %version.server_version,
+                                driver_version = %version.driver_version,
+                                home_id = ?version.home_id, schema, nodes = nodes.len(),
+                                "connected to Z-Wave JS Server");
+                            self.conn = Conn::Open(Box::new(ws));
+                            self.ping_sent = false;
+                            self.ping_at = Instant::now() + self.ping_interval;
+                            return Ok(Msg::Snapshot(nodes, Timestamp::now()));
+                        }
+                        Err(f) => {
+                            self.conn = Conn::Idle;
+                            return Err(f);
+                        }
+                    }
+                }
+                Conn::Open(_) => {
+                    let text = match self.recv().await {
+                        Ok(t) => t,
+                        Err(f) => {
+                            self.conn = Conn::Idle;
+                            return Err(f);
+                        }
+                    };
+                    if let Frame::Msg(m) = self.frame(&text) {
+                        return Ok(m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn map(&mut self, msg: Msg, devices: &mut Devices) {
+        match msg {
+            Msg::Snapshot(nodes, ts) => {
+                let mut present = HashSet::new();
+                for n in nodes {
+                    present.insert(n.node_id);
+                    self.node_state(n, ts, devices);
+                }
+                for (i, d) in self.devs.iter().enumerate() {
+                    let missing = match (&d.node, d.node_id) {
+                        (_, Some(id)) => !present.contains(&id),
+                        (NodeRef::Name(_), None) => true,
+                        _ => false,
+                    };
+                    if missing {
+                        let what = match &d.node {
+                            NodeRef::Id(n) => format!("node {n}"),
+                            NodeRef::Name(n) => format!("no node named \"{n}\""),
+                        };
+                        let f = Fault::new(
+                            "unknown node",
+                            format!("{what} is not in the Z-Wave network"),
+                        );
+                        devices.report(i, Some(f));
+                    }
+                }
+            }
+            Msg::Node(n, ts) => self.node_state(*n, ts, devices),
+            Msg::Reach(node, fault) => {
+                if let Some(dev) = self.dev_of(node) {
+                    devices.report(dev, fault);
+                }
+            }
+            Msg::Value {
+                node,
+                kind,
+                args,
+                ts,
+            } => {
+                let Some(dev) = self.dev_or_new(node, devices) else {
+                    return;
+                };
+                let key = args.key();
+                let args = *args;
+                match kind {
+                    ValueEvent::Metadata => {
+                        if let Some(meta) = args.metadata {
+                            self.set_meta(dev, node, &key, meta, devices);
+                        }
+                    }
+                    ValueEvent::State => {
+                        if let Some(v) = args.new_value {
+                            self.push(
+                                dev,
+                                node,
+                                &key,
+                                v.clone(),
+                                ts,
+                                args.property_name.as_deref(),
+                                args.property_key_name.as_deref(),
+                                devices,
+                            );
+                            self.val(node, &key).last = Some(v);
+                        }
+                    }
+                    ValueEvent::Notification => {
+                        if let Some(v) = args.value {
+                            self.push(
+                                dev,
+                                node,
+                                &key,
+                                v,
+                                ts,
+                                args.property_name.as_deref(),
+                                args.property_key_name.as_deref(),
+                                devices,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, device: usize, ch: usize, raw: Value) -> Result<Value, WriteError> {
+        let Some(d) = self.devs.get(device) else {
+            return Err(WriteError::Invalid("not a configured device".into()));
+        };
+        let Some((target, _)) = d.chans.get(ch) else {
+            return Err(WriteError::Invalid("not a configured channel".into()));
+        };
+        let Some(node) = d.node_id else {
+            return Err(WriteError::Offline(
+                "the node was not found on the server".into(),
+            ));
+        };
+        let target = target.clone();
+        if let Some(meta) = self
+            .nodes
+            .get(&node)
+            .and_then(|n| n.values.get(&target))
+            .and_then(|v| v.meta.as_ref())
+        {
+            check_range(meta, &raw).map_err(WriteError::Invalid)?;
+        }
+        self.set_value(node, &target, &raw).await?;
+        Ok(raw)
+    }
+}
