@@ -18,6 +18,7 @@ use osgate_core::status::SinkCounters;
 
 pub mod format;
 pub mod mqtt;
+pub mod sparkplug;
 pub mod stdout;
 
 /// Settings every sink has.
@@ -61,6 +62,8 @@ pub struct SinkConfig {
 pub enum SinkKind {
     /// `"type": "mqtt"`: publish to an MQTT broker.
     Mqtt(Box<mqtt::MqttSinkConfig>),
+    /// `"type": "sparkplug"`: a Sparkplug B edge node.
+    Sparkplug(Box<sparkplug::SparkplugSinkConfig>),
     /// `"type": "stdout"`: JSON lines on standard output.
     Stdout(stdout::StdoutSinkConfig),
 }
@@ -70,12 +73,13 @@ impl SinkKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkKind::Mqtt(_) => "mqtt",
+            SinkKind::Sparkplug(_) => "sparkplug",
             SinkKind::Stdout(_) => "stdout",
         }
     }
 }
 
-const SINK_TYPES: &[&str] = &["mqtt", "stdout"];
+const SINK_TYPES: &[&str] = &["mqtt", "sparkplug", "stdout"];
 const COMMON_KEYS: &[&str] = &["name", "type", "enabled", "queue", "when_full"];
 
 impl SinkConfig {
@@ -135,6 +139,13 @@ impl SinkConfig {
                 .ok()
                 .inspect(|c| c.validate(&path, errs))
                 .map(|c| SinkKind::Mqtt(Box::new(c))),
+            "sparkplug" => {
+                deserialize_at::<sparkplug::SparkplugSinkConfig>(rest, &path, COMMON_KEYS)
+                    .map_err(|e| errs.push(e))
+                    .ok()
+                    .inspect(|c| c.validate(&path, errs))
+                    .map(|c| SinkKind::Sparkplug(Box::new(c)))
+            }
             "stdout" => deserialize_at::<stdout::StdoutSinkConfig>(rest, &path, COMMON_KEYS)
                 .map_err(|e| errs.push(e))
                 .ok()
@@ -188,6 +199,8 @@ pub struct SinkContext {
     pub version: &'static str,
     /// The commit the gateway was built from, published in `status/{gateway}`.
     pub commit: &'static str,
+    /// Device control (writes of the Sparkplug sink's DCMD).
+    pub control: Arc<osgate_core::control::ControlRegistry>,
 }
 
 /// Why a sink's task ended with an error.
@@ -208,6 +221,7 @@ pub enum SinkError {
 pub async fn run(config: SinkConfig, ctx: SinkContext) -> Result<(), SinkError> {
     match config.kind {
         SinkKind::Mqtt(c) => mqtt::run(*c, ctx).await,
+        SinkKind::Sparkplug(c) => sparkplug::run(*c, ctx).await,
         SinkKind::Stdout(c) => stdout::run(c, ctx).await,
     }
 }

@@ -260,6 +260,7 @@ impl GatewayService {
             uplink: self.registry.uplink.clone(),
             version: crate::VERSION,
             commit: crate::COMMIT,
+            control: self.control.clone(),
         };
         let cfg = config.clone();
         let undelivered = self.undelivered.clone();

@@ -27,6 +27,8 @@ mod rpc;
 mod s7;
 mod security;
 mod slow_clients;
+#[cfg(all(feature = "simulator", feature = "modbus"))]
+mod sparkplug;
 mod tls;
 mod transforms;
 mod uplink;
