@@ -154,7 +154,7 @@ def phase_operator(key):
         if not login(d, key):
             return fail("login", "no navigation after entering the key")
         ok("login")
-        shot(d, "overview-desktop")
+        # The landing page is the devices list.
         go(d, "#/devices", "[data-device][data-health]")
         devices_listed(d, {"boiler", "pump"}, {"boiler", "pump", "mq-7"})
         if css(d, "[aria-label='Disable boiler']") and css(d, "[aria-label='Restart connector plant']"):

@@ -69,8 +69,9 @@ async function start() {
 function route() {
   if (!loggedIn) return;
   const parts = location.hash.replace(/^#\/?/, '').split('/');
-  let name = parts[0] || 'overview';
-  if (!PAGES[name]) name = 'overview';
+  // The devices are what most visits come for: the landing page.
+  let name = parts[0] || 'devices';
+  if (!PAGES[name]) name = 'devices';
   const arg = parts.length > 1 ? decodeURIComponent(parts.slice(1).join('/')) : undefined;
   if (stopPage) { stopPage(); stopPage = null; }
   banner('');
