@@ -4,6 +4,7 @@
 //! raw value against the range of the device's type. The connector only sends the raw value;
 //! what the device took is scaled forward again for the answer.
 
+use osgate_core::config::ConfigError;
 use osgate_core::control::DeviceError;
 use osgate_core::reading::Value;
 
@@ -175,6 +176,32 @@ fn to_bool(v: &serde_json::Value) -> Result<bool, String> {
 }
 
 /// The [`DeviceError`] for a value [`WriteSpec::to_raw`] refused.
+/// What keeps a writable channel's transform from being reversed, one problem per key, at
+/// `cpath` (the channel's path): `scale` 0, or a step only `scale` and `offset` can undo
+/// (`expr`, `rate`). `device_value` names what a write becomes on the device (`"a register
+/// value"`), for the message. Every connector with writable channels checks them this way.
+pub fn irreversible(
+    t: &osgate_core::transform::TransformConfig,
+    cpath: &str,
+    device_value: Option<&str>,
+) -> Vec<ConfigError> {
+    let mut errs = Vec::new();
+    if t.scale == Some(0.0) {
+        errs.push(ConfigError::new(
+            format!("{cpath}.scale"),
+            "a writable channel cannot have scale 0 (writes reverse it)",
+        ));
+    }
+    if let Some(key) = t.irreversible_key() {
+        let into = device_value.map_or(String::new(), |v| format!(" into {v}"));
+        errs.push(ConfigError::new(
+            format!("{cpath}.{key}"),
+            format!("a writable channel cannot use {key}: a written value could not be turned back{into}"),
+        ));
+    }
+    errs
+}
+
 pub fn out_of_range(channel: &str, reason: String) -> DeviceError {
     DeviceError::OutOfRange {
         channel: channel.to_string(),

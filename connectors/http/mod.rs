@@ -450,18 +450,7 @@ pub fn validate_poll(spec: &HttpPollConfig, path: &str, errs: &mut Vec<ConfigErr
                     "a GET request has no body: put {value} in the url",
                 ));
             }
-            if c.transform().scale == Some(0.0) {
-                errs.push(ConfigError::new(
-                    format!("{cpath}.scale"),
-                    "a writable channel cannot have scale 0 (writes reverse it)",
-                ));
-            }
-            if let Some(key) = c.transform().irreversible_key() {
-                errs.push(ConfigError::new(
-                    format!("{cpath}.{key}"),
-                    format!("a writable channel cannot use {key}: a written value could not be turned back"),
-                ));
-            }
+            errs.extend(super::device::write::irreversible(c.transform(), &cpath, None));
         }
     }
 }

@@ -370,18 +370,11 @@ pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
                     ));
                 }
             }
-            if ch.writable && c.transform().scale == Some(0.0) {
-                errs.push(ConfigError::new(
-                    format!("{cpath}.scale"),
-                    "a writable channel cannot have scale 0 (writes reverse it)",
-                ));
-            }
-            if let Some(key) = c.transform().irreversible_key().filter(|_| ch.writable) {
-                errs.push(ConfigError::new(
-                    format!("{cpath}.{key}"),
-                    format!(
-                        "a writable channel cannot use {key}: a written value could not be turned back into a register value"
-                    ),
+            if ch.writable {
+                errs.extend(super::device::write::irreversible(
+                    c.transform(),
+                    &cpath,
+                    Some("a register value"),
                 ));
             }
         }

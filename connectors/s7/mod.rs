@@ -360,17 +360,14 @@ pub fn validate(spec: &S7Config, path: &str, errs: &mut Vec<ConfigError>) {
                     format!("must be at least 1ms, got {iv}"),
                 );
             }
-            if ch.writable && c.transform().scale == Some(0.0) {
-                err(
-                    format!("{cpath}.scale"),
-                    "a writable channel cannot have scale 0 (writes reverse it)".into(),
-                );
-            }
-            if let Some(key) = c.transform().irreversible_key().filter(|_| ch.writable) {
-                err(
-                    format!("{cpath}.{key}"),
-                    format!("a writable channel cannot use {key}: a written value could not be turned back into the PLC's value"),
-                );
+            if ch.writable {
+                for e in crate::device::write::irreversible(
+                    c.transform(),
+                    &cpath,
+                    Some("the PLC's value"),
+                ) {
+                    err(e.path, e.message);
+                }
             }
         }
     }
