@@ -57,6 +57,17 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// Every file of the console, by the path it is served at (`/` is the page).
+/// One of the page's scripts, served at `/<name>.js`.
+macro_rules! script {
+    ($name:literal) => {
+        Asset {
+            path: concat!("/", $name, ".js"),
+            content_type: JS,
+            body: include_str!(concat!("console/", $name, ".js")),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
@@ -73,51 +84,15 @@ const ASSETS: &[Asset] = &[
         content_type: "image/svg+xml",
         body: include_str!("console/favicon.svg"),
     },
-    Asset {
-        path: "/app.js",
-        content_type: JS,
-        body: include_str!("console/app.js"),
-    },
-    Asset {
-        path: "/ui.js",
-        content_type: JS,
-        body: include_str!("console/ui.js"),
-    },
-    Asset {
-        path: "/rpc.js",
-        content_type: JS,
-        body: include_str!("console/rpc.js"),
-    },
-    Asset {
-        path: "/live.js",
-        content_type: JS,
-        body: include_str!("console/live.js"),
-    },
-    Asset {
-        path: "/overview.js",
-        content_type: JS,
-        body: include_str!("console/overview.js"),
-    },
-    Asset {
-        path: "/devices.js",
-        content_type: JS,
-        body: include_str!("console/devices.js"),
-    },
-    Asset {
-        path: "/device.js",
-        content_type: JS,
-        body: include_str!("console/device.js"),
-    },
-    Asset {
-        path: "/config.js",
-        content_type: JS,
-        body: include_str!("console/config.js"),
-    },
-    Asset {
-        path: "/tools.js",
-        content_type: JS,
-        body: include_str!("console/tools.js"),
-    },
+    script!("app"),
+    script!("ui"),
+    script!("rpc"),
+    script!("live"),
+    script!("overview"),
+    script!("devices"),
+    script!("device"),
+    script!("config"),
+    script!("tools"),
 ];
 
 /// The asset a request asks for: a `GET` or `HEAD` of one of the paths that is not a WebSocket
