@@ -98,6 +98,20 @@ pub struct Tool {
 }
 
 impl Tool {
+    /// Reports usage errors on stderr: exit code 2.
+    pub fn usage_error(errs: &[String]) -> ExitCode {
+        for e in errs {
+            eprintln!("error: {e}");
+        }
+        ExitCode::from(2)
+    }
+
+    /// Reports a failed device operation on stderr: exit code 1.
+    pub fn failed(e: &dyn fmt::Display) -> ExitCode {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    }
+
     /// Parses `matches` as `T` and runs `main`; a parse error exits as clap does.
     pub fn run_with<T: clap::FromArgMatches>(
         matches: &clap::ArgMatches,

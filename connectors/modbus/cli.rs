@@ -229,18 +229,6 @@ pub(super) fn resolve(t: &Target, count: u16) -> Result<Resolved, Vec<String>> {
     })
 }
 
-fn usage_error(errs: &[String]) -> ExitCode {
-    for e in errs {
-        eprintln!("error: {e}");
-    }
-    ExitCode::from(2)
-}
-
-fn device_error(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(1)
-}
-
 /// `osgate modbus …`, the protocol's tool in the registry.
 pub const TOOL: crate::Tool = crate::Tool {
     about: "Read or write one value of a Modbus device (commissioning, like mbpoll)",
@@ -257,7 +245,7 @@ pub fn main(cmd: ModbusCommand) -> ExitCode {
     };
     match cmd.op {
         Op::Read(args) => match resolve(&args.target, args.count) {
-            Err(errs) => usage_error(&errs),
+            Err(errs) => crate::Tool::usage_error(&errs),
             Ok(r) => match rt.block_on(read(&r, args.count)) {
                 Ok(values) => {
                     for (addr, v) in values {
@@ -265,11 +253,11 @@ pub fn main(cmd: ModbusCommand) -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => device_error(&e),
+                Err(e) => crate::Tool::failed(&e),
             },
         },
         Op::Write(args) => match resolve(&args.target, 1).and_then(writable) {
-            Err(errs) => usage_error(&errs),
+            Err(errs) => crate::Tool::usage_error(&errs),
             Ok(r) => {
                 let value = parse_value(&args.value, r.format.data_type);
                 match rt.block_on(write(&r, &value)) {
@@ -283,7 +271,7 @@ pub fn main(cmd: ModbusCommand) -> ExitCode {
                         );
                         ExitCode::SUCCESS
                     }
-                    Err(e) => device_error(&e),
+                    Err(e) => crate::Tool::failed(&e),
                 }
             }
         },

@@ -143,18 +143,6 @@ fn resolve(t: &Target) -> Result<(S7Settings, ChannelInfo), Vec<String>> {
     Ok((settings, info))
 }
 
-fn usage_error(errs: &[String]) -> ExitCode {
-    for e in errs {
-        eprintln!("error: {e}");
-    }
-    ExitCode::from(2)
-}
-
-fn plc_error(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(1)
-}
-
 /// `osgate s7 …` in the protocol registry.
 pub const TOOL: crate::Tool = crate::Tool {
     about: "Read or write one value of a Siemens S7 PLC (commissioning)",
@@ -171,7 +159,7 @@ pub fn main(cmd: S7Command) -> ExitCode {
     };
     match cmd.op {
         Op::Read(t) => match resolve(&t) {
-            Err(errs) => usage_error(&errs),
+            Err(errs) => crate::Tool::usage_error(&errs),
             Ok((settings, info)) => {
                 let mut link = Link::new(Arc::new(settings));
                 match rt.block_on(read(&mut link, info)) {
@@ -179,12 +167,12 @@ pub fn main(cmd: S7Command) -> ExitCode {
                         osgate_core::outln!("{} = {}", info.addr, Shown(&v));
                         ExitCode::SUCCESS
                     }
-                    Err(e) => plc_error(&e),
+                    Err(e) => crate::Tool::failed(&e),
                 }
             }
         },
         Op::Write(args) => match resolve(&args.target).and_then(|r| writable(r, &args.value)) {
-            Err(errs) => usage_error(&errs),
+            Err(errs) => crate::Tool::usage_error(&errs),
             Ok((settings, info, value)) => {
                 let mut link = Link::new(Arc::new(settings));
                 let res = rt.block_on(async {
@@ -205,7 +193,7 @@ pub fn main(cmd: S7Command) -> ExitCode {
                         );
                         ExitCode::SUCCESS
                     }
-                    Err(e) => plc_error(&e),
+                    Err(e) => crate::Tool::failed(&e),
                 }
             }
         },
