@@ -19,11 +19,14 @@
 //! task serving one or more devices in turn through one poller: a serial bus or a TCP gateway
 //! shared by several units is one line with many devices, a device with a connection of its own
 //! is a line of one. **Listeners** implement [`listener::Listener`]: a cancel-safe `next()`
-//! message, `map()` to readings, and `write()`; [`listener::ListenerLine`] does the rest.
+//! message, `map()` to readings, and `write()`; [`listener::ListenerLine`] does the rest. A
+//! listener whose writes are answered on its stream waits for the answer with
+//! [`reply::Replies`], which holds the messages that arrive meanwhile.
 
 mod core;
 pub mod listener;
 pub mod payload;
+pub mod reply;
 pub mod write;
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! other nodes before anything is allocated), maps them to readings and device health through
 //! [`super::values`], and writes values with `node.set_value`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::super::device::listener::{Devices, Input, Listener};
+use super::super::device::reply::{Exchange, Incoming, Replies, ReplyError};
 use super::super::device::{Fault, WriteError};
 use super::super::ConnectorContext;
 use super::connect::{ws_fault, Conn, Connect};
@@ -52,26 +53,35 @@ pub(super) enum ValueEvent {
 pub(super) enum Frame {
     /// A message for `map()`.
     Msg(Msg),
-    /// A command's result, unparsed.
-    Result(String),
+    /// A command's result: its request id, and the frame unparsed.
+    Result(Option<String>, String),
     /// Nothing osgate uses.
     Skip,
 }
 
-/// The protocol side of one Z-Wave connector.
+/// The protocol side of one Z-Wave connector: the connection, the events held while a write
+/// waits for its result, and what is known of the network.
 pub(super) struct ZwaveListener {
+    pub(super) server: Server,
+    pub(super) replies: Replies<Msg>,
+    pub(super) net: Network,
+}
+
+/// The connection to the server and its liveness.
+pub(super) struct Server {
     pub(super) target: Arc<Connect>,
     pub(super) conn: Conn,
     /// A connection lost during a write, reported by the next `next()`.
     pub(super) lost: Option<Fault>,
-    /// Messages that arrived while a write waited for its result.
-    pub(super) pending: VecDeque<Msg>,
     pub(super) ping_interval: Duration,
     pub(super) timeout: Duration,
     /// When the connection is pinged (or, with a ping out, given up).
     pub(super) ping_at: Instant,
     pub(super) ping_sent: bool,
-    pub(super) next_id: u64,
+}
+
+/// What osgate knows of the Z-Wave network: the devices, their nodes and values.
+pub(super) struct Network {
     pub(super) devs: Vec<Dev>,
     /// Device by node id.
     pub(super) node_dev: HashMap<u16, usize>,
@@ -87,9 +97,15 @@ pub(super) struct ZwaveListener {
     pub(super) controller: Option<u16>,
 }
 
-impl ZwaveListener {
+impl Server {
     pub(super) fn url(&self) -> &str {
         &self.target.target.url
+    }
+
+    /// Drops a connection that failed outside `next()`; the next `next()` reports `f`.
+    fn lose(&mut self, f: Fault) {
+        self.conn = Conn::Idle;
+        self.lost = Some(f);
     }
 
     /// The next text frame of the open connection, pinging the server when it has been quiet;
@@ -142,7 +158,34 @@ impl ZwaveListener {
             }
         }
     }
+}
 
+/// The connection and the network as a `node.set_value` waiting for its result reads them:
+/// results by their request id (`w<n>`), events held for `next()`.
+struct Frames<'a> {
+    server: &'a mut Server,
+    net: &'a mut Network,
+}
+
+impl Exchange for Frames<'_> {
+    type Id = u64;
+    type Reply = String;
+    type Msg = Msg;
+
+    async fn recv(&mut self) -> Result<Incoming<u64, String, Msg>, Fault> {
+        let text = self.server.recv().await?;
+        Ok(match self.net.frame(&text) {
+            Frame::Result(Some(id), t) => match id.strip_prefix('w').and_then(|n| n.parse().ok()) {
+                Some(n) => Incoming::Reply(n, t),
+                None => Incoming::Skip,
+            },
+            Frame::Result(None, _) | Frame::Skip => Incoming::Skip,
+            Frame::Msg(m) => Incoming::Msg(m),
+        })
+    }
+}
+
+impl Network {
     /// Classifies a frame; events of nodes no device maps, and `statistics updated`, are
     /// skipped before anything is allocated.
     pub(super) fn frame(&mut self, text: &str) -> Frame {
@@ -156,7 +199,10 @@ impl ZwaveListener {
             }
         };
         match &*head.kind {
-            "result" => return Frame::Result(text.to_string()),
+            "result" => {
+                let id = head.message_id.map(|id| id.into_owned());
+                return Frame::Result(id, text.to_string());
+            }
             "event" => {}
             _ => return Frame::Skip,
         }
@@ -246,6 +292,9 @@ impl ZwaveListener {
         }
     }
 
+}
+
+impl ZwaveListener {
     /// Sends `node.set_value` and waits for its result, keeping the events that arrive
     /// meanwhile for `next()`.
     pub(super) async fn set_value(
@@ -254,54 +303,49 @@ impl ZwaveListener {
         key: &ValueKey,
         raw: &Value,
     ) -> Result<(), WriteError> {
-        if !matches!(self.conn, Conn::Open(_)) {
+        let Conn::Open(ws) = &mut self.server.conn else {
             return Err(WriteError::Offline(format!(
                 "not connected to {}",
-                self.url()
+                self.server.url()
             )));
-        }
-        self.next_id += 1;
-        let id = format!("w{}", self.next_id);
+        };
+        let id = self.replies.next_id();
         let cmd = serde_json::json!({
-            "messageId": id, "command": "node.set_value", "nodeId": node,
+            "messageId": format!("w{id}"), "command": "node.set_value", "nodeId": node,
             "valueId": key, "value": raw.to_json(),
         });
-        let limit = self.timeout;
-        let wait = async {
-            if let Conn::Open(ws) = &mut self.conn {
-                ws.send(Message::text(cmd.to_string()))
-                    .await
-                    .map_err(|e| ws_fault(&self.target.target.url, &e))?;
-            }
-            loop {
-                let text = self.recv().await?;
-                match self.frame(&text) {
-                    Frame::Result(t) => {
-                        let head: Head = serde_json::from_str(&t)
-                            .map_err(|e| Fault::new("protocol", e.to_string()))?;
-                        if head.message_id.as_deref() == Some(id.as_str()) {
-                            return Ok::<String, Fault>(t);
-                        }
-                    }
-                    Frame::Msg(m) => self.pending.push_back(m),
-                    Frame::Skip => {}
-                }
-            }
+        let limit = self.server.timeout;
+        let deadline = Instant::now() + limit;
+        let late = || {
+            WriteError::Offline(format!(
+                "no answer to node.set_value within {}",
+                humantime::format_duration(limit)
+            ))
         };
-        let text = match tokio::time::timeout(limit, wait).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(f)) => {
+        let sent = tokio::time::timeout_at(deadline, ws.send(Message::text(cmd.to_string())));
+        match sent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let f = ws_fault(self.server.url(), &e);
                 let msg = f.message.clone();
-                self.conn = Conn::Idle;
-                self.lost = Some(f);
+                self.server.lose(f);
                 return Err(WriteError::Offline(msg));
             }
-            Err(_) => {
-                return Err(WriteError::Offline(format!(
-                    "no answer to node.set_value within {}",
-                    humantime::format_duration(limit)
-                )))
+            Err(_) => return Err(late()),
+        }
+        let mut frames = Frames {
+            server: &mut self.server,
+            net: &mut self.net,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let text = match self.replies.wait(&mut frames, Some(id), left).await {
+            Ok(t) => t,
+            Err(ReplyError::Lost(f)) => {
+                let msg = f.message.clone();
+                self.server.lose(f);
+                return Err(WriteError::Offline(msg));
             }
+            Err(ReplyError::Timeout(_)) => return Err(late()),
         };
         let r: CommandResult = serde_json::from_str(&text)
             .map_err(|e| WriteError::Refused(format!("bad answer to node.set_value: {e}")))?;
@@ -314,46 +358,47 @@ impl Listener for ZwaveListener {
     type Msg = Msg;
 
     async fn next(&mut self) -> Result<Msg, Fault> {
-        if let Some(m) = self.pending.pop_front() {
+        if let Some(m) = self.replies.pop() {
             return Ok(m);
         }
-        if let Some(f) = self.lost.take() {
+        let server = &mut self.server;
+        if let Some(f) = server.lost.take() {
             return Err(f);
         }
         loop {
-            match &mut self.conn {
+            match &mut server.conn {
                 Conn::Idle => {
-                    self.conn = Conn::Connecting(Box::pin(self.target.clone().open()));
+                    server.conn = Conn::Connecting(Box::pin(server.target.clone().open()));
                 }
                 Conn::Connecting(fut) => {
                     let res = fut.await;
                     match res {
                         Ok((ws, version, schema, nodes)) => {
-                            tracing::info!(connector = %self.ctx.name, server = %self.url(),
+                            tracing::info!(connector = %self.net.ctx.name, server = %server.url(),
                                 server_version = %version.server_version,
                                 driver_version = %version.driver_version,
                                 home_id = ?version.home_id, schema, nodes = nodes.len(),
                                 "connected to Z-Wave JS Server");
-                            self.conn = Conn::Open(Box::new(ws));
-                            self.ping_sent = false;
-                            self.ping_at = Instant::now() + self.ping_interval;
+                            server.conn = Conn::Open(Box::new(ws));
+                            server.ping_sent = false;
+                            server.ping_at = Instant::now() + server.ping_interval;
                             return Ok(Msg::Snapshot(nodes, Timestamp::now()));
                         }
                         Err(f) => {
-                            self.conn = Conn::Idle;
+                            server.conn = Conn::Idle;
                             return Err(f);
                         }
                     }
                 }
                 Conn::Open(_) => {
-                    let text = match self.recv().await {
+                    let text = match server.recv().await {
                         Ok(t) => t,
                         Err(f) => {
-                            self.conn = Conn::Idle;
+                            server.conn = Conn::Idle;
                             return Err(f);
                         }
                     };
-                    if let Frame::Msg(m) = self.frame(&text) {
+                    if let Frame::Msg(m) = self.net.frame(&text) {
                         return Ok(m);
                     }
                 }
@@ -362,6 +407,39 @@ impl Listener for ZwaveListener {
     }
 
     fn map(&mut self, msg: Msg, devices: &mut Devices) {
+        self.net.map(msg, devices);
+    }
+
+    async fn write(&mut self, device: usize, ch: usize, raw: Value) -> Result<Value, WriteError> {
+        let Some(d) = self.net.devs.get(device) else {
+            return Err(WriteError::Invalid("not a configured device".into()));
+        };
+        let Some((target, _)) = d.chans.get(ch) else {
+            return Err(WriteError::Invalid("not a configured channel".into()));
+        };
+        let Some(node) = d.node_id else {
+            return Err(WriteError::Offline(
+                "the node was not found on the server".into(),
+            ));
+        };
+        let target = target.clone();
+        if let Some(meta) = self
+            .net
+            .nodes
+            .get(&node)
+            .and_then(|n| n.values.get(&target))
+            .and_then(|v| v.meta.as_ref())
+        {
+            check_range(meta, &raw).map_err(WriteError::Invalid)?;
+        }
+        self.set_value(node, &target, &raw).await?;
+        Ok(raw)
+    }
+}
+
+impl Network {
+    /// Turns a message into readings and device health.
+    pub(super) fn map(&mut self, msg: Msg, devices: &mut Devices) {
         match msg {
             Msg::Snapshot(nodes, ts) => {
                 let mut present = HashSet::new();
@@ -443,30 +521,5 @@ impl Listener for ZwaveListener {
                 }
             }
         }
-    }
-
-    async fn write(&mut self, device: usize, ch: usize, raw: Value) -> Result<Value, WriteError> {
-        let Some(d) = self.devs.get(device) else {
-            return Err(WriteError::Invalid("not a configured device".into()));
-        };
-        let Some((target, _)) = d.chans.get(ch) else {
-            return Err(WriteError::Invalid("not a configured channel".into()));
-        };
-        let Some(node) = d.node_id else {
-            return Err(WriteError::Offline(
-                "the node was not found on the server".into(),
-            ));
-        };
-        let target = target.clone();
-        if let Some(meta) = self
-            .nodes
-            .get(&node)
-            .and_then(|n| n.values.get(&target))
-            .and_then(|v| v.meta.as_ref())
-        {
-            check_range(meta, &raw).map_err(WriteError::Invalid)?;
-        }
-        self.set_value(node, &target, &raw).await?;
-        Ok(raw)
     }
 }

@@ -38,7 +38,7 @@ mod states;
 mod values;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,13 +46,14 @@ use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
 
 use super::device::listener::{Input, ListenerLine};
+use super::device::reply::{Replies, HELD};
 use super::device::Backoff;
 use super::{ConnectorContext, ConnectorError, Running};
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 use osgate_core::net::TlsConfig;
 
 use connect::{Conn, Connect, Target};
-use listener::ZwaveListener;
+use listener::{Network, Server, ZwaveListener};
 use values::Dev;
 use wire::{Prop, ValueKey};
 
@@ -278,29 +279,32 @@ pub fn build(spec: Arc<ZwaveConfig>, ctx: ConnectorContext) -> Result<Running, C
         })
         .collect();
     let listener = ZwaveListener {
-        target: Arc::new(Connect {
-            target,
-            tls,
+        server: Server {
+            target: Arc::new(Connect {
+                target,
+                tls,
+                timeout: s.timeout.0,
+            }),
+            conn: Conn::Idle,
+            lost: None,
+            ping_interval: s.ping_interval.0,
             timeout: s.timeout.0,
-        }),
-        conn: Conn::Idle,
-        lost: None,
-        pending: VecDeque::new(),
-        ping_interval: s.ping_interval.0,
-        timeout: s.timeout.0,
-        ping_at: Instant::now(),
-        ping_sent: false,
-        next_id: 0,
-        devs,
-        node_dev,
-        nodes: HashMap::new(),
-        logged: HashSet::new(),
-        input: Input::all(&ctx, &["server".into()])
-            .pop()
-            .expect("one input"),
-        ctx: ctx.clone(),
-        accept_new: s.accept_new_devices,
-        controller: None,
+            ping_at: Instant::now(),
+            ping_sent: false,
+        },
+        replies: Replies::new(&ctx, HELD),
+        net: Network {
+            devs,
+            node_dev,
+            nodes: HashMap::new(),
+            logged: HashSet::new(),
+            input: Input::all(&ctx, &["server".into()])
+                .pop()
+                .expect("one input"),
+            ctx: ctx.clone(),
+            accept_new: s.accept_new_devices,
+            controller: None,
+        },
     };
     let mut line = ListenerLine::new(&ctx, listener)
         .with_backoff(Backoff::new(Duration::from_secs(1), s.backoff_max.0))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::super::device::listener::Devices;
 use super::super::device::{Fault, ValueKind, WriteSpec};
-use super::listener::ZwaveListener;
+use super::listener::Network;
 use super::wire::{self, Meta, MetaType, NodeState, Scalar, ValueKey, STATUS_DEAD};
 use super::{NodeRef, ZwaveChannel};
 use osgate_core::reading::{Timestamp, Value};
@@ -103,7 +103,7 @@ pub(super) struct Node {
     pub(super) names: HashSet<String>,
 }
 
-impl ZwaveListener {
+impl Network {
     /// The device of `node`, if one is configured for it.
     pub(super) fn dev_of(&self, node: u16) -> Option<usize> {
         self.node_dev.get(&node).copied()
