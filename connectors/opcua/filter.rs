@@ -55,10 +55,11 @@ pub fn no_eurange(d: Deadband) -> Arc<str> {
     .into()
 }
 
-/// The reason of a monitored item the server refused with `code`, naming the deadband when
-/// the code is about it (`BadMonitoredItemFilterUnsupported`, `BadFilterNotAllowed`,
-/// `BadDeadbandFilterInvalid`), else the code's name alone.
-pub fn refusal(code: StatusCode, deadband: Option<Deadband>) -> Arc<str> {
+/// The reason of a monitored item the server refused with `code`, naming the setting the
+/// code is about: the deadband (`BadMonitoredItemFilterUnsupported`, `BadFilterNotAllowed`,
+/// `BadDeadbandFilterInvalid`), the array index (`BadIndexRangeInvalid`,
+/// `BadIndexRangeNoData`), else the code's name alone.
+pub fn refusal(code: StatusCode, deadband: Option<Deadband>, index: Option<u32>) -> Arc<str> {
     let name = value::status_name(code);
     let filter = matches!(
         code,
@@ -67,8 +68,8 @@ pub fn refusal(code: StatusCode, deadband: Option<Deadband>) -> Arc<str> {
             | StatusCode::BadFilterNotAllowed
             | StatusCode::BadDeadbandFilterInvalid
     );
-    match deadband {
-        Some(d) if filter => {
+    match (deadband, index) {
+        (Some(d), _) if filter => {
             let needs = match d {
                 Deadband::Percent(_) => "a numeric node with an EURange",
                 Deadband::Absolute(_) => "a numeric node",
@@ -79,6 +80,7 @@ pub fn refusal(code: StatusCode, deadband: Option<Deadband>) -> Arc<str> {
             )
             .into()
         }
+        (_, Some(i)) => value::index_reason(code, i),
         _ => name.into(),
     }
 }
@@ -156,15 +158,21 @@ mod tests {
     #[test]
     fn refusals_name_the_setting() {
         let pct = Some(Deadband::Percent(2.0));
-        let r = refusal(StatusCode::BadMonitoredItemFilterUnsupported, pct);
+        let r = refusal(StatusCode::BadMonitoredItemFilterUnsupported, pct, None);
         assert_eq!(
             &*r,
             "BadMonitoredItemFilterUnsupported: the server refused server_deadband \"2%\" (it needs a numeric node with an EURange)"
         );
-        let r = refusal(StatusCode::BadFilterNotAllowed, Some(Deadband::Absolute(0.5)));
+        let r = refusal(
+            StatusCode::BadFilterNotAllowed,
+            Some(Deadband::Absolute(0.5)),
+            None,
+        );
         assert!(r.contains("server_deadband 0.5") && r.contains("numeric"), "{r}");
+        let r = refusal(StatusCode::BadIndexRangeNoData, None, Some(9));
+        assert!(r.starts_with("BadIndexRangeNoData") && r.contains("index 9"), "{r}");
         assert_eq!(
-            &*refusal(StatusCode::BadNodeIdUnknown, pct),
+            &*refusal(StatusCode::BadNodeIdUnknown, pct, Some(1)),
             "BadNodeIdUnknown"
         );
         assert!(no_eurange(Deadband::Percent(2.0)).contains("no EURange"));

@@ -228,6 +228,10 @@ pub struct OpcuaChannel {
     /// the node's EURange (high − low; only nodes with an EURange, such as AnalogItems).
     #[serde(default)]
     pub server_deadband: Option<Deadband>,
+    /// One element of an array node (0 = the first): reads, subscriptions and writes use the
+    /// OPC-UA IndexRange of that element.
+    #[serde(default)]
+    pub index: Option<u32>,
 }
 
 fn default_pki_dir() -> PathBuf {
@@ -482,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn deadbands() {
+    fn deadbands_and_array_elements() {
         let ch = |extra: serde_json::Value| {
             let mut c = json!({"name": "a", "node": "ns=2;s=Level"});
             for (k, v) in extra.as_object().unwrap() {
@@ -491,9 +495,10 @@ mod tests {
             parse(json!({"name": "o", "protocol": "opcua", "url": "opc.tcp://h:1/",
                 "devices": [{"name": "d", "channels": [c]}]}))
         };
-        let spec = ch(json!({"server_deadband": "2%"})).unwrap();
+        let spec = ch(json!({"server_deadband": "2%", "index": 3})).unwrap();
         let c = &spec.devices[0].channels[0].settings;
         assert_eq!(c.server_deadband, Some(Deadband::Percent(2.0)));
+        assert_eq!(c.index, Some(3));
         let spec = ch(json!({"server_deadband": 0.5})).unwrap();
         assert_eq!(
             spec.devices[0].channels[0].settings.server_deadband,
@@ -504,6 +509,8 @@ mod tests {
             (json!({"server_deadband": "120%"}), "server_deadband", "0% to 100%"),
             (json!({"server_deadband": -1}), "server_deadband", ">= 0"),
             (json!({"server_deadband": "much"}), "server_deadband", "2%"),
+            (json!({"index": -1}), "index", ""),
+            (json!({"index": "3"}), "index", ""),
         ] {
             let errs = ch(bad.clone()).unwrap_err();
             assert!(

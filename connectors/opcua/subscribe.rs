@@ -4,7 +4,7 @@
 //! At every connect (in a task of its own, so the kit may drop `next()` at any time without
 //! losing a half-made connection) the namespace URIs are resolved, each device gets one
 //! subscription at its publishing interval and a monitored item per channel (with the
-//! channel's deadband filter: [`filter`](super::filter)), and channels the
+//! channel's deadband filter and array index: [`filter`](super::filter)), and channels the
 //! server refuses, or whose percent deadband has no EURange to apply to, are reported bad with
 //! the reason. async-opcua calls the
 //! subscription callback in its event loop: it forwards each publish response's data changes
@@ -21,7 +21,7 @@ use std::time::Duration;
 use opcua::client::{MonitoredItemMap, OnSubscriptionNotificationCore};
 use opcua::types::{
     AttributeId, DataChangeNotification, DataValue, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NotificationMessage, QualifiedName, ReadValueId,
+    MonitoringParameters, NotificationMessage, NumericRange, QualifiedName, ReadValueId,
     TimestampsToReturn, VariantScalarTypeId,
 };
 use tokio::sync::mpsc;
@@ -61,6 +61,8 @@ struct DeviceSub {
     keep_alive_count: u32,
     nodes: Vec<NodeRef>,
     deadbands: Vec<Option<Deadband>>,
+    /// The array element of each channel (`index`).
+    indexes: Vec<Option<u32>>,
 }
 
 /// The listener of the `subscribe` devices of one connector.
@@ -114,6 +116,7 @@ impl Subscriber {
                         .iter()
                         .map(|c| c.settings.server_deadband)
                         .collect(),
+                    indexes: d.channels.iter().map(|c| c.settings.index).collect(),
                 }
             })
             .collect();
@@ -266,7 +269,7 @@ async fn connect(
                 let Some(ci) = channels.next() else { break };
                 let code = r.result.status_code;
                 if !code.is_good() {
-                    let why = filter::refusal(code, d.deadbands[ci]);
+                    let why = filter::refusal(code, d.deadbands[ci], d.indexes[ci]);
                     refused.push((di, ci, why));
                 }
             }
@@ -313,7 +316,7 @@ fn item(id: opcua::types::NodeId, ci: usize, d: &DeviceSub) -> MonitoredItemCrea
         item_to_monitor: ReadValueId {
             node_id: id,
             attribute_id: AttributeId::Value as u32,
-            index_range: Default::default(),
+            index_range: d.indexes[ci].map_or(NumericRange::None, NumericRange::Index),
             data_encoding: QualifiedName::null(),
         },
         monitoring_mode: MonitoringMode::Reporting,
@@ -390,13 +393,15 @@ impl Listener for Subscriber {
     fn map(&mut self, msg: Msg, devices: &mut Devices) {
         match msg {
             Msg::Data(dev, changes) => {
-                let n = self.devices.get(dev).map_or(0, |d| d.nodes.len());
+                let Some(d) = self.devices.get(dev) else {
+                    return;
+                };
                 for (handle, dv) in changes {
                     let ch = (handle as usize).wrapping_sub(1);
-                    if ch >= n {
+                    let Some(&index) = d.indexes.get(ch) else {
                         continue;
-                    }
-                    match value::reading(&dv) {
+                    };
+                    match value::reading_at(&dv, index) {
                         Ok((v, ts)) => devices.push(dev, ch, v, ts),
                         Err((why, ts)) => devices.push_bad(dev, ch, why, ts),
                     }
@@ -429,7 +434,8 @@ impl Listener for Subscriber {
             ));
         };
         let ty = &mut self.types[device][ch];
-        live.conn.write(&self.ep, node, ty, &raw).await?;
+        let index = self.devices[device].indexes[ch];
+        live.conn.write(&self.ep, node, index, ty, &raw).await?;
         Ok(raw)
     }
 }
