@@ -7,12 +7,15 @@
 //! ([`subscribe`]). A device in `poll` mode is read with the `Read` service at its `interval` on
 //! the kit's [`Line`] ([`poll`]), all of them over a second session. Connections, security,
 //! certificates and NodeId resolution are in [`session`]; Variant and StatusCode conversion in
-//! [`value`]; `osgate opcua browse` in [`cli`]. Readings go to the kit, which applies the
+//! [`value`]; a subscribed channel's deadband filter in [`filter`]; `osgate opcua browse` in
+//! [`cli`]. Readings go to the kit, which applies the
 //! channel transforms and sends the batches on to the sinks.
 //!
 //! Channels name their node as `ns=2;s=Temperature`, `i=2258`, `ns=1;g=<GUID>`,
 //! `ns=1;b=<base64>` or `nsu=<namespace URI>;s=…`; a namespace URI is looked up in the
 //! server's NamespaceArray at every connect, since indexes can change when a server restarts.
+//! A channel with `index` is one element of an array node (the OPC-UA IndexRange of that
+//! element on reads, monitored items and writes).
 
 use std::path::PathBuf;
 use std::sync::Arc;
