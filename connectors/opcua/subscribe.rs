@@ -4,7 +4,7 @@
 //! At every connect (in a task of its own, so the kit may drop `next()` at any time without
 //! losing a half-made connection) the namespace URIs are resolved, each device gets one
 //! subscription at its publishing interval and a monitored item per channel (with the
-//! channel's deadband filter and array index: [`filter`](super::filter)), and channels the
+//! channel's deadband filter and array index: [`filter`]), and channels the
 //! server refuses, or whose percent deadband has no EURange to apply to, are reported bad with
 //! the reason. async-opcua calls the
 //! subscription callback in its event loop: it forwards each publish response's data changes

@@ -212,7 +212,7 @@ impl NodeOpcuaPeer {
         let mut cmd = Command::new("node");
         cmd.arg(super::npm::peer_dir("node-opcua").join("server.js"))
             .arg(port.to_string())
-            .env("NODE_PATH", &modules)
+            .env("NODE_PATH", modules)
             .current_dir(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
