@@ -1,8 +1,10 @@
-//! OPC-UA connector against a real, independent server: python asyncua
+//! OPC-UA connector against real, independent servers: python asyncua
 //! (`tests/peers/opcua_server.py`), with the variables Temperature (Double, a sine), Counter
-//! (UInt32, +1 every 500 ms), Running (Boolean) and Setpoint (Double, writable) under
-//! Objects/Plant. The gateway binary runs against mosquitto for the end-to-end path; the other
-//! tests run the connector in-process and take its batches and statuses from a sink queue.
+//! (UInt32, +1 every 500 ms), Running (Boolean), Setpoint (Double, writable), Vector (Double[5])
+//! and Targets (Int32[4], writable) under Objects/Plant; and a second stack, node-opcua
+//! ([`node_opcua`]). The gateway binary runs against mosquitto for the end-to-end path; the
+//! other tests run the connector in-process and take its batches and statuses from a sink
+//! queue.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +21,8 @@ use crate::common::{
     osgate_cmd, temp_dir, unsafe_free_kill, Gateway, Mosquitto, Subscriber, TEST_TIMEOUT,
 };
 
+mod node_opcua;
+
 /// The four variables as channels; `mode` is `subscribe` or `poll`.
 fn plant_device(mode: &str) -> Json {
     json!({"name": "plc", "mode": mode, "publishing_interval": "200ms", "interval": "300ms",
@@ -32,7 +36,12 @@ fn plant_device(mode: &str) -> Json {
 }
 
 fn connector(peer: &OpcuaPeer, pki: &std::path::Path, extra: Json, device: Json) -> Json {
-    let mut c = json!({"name": unique("opcua"), "protocol": "opcua", "url": peer.url,
+    connector_at(&peer.url, pki, extra, device)
+}
+
+/// The connector on the server at `url`.
+fn connector_at(url: &str, pki: &std::path::Path, extra: Json, device: Json) -> Json {
+    let mut c = json!({"name": unique("opcua"), "protocol": "opcua", "url": url,
         "pki_dir": pki, "timeout": "5s", "devices": [device]});
     for (k, v) in extra.as_object().expect("object") {
         c[k] = v.clone();
@@ -67,6 +76,58 @@ async fn collect(
         for r in run.batch(device).await {
             if r.quality.is_good() {
                 seen.entry(r.channel.to_string()).or_default().push(r);
+            }
+        }
+    }
+    seen
+}
+
+/// What [`observe`] saw of a device: good readings and the last bad reason, by channel.
+#[derive(Debug, Default)]
+struct Seen {
+    good: HashMap<String, Vec<Reading>>,
+    bad: HashMap<String, String>,
+}
+
+impl Seen {
+    /// True when the good values of `channel` went up (polls can be quicker than the
+    /// peer's steps, so two values may be the same).
+    fn rose(&self, channel: &str) -> bool {
+        let v = self.numbers(channel);
+        v.len() >= 2 && v[v.len() - 1] > v[0]
+    }
+
+    /// The good values of `channel` as numbers.
+    fn numbers(&self, channel: &str) -> Vec<f64> {
+        self.good.get(channel).map_or_else(Vec::new, |v| {
+            v.iter()
+                .map(|r| r.value.as_f64().expect("a number"))
+                .collect()
+        })
+    }
+}
+
+/// Collects the good and bad readings of `device` until `done` holds (bounded).
+async fn observe(run: &mut ConnectorRun, device: &str, done: impl Fn(&Seen) -> bool) -> Seen {
+    let until = Instant::now() + TEST_TIMEOUT;
+    let mut seen = Seen::default();
+    while !done(&seen) {
+        assert!(
+            Instant::now() < until,
+            "bad so far {:?}, good {:?}; status {:?}",
+            seen.bad,
+            seen.good
+                .iter()
+                .map(|(k, v)| (k, v.len()))
+                .collect::<Vec<_>>(),
+            run.device_status(device)
+        );
+        for r in run.batch(device).await {
+            match r.quality.reason() {
+                None => seen.good.entry(r.channel.to_string()).or_default().push(r),
+                Some(why) => {
+                    seen.bad.insert(r.channel.to_string(), why.to_string());
+                }
             }
         }
     }
@@ -433,4 +494,71 @@ async fn browse_lists_the_plant_folder() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("opc.tcp://"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percent_deadband_on_a_node_without_eurange_is_bad_the_others_flow() {
+    // asyncua accepts a percent deadband and then ignores it (it sends every change); the
+    // connector finds that the node has no EURange to take the percentage of, as strict
+    // servers do, and says so on that channel only.
+    let peer = OpcuaPeer::start().await;
+    let pki = temp_dir();
+    let dev = json!({"name": "plc", "publishing_interval": "200ms", "channels": [
+        {"name": "counter", "node": format!("nsu={NS_URI};s=Counter")},
+        {"name": "temperature", "node": format!("nsu={NS_URI};s=Temperature"),
+         "server_deadband": "2%"}]});
+    let mut run = ConnectorRun::start(connector(&peer, pki.path(), json!({}), dev));
+    let seen = observe(&mut run, "plc", |s| {
+        s.bad.contains_key("temperature") && s.numbers("counter").len() >= 3
+    })
+    .await;
+    assert_eq!(
+        seen.bad["temperature"],
+        "the node has no EURange, and server_deadband \"2%\" is a percentage of it; use an absolute deadband"
+    );
+    assert!(!seen.good.contains_key("temperature"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_elements_from_a_server_that_ignores_index_ranges() {
+    // asyncua answers the whole array whatever the IndexRange: the connector takes the
+    // element, and refuses to write one (it would replace the whole array).
+    let peer = OpcuaPeer::start().await;
+    let pki = temp_dir();
+    let vector = format!("nsu={NS_URI};s=Vector");
+    let targets = format!("nsu={NS_URI};s=Targets");
+    let channels = json!([
+        {"name": "v1", "node": vector, "index": 1},
+        {"name": "v3", "node": vector, "index": 3},
+        {"name": "v9", "node": vector, "index": 9},
+        {"name": "t2", "node": targets, "index": 2, "writable": true, "type": "integer"}]);
+    for mode in ["subscribe", "poll"] {
+        let dev = json!({"name": "plc", "mode": mode, "publishing_interval": "200ms",
+            "interval": "300ms", "channels": channels});
+        let mut run = ConnectorRun::start(connector(&peer, pki.path(), json!({}), dev));
+        let seen = observe(&mut run, "plc", |s| {
+            s.bad.contains_key("v9") && s.rose("v3") && s.good.contains_key("v1")
+        })
+        .await;
+        assert_eq!(
+            seen.bad["v9"], "index 9 is not in the node's array (5 elements)",
+            "{mode}"
+        );
+        assert!(
+            seen.numbers("v1").iter().all(|&x| x == 1.5),
+            "{mode}: {seen:?}"
+        );
+        let v3 = seen.numbers("v3");
+        assert!(
+            v3.windows(2).all(|w| w[1] >= w[0]),
+            "{mode}: v3 follows Counter: {v3:?}"
+        );
+        let e = run
+            .write("plc", "t2", json!(7))
+            .await
+            .expect_err("an element write the server would apply to the whole array");
+        assert!(e.to_string().contains("ignores IndexRange"), "{mode}: {e}");
+        run.stop().await;
+    }
+    assert_eq!(asyncua_read(&peer.url, "Targets").await, "[0, 0, 0, 0]");
 }

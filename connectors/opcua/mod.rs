@@ -7,12 +7,15 @@
 //! ([`subscribe`]). A device in `poll` mode is read with the `Read` service at its `interval` on
 //! the kit's [`Line`] ([`poll`]), all of them over a second session. Connections, security,
 //! certificates and NodeId resolution are in [`session`]; Variant and StatusCode conversion in
-//! [`value`]; `osgate opcua browse` in [`cli`]. Readings go to the kit, which applies the
+//! [`value`]; a subscribed channel's deadband filter in [`filter`]; `osgate opcua browse` in
+//! [`cli`]. Readings go to the kit, which applies the
 //! channel transforms and sends the batches on to the sinks.
 //!
 //! Channels name their node as `ns=2;s=Temperature`, `i=2258`, `ns=1;g=<GUID>`,
 //! `ns=1;b=<base64>` or `nsu=<namespace URI>;s=…`; a namespace URI is looked up in the
 //! server's NamespaceArray at every connect, since indexes can change when a server restarts.
+//! A channel with `index` is one element of an array node (the OPC-UA IndexRange of that
+//! element on reads, monitored items and writes).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,9 +28,11 @@ pub use super::device::WriteType;
 use super::device::{self, Backoff, Line, Schedule, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
 use osgate_core::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
+use osgate_core::transform::Deadband;
 
 pub mod cert;
 pub mod cli;
+pub mod filter;
 pub mod poll;
 pub mod session;
 pub mod subscribe;
@@ -221,9 +226,15 @@ pub struct OpcuaChannel {
     /// Largest value a write may set (engineering units).
     #[serde(default)]
     pub max: Option<f64>,
-    /// `subscribe`: a server-side absolute deadband: changes smaller than this are not sent.
+    /// `subscribe`: a deadband the server applies, so changes within it are not even sent:
+    /// a number is absolute (`0.5`, in the node's units), a percentage string (`"2%"`) is of
+    /// the node's EURange (high − low; only nodes with an EURange, such as AnalogItems).
     #[serde(default)]
-    pub server_deadband: Option<f64>,
+    pub server_deadband: Option<Deadband>,
+    /// One element of an array node (0 = the first): reads, subscriptions and writes use the
+    /// OPC-UA IndexRange of that element.
+    #[serde(default)]
+    pub index: Option<u32>,
 }
 
 fn default_pki_dir() -> PathBuf {
@@ -320,13 +331,24 @@ pub fn validate(spec: &OpcuaConfig, path: &str, errs: &mut Vec<ConfigError>) {
                     "min and max bound writes: the channel must be \"writable\": true",
                 ));
             }
-            if cs.server_deadband.is_some_and(|v| v.is_nan() || v < 0.0) {
-                errs.push(ConfigError::new(
-                    format!("{cpath}.server_deadband"),
-                    "must be a number >= 0",
-                ));
+            if let Some(e) = cs.server_deadband.and_then(check_deadband) {
+                errs.push(ConfigError::new(format!("{cpath}.server_deadband"), e));
             }
         }
+    }
+}
+
+/// What is wrong with a server deadband: an absolute one must be a number ≥ 0, a percentage
+/// 0 to 100 % (of the EURange).
+fn check_deadband(d: Deadband) -> Option<String> {
+    match d {
+        Deadband::Absolute(v) if !(v.is_finite() && v >= 0.0) => {
+            Some(format!("must be a number >= 0, got {v}"))
+        }
+        Deadband::Percent(p) if !(0.0..=100.0).contains(&p) => Some(format!(
+            "a percentage of the EURange must be 0% to 100%, got {p}%"
+        )),
+        _ => None,
     }
 }
 
@@ -464,5 +486,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(errs[0].path.ends_with("security.policy"), "{errs:?}");
+    }
+
+    #[test]
+    fn deadbands_and_array_elements() {
+        let ch = |extra: serde_json::Value| {
+            let mut c = json!({"name": "a", "node": "ns=2;s=Level"});
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            parse(json!({"name": "o", "protocol": "opcua", "url": "opc.tcp://h:1/",
+                "devices": [{"name": "d", "channels": [c]}]}))
+        };
+        let spec = ch(json!({"server_deadband": "2%", "index": 3})).unwrap();
+        let c = &spec.devices[0].channels[0].settings;
+        assert_eq!(c.server_deadband, Some(Deadband::Percent(2.0)));
+        assert_eq!(c.index, Some(3));
+        let spec = ch(json!({"server_deadband": 0.5})).unwrap();
+        assert_eq!(
+            spec.devices[0].channels[0].settings.server_deadband,
+            Some(Deadband::Absolute(0.5))
+        );
+        let field = "connectors[0] \"o\".devices[0].channels[0]";
+        for (bad, key, says) in [
+            (json!({"server_deadband": "120%"}), "server_deadband", "0% to 100%"),
+            (json!({"server_deadband": -1}), "server_deadband", ">= 0"),
+            (json!({"server_deadband": "much"}), "server_deadband", "2%"),
+            (json!({"index": -1}), "index", ""),
+            (json!({"index": "3"}), "index", ""),
+        ] {
+            let errs = ch(bad.clone()).unwrap_err();
+            assert!(
+                errs.iter()
+                    .any(|e| e.path == format!("{field}.{key}") && e.message.contains(says)),
+                "{bad}: {errs:?}"
+            );
+        }
     }
 }

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use opcua::types::{NamespaceMap, NodeId, VariantScalarTypeId};
+use opcua::types::{NamespaceMap, NodeId, ReadValueId, VariantScalarTypeId};
 
-use super::session::{Connection, Endpoint, NodeRef};
+use super::session::{self, Connection, Endpoint, NodeRef};
 use super::{value, OpcuaChannel, OpcuaDevice};
 use osgate_core::config::DeviceSpec;
 use crate::device::{Fault, Poll, Poller, WriteError};
@@ -63,14 +63,17 @@ impl Reader {
 /// What the poller keeps of a device.
 pub struct Device {
     nodes: Vec<NodeRef>,
+    /// The array element of each channel (`index`).
+    indexes: Vec<Option<u32>>,
     needs_ns: bool,
     /// `nodes` resolved on the server, as of connection `epoch`.
     resolved: Vec<Result<NodeId, Arc<str>>>,
     epoch: u64,
     types: Vec<Option<VariantScalarTypeId>>,
-    /// The due channels of one poll and their nodes (kept to avoid allocating per poll).
+    /// The due channels of one poll and what is read of them (kept to avoid allocating per
+    /// poll).
     due: Vec<usize>,
-    ids: Vec<NodeId>,
+    ids: Vec<ReadValueId>,
 }
 
 impl Device {
@@ -82,6 +85,7 @@ impl Device {
             .map(|c| c.settings.node.parse().expect("node id checked at build"))
             .collect();
         Device {
+            indexes: d.channels.iter().map(|c| c.settings.index).collect(),
             needs_ns: nodes.iter().any(NodeRef::needs_namespaces),
             resolved: Vec::new(),
             epoch: 0,
@@ -124,7 +128,7 @@ impl Poller for Reader {
             match &d.resolved[ch] {
                 Ok(id) => {
                     d.due.push(ch);
-                    d.ids.push(id.clone());
+                    d.ids.push(session::value_id(id.clone(), d.indexes[ch]));
                 }
                 Err(why) => poll.push_bad(ch, why.clone(), ts),
             }
@@ -133,10 +137,10 @@ impl Poller for Reader {
             return Ok(());
         }
         let conn = self.conn.as_ref().expect("connected");
-        match conn.read(&self.ep, &d.ids).await {
+        match conn.read_values(&self.ep, &d.ids).await {
             Ok(dvs) => {
                 for (&ch, dv) in d.due.iter().zip(&dvs) {
-                    match value::reading(dv) {
+                    match value::reading_at(dv, d.indexes[ch]) {
                         Ok((v, ts)) => poll.push(ch, v, ts),
                         Err((why, ts)) => poll.push_bad(ch, why, ts),
                     }
@@ -166,7 +170,9 @@ impl Poller for Reader {
             Err(why) => return Err(WriteError::Invalid(why.to_string())),
         };
         let conn = self.conn.as_ref().expect("connected");
-        conn.write(&self.ep, &node, &mut d.types[ch], &raw).await?;
+        let index = d.indexes[ch];
+        conn.write(&self.ep, &node, index, &mut d.types[ch], &raw)
+            .await?;
         Ok(raw)
     }
 

@@ -19,8 +19,9 @@ use opcua::client::{
 };
 use opcua::crypto::{CertificateStore, SecurityPolicy};
 use opcua::types::{
-    AttributeId, DataValue, MessageSecurityMode, NamespaceMap, NodeId, QualifiedName, ReadValueId,
-    StatusCode, TimestampsToReturn, Variant, VariantScalarTypeId, WriteValue,
+    Array, AttributeId, DataValue, MessageSecurityMode, NamespaceMap, NodeId, NumericRange,
+    QualifiedName, ReadValueId, StatusCode, TimestampsToReturn, Variant, VariantScalarTypeId,
+    WriteValue,
 };
 use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
@@ -520,21 +521,41 @@ fn read_id(node: NodeId, attr: AttributeId) -> ReadValueId {
     }
 }
 
+/// The `Read` of the Value of `node`, or of its array element `index` (IndexRange `"3"`).
+pub fn value_id(node: NodeId, index: Option<u32>) -> ReadValueId {
+    ReadValueId {
+        index_range: range(index),
+        ..read_id(node, AttributeId::Value)
+    }
+}
+
+/// The IndexRange of array element `index`; none without one.
+fn range(index: Option<u32>) -> NumericRange {
+    index.map_or(NumericRange::None, NumericRange::Index)
+}
+
 impl Connection {
     /// Reads the values of `nodes` (one `Read` request, bounded by `timeout` of `ep`); one
     /// data value per node, in order.
     pub async fn read(&self, ep: &Endpoint, nodes: &[NodeId]) -> Result<Vec<DataValue>, Fault> {
-        let mut out = Vec::with_capacity(nodes.len());
+        let ids: Vec<ReadValueId> = nodes.iter().map(|n| value_id(n.clone(), None)).collect();
+        self.read_values(ep, &ids).await
+    }
+
+    /// Reads `ids` (see [`value_id`]; one `Read` request per thousand, each bounded by
+    /// `timeout` of `ep`); one data value per id, in order.
+    pub async fn read_values(
+        &self,
+        ep: &Endpoint,
+        ids: &[ReadValueId],
+    ) -> Result<Vec<DataValue>, Fault> {
+        let mut out = Vec::with_capacity(ids.len());
         // In chunks: servers limit the nodes per Read (MaxNodesPerRead).
-        for chunk in nodes.chunks(READ_PER_CALL) {
-            let ids: Vec<ReadValueId> = chunk
-                .iter()
-                .map(|n| read_id(n.clone(), AttributeId::Value))
-                .collect();
+        for ids in ids.chunks(READ_PER_CALL) {
             let dvs = ep
                 .bounded(
                     "Read answer",
-                    self.session.read(&ids, TimestampsToReturn::Both, 0.0),
+                    self.session.read(ids, TimestampsToReturn::Both, 0.0),
                 )
                 .await?
                 .map_err(|e| {
@@ -556,13 +577,19 @@ impl Connection {
         Ok(out)
     }
 
-    /// Writes `raw` to the Value of `node` as the node's own type (`ty`: read from the node's
-    /// DataType on the first write, else from its current value, then kept); every status
-    /// code is checked.
+    /// Writes `raw` to the Value of `node`, or to its array element `index`, as the node's
+    /// own type (`ty`: read from the node's DataType on the first write, else from its
+    /// current value, then kept); every status code is checked.
+    ///
+    /// An element is written with its IndexRange, as an array of that one element. Before
+    /// the first such write the element is read: a server that answers the whole array
+    /// ignores IndexRange (python asyncua), and would replace the whole array with the one
+    /// element, so the write is refused.
     pub async fn write(
         &self,
         ep: &Endpoint,
         node: &NodeId,
+        index: Option<u32>,
         ty: &mut Option<VariantScalarTypeId>,
         raw: &Value,
     ) -> Result<(), WriteError> {
@@ -572,7 +599,7 @@ impl Connection {
             None => {
                 let ids = [
                     read_id(node.clone(), AttributeId::DataType),
-                    read_id(node.clone(), AttributeId::Value),
+                    value_id(node.clone(), index),
                 ];
                 let dvs = ep
                     .bounded(
@@ -595,6 +622,21 @@ impl Connection {
                     Some(Variant::NodeId(id)) => super::value::scalar_type(id),
                     _ => None,
                 });
+                if let (Some(i), Some(dv)) = (index, dvs.get(1)) {
+                    if !status(dv).is_good() {
+                        return Err(WriteError::Refused(
+                            super::value::index_reason(status(dv), i).to_string(),
+                        ));
+                    }
+                    if let Some(Variant::Array(a)) = &dv.value {
+                        if a.values.len() > 1 {
+                            return Err(WriteError::Refused(format!(
+                                "the server ignores IndexRange (it answered the whole array of {} elements for index {i}): writing the element would replace the array",
+                                a.values.len()
+                            )));
+                        }
+                    }
+                }
                 let from_value = dvs
                     .get(1)
                     .and_then(|dv| dv.value.as_ref())
@@ -606,11 +648,15 @@ impl Connection {
                 t
             }
         };
-        let variant = super::value::to_variant(raw, t).map_err(WriteError::Invalid)?;
+        let mut variant = super::value::to_variant(raw, t).map_err(WriteError::Invalid)?;
+        if index.is_some() {
+            let one = Array::new(t, vec![variant]).map_err(|e| WriteError::Invalid(e.to_string()))?;
+            variant = Variant::Array(Box::new(one));
+        }
         let wv = WriteValue {
             node_id: node.clone(),
             attribute_id: AttributeId::Value as u32,
-            index_range: Default::default(),
+            index_range: range(index),
             value: DataValue::value_only(variant),
         };
         let codes = ep

@@ -3,8 +3,10 @@
 //!
 //! At every connect (in a task of its own, so the kit may drop `next()` at any time without
 //! losing a half-made connection) the namespace URIs are resolved, each device gets one
-//! subscription at its publishing interval and a monitored item per channel, and channels
-//! the server refuses are reported bad with the status name. async-opcua calls the
+//! subscription at its publishing interval and a monitored item per channel (with the
+//! channel's deadband filter and array index: [`filter`]), and channels the
+//! server refuses, or whose percent deadband has no EURange to apply to, are reported bad with
+//! the reason. async-opcua calls the
 //! subscription callback in its event loop: it forwards each publish response's data changes
 //! through a bounded channel to `next()` (a full channel drops the notification and counts it,
 //! as every listener does). Keep-alives count as life: a subscription silent for three
@@ -18,23 +20,23 @@ use std::time::Duration;
 
 use opcua::client::{MonitoredItemMap, OnSubscriptionNotificationCore};
 use opcua::types::{
-    AttributeId, DataChangeFilter, DataChangeNotification, DataChangeTrigger, DataValue,
-    DeadbandType, ExtensionObject, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NotificationMessage, QualifiedName, ReadValueId, TimestampsToReturn,
-    VariantScalarTypeId,
+    AttributeId, DataChangeNotification, DataValue, MonitoredItemCreateRequest, MonitoringMode,
+    MonitoringParameters, NotificationMessage, NumericRange, QualifiedName, ReadValueId,
+    TimestampsToReturn, VariantScalarTypeId,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::session::{Connection, Endpoint, NodeRef};
-use super::{value, OpcuaChannel, OpcuaDevice};
+use super::{filter, value, OpcuaChannel, OpcuaDevice};
 use osgate_core::config::DeviceSpec;
 use crate::device::listener::{Devices, Listener};
 use crate::device::{Fault, WriteError};
 use crate::ConnectorContext;
 use osgate_core::reading::{Timestamp, Value};
 use osgate_core::status::ConnectorHealth;
+use osgate_core::transform::Deadband;
 
 /// Publish responses waiting for `next()`; beyond, notifications are dropped and counted.
 const QUEUE: usize = 256;
@@ -58,7 +60,9 @@ struct DeviceSub {
     queue_size: u32,
     keep_alive_count: u32,
     nodes: Vec<NodeRef>,
-    deadbands: Vec<Option<f64>>,
+    deadbands: Vec<Option<Deadband>>,
+    /// The array element of each channel (`index`).
+    indexes: Vec<Option<u32>>,
 }
 
 /// The listener of the `subscribe` devices of one connector.
@@ -112,6 +116,7 @@ impl Subscriber {
                         .iter()
                         .map(|c| c.settings.server_deadband)
                         .collect(),
+                    indexes: d.channels.iter().map(|c| c.settings.index).collect(),
                 }
             })
             .collect();
@@ -220,16 +225,23 @@ async fn connect(
         let mut channels = Vec::with_capacity(d.nodes.len());
         for (ci, n) in d.nodes.iter().enumerate() {
             match n.resolve(ns.as_ref()) {
-                Ok(id) => {
-                    ids.push(Some(id.clone()));
-                    channels.push(ci);
-                    items.push(item(id, ci, d));
-                }
+                Ok(id) => ids.push(Some(id)),
                 Err(e) => {
                     ids.push(None);
                     refused.push((di, ci, e.into()));
                 }
             }
+        }
+        let no_range = eurange_missing(&ep, &conn, d, &ids).await;
+        for (ci, id) in ids.iter().enumerate() {
+            let Some(id) = id else { continue };
+            if no_range.contains(&ci) {
+                let d = d.deadbands[ci].expect("a percent deadband");
+                refused.push((di, ci, filter::no_eurange(d)));
+                continue;
+            }
+            channels.push(ci);
+            items.push(item(id.clone(), ci, d));
         }
         nodes.push(ids);
         if items.is_empty() {
@@ -255,8 +267,10 @@ async fn connect(
                 })?;
             for r in results {
                 let Some(ci) = channels.next() else { break };
-                if !r.result.status_code.is_good() {
-                    refused.push((di, ci, value::status_name(r.result.status_code).into()));
+                let code = r.result.status_code;
+                if !code.is_good() {
+                    let why = filter::refusal(code, d.deadbands[ci], d.indexes[ci]);
+                    refused.push((di, ci, why));
                 }
             }
         }
@@ -271,28 +285,45 @@ async fn connect(
     })
 }
 
+/// The channels of `d` with a percent deadband whose node has no EURange (see
+/// [`filter::without_eurange`]); `ids` are their resolved nodes.
+async fn eurange_missing(
+    ep: &Endpoint,
+    conn: &Connection,
+    d: &DeviceSub,
+    ids: &[Option<opcua::types::NodeId>],
+) -> Vec<usize> {
+    let (channels, nodes): (Vec<usize>, Vec<_>) = ids
+        .iter()
+        .enumerate()
+        .filter(|&(ci, _)| matches!(d.deadbands[ci], Some(Deadband::Percent(_))))
+        .filter_map(|(ci, id)| Some((ci, id.clone()?)))
+        .unzip();
+    if nodes.is_empty() {
+        return Vec::new();
+    }
+    let missing = filter::without_eurange(ep, conn, &nodes).await;
+    channels
+        .into_iter()
+        .zip(missing)
+        .filter_map(|(ci, m)| m.then_some(ci))
+        .collect()
+}
+
 /// The monitored item of channel `ci` (client handle `ci + 1`).
 fn item(id: opcua::types::NodeId, ci: usize, d: &DeviceSub) -> MonitoredItemCreateRequest {
-    let filter = match d.deadbands[ci] {
-        Some(v) => ExtensionObject::from_message(DataChangeFilter {
-            trigger: DataChangeTrigger::StatusValue,
-            deadband_type: DeadbandType::Absolute as u32,
-            deadband_value: v,
-        }),
-        None => ExtensionObject::null(),
-    };
     MonitoredItemCreateRequest {
         item_to_monitor: ReadValueId {
             node_id: id,
             attribute_id: AttributeId::Value as u32,
-            index_range: Default::default(),
+            index_range: d.indexes[ci].map_or(NumericRange::None, NumericRange::Index),
             data_encoding: QualifiedName::null(),
         },
         monitoring_mode: MonitoringMode::Reporting,
         requested_parameters: MonitoringParameters {
             client_handle: ci as u32 + 1,
             sampling_interval: d.sampling.as_secs_f64() * 1000.0,
-            filter,
+            filter: filter::data_change(d.deadbands[ci]),
             queue_size: d.queue_size,
             discard_oldest: true,
         },
@@ -362,13 +393,15 @@ impl Listener for Subscriber {
     fn map(&mut self, msg: Msg, devices: &mut Devices) {
         match msg {
             Msg::Data(dev, changes) => {
-                let n = self.devices.get(dev).map_or(0, |d| d.nodes.len());
+                let Some(d) = self.devices.get(dev) else {
+                    return;
+                };
                 for (handle, dv) in changes {
                     let ch = (handle as usize).wrapping_sub(1);
-                    if ch >= n {
+                    let Some(&index) = d.indexes.get(ch) else {
                         continue;
-                    }
-                    match value::reading(&dv) {
+                    };
+                    match value::reading_at(&dv, index) {
                         Ok((v, ts)) => devices.push(dev, ch, v, ts),
                         Err((why, ts)) => devices.push_bad(dev, ch, why, ts),
                     }
@@ -401,7 +434,8 @@ impl Listener for Subscriber {
             ));
         };
         let ty = &mut self.types[device][ch];
-        live.conn.write(&self.ep, node, ty, &raw).await?;
+        let index = self.devices[device].indexes[ch];
+        live.conn.write(&self.ep, node, index, ty, &raw).await?;
         Ok(raw)
     }
 }

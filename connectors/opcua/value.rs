@@ -1,7 +1,8 @@
 //! OPC-UA values to readings and back: a `Variant` becomes a reading's [`Value`] (scalars as
 //! they are, arrays as JSON text), a `StatusCode` its quality (the code's name as the reason
-//! when it is not good), the source timestamp its `ts`; a raw value to write becomes a
-//! `Variant` of the node's own DataType, refused when it does not fit.
+//! when it is not good), the source timestamp its `ts`; an array element channel takes its
+//! element from what the server sends; a raw value to write becomes a `Variant` of the node's
+//! own DataType, refused when it does not fit.
 
 use std::sync::Arc;
 
@@ -77,6 +78,61 @@ pub fn reading(dv: &DataValue) -> Result<(Value, Timestamp), (Arc<str>, Timestam
     match dv.value.as_ref().and_then(to_value) {
         Some(v) => Ok((v, ts)),
         None => Err(("the server sent no value".into(), ts)),
+    }
+}
+
+/// What a data value read with the IndexRange of element `index` brings (see [`element`]);
+/// without an index, [`reading`].
+pub fn reading_at(
+    dv: &DataValue,
+    index: Option<u32>,
+) -> Result<(Value, Timestamp), (Arc<str>, Timestamp)> {
+    let Some(i) = index else {
+        return reading(dv);
+    };
+    let ts = timestamp(dv);
+    let status = dv.status.unwrap_or(StatusCode::Good);
+    if !status.is_good() {
+        return Err((index_reason(status, i), ts));
+    }
+    match element(dv.value.as_ref(), i).map(to_value) {
+        Ok(Some(v)) => Ok((v, ts)),
+        Ok(None) => Err(("the server sent no value".into(), ts)),
+        Err(why) => Err((why.into(), ts)),
+    }
+}
+
+/// Element `i` of a value read with the IndexRange of `i`. A server that honours the range
+/// sends an array of that one element; one that ignores it (python asyncua) sends the whole
+/// array, and the element is taken from it.
+pub fn element(v: Option<&Variant>, i: u32) -> Result<&Variant, String> {
+    match v {
+        None | Some(Variant::Empty) => Err("the server sent no value".into()),
+        Some(Variant::Array(a)) if a.values.len() == 1 => Ok(&a.values[0]),
+        Some(Variant::Array(a)) => a.values.get(i as usize).ok_or_else(|| {
+            format!(
+                "index {i} is not in the node's array ({} elements)",
+                a.values.len()
+            )
+        }),
+        Some(_) => Err(format!(
+            "index {i} is set, but the node's value is not an array"
+        )),
+    }
+}
+
+/// The reason of a status that is not good for the channel of array element `index`: an
+/// IndexRange code names the index (`BadIndexRangeNoData: index 9 is not in the node's
+/// array`), others are their name.
+pub fn index_reason(code: StatusCode, index: u32) -> Arc<str> {
+    let name = status_name(code);
+    if matches!(
+        code,
+        StatusCode::BadIndexRangeInvalid | StatusCode::BadIndexRangeNoData
+    ) {
+        format!("{name}: index {index} is not in the node's array").into()
+    } else {
+        name.into()
     }
 }
 
@@ -219,6 +275,42 @@ mod tests {
         let (v, ts) = reading(&dv).unwrap();
         assert_eq!(v, Value::F64(1.0));
         assert_eq!(ts.0, t.as_chrono().timestamp_millis());
+    }
+
+    #[test]
+    fn array_elements() {
+        let a = |vals: Vec<Variant>| {
+            let t = vals[0].scalar_type_id().unwrap();
+            Variant::Array(Box::new(Array::new(t, vals).unwrap()))
+        };
+        // A server that honours the IndexRange: one element.
+        let mut dv = DataValue::value_only(a(vec![Variant::Double(7.0)]));
+        assert_eq!(reading_at(&dv, Some(3)).unwrap().0, Value::F64(7.0));
+        // One that ignores it: the whole array, the element taken from it.
+        let whole = a((0..5).map(|i| Variant::Int32(i * 10)).collect());
+        dv.value = Some(whole);
+        assert_eq!(reading_at(&dv, Some(3)).unwrap().0, Value::I64(30));
+        let (why, _) = reading_at(&dv, Some(9)).unwrap_err();
+        assert_eq!(&*why, "index 9 is not in the node's array (5 elements)");
+        // Without an index the whole array is text, as before.
+        assert_eq!(
+            reading_at(&dv, None).unwrap().0,
+            Value::Text("[0,10,20,30,40]".into())
+        );
+        dv.value = Some(Variant::Double(1.0));
+        assert!(reading_at(&dv, Some(0))
+            .unwrap_err()
+            .0
+            .contains("not an array"));
+        dv.status = Some(StatusCode::BadIndexRangeNoData);
+        assert_eq!(
+            &*reading_at(&dv, Some(9)).unwrap_err().0,
+            "BadIndexRangeNoData: index 9 is not in the node's array"
+        );
+        assert_eq!(
+            &*index_reason(StatusCode::BadNodeIdUnknown, 1),
+            "BadNodeIdUnknown"
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! - [`modbus`]: Modbus peers — pymodbus (`tests/peers/modbus_peer.py`) and our own
 //!   `examples/modbus_sim` — and a count of this process's TCP connections to a port.
 //! - [`zwave::ZwavePeer`]: a real Z-Wave JS Server on a simulated stick (`tests/peers/zwave`).
-//! - [`opcua`]: the OPC-UA peer (python asyncua, `tests/peers/opcua_server.py`), restartable.
+//! - [`opcua`]: the OPC-UA peers: python asyncua (`tests/peers/opcua_server.py`), restartable,
+//!   and node-opcua (`tests/peers/node-opcua`).
+//! - [`npm`]: the node_modules of the npm peers, installed once per lockfile under `target/`.
 //!
 //! Every wait is bounded by a timeout; nothing sleeps where an event can be awaited.
 
@@ -26,6 +28,8 @@ pub mod http;
 pub mod mbus;
 #[cfg(feature = "modbus")]
 pub mod modbus;
+#[cfg(any(feature = "zwave", feature = "opcua"))]
+pub mod npm;
 #[cfg(feature = "opcua")]
 pub mod opcua;
 pub mod rpc;

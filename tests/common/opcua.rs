@@ -1,11 +1,15 @@
-//! The OPC-UA peer for the tests: `tests/peers/opcua_server.py` (python asyncua, an
-//! independent implementation, installed by `.ci/run` from `tests/peers/requirements.txt`) on
-//! a free loopback port, in a temp dir of its own (where, with security, it keeps its
-//! certificate), killed on drop and restartable on the same port; and [`asyncua_read`] to read
-//! a variable back with asyncua's own client.
+//! The OPC-UA peers for the tests, two independent server stacks, each on a free loopback
+//! port in a temp dir of its own (where, with security, it keeps its certificate) and killed
+//! on drop:
 //!
-//! Every wait is bounded; starting the peer may take several seconds (Python imports), so it
-//! gets [`START_TIMEOUT`].
+//! - [`OpcuaPeer`]: `tests/peers/opcua_server.py` (python asyncua, installed by `.ci/run` from
+//!   `tests/peers/requirements.txt`), restartable on the same port; [`asyncua_read`] reads a
+//!   variable back with asyncua's own client.
+//! - [`NodeOpcuaPeer`]: `tests/peers/node-opcua/server.js` (node-opcua from npm, installed
+//!   under `target/` by [`super::npm`]), which prints every value a client writes.
+//!
+//! Every wait is bounded; starting a peer may take several seconds (Python imports, node-opcua
+//! loading the standard nodeset), so it gets [`START_TIMEOUT`].
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,6 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 use super::{free_port, temp_dir, TEST_TIMEOUT};
 
@@ -168,4 +173,128 @@ asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2]), 15))
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A running node-opcua server (`tests/peers/node-opcua`, see its README): the variables of
+/// [`OpcuaPeer`] and a String, an AnalogItem with an EURange, a Double array and a writable
+/// Int32 array, in namespace [`NS_URI`] under Objects/Plant.
+pub struct NodeOpcuaPeer {
+    /// `opc.tcp://127.0.0.1:PORT/osgate/`.
+    pub url: String,
+    /// The port (the server also answers to `localhost`, the name its certificate has first).
+    pub port: u16,
+    /// Its working dir (`pki/`).
+    pub dir: tempfile::TempDir,
+    /// Its output so far.
+    out: watch::Receiver<String>,
+    child: Child,
+}
+
+impl NodeOpcuaPeer {
+    /// Starts the peer with security None only.
+    pub async fn start() -> NodeOpcuaPeer {
+        Self::spawn(false).await
+    }
+
+    /// Starts the peer offering Basic256Sha256 Sign and SignAndEncrypt too, with a
+    /// certificate whose subjectAltName is DNS `localhost`, IP 127.0.0.1, then the URI.
+    pub async fn start_secure() -> NodeOpcuaPeer {
+        Self::spawn(true).await
+    }
+
+    async fn spawn(secure: bool) -> NodeOpcuaPeer {
+        static MODULES: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+        let modules = MODULES
+            .get_or_init(|| super::npm::node_modules("node-opcua", "node-opcua/package.json"))
+            .await;
+        let port = free_port();
+        let dir = temp_dir();
+        let mut cmd = Command::new("node");
+        cmd.arg(super::npm::peer_dir("node-opcua").join("server.js"))
+            .arg(port.to_string())
+            .env("NODE_PATH", modules)
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if secure {
+            cmd.arg("--secure");
+        }
+        let mut child = cmd.spawn().expect("spawn node (install nodejs)");
+        let (log, out) = watch::channel(String::new());
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut errs = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let ready = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                let found = l.contains("node-opcua server listening");
+                push_line(&log, &l);
+                if found {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if !matches!(ready, Ok(true)) {
+            let _ = child.start_kill();
+            let mut err = String::new();
+            while let Ok(Ok(Some(l))) =
+                tokio::time::timeout(Duration::from_secs(1), errs.next_line()).await
+            {
+                err.push_str(&l);
+                err.push('\n');
+            }
+            panic!(
+                "the node-opcua peer did not start on port {port}: {}\n{err}",
+                *out.borrow()
+            );
+        }
+        // Keep draining its output (the writes are in it) so it never blocks on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                push_line(&log, &l);
+            }
+        });
+        tokio::spawn(async move { while let Ok(Some(_)) = errs.next_line().await {} });
+        NodeOpcuaPeer {
+            url: format!("opc.tcp://127.0.0.1:{port}/osgate/"),
+            port,
+            dir,
+            out,
+            child,
+        }
+    }
+
+    /// The server's certificate (PEM; secure peers only).
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("pki/own/certs/server.pem")
+    }
+
+    /// Waits until the peer has printed `line` (e.g. `write Setpoint 42.5`); false when it
+    /// did not within [`TEST_TIMEOUT`].
+    pub async fn printed(&self, line: &str) -> bool {
+        let mut out = self.out.clone();
+        let seen = out.wait_for(|o| o.lines().any(|l| l == line));
+        let found = matches!(tokio::time::timeout(TEST_TIMEOUT, seen).await, Ok(Ok(_)));
+        found
+    }
+
+    /// What the peer printed so far.
+    pub fn output(&self) -> String {
+        self.out.borrow().clone()
+    }
+}
+
+impl Drop for NodeOpcuaPeer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn push_line(log: &watch::Sender<String>, l: &str) {
+    log.send_modify(|o| {
+        o.push_str(l);
+        o.push('\n');
+    });
 }

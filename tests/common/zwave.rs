@@ -4,8 +4,9 @@
 //! enumerated states.
 //!
 //! Its node_modules are installed once per `package-lock.json` (`npm ci`, ~20 s) into
-//! `<target>/zwave-peer/<hash>/` and shared by every peer: each [`ZwavePeer`] gets its own
-//! work dir (driver cache, logs) and its own ports, and its processes are killed on drop.
+//! `<target>/zwave-peer/<hash>/` ([`super::npm`]) and shared by every peer: each [`ZwavePeer`]
+//! gets its own work dir (driver cache, logs) and its own ports, and its processes are killed
+//! on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,71 +18,17 @@ use tokio::process::{Child, Command};
 
 use super::{free_port, temp_dir};
 
-/// How long `npm ci` may take.
-const NPM_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// `tests/peers/zwave`.
 pub fn peer_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/zwave")
+    super::npm::peer_dir("zwave")
 }
 
 /// The shared node_modules of the peer, installed on first use.
 pub async fn node_modules() -> PathBuf {
     static DIR: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
-    DIR.get_or_init(|| async {
-        let lock = std::fs::read(peer_dir().join("package-lock.json")).expect("package-lock.json");
-        let key = format!("{:016x}", fnv(&lock));
-        // target/<profile>/deps/integration-… → target/zwave-peer/<key>
-        let exe = std::env::current_exe().expect("test binary path");
-        let target = exe.ancestors().nth(3).expect("target dir");
-        let base = target.join("zwave-peer");
-        let dir = base.join(&key);
-        let modules = dir.join("node_modules");
-        if modules.join(".bin/zwave-server").exists() {
-            return modules;
-        }
-        let tmp = base.join(format!("tmp-{key}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).expect("peer cache dir");
-        for f in ["package.json", "package-lock.json"] {
-            std::fs::copy(peer_dir().join(f), tmp.join(f)).expect("copy package files");
-        }
-        let out = tokio::time::timeout(
-            NPM_TIMEOUT,
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&tmp)
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
+    DIR.get_or_init(|| super::npm::node_modules("zwave", ".bin/zwave-server"))
         .await
-        .expect("npm ci in time")
-        .expect("run npm (install nodejs and npm)");
-        assert!(
-            out.status.success(),
-            "npm ci for the Z-Wave peer: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Another run may have won the race: then its copy is used.
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        assert!(
-            modules.join(".bin/zwave-server").exists(),
-            "npm ci left no zwave-server"
-        );
-        modules
-    })
-    .await
-    .clone()
-}
-
-/// FNV-1a, for the cache key (no hashing crate needed for one file).
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    })
+        .clone()
 }
 
 /// A running Z-Wave JS Server and its simulated stick.
