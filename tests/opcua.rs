@@ -1,7 +1,7 @@
 //! OPC-UA connector against a real, independent server: python asyncua
 //! (`tests/peers/opcua_server.py`), with the variables Temperature (Double, a sine), Counter
 //! (UInt32, +1 every 500 ms), Running (Boolean) and Setpoint (Double, writable) under
-//! Objects/Plant. The gateway binary runs against mosquitto for the end-to-end path; the other
+//! Objects/Plant. A whole gateway (in-process) runs against mosquitto for the end-to-end path; the other
 //! tests run the connector in-process and take its batches and statuses from a sink queue.
 
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::common::connector::{unique, ConnectorRun};
 use crate::common::opcua::{asyncua_read, OpcuaPeer, NS_URI};
 use crate::common::{
-    osgate_cmd, temp_dir, unsafe_free_kill, Gateway, Mosquitto, Subscriber, TEST_TIMEOUT,
+    osgate_cmd, temp_dir, unsafe_free_kill, InProc, Mosquitto, Subscriber, TEST_TIMEOUT,
 };
 
 /// The four variables as channels; `mode` is `subscribe` or `poll`.
@@ -88,7 +88,7 @@ async fn subscribed_changes_reach_mosquitto_with_values_quality_and_source_time(
         "sinks": [{"name": "local", "type": "mqtt", "url": broker.url(), "qos": 1}],
         "connectors": [connector(&peer, pki.path(), json!({}), plant_device("subscribe"))]
     });
-    let gw = Gateway::start(&cfg);
+    let gw = InProc::start(&cfg).await;
     let start = now_ms();
     let ok = sub
         .collect_until(Duration::from_secs(30), |seen| {
