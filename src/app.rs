@@ -324,3 +324,63 @@ fn running_status(svc: &GatewayService) -> String {
         svc.registry().config.borrow().source
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_configuration_in_memory_runs_on_port_0_and_takes_reload_requests() {
+        let config = crate::config::from_value(
+            serde_json::json!({
+                "gateway": {"id": "mem"},
+                "rpc": {"listen": "127.0.0.1:0"},
+                "connectors": [{"name": "sim", "protocol": "simulator", "devices": [
+                    {"name": "d", "interval": "50ms", "channels": [
+                        {"name": "c", "signal": "counter"}]}]}]
+            }),
+            &|_| None,
+        )
+        .expect("valid");
+        let (reload, reloads) = mpsc::channel(1);
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let stop = CancellationToken::new();
+        let setup = Setup {
+            source: Source::memory(config),
+            reloads,
+            notify: Notifier::none(),
+            bound: Some(bound_tx),
+        };
+        let gateway = tokio::spawn(run(setup, stop.clone().cancelled_owned()));
+        let bound = tokio::time::timeout(Duration::from_secs(20), bound_rx)
+            .await
+            .expect("started in time")
+            .expect("bound reported");
+        let addr = bound.rpc.expect("an RPC address");
+        assert_ne!(addr.port(), 0, "the bound port, not the configured 0");
+        assert_eq!(bound.listeners.addr("rpc"), Some(addr));
+        assert_eq!(bound.broker, None);
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("the RPC server listens there");
+        // The loop takes a request before it can take the next one (the channel holds one).
+        reload.send(()).await.expect("running");
+        reload.send(()).await.expect("running");
+        reload.send(()).await.expect("running");
+        // No more requests: the loop goes on without them until it is stopped.
+        drop(reload);
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("still serving");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), gateway)
+            .await
+            .expect("stopped in time")
+            .expect("no panic")
+            .expect("a clean stop");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "the RPC server stopped with the gateway"
+        );
+    }
+}
