@@ -153,6 +153,8 @@ pub struct ConnectorContext {
     pub health: Arc<ConnectorHealth>,
     /// Run-time control of devices (enable/disable, read now, write).
     pub control: Arc<ControlRegistry>,
+    /// The gateway's listeners: an HTTP ingest lists itself here (`/metrics`, bound address).
+    pub listeners: osgate_core::net::listen::Listeners,
 }
 
 impl ConnectorContext {

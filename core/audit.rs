@@ -2,9 +2,10 @@
 //! WebSocket, RPC over MQTT, MQTT commands, a reload by SIGHUP or by the remote configuration,
 //! a Sparkplug DCMD).
 //!
-//! [`record`] logs the event at INFO as one structured tracing event (target `audit`) and hands
-//! it to the gateway's MQTT command client, if one runs ([`publisher`]), which publishes it QoS 1,
-//! not retained, on `events/{gateway}`, so a fleet sees it through the bridge:
+//! [`Trail::record`] logs the event at INFO as one structured tracing event (target `audit`) and
+//! hands it to the gateway's MQTT command client, if one runs ([`Trail::publisher`]), which
+//! publishes it QoS 1, not retained, on `events/{gateway}`, so a fleet sees it through the
+//! bridge:
 //!
 //! ```json
 //! {"ts": 1732350000123, "who": "scada", "peer": "10.0.0.7:50412", "method": "device.write",
@@ -16,9 +17,12 @@
 //! `remote` (the remote configuration); absent fields are left out; a failure has
 //! `"result": "error"` and `"error": "…"`. Publishing never waits: when the client's queue is
 //! full an event is only logged.
+//!
+//! Each gateway has its own [`Trail`] (in its `ControlRegistry`), not one per process: two
+//! gateways in one process (the in-process test harness) never publish each other's events.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -106,42 +110,45 @@ impl AuditEvent<'_> {
     }
 }
 
-type Publishers = Mutex<Vec<(String, mpsc::Sender<String>)>>;
+/// One gateway's audit trail: where its events are handed over to be published. Clones share
+/// it.
+#[derive(Debug, Clone, Default)]
+pub struct Trail(Arc<Mutex<Vec<Publisher>>>);
 
-fn publishers() -> &'static Publishers {
-    static P: OnceLock<Publishers> = OnceLock::new();
-    P.get_or_init(Default::default)
-}
+/// A gateway id and where its events go.
+type Publisher = (String, mpsc::Sender<String>);
 
-/// Where `gateway`'s events go to be published on `events/{gateway}`: the receiver of the MQTT
-/// client (the command client). Dropping it stops the hand-over.
-pub fn publisher(gateway: &str) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let mut p = publishers().lock().expect("audit publishers");
-    p.retain(|(_, tx)| !tx.is_closed());
-    p.push((gateway.to_string(), tx));
-    rx
-}
+impl Trail {
+    /// Where `gateway`'s events go to be published on `events/{gateway}`: the receiver of the
+    /// MQTT client (the command client). Dropping it stops the hand-over.
+    pub fn publisher(&self, gateway: &str) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mut p = self.0.lock().expect("audit publishers");
+        p.retain(|(_, tx)| !tx.is_closed());
+        p.push((gateway.to_string(), tx));
+        rx
+    }
 
-/// Records one change: an INFO event with target `audit`, and the JSON on `events/{gateway}`
-/// when an MQTT client publishes them.
-pub fn record(e: &AuditEvent<'_>) {
-    let value = e.value.map(|v| v.to_string());
-    let before = e.before.map(|v| v.to_string());
-    let peer = e.peer.map(|p| p.to_string());
-    let (result, error) = match e.result {
-        Ok(()) => ("ok", None),
-        Err(r) => ("error", Some(r)),
-    };
-    tracing::info!(target: "audit", gateway = e.gateway, who = e.who, peer, method = e.method,
-        connector = e.connector, device = e.device, channel = e.channel, value, before, result,
-        error, "audit");
-    let p = publishers().lock().expect("audit publishers");
-    let mut text = None;
-    for (gw, tx) in p.iter().filter(|(gw, _)| gw == e.gateway) {
-        let t = text.get_or_insert_with(|| e.to_json().to_string()).clone();
-        if tx.try_send(t).is_err() && !tx.is_closed() {
-            tracing::debug!(gateway = %gw, "audit event not published: the MQTT client's queue is full");
+    /// Records one change: an INFO event with target `audit`, and the JSON on
+    /// `events/{gateway}` when an MQTT client publishes them.
+    pub fn record(&self, e: &AuditEvent<'_>) {
+        let value = e.value.map(|v| v.to_string());
+        let before = e.before.map(|v| v.to_string());
+        let peer = e.peer.map(|p| p.to_string());
+        let (result, error) = match e.result {
+            Ok(()) => ("ok", None),
+            Err(r) => ("error", Some(r)),
+        };
+        tracing::info!(target: "audit", gateway = e.gateway, who = e.who, peer, method = e.method,
+            connector = e.connector, device = e.device, channel = e.channel, value, before, result,
+            error, "audit");
+        let p = self.0.lock().expect("audit publishers");
+        let mut text = None;
+        for (gw, tx) in p.iter().filter(|(gw, _)| gw == e.gateway) {
+            let t = text.get_or_insert_with(|| e.to_json().to_string()).clone();
+            if tx.try_send(t).is_err() && !tx.is_closed() {
+                tracing::debug!(gateway = %gw, "audit event not published: the MQTT client's queue is full");
+            }
         }
     }
 }
@@ -153,10 +160,13 @@ mod tests {
 
     #[tokio::test]
     async fn events_reach_their_gateways_publisher_only() {
-        let mut a = publisher("audit-test-a");
-        let mut b = publisher("audit-test-b");
+        let trail = Trail::default();
+        let other = Trail::default();
+        let mut a = trail.publisher("audit-test-a");
+        let mut b = trail.publisher("audit-test-b");
+        let mut c = other.publisher("audit-test-a");
         let v = json!(42);
-        record(&AuditEvent {
+        trail.record(&AuditEvent {
             gateway: "audit-test-a",
             who: "scada",
             peer: Some("10.0.0.7:50412".parse().unwrap()),
@@ -175,5 +185,7 @@ mod tests {
         assert!(got["error"].as_str().unwrap().contains("disabled"));
         assert!(got.get("before").is_none() && got.get("connector").is_none());
         assert!(b.try_recv().is_err());
+        // Another gateway's trail (another gateway in the same process) hears nothing.
+        assert!(c.try_recv().is_err());
     }
 }

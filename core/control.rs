@@ -160,9 +160,16 @@ pub struct ControlRegistry {
     overrides: Mutex<HashMap<DeviceKey, bool>>,
     /// Run-time enable/disable of whole connectors.
     connector_overrides: Mutex<HashMap<Arc<str>, bool>>,
+    /// The gateway's audit trail: every change, whoever made it.
+    audit: crate::audit::Trail,
 }
 
 impl ControlRegistry {
+    /// The gateway's audit trail (every path that changes something records there).
+    pub fn audit(&self) -> &crate::audit::Trail {
+        &self.audit
+    }
+
     /// Registers a device served by the task that reads `inbox`, as its device `index`;
     /// replaces an earlier registration of the same device (a restarted connector).
     /// `configured` is the device's `enabled` from the config; a run-time override wins.

@@ -323,6 +323,8 @@ pub struct StatusRegistry {
     pub config: tokio::sync::watch::Sender<crate::config::ConfigInfo>,
     /// The local broker's bridges to the cloud, as the MQTT sinks see them.
     pub uplink: Arc<crate::uplink::Uplink>,
+    /// The gateway's listeners (JSON-RPC, HTTP ingests): their bound addresses and counters.
+    pub listeners: crate::net::listen::Listeners,
 }
 
 impl StatusRegistry {

@@ -4,7 +4,8 @@
 //!
 //! rumqttd's `start()` blocks forever and has no shutdown API, so the broker gets its own thread
 //! for the life of the process. Production points the MQTT sink at a local mosquitto bridged to
-//! the cloud instead (docs/deployment.md, "Embedded broker and production").
+//! the cloud instead (docs/deployment.md, "Embedded broker and production"). Port 0 takes a free
+//! port; [`start`] returns the address it listens on.
 
 use crate::config::EmbeddedBrokerConfig;
 
@@ -27,15 +28,18 @@ pub enum BrokerError {
     NotBuilt,
 }
 
-/// Starts the broker on its own thread and returns once it accepts connections.
+/// Starts the broker on its own thread and returns the address it accepts connections on.
 #[cfg(feature = "embedded-broker")]
-pub async fn start(cfg: &EmbeddedBrokerConfig) -> Result<(), BrokerError> {
+pub async fn start(cfg: &EmbeddedBrokerConfig) -> Result<std::net::SocketAddr, BrokerError> {
     use std::collections::HashMap;
     use std::time::Duration;
 
     let addr = cfg.listen;
-    // rumqttd reports a failed bind only in its own log: check the address first.
-    std::net::TcpListener::bind(addr).map_err(|error| BrokerError::Bind { addr, error })?;
+    // rumqttd reports a failed bind only in its own log: check the address first (and learn
+    // the port the system picks for port 0; rumqttd binds it again).
+    let addr = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.local_addr())
+        .map_err(|error| BrokerError::Bind { addr, error })?;
 
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 60_000,
@@ -71,9 +75,12 @@ pub async fn start(cfg: &EmbeddedBrokerConfig) -> Result<(), BrokerError> {
         v4: Some(HashMap::from([("1".to_string(), server)])),
         ..Default::default()
     };
+    // The broker's thread logs where its starter does (a gateway in a test has its own logs).
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
     std::thread::Builder::new()
         .name("embedded-broker".into())
         .spawn(move || {
+            let _logs = tracing::dispatcher::set_default(&dispatch);
             let mut broker = rumqttd::Broker::new(config);
             if let Err(e) = broker.start() {
                 tracing::error!(error = %e, "embedded broker stopped");
@@ -83,7 +90,7 @@ pub async fn start(cfg: &EmbeddedBrokerConfig) -> Result<(), BrokerError> {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             tracing::info!(listen = %addr, "embedded MQTT broker running");
-            return Ok(());
+            return Ok(addr);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -92,6 +99,6 @@ pub async fn start(cfg: &EmbeddedBrokerConfig) -> Result<(), BrokerError> {
 
 /// Without the feature, a configured embedded broker is an error.
 #[cfg(not(feature = "embedded-broker"))]
-pub async fn start(_cfg: &EmbeddedBrokerConfig) -> Result<(), BrokerError> {
+pub async fn start(_cfg: &EmbeddedBrokerConfig) -> Result<std::net::SocketAddr, BrokerError> {
     Err(BrokerError::NotBuilt)
 }

@@ -13,7 +13,9 @@
 //! 3. This package: the process and the management around them:
 //!    - [`config`]: the gateway's document (every section) and where it is loaded from, on
 //!      the core's config toolkit.
-//!    - [`app`]: the process — loading order, service, RPC, refresher, signals.
+//!    - [`app`]: a whole gateway, [`app::run`] — loading order, service, RPC, refresher,
+//!      reloads; `main` adds the process around it (signals, systemd, exit codes), and tests
+//!      run it in-process.
 //!    - [`service`]: GatewayService — start, supervise, reload, stop.
 //!    - [`rpc`]: JSON-RPC management (HTTP, WebSocket, MQTT commands), `GET /metrics` and the
 //!      `osgate rpc` and `osgate health` clients.

@@ -273,7 +273,7 @@ fn run(path: PathBuf) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(osgate::app::run_until_signalled(path)) {
+    match rt.block_on(run_until_signalled(path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<LoadError>() {
             Some(le) => config_error(le),
@@ -287,6 +287,40 @@ fn run(path: PathBuf) -> ExitCode {
             }
         },
     }
+}
+
+/// Runs the gateway on `path` ([`osgate::app::run`]) until SIGINT or SIGTERM; SIGHUP reloads
+/// the configuration; systemd hears from it when `$NOTIFY_SOCKET` is set.
+async fn run_until_signalled(path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered before anything starts: a signal that arrives during start-up is kept.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    let shown = path.clone();
+    let hangups = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(path = %shown.display(), "SIGHUP received: reloading configuration");
+            // A reload still waiting covers this one too.
+            let _ = reload.try_send(());
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    let setup = osgate::app::Setup {
+        source: osgate::app::Source::file(path),
+        reloads,
+        notify: osgate::notify::Notifier::from_env(),
+        bound: None,
+    };
+    let res = osgate::app::run(setup, shutdown).await;
+    hangups.abort();
+    res
 }
 
 #[cfg(test)]

@@ -9,37 +9,30 @@
 //! when set, naming this process) asks for `WATCHDOG=1` at least that often; the service loop
 //! of [`crate::app`] sends it every half of it, so it stops when that loop stops answering.
 //!
+//! [`Notifier::from_env`] reads the environment once; `main` makes it and hands it to
+//! [`crate::app::run`], and a gateway run in-process (tests) gets [`Notifier::none`], so no two
+//! gateways in one process share a service manager.
+//!
 //! Hand-written (std only) rather than the `sd-notify` crate: it is a dozen lines over
-//! `UnixDatagram`, one socket is kept for the process instead of one per message, and std
+//! `UnixDatagram`, one socket is kept per notifier instead of one per message, and std
 //! already names abstract sockets (`SocketAddrExt::from_abstract_name`).
 
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Where messages go, if anywhere (read from the environment once).
+/// Where messages go.
+#[derive(Debug)]
 struct Target {
     sock: UnixDatagram,
     addr: SocketAddr,
 }
 
-fn target() -> Option<&'static Target> {
-    static TARGET: OnceLock<Option<Target>> = OnceLock::new();
-    TARGET
-        .get_or_init(|| {
-            let path = std::env::var_os("NOTIFY_SOCKET")?;
-            let addr = socket_addr(path.as_bytes())?;
-            match UnixDatagram::unbound() {
-                Ok(sock) => Some(Target { sock, addr }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "NOTIFY_SOCKET is set but no socket could be made; systemd will not hear from osgate");
-                    None
-                }
-            }
-        })
-        .as_ref()
+/// The service manager to notify, if any.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    target: Option<Target>,
 }
 
 /// The address `$NOTIFY_SOCKET` names: `@name` is an abstract socket, anything else a path.
@@ -52,38 +45,72 @@ fn socket_addr(name: &[u8]) -> Option<SocketAddr> {
         .ok()
 }
 
-/// True when a service manager listens (`$NOTIFY_SOCKET` is set and usable).
-pub fn enabled() -> bool {
-    target().is_some()
-}
+impl Notifier {
+    /// The service manager named by `$NOTIFY_SOCKET`; none without it.
+    pub fn from_env() -> Notifier {
+        let target = std::env::var_os("NOTIFY_SOCKET")
+            .and_then(|path| socket_addr(path.as_bytes()))
+            .and_then(|addr| match UnixDatagram::unbound() {
+                Ok(sock) => Some(Target { sock, addr }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "NOTIFY_SOCKET is set but no socket could be made; systemd will not hear from osgate");
+                    None
+                }
+            });
+        Notifier { target }
+    }
 
-/// Sends `state` (newline-separated `KEY=value` assignments) to the service manager.
-pub fn send(state: &str) {
-    if let Some(t) = target() {
-        if let Err(e) = t.sock.send_to_addr(state.as_bytes(), &t.addr) {
-            tracing::debug!(error = %e, "sd_notify failed");
+    /// No service manager: every call is a no-op.
+    pub fn none() -> Notifier {
+        Notifier::default()
+    }
+
+    /// True when a service manager listens (`$NOTIFY_SOCKET` was set and usable).
+    pub fn enabled(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// Sends `state` (newline-separated `KEY=value` assignments) to the service manager.
+    pub fn send(&self, state: &str) {
+        if let Some(t) = &self.target {
+            if let Err(e) = t.sock.send_to_addr(state.as_bytes(), &t.addr) {
+                tracing::debug!(error = %e, "sd_notify failed");
+            }
         }
     }
-}
 
-/// `READY=1` with a status line: startup (or a reload) is complete.
-pub fn ready(status: &str) {
-    send(&format!("READY=1\nSTATUS={}", one_line(status)));
-}
+    /// `READY=1` with a status line: startup (or a reload) is complete.
+    pub fn ready(&self, status: &str) {
+        self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
+    }
 
-/// `RELOADING=1` with a status line: a reload starts; [`ready`] ends it.
-pub fn reloading(status: &str) {
-    send(&format!("RELOADING=1\nSTATUS={}", one_line(status)));
-}
+    /// `RELOADING=1` with a status line: a reload starts; [`Notifier::ready`] ends it.
+    pub fn reloading(&self, status: &str) {
+        self.send(&format!("RELOADING=1\nSTATUS={}", one_line(status)));
+    }
 
-/// `STOPPING=1` with a status line: shutdown has begun.
-pub fn stopping(status: &str) {
-    send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
-}
+    /// `STOPPING=1` with a status line: shutdown has begun.
+    pub fn stopping(&self, status: &str) {
+        self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
+    }
 
-/// `WATCHDOG=1`: the gateway is alive.
-pub fn watchdog() {
-    send("WATCHDOG=1");
+    /// `WATCHDOG=1`: the gateway is alive.
+    pub fn watchdog(&self) {
+        self.send("WATCHDOG=1");
+    }
+
+    /// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when the watchdog is on for
+    /// this process (`$WATCHDOG_PID` unset or this process's id) and a service manager listens.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        if !self.enabled() {
+            return None;
+        }
+        watchdog_interval_from(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        )
+    }
 }
 
 /// A status text without line breaks (a newline would start a new assignment).
@@ -91,20 +118,7 @@ fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
-/// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when the watchdog is on for this
-/// process (`$WATCHDOG_PID` unset or this process's id) and a service manager listens.
-pub fn watchdog_interval() -> Option<Duration> {
-    if !enabled() {
-        return None;
-    }
-    watchdog_interval_from(
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::process::id(),
-    )
-}
-
-/// [`watchdog_interval`] from the variables' values.
+/// [`Notifier::watchdog_interval`] from the variables' values.
 fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
     if let Some(p) = pid {
         if p.trim().parse::<u32>().ok() != Some(me) {

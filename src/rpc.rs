@@ -166,7 +166,12 @@ pub async fn start(
             let listener = crate::net::listen::bind(rpc.listen)
                 .map_err(|e| anyhow::anyhow!("rpc.listen {}: cannot listen: {e}", rpc.listen))?;
             let addr = listener.local_addr()?;
-            let limits = crate::net::listen::Listener::new("rpc", addr, rpc.limits.clone());
+            let limits = crate::net::listen::Listener::new(
+                &svc.registry().listeners,
+                "rpc",
+                addr,
+                rpc.limits.clone(),
+            );
             Some((listener, addr, limits))
         }
         None => None,
@@ -461,7 +466,7 @@ impl RpcContext {
             .cloned()
             .unwrap_or_else(roles::local);
         let err = result.as_ref().err().map(|e| e.to_string());
-        crate::audit::record(&crate::audit::AuditEvent {
+        self.control.audit().record(&crate::audit::AuditEvent {
             gateway: &self.config.load().gateway.id,
             who: &caller.name,
             peer: ext.get::<PeerAddr>().map(|p| p.0),

@@ -81,6 +81,8 @@ pub struct GatewayService {
     telemetry: Option<JoinHandle<()>>,
     /// The configuration in force before the last reload that changed it (`config.rollback`).
     previous: Arc<arc_swap::ArcSwapOption<GatewayConfig>>,
+    /// Where the embedded broker listens, if one runs.
+    broker: Option<std::net::SocketAddr>,
 }
 
 impl GatewayService {
@@ -90,9 +92,10 @@ impl GatewayService {
         config: GatewayConfig,
         info: crate::config::remote::ConfigInfo,
     ) -> anyhow::Result<Self> {
-        if let Some(b) = &config.broker.embedded {
-            crate::broker::start(b).await?;
-        }
+        let broker = match &config.broker.embedded {
+            Some(b) => Some(crate::broker::start(b).await?),
+            None => None,
+        };
         let registry = Arc::new(StatusRegistry::default());
         registry.config.send_replace(info);
         let mut svc = GatewayService {
@@ -109,6 +112,7 @@ impl GatewayService {
             config: config.clone(),
             telemetry: None,
             previous: Arc::default(),
+            broker,
         };
         for s in config.sinks.iter().filter(|s| s.common.enabled) {
             let running = svc.start_sink(s.clone());
@@ -153,6 +157,11 @@ impl GatewayService {
     /// The configuration in force.
     pub fn config(&self) -> &GatewayConfig {
         &self.config
+    }
+
+    /// Where the embedded broker listens (the port the system picked for port 0).
+    pub fn broker(&self) -> Option<std::net::SocketAddr> {
+        self.broker
     }
 
     /// When the gateway started (ms since the epoch).
@@ -289,6 +298,7 @@ impl GatewayService {
             shutdown: self.root.child_token(),
             health: self.registry.connector(name),
             control: self.control.clone(),
+            listeners: self.registry.listeners.clone(),
         }
     }
 

@@ -155,7 +155,7 @@ async fn bridge_delivers_every_reading_through_a_cloud_outage() {
         .iter()
         .flat_map(|d| ["a", "b", "c"].map(|c| format!("telemetry/gwb/{d}/{c}")))
         .collect();
-    let _gw = Gateway::start(&sim_config("gwb", &local.url(), json!(devices), json!({})));
+    let _gw = InProc::start(&sim_config("gwb", &local.url(), json!(devices), json!({}))).await;
     // What osgate produced, seen on local (which stays up throughout).
     let mut produced = Subscriber::connect(local.port, "telemetry/gwb/#").await;
 

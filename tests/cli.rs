@@ -5,7 +5,6 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::common::rpc::Rpc;
 use crate::common::*;
 
 /// Runs `osgate ARGS` with stdout a pipe whose reading end is already closed (as in
@@ -33,16 +32,15 @@ async fn a_closed_stdout_is_a_normal_end() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    let port = free_port();
     let mut cfg = sim_config(
         "gwpipe",
         "mqtt://127.0.0.1:1",
         json!([{"name": "d", "channels": [{"name": "c", "signal": "counter"}]}]),
         json!({"enabled": false}),
     );
-    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{port}"), "api_keys": ["pipe-key-1"]});
-    let gw = Gateway::start(&cfg);
-    Rpc::connect("pipe-key-1", port, &gw).await;
+    cfg["rpc"] = json!({"listen": "127.0.0.1:0", "api_keys": ["pipe-key-1"]});
+    let gw = InProc::start(&cfg).await;
+    let port = gw.rpc_port();
     let url = format!("http://127.0.0.1:{port}");
     let (code, err) = tokio::task::spawn_blocking(move || {
         run_into_closed_pipe(&[

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::rpc::Rpc;
 use crate::common::*;
 
 const ADMIN: &str = "admin-key-0123456789";
@@ -99,7 +98,7 @@ async fn uplink(url: &str, cloud: &mut Mosquitto) {
 }
 
 /// The gateway's configuration: `extra_device` adds a third simulator device.
-fn config(broker: u16, rpc: u16, extra_device: Option<&str>) -> Value {
+fn config(broker: u16, extra_device: Option<&str>) -> Value {
     let mut devices = vec![
         json!({"name": "boiler", "interval": "500ms", "channels": [
             {"name": "temperature", "signal": "sine", "min": 20, "max": 80, "period": "20s", "unit": "°C"},
@@ -113,7 +112,7 @@ fn config(broker: u16, rpc: u16, extra_device: Option<&str>) -> Value {
     }
     json!({
         "gateway": {"id": "uigw"},
-        "rpc": {"listen": format!("127.0.0.1:{rpc}"), "api_keys": [
+        "rpc": {"listen": "127.0.0.1:0", "api_keys": [
             {"name": "boss", "key": ADMIN, "role": "admin"},
             {"name": "tech", "key": OPERATOR, "role": "operator"},
             {"name": "wall", "key": VIEWER, "role": "viewer"}]},
@@ -160,10 +159,9 @@ fn feed_mq7(port: u16) -> tokio::task::JoinHandle<()> {
 async fn the_console_in_a_browser() {
     let mut cloud = Mosquitto::start();
     let local = bridged_broker(cloud.port);
-    let rpc_port = free_port();
-    let gw = Gateway::start(&config(local.port, rpc_port, None));
-    let url = format!("http://127.0.0.1:{rpc_port}/");
-    let admin = Rpc::connect(ADMIN, rpc_port, &gw).await;
+    let gw = InProc::start(&config(local.port, None)).await;
+    let url = format!("http://127.0.0.1:{}/", gw.rpc_port());
+    let admin = gw.rpc(ADMIN).await;
     let feed = feed_mq7(local.port);
 
     // The page needs no key; it comes with its policy.
@@ -199,7 +197,7 @@ async fn the_console_in_a_browser() {
 
     // Viewer: no controls, and the server refuses a forced call anyway.
     browser("viewer", &url, &[("key", VIEWER)]).await;
-    let viewer = Rpc::connect(VIEWER, rpc_port, &gw).await;
+    let viewer = gw.rpc(VIEWER).await;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "device.write",
         "params": {"device": "boiler", "channel": "setpoint", "value": 5}});
     let (status, answer) = viewer.post(Some(VIEWER), body.to_string()).await;
@@ -226,12 +224,12 @@ async fn the_console_in_a_browser() {
 
     // Admin: a typo is shown at its path and nothing is applied; a good one is applied.
     let dir = temp_dir();
-    let mut typo = config(local.port, rpc_port, Some("boiler-2"));
+    let mut typo = config(local.port, Some("boiler-2"));
     typo["connectors"][0]["devices"][0]["intervall"] = json!("1s");
     let typo_file = dir.path().join("typo.json");
     std::fs::write(&typo_file, serde_json::to_vec_pretty(&typo).unwrap()).unwrap();
     let good_file = dir.path().join("good.json");
-    let good = config(local.port, rpc_port, Some("boiler-2"));
+    let good = config(local.port, Some("boiler-2"));
     std::fs::write(&good_file, serde_json::to_vec_pretty(&good).unwrap()).unwrap();
     browser(
         "config",

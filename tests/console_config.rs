@@ -1,7 +1,8 @@
-//! `config.check`, `config.apply` and `config.rollback` against the real binary: a typo is
+//! `config.check`, `config.apply` and `config.rollback` against a gateway in-process: a typo is
 //! reported at its path and nothing changes; an applied configuration starts its new device,
 //! is saved to the `-c` file (the old one as `.prev`, mode 0600) and survives a restart; a
-//! rollback brings the old one back; `osgate rpc --file` does the same from a script; a
+//! rollback brings the old one back; `osgate rpc --file` (the binary) does the same from a
+//! script; a
 //! configuration owned by a fleet server is refused.
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -15,13 +16,13 @@ use crate::common::*;
 
 const KEY: &str = "console-key-0123456789";
 
-fn config(gw: &str, broker: &Mosquitto, port: u16, devices: &[&str]) -> Value {
+fn config(gw: &str, broker: &Mosquitto, devices: &[&str]) -> Value {
     let devices: Vec<Value> = devices
         .iter()
         .map(|d| json!({"name": d, "interval": "100ms", "channels": [{"name": "n", "signal": "counter"}]}))
         .collect();
     let mut cfg = sim_config(gw, &broker.url(), json!(devices), json!({}));
-    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{port}"), "api_keys": [KEY]});
+    cfg["rpc"] = json!({"listen": "127.0.0.1:0", "api_keys": [KEY]});
     cfg
 }
 
@@ -68,18 +69,18 @@ fn mode(p: &Path) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_apply_rollback_and_restart() {
     let broker = Mosquitto::start();
-    let port = free_port();
     let keep = temp_dir();
     let file = keep.path().join("osgate.json");
     let prev = keep.path().join("osgate.json.prev");
-    let old_text = serde_json::to_string_pretty(&config("gwc", &broker, port, &["d1"])).unwrap();
+    let old_text = serde_json::to_string_pretty(&config("gwc", &broker, &["d1"])).unwrap();
     std::fs::write(&file, &old_text).unwrap();
-    let gw = Gateway::start_file(temp_dir(), file.clone(), &[], &[]);
-    let rpc = Rpc::connect(KEY, port, &gw).await;
+    let gw = InProc::start_file(temp_dir(), file.clone()).await;
+    let rpc = gw.rpc(KEY).await;
+    let port = gw.rpc_port();
     wait_devices(&rpc, &["d1"]).await;
 
     // A typo in a new device: reported at its path, as `osgate check` names it; nothing applied.
-    let mut typo = config("gwc", &broker, port, &["d1", "d2"]);
+    let mut typo = config("gwc", &broker, &["d1", "d2"]);
     typo["connectors"][0]["devices"][1]["intervall"] = json!("1s");
     let r = rpc.result("config.check", json!({"config": typo})).await;
     assert_eq!(r["ok"], false, "{r}");
@@ -105,7 +106,7 @@ async fn check_apply_rollback_and_restart() {
     assert!(!prev.exists());
 
     // A good one: check predicts the change and applies nothing.
-    let new = config("gwc", &broker, port, &["d1", "d2"]);
+    let new = config("gwc", &broker, &["d1", "d2"]);
     let r = rpc.result("config.check", json!({"config": new})).await;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["changes"]["restarted"], json!(["sim"]), "{r}");
@@ -164,11 +165,10 @@ async fn check_apply_rollback_and_restart() {
     wait_devices(&rpc, &["d1", "d2"]).await;
 
     // A restart comes up with the applied configuration.
-    gw.signal("TERM");
     let mut gw = gw;
-    assert!(gw.wait_exit(TEST_TIMEOUT).success(), "{}", gw.log_text());
-    let gw = Gateway::start_file(temp_dir(), file.clone(), &[], &[]);
-    let rpc = Rpc::connect(KEY, port, &gw).await;
+    assert!(gw.stop().await.is_ok(), "{}", gw.log_text());
+    let gw = InProc::start_file(temp_dir(), file.clone()).await;
+    let rpc = gw.rpc(KEY).await;
     wait_devices(&rpc, &["d1", "d2"]).await;
     // After the restart, rollback uses `.prev`.
     rpc.result("config.rollback", json!({})).await;
@@ -178,17 +178,16 @@ async fn check_apply_rollback_and_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_managed_configuration_is_refused() {
     let broker = Mosquitto::start();
-    let port = free_port();
     let dir = temp_dir();
-    let mut cfg = config("gwf", &broker, port, &["d1"]);
+    let mut cfg = config("gwf", &broker, &["d1"]);
     // The fleet server is down: the gateway runs its local file, but the fleet still owns it.
     cfg["remote"] = json!({
         "url": format!("http://127.0.0.1:{}/cfg", free_port()),
         "timeout": "1s",
         "cache": dir.path().join("cache.json").display().to_string()
     });
-    let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect(KEY, port, &gw).await;
+    let gw = InProc::start(&cfg).await;
+    let rpc = gw.rpc(KEY).await;
     let before = std::fs::read_to_string(&gw.config).unwrap();
     let (code, msg) = rpc.error("config.apply", json!({"config": cfg})).await;
     assert_eq!(code, 1022, "{msg}");
@@ -204,20 +203,19 @@ async fn a_fleet_managed_configuration_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_that_cannot_start_or_be_saved_changes_nothing() {
     let broker = Mosquitto::start();
-    let port = free_port();
     let keep = temp_dir();
     let dir = keep.path().join("etc");
     std::fs::create_dir(&dir).unwrap();
     let file = dir.join("osgate.json");
-    let old = config("gwn", &broker, port, &["d1"]);
+    let old = config("gwn", &broker, &["d1"]);
     std::fs::write(&file, old.to_string()).unwrap();
-    let gw = Gateway::start_file(temp_dir(), file.clone(), &[], &[]);
-    let rpc = Rpc::connect(KEY, port, &gw).await;
+    let gw = InProc::start_file(temp_dir(), file.clone()).await;
+    let rpc = gw.rpc(KEY).await;
     wait_devices(&rpc, &["d1"]).await;
 
     // Valid, but its new connector cannot be built (no such serial port): the reload refuses
     // it, the file stays, no temp file is left behind.
-    let mut bad = config("gwn", &broker, port, &["d1"]);
+    let mut bad = config("gwn", &broker, &["d1"]);
     bad["connectors"].as_array_mut().unwrap().push(json!({
         "name": "rtu", "protocol": "modbus",
         "transport": {"rtu": {"port": "/dev/osgate-no-such-port"}},
@@ -241,7 +239,7 @@ async fn a_change_that_cannot_start_or_be_saved_changes_nothing() {
 
     // The file cannot be written (its directory is gone): refused before anything is applied.
     std::fs::remove_dir_all(&dir).unwrap();
-    let new = config("gwn", &broker, port, &["d1", "d2"]);
+    let new = config("gwn", &broker, &["d1", "d2"]);
     let (code, msg) = rpc.error("config.apply", json!({"config": new})).await;
     assert_eq!(code, 1023, "{msg}");
     assert!(msg.contains("nothing applied"), "{msg}");

@@ -1,4 +1,6 @@
-//! Foundation: config → simulator → pipeline → MQTT sink, against a real mosquitto.
+//! Foundation: config → simulator → pipeline → MQTT sink, against a real mosquitto. The
+//! pipeline's behaviour runs in-process (`InProc`); what a stop, a kill or a bad configuration
+//! does to the process (exit codes, the last will) runs the binary.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -25,7 +27,7 @@ async fn readings_arrive_in_reading_format() {
             {"name": "recipe", "signal": "constant", "value": "PX-200"}]}]),
         json!({}),
     );
-    let _gw = Gateway::start(&cfg);
+    let _gw = InProc::start(&cfg).await;
     let ok = sub
         .collect_until(TEST_TIMEOUT, |seen| {
             let topics: BTreeSet<&str> = seen.iter().map(|m| m.topic.as_str()).collect();
@@ -68,7 +70,7 @@ async fn device_format_sends_one_message_per_batch() {
             {"name": "e", "signal": "counter"}]}]),
         json!({"format": "device"}),
     );
-    let _gw = Gateway::start(&cfg);
+    let _gw = InProc::start(&cfg).await;
     for _ in 0..3 {
         let m = sub.next(TEST_TIMEOUT).await;
         assert_eq!(m.topic, "telemetry/gw2/meter");
@@ -95,7 +97,10 @@ async fn status_online_retained_and_last_will_on_kill() {
         .await;
     assert_eq!(m.json["version"], env!("CARGO_PKG_VERSION"));
     assert!(m.json["started"].is_i64());
-    // Device status, retained, on its own topic.
+    // Device status, retained, on its own topic: once it was published (a subscriber that
+    // came first sees it live, without the flag), a newcomer gets it retained.
+    let mut first = Subscriber::connect(broker.port, "status/gw3/sim/d").await;
+    first.next(TEST_TIMEOUT).await;
     let mut dev = Subscriber::connect(broker.port, "status/gw3/sim/d").await;
     let d = dev.next(TEST_TIMEOUT).await;
     assert!(d.retain, "device status must be retained");
@@ -169,7 +174,7 @@ fn counter_values(seen: &[Msg], topic: &str) -> BTreeSet<u64> {
 }
 
 /// The final counters the MQTT sink logs when it stops.
-fn sink_summary(gw: &Gateway) -> serde_json::Value {
+fn sink_summary(gw: &InProc) -> serde_json::Value {
     gw.log_json()
         .into_iter()
         .find(|l| {
@@ -190,7 +195,7 @@ async fn broker_outage_loses_nothing_at_qos1() {
         json!([counter_device("c", "10ms")]),
         json!({"backoff_max": "500ms"}),
     );
-    let mut gw = Gateway::start(&cfg);
+    let mut gw = InProc::start(&cfg).await;
     let topic = "telemetry/gw5/c/n";
     assert!(
         sub.collect_until(TEST_TIMEOUT, |s| counter_values(s, topic).len() >= 50)
@@ -205,8 +210,8 @@ async fn broker_outage_loses_nothing_at_qos1() {
     gw.wait_log("reconnected to broker", TEST_TIMEOUT).await;
 
     // Stop the gateway: everything it accepted is acknowledged before it exits.
-    gw.signal("TERM");
-    assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+    let stopped = gw.stop().await;
+    assert!(stopped.is_ok(), "{stopped:?}; log:\n{}", gw.log_text());
     let summary = sink_summary(&gw);
     let received = summary["received"].as_u64().unwrap();
     assert_eq!(summary["acked"].as_u64().unwrap(), received, "{summary}");
@@ -243,7 +248,7 @@ async fn buffer_overflow_while_broker_away_is_counted_and_logged_once() {
         json!([counter_device("c", "10ms")]),
         json!({"buffer": 20, "backoff_max": "500ms"}),
     );
-    let mut gw = Gateway::start(&cfg);
+    let mut gw = InProc::start(&cfg).await;
     assert!(sub.collect_until(TEST_TIMEOUT, |s| s.len() >= 10).await);
 
     broker.stop();
@@ -253,8 +258,8 @@ async fn buffer_overflow_while_broker_away_is_counted_and_logged_once() {
         .await;
     broker.restart();
     gw.wait_log("reconnected to broker", TEST_TIMEOUT).await;
-    gw.signal("TERM");
-    assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+    let stopped = gw.stop().await;
+    assert!(stopped.is_ok(), "{stopped:?}; log:\n{}", gw.log_text());
 
     let summary = sink_summary(&gw);
     let n = |k: &str| summary[k].as_u64().unwrap();
@@ -276,7 +281,7 @@ async fn buffer_overflow_while_broker_away_is_counted_and_logged_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_load_acks_everything_accepted() {
+async fn a_stop_under_load_acks_everything_accepted() {
     let broker = Mosquitto::start();
     let mut sub = Subscriber::connect(broker.port, "telemetry/gw6/#").await;
     let devices: Vec<_> = (0..20)
@@ -286,13 +291,13 @@ async fn sigterm_under_load_acks_everything_accepted() {
         })
         .collect();
     let cfg = sim_config("gw6", &broker.url(), json!(devices), json!({}));
-    let mut gw = Gateway::start(&cfg);
+    let mut gw = InProc::start(&cfg).await;
     assert!(
         sub.collect_until(TEST_TIMEOUT, |s| s.len() > 5000).await,
         "load did not flow"
     );
-    gw.signal("TERM");
-    assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+    let stopped = gw.stop().await;
+    assert!(stopped.is_ok(), "{stopped:?}; log:\n{}", gw.log_text());
     let summary = sink_summary(&gw);
     let received = summary["received"].as_u64().unwrap();
     assert!(received > 5000, "{summary}");

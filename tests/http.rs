@@ -1,6 +1,6 @@
 //! The HTTP connector against real peers: the poller against the harness's HTTP server on
 //! loopback (plain and HTTPS with a CA made at test time), the ingest listener with a real HTTP
-//! client (reqwest) into real mosquitto through the osgate binary.
+//! client (reqwest) into real mosquitto through a whole gateway (in-process).
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use crate::common::connector::{unique, ConnectorRun};
 use crate::common::http::{etag_of, HttpServer, Reply};
 use crate::common::TEST_TIMEOUT;
 use crate::common::{
-    free_port, unsafe_free_kill, wait_port, within, Gateway, Mosquitto, Subscriber,
+    free_port, unsafe_free_kill, wait_port, within, InProc, Mosquitto, Subscriber,
 };
 
 fn poll_connector(extra: Json, devices: Json) -> Json {
@@ -302,9 +302,10 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-fn gateway_config(mq: &Mosquitto, listen: u16, extra: Json, sink: Json) -> Json {
+/// A gateway with the HTTP ingest `hooks` on a free port (port 0) and an MQTT sink.
+fn gateway_config(mq: &Mosquitto, extra: Json, sink: Json) -> Json {
     let mut c = json!({"name": "hooks", "protocol": "http", "mode": "listen",
-        "listen": format!("127.0.0.1:{listen}"), "api_keys": ["key-1"], "max_body": "1KiB",
+        "listen": "127.0.0.1:0", "api_keys": ["key-1"], "max_body": "1KiB",
         "devices": [{"name": "weather", "channels": [
             {"name": "temperature", "pointer": "/temperature", "unit": "°C"},
             {"name": "wind", "type": "number"}]}]});
@@ -335,8 +336,8 @@ async fn post(c: &reqwest::Client, url: &str, key: Option<&str>, body: &str) -> 
 async fn ingest_accepts_refuses_and_publishes() {
     let mq = Mosquitto::start();
     let mut sub = Subscriber::connect(mq.port, "telemetry/hgw/#").await;
-    let port = free_port();
-    let _gw = Gateway::start(&gateway_config(&mq, port, json!({}), json!({})));
+    let gw = InProc::start(&gateway_config(&mq, json!({}), json!({}))).await;
+    let port = gw.listener("hooks").await.port();
     assert!(wait_port(port, TEST_TIMEOUT), "ingest not listening");
     let c = client();
     let url = format!("http://127.0.0.1:{port}/ingest/weather");
@@ -517,13 +518,13 @@ async fn ingest_over_tls() {
 async fn full_pipeline_answers_503_and_nothing_is_lost() {
     let mut mq = Mosquitto::start();
     let mut sub = Subscriber::connect(mq.port, "telemetry/hgw/weather/temperature").await;
-    let port = free_port();
-    let _gw = Gateway::start(&gateway_config(
+    let gw = InProc::start(&gateway_config(
         &mq,
-        port,
         json!({"max_body": "64KiB"}),
         json!({"queue": 4, "inflight": 1, "when_full": "block"}),
-    ));
+    ))
+    .await;
+    let port = gw.listener("hooks").await.port();
     assert!(wait_port(port, TEST_TIMEOUT));
     let c = client();
     let url = format!("http://127.0.0.1:{port}/ingest/weather");

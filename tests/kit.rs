@@ -15,7 +15,6 @@ use osgate::status::Health;
 use serde_json::{json, Value as Json};
 
 use crate::common::connector::{by_name, unique, ConnectorRun};
-use crate::common::rpc::Rpc;
 use crate::common::*;
 
 /// The reason of a bad reading (panics on a good one).
@@ -175,7 +174,6 @@ const KEY: &str = "kit-test-key-0123456789";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_with_a_missing_serial_port_is_rejected_and_the_old_config_keeps_running() {
     let broker = Mosquitto::start();
-    let port = free_port();
     let mut cfg = sim_config(
         "gwkit",
         &broker.url(),
@@ -183,12 +181,12 @@ async fn reload_with_a_missing_serial_port_is_rejected_and_the_old_config_keeps_
             {"name": "n", "signal": "counter"}]}]),
         json!({}),
     );
-    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{port}"), "api_keys": [KEY]});
+    cfg["rpc"] = json!({"listen": "127.0.0.1:0", "api_keys": [KEY]});
     let mut sub = Subscriber::connect(broker.port, "telemetry/gwkit/#").await;
-    let gw = Gateway::start(&cfg);
+    let gw = InProc::start(&cfg).await;
     sub.next_where(TEST_TIMEOUT, |m| m.topic == "telemetry/gwkit/k1/n")
         .await;
-    let rpc = Rpc::connect(KEY, port, &gw).await;
+    let rpc = gw.rpc(KEY).await;
 
     let tty = format!("/dev/ttyNOPE-{}-{}", std::process::id(), unique("x"));
     let mut new = cfg.clone();

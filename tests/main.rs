@@ -1,5 +1,6 @@
 //! Integration tests: one test binary (it links once), one module per area. Each test starts its
-//! own real peers (mosquitto, protocol peers) on free loopback ports.
+//! own real peers (mosquitto, protocol peers) on free loopback ports, and its gateway in-process
+//! (`common::InProc`), or as the `osgate` binary where the process itself is tested.
 
 mod bridge;
 mod cli;

@@ -210,7 +210,7 @@ async fn mbus_commands_decode_scan_and_read() {
 
 #[tokio::test]
 async fn mbus_readings_reach_mqtt_with_units() {
-    use crate::common::{Gateway, Mosquitto, Subscriber};
+    use crate::common::{InProc, Mosquitto, Subscriber};
     let responder = Responder::tcp(vec![
         water(0, "11490378"),
         Meter::new(7, "00000007", vec![corpus_frame("kamstrup_multical_601")]),
@@ -229,7 +229,7 @@ async fn mbus_readings_reach_mqtt_with_units() {
         "sinks": [{"name": "local", "type": "mqtt", "url": broker.url(), "qos": 1}],
         "connectors": [conn]});
     let mut sub = Subscriber::connect(broker.port, "telemetry/#").await;
-    let _gw = Gateway::start(&cfg);
+    let _gw = InProc::start(&cfg).await;
     let m = sub
         .next_where(WAIT, |m| m.topic == "telemetry/gwb/water/volume")
         .await;
@@ -245,20 +245,18 @@ async fn mbus_readings_reach_mqtt_with_units() {
 
 #[tokio::test]
 async fn mbus_scan_over_rpc_pauses_the_connector_and_finds_the_meters() {
-    use crate::common::rpc::Rpc;
-    use crate::common::{free_port, Gateway, Mosquitto};
+    use crate::common::{InProc, Mosquitto};
     let responder = Responder::tcp(vec![water(3, "00000003"), water(9, "00000009")]).await;
     let broker = Mosquitto::start();
     let mut conn = bus_settings(json!({"tcp": responder.addr.clone().expect("tcp")}));
     conn["name"] = json!("bus");
     conn["devices"] = json!([{"name": "w3", "address": 3, "interval": "200ms"}]);
-    let rpc_port = free_port();
     let cfg = json!({"gateway": {"id": "gws"},
         "sinks": [{"name": "local", "type": "mqtt", "url": broker.url(), "qos": 1}],
-        "rpc": {"listen": format!("127.0.0.1:{rpc_port}"), "api_keys": ["scan-key-0123456789"]},
+        "rpc": {"listen": "127.0.0.1:0", "api_keys": ["scan-key-0123456789"]},
         "connectors": [conn]});
-    let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect("scan-key-0123456789", rpc_port, &gw).await;
+    let gw = InProc::start(&cfg).await;
+    let rpc = gw.rpc("scan-key-0123456789").await;
     // The responder takes one TCP connection at a time: the scan can only reach the bus
     // because the connector let go of it.
     let r = rpc

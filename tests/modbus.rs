@@ -778,7 +778,7 @@ async fn modbus_command_reads_and_writes_like_a_channel() {
 
 #[tokio::test]
 async fn modbus_readings_and_status_reach_mqtt_through_the_gateway() {
-    use crate::common::{Gateway, Mosquitto, Subscriber};
+    use crate::common::{InProc, Mosquitto, Subscriber};
     let spec = json!({"units": {"1": {"size": 10, "values": [
         {"table": "input", "address": 2, "type": "f32", "order": "CDAB", "value": 2301.5}]}}});
     let peer = pymodbus(&spec, &["--tcp", "127.0.0.1:0"]).await;
@@ -792,7 +792,7 @@ async fn modbus_readings_and_status_reach_mqtt_through_the_gateway() {
                  "order": "CDAB", "scale": 0.1, "unit": "V"}]}]}]});
     let mut sub = Subscriber::connect(broker.port, "#").await;
     let before = osgate::reading::Timestamp::now().millis();
-    let _gw = Gateway::start(&cfg);
+    let _gw = InProc::start(&cfg).await;
     let m = sub
         .next_where(WAIT, |m| m.topic == "telemetry/gwm/meter/voltage")
         .await;
@@ -819,7 +819,7 @@ async fn modbus_readings_and_status_reach_mqtt_through_the_gateway() {
 
 #[tokio::test]
 async fn modbus_failures_are_logged_once_per_state_change() {
-    use crate::common::Gateway;
+    use crate::common::InProc;
     // Eight silent requests (each costs a timeout), then good answers.
     let mut peer = bad_peer("silent", 8).await;
     let cfg = json!({"gateway": {"id": "gwl"}, "sinks": [],
@@ -828,7 +828,7 @@ async fn modbus_failures_are_logged_once_per_state_change() {
             "timeout": "100ms", "retries": 0, "backoff": "10ms", "backoff_max": "10ms",
             "devices": [{"name": "d", "interval": "20ms", "channels": [
                 {"name": "r", "table": "holding", "address": 3}]}]}]});
-    let gw = Gateway::start(&cfg);
+    let gw = InProc::start(&cfg).await;
     peer.line(|l| l == "GOOD 12").await;
     gw.wait_log("device online again", WAIT).await;
     let log = gw.log_json();

@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 
 use crate::common::certs::Certs;
 use crate::common::connector::{unique, ConnectorRun};
-use crate::common::{Gateway, Mosquitto, Msg, Subscriber, TEST_TIMEOUT};
+use crate::common::{InProc, Mosquitto, Msg, Subscriber, TEST_TIMEOUT};
 
 /// A connector config of the Tasmota/Shelly/Zigbee2MQTT shapes on `url`.
 fn source(name: &str, url: &str, extra: Json) -> Json {
@@ -75,7 +75,7 @@ async fn two_brokers_feed_one_gateway() {
     });
     let mut sub = Subscriber::connect(local.port, "telemetry/mq/#").await;
     let mut results = Subscriber::connect(local.port, "command/mq/+/+/result").await;
-    let gw = Gateway::start(&cfg);
+    let gw = InProc::start(&cfg).await;
     // Until both connectors have subscribed.
     for (broker, topic, payload, want) in [
         (&a, "zigbee2mqtt/warm", "{\"x\":1}", "telemetry/mq/warm/x"),

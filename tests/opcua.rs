@@ -2,9 +2,9 @@
 //! (`tests/peers/opcua_server.py`), with the variables Temperature (Double, a sine), Counter
 //! (UInt32, +1 every 500 ms), Running (Boolean), Setpoint (Double, writable), Vector (Double[5])
 //! and Targets (Int32[4], writable) under Objects/Plant; and a second stack, node-opcua
-//! ([`node_opcua`]). The gateway binary runs against mosquitto for the end-to-end path; the
-//! other tests run the connector in-process and take its batches and statuses from a sink
-//! queue.
+//! ([`node_opcua`]). A whole gateway (in-process) runs against mosquitto for the end-to-end
+//! path; the other tests run the connector in-process and take its batches and statuses from a
+//! sink queue.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::common::connector::{unique, ConnectorRun};
 use crate::common::opcua::{asyncua_read, OpcuaPeer, NS_URI};
 use crate::common::{
-    osgate_cmd, temp_dir, unsafe_free_kill, Gateway, Mosquitto, Subscriber, TEST_TIMEOUT,
+    osgate_cmd, temp_dir, unsafe_free_kill, InProc, Mosquitto, Subscriber, TEST_TIMEOUT,
 };
 
 mod node_opcua;
@@ -149,7 +149,7 @@ async fn subscribed_changes_reach_mosquitto_with_values_quality_and_source_time(
         "sinks": [{"name": "local", "type": "mqtt", "url": broker.url(), "qos": 1}],
         "connectors": [connector(&peer, pki.path(), json!({}), plant_device("subscribe"))]
     });
-    let gw = Gateway::start(&cfg);
+    let gw = InProc::start(&cfg).await;
     let start = now_ms();
     let ok = sub
         .collect_until(Duration::from_secs(30), |seen| {

@@ -1,7 +1,8 @@
 //! Running osgate in production: `--version` names the commit, the systemd unit verifies, the
-//! systemd notification protocol (READY, WATCHDOG, STOPPING) on a real datagram socket,
-//! self-telemetry through a real mosquitto, `GET /metrics` read by a real Prometheus parser
-//! (Python `prometheus_client`), and `osgate health` against a running gateway.
+//! systemd notification protocol (READY, WATCHDOG, STOPPING) on a real datagram socket, SIGHUP
+//! reloads (the binary); self-telemetry through a real mosquitto, `GET /metrics` read by a real
+//! Prometheus parser (Python `prometheus_client`), and `osgate health` (the binary) against a
+//! running gateway (in-process).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -9,7 +10,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::common::rpc::Rpc;
 use crate::common::*;
 
 const KEY: &str = "k-ops-test-1";
@@ -149,6 +149,31 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_configuration_file() {
+    // The wiring of the process: SIGHUP to `osgate` runs the loading order again and applies
+    // the result, recorded as the signal's (what a reload does is tested in-process).
+    let cfg = stdout_config("gwhup");
+    let gw = Gateway::start(&cfg);
+    gw.wait_log("gateway started", TEST_TIMEOUT).await;
+    let mut more = cfg.clone();
+    more["connectors"][0]["devices"][0]["interval"] = json!("50ms");
+    std::fs::write(&gw.config, serde_json::to_vec_pretty(&more).unwrap()).unwrap();
+    gw.signal("HUP");
+    let line = gw
+        .wait_log("SIGHUP received: reloading configuration", TEST_TIMEOUT)
+        .await;
+    assert_eq!(line["path"], gw.config.display().to_string(), "{line}");
+    let line = gw.wait_log("configuration reloaded", TEST_TIMEOUT).await;
+    assert_eq!(line["connectors_started"], "sim", "{line}");
+    let audit = gw.wait_log("audit", TEST_TIMEOUT).await;
+    assert_eq!(
+        (&audit["who"], &audit["method"], &audit["result"]),
+        (&json!("signal"), &json!("gateway.reload"), &json!("ok")),
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_telemetry_flows_through_the_sink() {
     let broker = Mosquitto::start();
     let mut sub = Subscriber::connect(broker.port, "telemetry/gwtele/_gateway/#").await;
@@ -159,7 +184,7 @@ async fn self_telemetry_flows_through_the_sink() {
         json!({}),
     );
     cfg["telemetry"] = json!({"interval": "200ms"});
-    let gw = Gateway::start(&cfg);
+    let gw = InProc::start(&cfg).await;
     let topic = |m: &str| format!("telemetry/gwtele/_gateway/{m}");
     let values = |seen: &[Msg], m: &str| -> Vec<Value> {
         seen.iter()
@@ -270,7 +295,6 @@ fn sample<'a>(samples: &'a [Value], name: &str, labels: Value) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text_that_matches_the_status() {
     let broker = Mosquitto::start();
-    let port = free_port();
     // A connector name that needs escaping in a label value; one poll an hour, so the
     // counters hold still between `gateway.status` and the scrape.
     let name = "sim \"q\\x";
@@ -282,9 +306,10 @@ async fn metrics_are_prometheus_text_that_matches_the_status() {
         json!({}),
     );
     cfg["connectors"][0]["name"] = json!(name);
-    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{port}"), "api_keys": [KEY]});
-    let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect(KEY, port, &gw).await;
+    cfg["rpc"] = json!({"listen": "127.0.0.1:0", "api_keys": [KEY]});
+    let gw = InProc::start(&cfg).await;
+    let rpc = gw.rpc(KEY).await;
+    let port = gw.rpc_port();
     let url = format!("http://127.0.0.1:{port}/metrics");
 
     // Wait for the first poll to be acknowledged by the broker.
@@ -404,6 +429,7 @@ async fn metrics_are_prometheus_text_that_matches_the_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_for_a_running_gateway_and_fails_without_one() {
     let mut broker = Mosquitto::start();
+    // A fixed port: `osgate health -c CONFIG` finds the address in the file.
     let port = free_port();
     let mut cfg = sim_config(
         "gwhealth",
@@ -412,8 +438,8 @@ async fn health_answers_for_a_running_gateway_and_fails_without_one() {
         json!({}),
     );
     cfg["rpc"] = json!({"listen": format!("127.0.0.1:{port}"), "api_keys": [KEY]});
-    let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect(KEY, port, &gw).await;
+    let mut gw = InProc::start(&cfg).await;
+    let rpc = gw.rpc(KEY).await;
     let url = format!("http://127.0.0.1:{port}/");
     let health = |args: Vec<String>| async move {
         let out = tokio::process::Command::new(osgate_bin())
@@ -480,7 +506,7 @@ async fn health_answers_for_a_running_gateway_and_fails_without_one() {
     };
     assert!(err.contains("sink \"local\" disconnected"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    drop(gw);
+    gw.stop().await.ok();
     // No gateway at all.
     let (code, _, err) = health(vec!["--url".into(), url, "--timeout".into(), "1s".into()]).await;
     assert_eq!(code, Some(1));

@@ -1,9 +1,11 @@
 //! Remote-first configuration: remote → cache → local file, the refresher (ETag, 304, backoff,
-//! hot reload of only what changed), SIGHUP, the atomic cache and hostile remote answers.
+//! hot reload of only what changed), reload requests (SIGHUP), the atomic cache and hostile
+//! remote answers.
 //!
-//! Every test runs the real `osgate` binary against a real HTTP server on loopback
-//! (`common::http`) and a real mosquitto, and judges by the telemetry, the retained
-//! `status/{gateway}` payload, the log and the files on disk.
+//! Every test runs a whole gateway in-process (`InProc`; reload requests are what SIGHUP sends
+//! the binary) against a real HTTP server on loopback (`common::http`) and a real mosquitto,
+//! and judges by the telemetry, the retained `status/{gateway}` payload, the log and the files
+//! on disk; the exit code of a gateway with no usable configuration is the binary's.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -100,11 +102,7 @@ async fn remote_config_is_used_and_cached_as_received() {
     let server = HttpServer::start(Reply::Json(body.clone())).await;
     let mut local = local_config("rgw1", &broker, &server.url(), &cache, "1m");
     local["remote"]["headers"] = json!({"Authorization": "Bearer ${RC_TOKEN}"});
-    let gw = Gateway::start_with(
-        &local,
-        &[],
-        &[("RC_UNIT", "kWh"), ("RC_TOKEN", "fleet-token-1")],
-    );
+    let gw = InProc::start_with(&local, &[("RC_UNIT", "kWh"), ("RC_TOKEN", "fleet-token-1")]).await;
 
     let m = reading_from(&mut sub, "rgw1", "rdev").await;
     assert_eq!(m.json["unit"], "kWh", "{m:?}");
@@ -147,7 +145,7 @@ async fn remote_down_uses_the_cache_then_the_local_file_and_recovers() {
     std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
     std::fs::write(&cache, bytes(&simple("rgw2", &broker, "cdev"))).unwrap();
     {
-        let gw = Gateway::start(&local);
+        let gw = InProc::start(&local).await;
         reading_from(&mut sub, "rgw2", "cdev").await;
         let rej = gw
             .wait_log(
@@ -169,7 +167,7 @@ async fn remote_down_uses_the_cache_then_the_local_file_and_recovers() {
     // 2. Cache corrupt (a torn write of an older, naive writer) → local file.
     std::fs::write(&cache, br#"{"gateway": {"id": "rg"#).unwrap();
     {
-        let gw = Gateway::start(&local);
+        let gw = InProc::start(&local).await;
         reading_from(&mut sub, "rgw2", "ldev").await;
         let rej = gw
             .wait_log(
@@ -186,7 +184,7 @@ async fn remote_down_uses_the_cache_then_the_local_file_and_recovers() {
     // 3. Cache missing → local file; then the remote comes up and the refresher (retrying with
     //    backoff from 1 s) switches to it by hot reload, and caches it.
     std::fs::remove_file(&cache).unwrap();
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     reading_from(&mut sub, "rgw2", "ldev").await;
     let rej = gw
         .wait_log("cached configuration rejected", TEST_TIMEOUT)
@@ -260,7 +258,7 @@ async fn invalid_remote_config_is_rejected_at_start_and_on_refresh() {
     let local = local_config("rgw4", &broker, &server.url(), &cache, "200ms");
 
     // At start: the invalid remote config is rejected, the cache is used and kept.
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     reading_from(&mut sub, "rgw4", "cdev").await;
     let rej = gw
         .wait_log(
@@ -312,7 +310,7 @@ async fn unchanged_remote_is_a_304_and_its_remote_section_is_ignored() {
     let body = bytes(&remote);
     let server = HttpServer::start(Reply::Json(body.clone())).await;
     let local = local_config("rgw5", &broker, &server.url(), &cache, "200ms");
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     gw.wait_log(
         "has a remote section of its own; it is ignored",
         TEST_TIMEOUT,
@@ -352,7 +350,7 @@ async fn a_refresh_restarts_only_the_changed_connector() {
         .push(json!({"name": "extra", "signal": "constant", "value": 7}));
     let server = HttpServer::start(Reply::Json(bytes(&before))).await;
     let local = local_config("rgw6", &broker, &server.url(), &cache, "200ms");
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     // A second of steady readings, the change, then another second.
     let steady = |m: &Msg| m.topic == "telemetry/rgw6/s/n";
     assert!(
@@ -408,10 +406,10 @@ async fn a_refresh_restarts_only_the_changed_connector() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_the_local_file() {
+async fn a_reload_request_reloads_the_local_file() {
     let broker = Mosquitto::start();
     let mut sub = Subscriber::connect(broker.port, "telemetry/rgw7/#").await;
-    let gw = Gateway::start(&simple("rgw7", &broker, "one"));
+    let gw = InProc::start(&simple("rgw7", &broker, "one")).await;
     reading_from(&mut sub, "rgw7", "one").await;
     gw.wait_log("no remote section", TEST_TIMEOUT).await;
 
@@ -424,7 +422,7 @@ async fn sighup_reloads_the_local_file() {
         ],
     );
     std::fs::write(&gw.config, bytes(&two)).unwrap();
-    gw.signal("HUP");
+    gw.reload().await;
     reading_from(&mut sub, "rgw7", "two").await;
     // Fields a person can read, not a Rust debug dump.
     let line = gw.wait_log("configuration reloaded", TEST_TIMEOUT).await;
@@ -439,7 +437,7 @@ async fn sighup_reloads_the_local_file() {
         b"{\"gateway\": {\"id\": \"rgw7\"}, \"sinks\": 5}",
     )
     .unwrap();
-    gw.signal("HUP");
+    gw.reload().await;
     let rej = gw.wait_log("reload rejected", TEST_TIMEOUT).await;
     assert!(rej["error"].as_str().unwrap().contains("sinks"), "{rej}");
     sub.drain();
@@ -454,7 +452,7 @@ async fn sighup_reloads_the_local_file() {
     let nested = format!("\"x\": {}0{}, ", "[".repeat(200), "]".repeat(200));
     deep.splice(at..at, nested.into_bytes());
     std::fs::write(&gw.config, &deep).unwrap();
-    gw.signal("HUP");
+    gw.reload().await;
     within("the second rejection", async {
         loop {
             let deep_rejected = gw.log_json().iter().any(|l| {
@@ -497,7 +495,7 @@ async fn a_failed_cache_write_never_leaves_a_broken_cache() {
         "1m",
     );
     {
-        let gw = Gateway::start(&local);
+        let gw = InProc::start(&local).await;
         reading_from(&mut sub, "rgw8", "rdev").await;
         gw.wait_log("cannot write the configuration cache", TEST_TIMEOUT)
             .await;
@@ -520,7 +518,7 @@ async fn a_failed_cache_write_never_leaves_a_broken_cache() {
         &cache,
         "1m",
     );
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     reading_from(&mut sub, "rgw8", "cdev").await;
     assert!(parses(&cache));
     let new = bytes(&simple("rgw8", &broker, "rdev2"));
@@ -566,7 +564,7 @@ async fn hostile_remote_answers_fall_back_with_a_clear_reason() {
         server.set(reply.clone());
         std::fs::write(&cache, &cached).unwrap();
         let local = local_config("rgw9", &broker, &server.url(), &cache, "1m");
-        let gw = Gateway::start(&local);
+        let gw = InProc::start(&local).await;
         let line = gw
             .wait_log(
                 "remote configuration rejected; trying the cache",
@@ -605,7 +603,7 @@ async fn a_refresh_that_fails_to_start_keeps_the_old_pipeline() {
             "devices": [{"name": "m", "channels": [{"name": "r", "table": "holding", "address": 0}]}]}));
     let server = HttpServer::start(Reply::Json(bytes(&good))).await;
     let local = local_config("rgw10", &broker, &server.url(), &cache, "200ms");
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     reading_from(&mut sub, "rgw10", "a").await;
     server.set(Reply::Json(bytes(&bad)));
     let line = gw
@@ -647,7 +645,7 @@ async fn a_refresh_that_fails_to_start_keeps_the_old_pipeline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_follows_a_new_remote_url_of_the_local_file() {
+async fn a_reload_follows_a_new_remote_url_of_the_local_file() {
     let broker = Mosquitto::start();
     let mut sub = Subscriber::connect(broker.port, "telemetry/rgw11/#").await;
     let (_st, cache) = state();
@@ -656,12 +654,12 @@ async fn sighup_follows_a_new_remote_url_of_the_local_file() {
     // The local file's own connectors are broken: its remote section alone is enough.
     let mut local = local_config("rgw11", &broker, &first.url(), &cache, "200ms");
     local["connectors"][0]["protocol"] = json!("nope");
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     reading_from(&mut sub, "rgw11", "one").await;
 
     local["remote"]["url"] = json!(second.url());
     std::fs::write(&gw.config, bytes(&local)).unwrap();
-    gw.signal("HUP");
+    gw.reload().await;
     reading_from(&mut sub, "rgw11", "two").await;
     // The refresher now polls the new URL (and the cache holds the new body).
     second.wait_requests(3, TEST_TIMEOUT).await;
@@ -682,7 +680,7 @@ async fn failed_polls_back_off_and_recover() {
     let (_st, cache) = state();
     let server = HttpServer::start(Reply::Status(500)).await;
     let local = local_config("rgw12", &broker, &server.url(), &cache, "1m");
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     reading_from(&mut sub, "rgw12", "ldev").await;
     // Start (t0), then retries after 1 s and 2 s more: the pauses double.
     let reqs = server.wait_requests(3, TEST_TIMEOUT).await;

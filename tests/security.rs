@@ -1,4 +1,4 @@
-//! Least privilege against the real server: key roles on HTTP, WebSocket (headers and tickets)
+//! Least privilege against the real server (a gateway in-process): key roles on HTTP, WebSocket (headers and tickets)
 //! and MQTT; the audit trail on the log and on `events/{gateway}` for every path; failed-key
 //! lockout of one peer; `osgate check` on keys and readable secrets; the remote cache's mode.
 
@@ -16,7 +16,7 @@ const FORBIDDEN: i64 = 1040;
 
 /// A simulator (`d1.sp` writable), an MQTT sink, RPC (also over MQTT) with three keys: a plain
 /// string (admin `key1`), `scada` (viewer) and `tech` (operator).
-fn config(gw: &str, broker: &Mosquitto, port: u16) -> Value {
+fn config(gw: &str, broker: &Mosquitto) -> Value {
     let mut cfg = sim_config(
         gw,
         &broker.url(),
@@ -25,7 +25,7 @@ fn config(gw: &str, broker: &Mosquitto, port: u16) -> Value {
         json!({}),
     );
     cfg["rpc"] = json!({
-        "listen": format!("127.0.0.1:{port}"),
+        "listen": "127.0.0.1:0",
         "mqtt": true,
         "max_subscribers": 1,
         "api_keys": [
@@ -37,8 +37,9 @@ fn config(gw: &str, broker: &Mosquitto, port: u16) -> Value {
     cfg
 }
 
-fn start(gw: &str, broker: &Mosquitto, port: u16) -> Gateway {
-    Gateway::start_with(&config(gw, broker, port), &[], &[("SCADA_KEY", VIEWER)])
+/// The gateway of [`config`], in-process, with `SCADA_KEY` set.
+async fn start(gw: &str, broker: &Mosquitto) -> InProc {
+    InProc::start_with(&config(gw, broker), &[("SCADA_KEY", VIEWER)]).await
 }
 
 async fn call_with(rpc: &Rpc, key: &str, method: &str, params: Value) -> Value {
@@ -92,9 +93,8 @@ async fn event(sub: &mut Subscriber, method: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_calls_what_it_may_and_changes_are_audited() {
     let broker = Mosquitto::start();
-    let port = free_port();
-    let gw = start("gwroles", &broker, port);
-    let rpc = Rpc::connect(ADMIN, port, &gw).await;
+    let gw = start("gwroles", &broker).await;
+    let rpc = gw.rpc(ADMIN).await;
     let mut events = Subscriber::connect(broker.port, "events/gwroles").await;
 
     // The viewer reads, and is refused every change with its own code; nothing runs.
@@ -190,9 +190,9 @@ async fn each_role_calls_what_it_may_and_changes_are_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_take_header_keys_or_single_use_tickets() {
     let broker = Mosquitto::start();
-    let port = free_port();
-    let gw = start("gwticket", &broker, port);
-    let rpc = Rpc::connect(ADMIN, port, &gw).await;
+    let gw = start("gwticket", &broker).await;
+    let rpc = gw.rpc(ADMIN).await;
+    let port = gw.rpc_port();
 
     // A ticket asked for over HTTP by the operator opens a WebSocket as the operator, once.
     let t = call_with(&rpc, OPERATOR, "session.ticket", json!([])).await;
@@ -270,9 +270,7 @@ async fn websockets_take_header_keys_or_single_use_tickets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_commands_and_rpc_over_mqtt_are_audited() {
     let broker = Mosquitto::start();
-    let port = free_port();
-    let gw = start("gwmqttaudit", &broker, port);
-    let _rpc = Rpc::connect(ADMIN, port, &gw).await;
+    let gw = start("gwmqttaudit", &broker).await;
     let mut events = Subscriber::connect(broker.port, "events/gwmqttaudit").await;
     let mut results = Subscriber::connect(broker.port, "command/gwmqttaudit/+/+/result").await;
     let r = broker
@@ -307,8 +305,8 @@ async fn mqtt_commands_and_rpc_over_mqtt_are_audited() {
         "{e}"
     );
 
-    // SIGHUP reloads are the signal's.
-    gw.signal("HUP");
+    // Reloads by request (SIGHUP to the binary) are the signal's.
+    gw.reload().await;
     let e = event(&mut events, "gateway.reload").await;
     assert_eq!(
         (&e["who"], &e["result"]),
@@ -320,16 +318,15 @@ async fn mqtt_commands_and_rpc_over_mqtt_are_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_keys_lock_out_one_peer_only() {
     let broker = Mosquitto::start();
-    let port = free_port();
-    let ingest = free_port();
-    let mut cfg = config("gwlock", &broker, port);
+    let mut cfg = config("gwlock", &broker);
     cfg["connectors"].as_array_mut().unwrap().push(json!({
         "name": "ingest", "protocol": "http", "mode": "listen",
-        "listen": format!("127.0.0.1:{ingest}"),
+        "listen": "127.0.0.1:0",
         "api_keys": [{"name": "meters", "key": "ingest-key-0123"}],
         "devices": [{"name": "meter", "channels": [{"name": "p", "pointer": "/p"}]}]}));
-    let gw = Gateway::start_with(&cfg, &[], &[("SCADA_KEY", VIEWER)]);
-    let good = Rpc::connect(ADMIN, port, &gw).await;
+    let gw = InProc::start_with(&cfg, &[("SCADA_KEY", VIEWER)]).await;
+    let good = gw.rpc(ADMIN).await;
+    let ingest = gw.listener("ingest").await.port();
     // The guesser comes from 127.0.0.2 (still loopback), the good client from 127.0.0.1.
     let guesser = reqwest::Client::builder()
         .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())

@@ -2,7 +2,8 @@
 //! implementation (pysparkplug, in `tests/peers/sparkplug_host.py`, which is also the host
 //! application that sends STATE, NCMD and DCMD): births with every channel, its type, unit and
 //! value; DDATA of changed metrics by alias; `seq` wrapping 255 → 0; NDEATH on a clean stop
-//! and, as the will, after SIGKILL with the `bdSeq` of the last NBIRTH; rebirth on command;
+//! and, as the will, after SIGKILL with the `bdSeq` of the last NBIRTH (the binary: a clean
+//! stop and a crash of the process); rebirth on command;
 //! DCMD writes confirmed by the next DDATA; the primary host's STATE gating births with held
 //! data sent as history; DDEATH and DBIRTH of a Modbus device that goes away and returns.
 
@@ -14,7 +15,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
 use crate::common::modbus::{peers_dir, tcp_connector, ModbusSim};
-use crate::common::{python, temp_dir, within, Gateway, Mosquitto, TEST_TIMEOUT};
+use crate::common::{python, temp_dir, within, Gateway, InProc, Mosquitto, TEST_TIMEOUT};
 
 const GROUP: &str = "plant1";
 
@@ -151,13 +152,14 @@ async fn births_carry_every_channel_and_data_only_changes_by_alias() {
     let broker = Mosquitto::start();
     let state = temp_dir();
     let mut host = Host::start(&broker).await;
-    let _gw = Gateway::start(&config(
+    let _gw = InProc::start(&config(
         "sp1",
         &broker.url(),
         state.path(),
         json!([mixer("10ms")]),
         json!({}),
-    ));
+    ))
+    .await;
     let nb = host.next_of("NBIRTH", None).await;
     assert_eq!(
         (nb["edge"].as_str(), nb["group"].as_str()),
@@ -270,7 +272,7 @@ async fn rebirth_command_and_node_metrics() {
         json!({}),
     );
     cfg["telemetry"] = json!({"enabled": true, "interval": "300ms"});
-    let _gw = Gateway::start(&cfg);
+    let _gw = InProc::start(&cfg).await;
     // The gateway's own figures are node metrics: the first of them births the node again.
     let nb = host
         .next(|m| m["type"] == "NBIRTH" && names(m).contains(&"uptime_seconds".to_string()))
@@ -304,13 +306,14 @@ async fn dcmd_writes_through_the_device_write_path_and_is_confirmed() {
     let broker = Mosquitto::start();
     let state = temp_dir();
     let mut host = Host::start(&broker).await;
-    let gw = Gateway::start(&config(
+    let gw = InProc::start(&config(
         "sp4",
         &broker.url(),
         state.path(),
         json!([mixer("100ms")]),
         json!({}),
-    ));
+    ))
+    .await;
     host.next_of("DBIRTH", Some("mixer")).await;
     let dcmd = |name: &str, datatype: &str, value: Json| {
         json!({"op": "dcmd", "group": GROUP, "edge": "sp4", "device": "mixer", "name": name,
@@ -350,7 +353,7 @@ async fn dcmd_writes_through_the_device_write_path_and_is_confirmed() {
 }
 
 /// The first `n` "write refused" log lines, once there are that many.
-async fn refusals(gw: &Gateway, n: usize) -> Vec<Json> {
+async fn refusals(gw: &InProc, n: usize) -> Vec<Json> {
     within("write refusals in the log", async {
         loop {
             let lines: Vec<Json> = gw
@@ -361,7 +364,7 @@ async fn refusals(gw: &Gateway, n: usize) -> Vec<Json> {
             if lines.len() >= n {
                 return lines;
             }
-            // The log is a file: look again shortly (as `Gateway::wait_log` does).
+            // The log is a buffer: look again shortly (as `InProc::wait_log` does).
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
     })
@@ -375,13 +378,14 @@ async fn primary_host_gates_births_and_held_data_arrives_historical() {
     let mut host = Host::start(&broker).await;
     host.send(json!({"op": "state", "host": "ignition-1", "online": false}))
         .await;
-    let gw = Gateway::start(&config(
+    let gw = InProc::start(&config(
         "sp5",
         &broker.url(),
         state.path(),
         json!([mixer("50ms")]),
         json!({"primary_host_id": "ignition-1"}),
-    ));
+    ))
+    .await;
     gw.wait_log("waiting for the primary host", TEST_TIMEOUT)
         .await;
     gw.wait_log("holding data", TEST_TIMEOUT).await;
@@ -453,7 +457,7 @@ async fn an_offline_device_dies_and_is_born_again_when_it_returns() {
             json!([{"name": "plc", "interval": "100ms", "channels": [
             {"name": "r0", "table": "holding", "address": 0, "unit": "rpm"}]}]),
         ));
-    let _gw = Gateway::start(&cfg);
+    let _gw = InProc::start(&cfg).await;
     let db = host.next_of("DBIRTH", Some("plc")).await;
     assert_eq!(metric(&db, "r0")["properties"]["engUnit"], "rpm");
     sim.peer.kill().await;
@@ -483,7 +487,6 @@ async fn disable_and_reload_make_ddeath_and_dbirth_and_counters_show() {
     let broker = Mosquitto::start();
     let state = temp_dir();
     let mut host = Host::start(&broker).await;
-    let rpc_port = crate::common::free_port();
     let mut cfg = config(
         "sp7",
         &broker.url(),
@@ -491,9 +494,9 @@ async fn disable_and_reload_make_ddeath_and_dbirth_and_counters_show() {
         json!([mixer("100ms")]),
         json!({}),
     );
-    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{rpc_port}"), "api_keys": [KEY]});
-    let gw = Gateway::start(&cfg);
-    let rpc = crate::common::rpc::Rpc::connect(KEY, rpc_port, &gw).await;
+    cfg["rpc"] = json!({"listen": "127.0.0.1:0", "api_keys": [KEY]});
+    let gw = InProc::start(&cfg).await;
+    let rpc = gw.rpc(KEY).await;
     host.next_of("DBIRTH", Some("mixer")).await;
     host.next_of("DDATA", Some("mixer")).await;
     // Counters like every sink's (PUBACKs are counted when they arrive: ask until then).
@@ -529,7 +532,7 @@ async fn disable_and_reload_make_ddeath_and_dbirth_and_counters_show() {
         .push(json!({"name": "flow", "signal": "constant", "value": 3.5, "unit": "m³/h"}));
     cfg["connectors"][0]["devices"] = json!([more]);
     std::fs::write(&gw.config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-    gw.signal("HUP");
+    gw.reload().await;
     let db = host
         .next(|m| m["type"] == "DBIRTH" && names(m).contains(&"flow".to_string()))
         .await;

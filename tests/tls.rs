@@ -1,7 +1,8 @@
 //! TLS and credentials on every outbound connection (`src/net/`): the MQTT sink over `mqtts://`
 //! against a real mosquitto TLS listener (right CA, wrong CA, untrusted certificate, name
 //! mismatch, mutual TLS), a broker with a password file, the remote configuration over
-//! `https://` with a private CA, and `osgate rpc` against a gateway serving `rpc.tls`.
+//! `https://` with a private CA, and `osgate rpc` against a gateway serving `rpc.tls`. The
+//! gateways run in-process (`InProc`); `osgate rpc` and `osgate health` are the binary.
 //!
 //! Certificates are made at run time (`common::certs`). A refused connection must leave a clear
 //! WARN line (once, not per retry) and the sink's `last_error` in `gateway.status`, and nothing
@@ -35,12 +36,12 @@ fn trusting(ca: &Path) -> osgate::net::TlsConfig {
     }
 }
 
-/// A gateway config: simulator → MQTT sink at `url` with `sink_extra`, and the RPC API on
-/// `rpc_port` (to read the sink's status).
-fn config(gw: &str, url: &str, sink_extra: Value, rpc_port: u16) -> Value {
+/// A gateway config: simulator → MQTT sink at `url` with `sink_extra`, and the RPC API on a
+/// free port (to read the sink's status).
+fn config(gw: &str, url: &str, sink_extra: Value) -> Value {
     let mut cfg = sim_config(gw, url, counter(), sink_extra);
     cfg["gateway"]["shutdown_timeout"] = json!("1s");
-    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{rpc_port}"), "api_keys": [KEY]});
+    cfg["rpc"] = json!({"listen": "127.0.0.1:0", "api_keys": [KEY]});
     cfg
 }
 
@@ -72,7 +73,7 @@ async fn sink_status_where(rpc: &Rpc, pred: impl Fn(&Value) -> bool) -> Value {
 }
 
 /// The WARN/ERROR lines of the gateway log that say the sink cannot connect.
-fn connect_failures(gw: &Gateway) -> Vec<Value> {
+fn connect_failures(gw: &InProc) -> Vec<Value> {
     gw.log_json()
         .into_iter()
         .filter(|l| {
@@ -94,9 +95,8 @@ async fn assert_refused(
     watch: &mut Subscriber,
     cause: &[&str],
 ) -> String {
-    let rpc_port = free_port();
-    let gw = Gateway::start(&config(gw_id, url, sink_extra, rpc_port));
-    let rpc = Rpc::connect(KEY, rpc_port, &gw).await;
+    let gw = InProc::start(&config(gw_id, url, sink_extra)).await;
+    let rpc = gw.rpc(KEY).await;
     let line = gw.wait_log("cannot connect to broker", TEST_TIMEOUT).await;
     let error = line["error"].as_str().unwrap_or_default().to_string();
     assert!(
@@ -134,9 +134,8 @@ async fn assert_refused(
 /// Runs a gateway whose sink must deliver; waits for telemetry at `watch` and for the sink
 /// status to say connected.
 async fn assert_delivers(gw_id: &str, url: &str, sink_extra: Value, watch: &mut Subscriber) {
-    let rpc_port = free_port();
-    let gw = Gateway::start(&config(gw_id, url, sink_extra, rpc_port));
-    let rpc = Rpc::connect(KEY, rpc_port, &gw).await;
+    let gw = InProc::start(&config(gw_id, url, sink_extra)).await;
+    let rpc = gw.rpc(KEY).await;
     let prefix = format!("telemetry/{gw_id}/d1/");
     let m = watch
         .next_where(TEST_TIMEOUT, |m| m.topic.starts_with(&prefix))
@@ -320,7 +319,7 @@ async fn remote_config_over_https_with_a_private_ca() {
         remote_setup("rtls1", &broker, &server.url(), tls_obj(&certs.ca.cert));
     server.set(Reply::Json(body));
     let mut sub = Subscriber::connect(broker.port, "telemetry/rtls1/#").await;
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     gw.wait_log("configuration loaded from the remote", TEST_TIMEOUT)
         .await;
     sub.next_where(TEST_TIMEOUT, |m| {
@@ -334,7 +333,7 @@ async fn remote_config_over_https_with_a_private_ca() {
     let (mut local, _, _state2) = remote_setup("rtls2", &broker, &server.url(), json!({}));
     local["remote"].as_object_mut().unwrap().remove("tls");
     let mut sub = Subscriber::connect(broker.port, "#").await;
-    let gw = Gateway::start(&local);
+    let gw = InProc::start(&local).await;
     let line = gw
         .wait_log("remote configuration rejected", TEST_TIMEOUT)
         .await;
@@ -368,11 +367,12 @@ async fn remote_config_over_https_with_a_private_ca() {
 async fn rpc_over_https_with_ca_file() {
     let certs = Certs::generate();
     let broker = Mosquitto::start();
+    // A fixed port: `osgate health -c CONFIG` below finds the address in the file.
     let port = free_port();
     let mut cfg = sim_config("rpctls", &broker.url(), counter(), json!({}));
     cfg["rpc"] = json!({"listen": format!("127.0.0.1:{port}"), "api_keys": [KEY],
         "tls": {"cert_file": certs.server.cert, "key_file": certs.server.key}});
-    let gw = Gateway::start(&cfg);
+    let gw = InProc::start(&cfg).await;
     gw.wait_log(
         "JSON-RPC management listening (HTTPS and WSS)",
         TEST_TIMEOUT,

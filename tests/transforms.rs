@@ -751,7 +751,7 @@ async fn deadband_cuts_published_messages_end_to_end() {
         json!([{"name": "d", "interval": "20ms", "channels": [banded, always, flat]}]),
         json!({}),
     );
-    let _gw = Gateway::start(&cfg);
+    let _gw = InProc::start(&cfg).await;
     const N: usize = 150;
     let ok = sub
         .collect_until(TEST_TIMEOUT, |seen| {

@@ -61,16 +61,15 @@ async fn uplink_follows_the_bridge_of_the_local_broker() {
     let mut cloud = Mosquitto::start();
     let cloud_port = cloud.port;
     let local = Mosquitto::start_file(move |port, dir| local_conf(port, dir, cloud_port));
-    let port = free_port();
     let mut cfg = sim_config(
         "gwu",
         &local.url(),
         json!([{"name": "d1", "interval": "200ms", "channels": [{"name": "n", "signal": "counter"}]}]),
         json!({}),
     );
-    cfg["rpc"] = json!({"listen": format!("127.0.0.1:{port}"), "api_keys": [KEY]});
-    let gw = Gateway::start(&cfg);
-    let rpc = Rpc::connect(KEY, port, &gw).await;
+    cfg["rpc"] = json!({"listen": "127.0.0.1:0", "api_keys": [KEY]});
+    let gw = InProc::start(&cfg).await;
+    let rpc = gw.rpc(KEY).await;
 
     let (up, _) = wait_uplink(&rpc, "connected", |u| u["connected"] == true).await;
     assert_eq!(up["bridges"][0]["name"], BRIDGE, "{up}");

@@ -12,7 +12,7 @@ use serde_json::{json, Value as Json};
 
 use crate::common::connector::{unique, ConnectorRun};
 use crate::common::zwave::ZwavePeer;
-use crate::common::{within, Gateway, Mosquitto, Msg, Subscriber, TEST_TIMEOUT};
+use crate::common::{within, InProc, Mosquitto, Msg, Subscriber, TEST_TIMEOUT};
 
 /// The config shape: node 2 with no channels (every value, derived names), node 3
 /// with its switch (writable) and its kWh meter.
@@ -62,7 +62,7 @@ async fn gateway_publishes_both_nodes_and_takes_commands() {
     });
     let mut sub = Subscriber::connect(local.port, "telemetry/zw/#").await;
     let mut results = Subscriber::connect(local.port, "command/zw/+/+/result").await;
-    let gw = Gateway::start(&cfg);
+    let gw = InProc::start(&cfg).await;
     // Node 2 without channels: every readable value, named from its value id, with units.
     let air = |m: &Msg| m.topic == "telemetry/zw/living-room/air_temperature";
     let first = sub.next_where(TEST_TIMEOUT, air).await;

@@ -173,6 +173,7 @@ impl Harness {
             shutdown: CancellationToken::new(),
             health: Arc::new(ConnectorHealth::default()),
             control: Arc::new(ControlRegistry::default()),
+            listeners: Default::default(),
         };
         Harness { ctx, rx }
     }

@@ -117,12 +117,14 @@ pub fn build(
             address: s.listen.clone(),
             reason: format!("cannot listen: {e}"),
         })?;
+        // Port 0 takes a free port: the bound address is what is logged and listed.
+        let addr = listener.local_addr().unwrap_or(addr);
         if keys.is_empty() {
             tracing::warn!(connector = %ctx.name, listen = %addr,
                 "HTTP ingest without api_keys: open to every local process (loopback only)");
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        let bounded = Bounded::new(&ctx.name, addr, s.limits.clone());
+        let bounded = Bounded::new(&ctx.listeners, &ctx.name, addr, s.limits.clone());
         let server = Arc::new(Server {
             keys,
             max_body,

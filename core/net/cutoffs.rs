@@ -1,11 +1,15 @@
 //! What the bounded listeners ([`super::listen`]) cut off, counted per cause and logged once
-//! per cause per minute, and shown in `/metrics` ([`metrics_text`]): the families
+//! per cause per minute, and shown in `/metrics` ([`Listeners::metrics_text`]): the families
 //! `osgate_listener_connections{listener,addr}` and
 //! `osgate_listener_cutoffs_total{listener,addr,cause}`.
+//!
+//! A gateway's listeners are listed in its own [`Listeners`], not in the process: two gateways
+//! in one process (the in-process test harness) each show only theirs, and a caller that
+//! configured port 0 learns the bound port there ([`Listeners::addr`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Why a connection was cut off.
@@ -77,20 +81,14 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
-    /// The counters of listener `name` on `addr`, listed in `/metrics` while they live.
-    pub fn new(name: &str, addr: SocketAddr) -> Arc<Self> {
-        let stats = Arc::new(ListenerStats {
+    fn new(name: &str, addr: SocketAddr) -> Arc<Self> {
+        Arc::new(ListenerStats {
             name: name.to_string(),
             addr,
             cutoffs: Default::default(),
             open: AtomicU64::new(0),
             logged: Mutex::new([None; Cause::ALL.len()]),
-        });
-        registry()
-            .lock()
-            .expect("listener registry")
-            .push(Arc::downgrade(&stats));
-        stats
+        })
     }
 
     /// One more open connection (`+1`) or one fewer (`-1`).
@@ -126,51 +124,89 @@ impl ListenerStats {
     }
 }
 
-fn registry() -> &'static Mutex<Vec<Weak<ListenerStats>>> {
-    static R: OnceLock<Mutex<Vec<Weak<ListenerStats>>>> = OnceLock::new();
-    R.get_or_init(Default::default)
+/// The listeners of one gateway (the JSON-RPC server, HTTP ingests), each listed while its
+/// counters live. Clones share the list.
+#[derive(Clone, Default)]
+pub struct Listeners(Arc<Mutex<Vec<Weak<ListenerStats>>>>);
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.live().iter().map(|s| (&s.name, s.addr)))
+            .finish()
+    }
 }
 
-/// The listener families of `/metrics` (text format 0.0.4).
-pub fn metrics_text() -> String {
-    use std::fmt::Write as _;
-    let live: Vec<Arc<ListenerStats>> = {
-        let mut r = registry().lock().expect("listener registry");
+impl Listeners {
+    /// The counters of listener `name` on `addr` (the bound address), listed while they live.
+    pub fn add(&self, name: &str, addr: SocketAddr) -> Arc<ListenerStats> {
+        let stats = ListenerStats::new(name, addr);
+        let mut r = self.0.lock().expect("listener registry");
+        r.retain(|w| w.strong_count() > 0);
+        r.push(Arc::downgrade(&stats));
+        stats
+    }
+
+    fn live(&self) -> Vec<Arc<ListenerStats>> {
+        let mut r = self.0.lock().expect("listener registry");
         r.retain(|w| w.strong_count() > 0);
         r.iter().filter_map(Weak::upgrade).collect()
-    };
-    let mut out = String::new();
-    out.push_str("# HELP osgate_listener_connections Open connections of a listener.\n");
-    out.push_str("# TYPE osgate_listener_connections gauge\n");
-    let label = |s: &ListenerStats| {
-        format!(
-            "listener=\"{}\",addr=\"{}\"",
-            s.name.replace('\\', "\\\\").replace('"', "\\\""),
-            s.addr
-        )
-    };
-    for s in &live {
-        let _ = writeln!(
-            out,
-            "osgate_listener_connections{{{}}} {}",
-            label(s),
-            s.open.load(Relaxed)
-        );
     }
-    out.push_str(
-        "# HELP osgate_listener_cutoffs_total Connections and requests cut off, by cause.\n",
-    );
-    out.push_str("# TYPE osgate_listener_cutoffs_total counter\n");
-    for s in &live {
-        for c in Cause::ALL {
+
+    /// Where the listener named `name` listens now (the newest, after a restart).
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.live()
+            .iter()
+            .rev()
+            .find(|s| s.name == name)
+            .map(|s| s.addr)
+    }
+
+    /// Every live listener: its name and address.
+    pub fn all(&self) -> Vec<(String, SocketAddr)> {
+        self.live()
+            .iter()
+            .map(|s| (s.name.clone(), s.addr))
+            .collect()
+    }
+
+    /// The listener families of `/metrics` (text format 0.0.4).
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write as _;
+        let live = self.live();
+        let mut out = String::new();
+        out.push_str("# HELP osgate_listener_connections Open connections of a listener.\n");
+        out.push_str("# TYPE osgate_listener_connections gauge\n");
+        let label = |s: &ListenerStats| {
+            format!(
+                "listener=\"{}\",addr=\"{}\"",
+                s.name.replace('\\', "\\\\").replace('"', "\\\""),
+                s.addr
+            )
+        };
+        for s in &live {
             let _ = writeln!(
                 out,
-                "osgate_listener_cutoffs_total{{{},cause=\"{}\"}} {}",
+                "osgate_listener_connections{{{}}} {}",
                 label(s),
-                c.as_str(),
-                s.cutoffs(c)
+                s.open.load(Relaxed)
             );
         }
+        out.push_str(
+            "# HELP osgate_listener_cutoffs_total Connections and requests cut off, by cause.\n",
+        );
+        out.push_str("# TYPE osgate_listener_cutoffs_total counter\n");
+        for s in &live {
+            for c in Cause::ALL {
+                let _ = writeln!(
+                    out,
+                    "osgate_listener_cutoffs_total{{{},cause=\"{}\"}} {}",
+                    label(s),
+                    c.as_str(),
+                    s.cutoffs(c)
+                );
+            }
+        }
+        out
     }
-    out
 }

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-pub use super::cutoffs::{metrics_text, Cause, ListenerStats};
+pub use super::cutoffs::{Cause, ListenerStats, Listeners};
 use crate::duration::Dur;
 use crate::size::Size;
 
@@ -216,9 +216,15 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 pub const BACKLOG: u32 = 4096;
 
 impl Listener {
-    /// A listener named `name` (`rpc`, or the connector's name) on `addr`.
-    pub fn new(name: &str, addr: SocketAddr, limits: ListenLimits) -> Arc<Self> {
-        let stats = ListenerStats::new(name, addr);
+    /// A listener named `name` (`rpc`, or the connector's name) on `addr` (the bound address),
+    /// listed in the gateway's `listeners`.
+    pub fn new(
+        listeners: &Listeners,
+        name: &str,
+        addr: SocketAddr,
+        limits: ListenLimits,
+    ) -> Arc<Self> {
+        let stats = listeners.add(name, addr);
         Arc::new(Listener {
             limits,
             stats,
@@ -590,7 +596,8 @@ mod tests {
             max_connections: 3,
             ..Default::default()
         };
-        let l = Listener::new("t", addr(), limits);
+        let listeners = Listeners::default();
+        let l = Listener::new(&listeners, "t", addr(), limits);
         let a = l.admit(addr()).unwrap();
         let b = l.admit(addr()).unwrap();
         let c = l.admit(addr()).unwrap();
@@ -610,7 +617,9 @@ mod tests {
         assert_eq!(l.stats().cutoffs(Cause::Refused), 1);
         drop((b, d, e));
         assert_eq!(l.stats.open(), 0);
-        assert!(metrics_text().contains("cause=\"evicted\"} 2"));
+        assert!(listeners.metrics_text().contains("cause=\"evicted\"} 2"));
+        assert_eq!(listeners.addr("t"), Some(addr()));
+        assert_eq!(listeners.addr("u"), None);
     }
 
     #[tokio::test]
@@ -619,7 +628,7 @@ mod tests {
             body_min_rate: Size(100),
             ..Default::default()
         };
-        let l = Listener::new("t", addr(), limits);
+        let l = Listener::new(&Listeners::default(), "t", addr(), limits);
         let s = l.admit(addr()).unwrap();
         l.set_phase(&s.conn, BODY);
         let (d0, cause) = l.deadline(&s.conn).unwrap();

@@ -62,7 +62,7 @@ pub async fn write(
         Err(e) => tracing::warn!(via = "sparkplug", %device, %channel, error = %e, "write refused"),
     }
     let error = res.as_ref().err().map(ToString::to_string);
-    audit::record(&audit::AuditEvent {
+    control.audit().record(&audit::AuditEvent {
         gateway,
         who: "sparkplug",
         method: "DCMD",

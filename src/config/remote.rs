@@ -270,18 +270,26 @@ struct State {
     failures: u32,
 }
 
+/// Where `${VAR}` in a configuration finds its value: the process environment, or a table of
+/// the caller's (a gateway run in-process by a test).
+pub type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The loader: the local file path, the remote client and what the refresher remembers.
 /// Shared between the service loop (start, SIGHUP) and the refresher task.
-#[derive(Debug)]
 pub struct RemoteLoader {
     local: PathBuf,
-    env: fn(&str) -> Option<String>,
+    env: Vars,
     state: Mutex<State>,
     wake: Notify,
 }
 
-fn process_env(k: &str) -> Option<String> {
-    std::env::var(k).ok()
+impl std::fmt::Debug for RemoteLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteLoader")
+            .field("local", &self.local)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one refresh poll found.
@@ -309,9 +317,15 @@ pub enum Poll {
 impl RemoteLoader {
     /// A loader for the local configuration file `local` (the `-c` file).
     pub fn new(local: PathBuf) -> Self {
+        Self::with_vars(local, Arc::new(|k: &str| std::env::var(k).ok()))
+    }
+
+    /// Like [`RemoteLoader::new`], with `${VAR}` looked up in `env` instead of the process
+    /// environment.
+    pub fn with_vars(local: PathBuf, env: Vars) -> Self {
         RemoteLoader {
             local,
-            env: process_env,
+            env,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
         }
@@ -319,16 +333,16 @@ impl RemoteLoader {
 
     /// Chooses the configuration by the loading order (module docs) and logs each step.
     pub async fn load(&self) -> Result<Loaded, LoadError> {
-        let env = self.env;
+        let env = &*self.env;
         let doc = read_file(&self.local)?;
         let local_remote = doc.get("remote").cloned().unwrap_or(Value::Null);
-        let local = from_document(doc, &env);
+        let local = from_document(doc, env);
         // The section is parsed on its own so that a local file with a broken connector still
         // yields the URL of the remote that may repair it.
         let section = match &local {
             Ok(c) => Ok(c.remote.clone()),
             Err(_) if local_remote.is_null() => Ok(None),
-            Err(_) => section_alone(&local_remote, &env),
+            Err(_) => section_alone(&local_remote, env),
         };
         let mut st = self.state.lock().await;
         st.local_remote = local_remote.clone();
@@ -378,7 +392,7 @@ impl RemoteLoader {
             let result = fetched.and_then(|f| match f {
                 Fetched::NotModified => Err("unexpected 304 without If-None-Match".into()),
                 Fetched::Body { bytes, etag } => {
-                    parse_body(&bytes, &local_remote, &env).map(|(c, d)| (c, d, bytes, etag))
+                    parse_body(&bytes, &local_remote, env).map(|(c, d)| (c, d, bytes, etag))
                 }
             });
             match result {
@@ -409,7 +423,7 @@ impl RemoteLoader {
         st.failures = 1;
         let remote_error = reasons.last().cloned();
         let cached = read_cache(&section.cache).and_then(|(bytes, mtime)| {
-            parse_body(&bytes, &local_remote, &env).map(|(c, _)| (c, hash(&bytes), mtime))
+            parse_body(&bytes, &local_remote, env).map(|(c, _)| (c, hash(&bytes), mtime))
         });
         match cached {
             Ok((config, h, mtime)) => {
@@ -482,7 +496,7 @@ impl RemoteLoader {
                     st.rejected = None;
                     return Poll::Unchanged;
                 }
-                match parse_body(&bytes, &st.local_remote, &self.env) {
+                match parse_body(&bytes, &st.local_remote, &*self.env) {
                     Ok((config, differs)) => {
                         if differs {
                             tracing::warn!("the remote configuration has a remote section of its own; it is ignored (the local file's remote section always wins)");

@@ -347,7 +347,7 @@ pub fn render(src: &MetricsSource) -> String {
         e.sample("osgate_uplink_connected", &[("bridge", &b.name)], up);
     }
     // The listeners' connections and cut-offs (crate::net::listen).
-    e.out.push_str(&crate::net::listen::metrics_text());
+    e.out.push_str(&src.registry.listeners.metrics_text());
     e.out
 }
 

@@ -104,7 +104,7 @@ pub fn spawn(
         });
         m
     });
-    let mut events = crate::audit::publisher(&gateway);
+    let mut events = control.audit().publisher(&gateway);
     tokio::spawn(async move {
         let mut settings = sink.client_settings(format!("osgate-{gateway}-commands"));
         settings.clean_session = true;
@@ -246,7 +246,7 @@ async fn answer_command(
             }
         }
     };
-    crate::audit::record(&crate::audit::AuditEvent {
+    control.audit().record(&crate::audit::AuditEvent {
         gateway: &gateway,
         who: "mqtt",
         method: "command",

@@ -98,6 +98,7 @@ impl ConnectorRun {
             shutdown: token.clone(),
             health: health.clone(),
             control: control.clone(),
+            listeners: Default::default(),
         };
         let running = cfg.build(ctx)?;
         let task = tokio::spawn(async move {

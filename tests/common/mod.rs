@@ -4,7 +4,10 @@
 //!   stoppable and restartable on the same port; plain, TLS ([`Mosquitto::start_tls`]) or with a
 //!   password file ([`Mosquitto::start_with_password`]).
 //! - [`certs::Certs`]: CA, server and client certificates made at run time.
-//! - [`Gateway`]: the `osgate` binary on a config written to a temp dir, JSON logs captured.
+//! - [`Gateway`]: the `osgate` binary on a config written to a temp dir, JSON logs captured:
+//!   for tests of the process boundary (command line, exit codes, signals, systemd notify).
+//! - [`InProc`]: a whole gateway run in-process on its own runtime, its logs captured apart:
+//!   for everything inside the gateway (RPC, reloads, sinks, security…), on port 0.
 //! - [`Subscriber`]: an MQTT client (rumqttc) collecting messages, reconnecting by itself.
 //! - [`connector::ConnectorRun`]: one connector of any protocol run in-process, its batches and
 //!   status changes taken from a sink queue, its devices controlled through the registry.
@@ -24,6 +27,7 @@ pub mod certs;
 pub mod connector;
 pub mod deadline;
 pub mod http;
+pub mod inproc;
 #[cfg(feature = "mbus")]
 pub mod mbus;
 #[cfg(feature = "modbus")]
@@ -43,6 +47,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+pub use inproc::InProc;
 
 /// Upper bound for any single await in a test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -460,36 +466,54 @@ impl Gateway {
 
     /// The log as JSON objects (lines that are not JSON are skipped).
     pub fn log_json(&self) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        log_json_of(&self.log_text())
     }
 
     /// Waits until a log line's message contains `needle`; returns that line.
     pub async fn wait_log(&self, needle: &str, within: Duration) -> Value {
-        let until = Instant::now() + within;
-        loop {
-            if let Some(l) = self
-                .log_json()
-                .into_iter()
-                .find(|l| l["message"].as_str().is_some_and(|m| m.contains(needle)))
-            {
-                return l;
-            }
-            if Instant::now() > until {
-                panic!(
-                    "no log line containing {needle:?} within {within:?}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_log_of(self, needle, within).await
     }
 
     /// The directory of the config.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+impl GatewayLog for Gateway {
+    fn log_text(&self) -> String {
+        Gateway::log_text(self)
+    }
+}
+
+/// A gateway's log: the binary's stderr ([`Gateway`]) or an in-process gateway's ([`InProc`]).
+pub trait GatewayLog {
+    /// The log so far.
+    fn log_text(&self) -> String;
+}
+
+/// The JSON lines of a log (lines that are not JSON are skipped).
+pub fn log_json_of(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits until a line of `gw`'s log has a message containing `needle`; returns that line.
+pub async fn wait_log_of(gw: &(impl GatewayLog + ?Sized), needle: &str, within: Duration) -> Value {
+    let until = Instant::now() + within;
+    loop {
+        let text = gw.log_text();
+        if let Some(l) = log_json_of(&text)
+            .into_iter()
+            .find(|l| l["message"].as_str().is_some_and(|m| m.contains(needle)))
+        {
+            return l;
+        }
+        if Instant::now() > until {
+            panic!("no log line containing {needle:?} within {within:?}; log:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -163,6 +163,16 @@ pub async fn modbus_sim_bin() -> PathBuf {
         .arg(target_dir)
         .kill_on_drop(true)
         .stdin(Stdio::null());
+        // Not the variables cargo set for this test binary (`CARGO_PKG_NAME=osgate`,
+        // `CARGO_MANIFEST_DIR`, `OUT_DIR`…): build scripts (ring's) name them in
+        // `rerun-if-env-changed`, so with them this build would rebuild ring, rustls and
+        // everything above them, and the next plain `cargo build` all of it again.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME") || k == "OUT_DIR" {
+                cmd.env_remove(&*k);
+            }
+        }
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{Gateway, TEST_TIMEOUT};
+use super::{GatewayLog, TEST_TIMEOUT};
 
 /// A JSON-RPC client over HTTP (reqwest).
 pub struct Rpc {
@@ -16,8 +16,9 @@ pub struct Rpc {
 }
 
 impl Rpc {
-    /// Waits until the gateway `gw` listens on `port`; calls go with API key `key`.
-    pub async fn connect(key: &str, port: u16, gw: &Gateway) -> Rpc {
+    /// Waits until the gateway `gw` (the binary or in-process) listens on `port`; calls go
+    /// with API key `key`.
+    pub async fn connect(key: &str, port: u16, gw: &(impl GatewayLog + ?Sized)) -> Rpc {
         osgate::install_crypto_provider();
         let until = Instant::now() + TEST_TIMEOUT;
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
