@@ -1,6 +1,6 @@
 //! Devices on demand: `device.read` (read every channel now) and `device.write` (one
 //! set-point, checked and scaled by the connector kit), each bounded by [`DEVICE_TIMEOUT`].
-//! [`write`] is the one write path, shared with the MQTT commands (`super::mqtt`).
+//! [`write()`] is the one write path, shared with the MQTT commands ([`super::mqtt`]).
 
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::RpcModule;

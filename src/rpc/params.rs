@@ -1,5 +1,5 @@
 //! The params of the built-in methods, each `deny_unknown_fields` so that a misspelt key is an
-//! error (-32602) rather than ignored, and [`parse_all_params`] for the request-parsing
+//! error (-32602) rather than ignored, and `parse_all_params` for the request-parsing
 //! property test of `guard`.
 
 use jsonrpsee::types::{ErrorObjectOwned, Params};

@@ -232,7 +232,7 @@ proptest! {
     }
 }
 
-/// The crash of issue 11: an array nested 200 levels deep in a channel.
+/// A former crash: an array nested 200 levels deep in a channel.
 #[test]
 fn deeply_nested_channel_field_is_a_config_error() {
     for depth in [129, 200, 100_000] {
