@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-#[path = "common/mod.rs"]
 mod common;
 use common::{children_cpu_seconds, median};
 

@@ -19,7 +19,6 @@
 //! by `tests/peers/console_browser.py` (phases `hold` and `devices`). Every child process is
 //! killed when the benchmark ends.
 
-#[path = "common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;

@@ -18,7 +18,6 @@
 //! ```
 //! Needs `mosquitto` on the PATH. Every child process is killed when the benchmark ends.
 
-#[path = "common/mod.rs"]
 mod common;
 
 use std::convert::Infallible;

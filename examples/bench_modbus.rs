@@ -14,7 +14,6 @@
 //! ```
 //! Needs `mosquitto` on the PATH. Every child process is killed when the benchmark ends.
 
-#[path = "common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write as _};

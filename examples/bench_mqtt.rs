@@ -32,7 +32,6 @@ use clap::Parser;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 
-#[path = "common/mod.rs"]
 mod common;
 use common::{cpu_seconds, median, peak_rss_mb, start_mosquitto};
 

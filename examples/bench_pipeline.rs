@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
-#[path = "common/mod.rs"]
 mod common;
 use common::{bin_dir, cpu_seconds, free_port, peak_rss_mb};
 

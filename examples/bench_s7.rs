@@ -12,7 +12,6 @@
 //! cargo run --release --example bench_s7 -- [items (100)] [seconds (5)] [runs (3)]
 //! ```
 
-#[path = "common/mod.rs"]
 mod common;
 
 use std::io::BufRead as _;

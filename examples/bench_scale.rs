@@ -21,7 +21,6 @@
 //! (1000 devices: 10 connections). Channels are u16 holding registers. Every child process is
 //! killed when the benchmark ends.
 
-#[path = "common/mod.rs"]
 mod common;
 
 use std::io::{BufReader, Read as _, Write as _};

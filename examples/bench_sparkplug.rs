@@ -27,7 +27,6 @@ use clap::Parser;
 use prost::Message as _;
 use serde_json::json;
 
-#[path = "common/mod.rs"]
 mod common;
 use common::{cpu_seconds, median, start_gateway, start_mosquitto};
 

@@ -1,4 +1,4 @@
-//! TLS and credentials on every outbound connection (`src/net/`): the MQTT sink over `mqtts://`
+//! TLS and credentials on every outbound connection (`core/net/`): the MQTT sink over `mqtts://`
 //! against a real mosquitto TLS listener (right CA, wrong CA, untrusted certificate, name
 //! mismatch, mutual TLS), a broker with a password file, the remote configuration over
 //! `https://` with a private CA, and `osgate rpc` against a gateway serving `rpc.tls`. The

@@ -160,6 +160,7 @@ mod tests {
             out: ReadingSender::new(Vec::new()),
             shutdown: CancellationToken::new(),
             health: Arc::new(ConnectorHealth::default()),
+            listeners: Default::default(),
             control: Arc::new(ControlRegistry::default()),
         }
     }

@@ -175,3 +175,6 @@ pub fn found(f: &super::link::Found) -> Json {
         .and_then(|j| j.get("header").cloned());
     serde_json::json!({"address": f.address, "header": header})
 }
+
+#[cfg(test)]
+mod tests;

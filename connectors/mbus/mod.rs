@@ -336,9 +336,6 @@ pub fn build(spec: Arc<MbusConfig>, ctx: ConnectorContext) -> Result<Running, Co
 }
 
 #[cfg(test)]
-mod collections_tests;
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use osgate_core::config::spec::parse_spec_value;

@@ -708,5 +708,4 @@ fn fixed_record(index: u16, status: u8, unit: u8, raw: &[u8; 4]) -> Record<'stat
 }
 
 #[cfg(test)]
-#[path = "record_tests.rs"]
 mod tests;

@@ -461,5 +461,4 @@ pub fn vif_info<'a>(vif: u8, vife0: Option<u8>, text: Option<&'a [u8]>) -> (Quan
 }
 
 #[cfg(test)]
-#[path = "vif_tests.rs"]
 mod tests;

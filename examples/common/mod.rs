@@ -1,5 +1,5 @@
-//! Helpers the end-to-end benchmarks share (included with `#[path]`): child processes that are
-//! killed on drop, free ports, a process's CPU time and peak RSS from /proc, medians.
+//! Helpers the end-to-end benchmarks share (`mod common;` in each benchmark): child processes
+//! that are killed on drop, free ports, a process's CPU time and peak RSS from /proc, medians.
 
 #![allow(dead_code)]
 

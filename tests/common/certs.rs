@@ -3,7 +3,7 @@
 //! untrusted CA and a server certificate of its own, a server certificate for another name, an
 //! expired server certificate, and a client certificate for mutual TLS.
 //!
-//! Also used by the unit tests of `src/net/tls.rs` (included there by path).
+//! Also used by the unit tests of `core/net/tls.rs` (included there by path).
 
 #![allow(dead_code)]
 

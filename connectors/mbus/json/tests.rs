@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value as Json};
 
-use super::{frame, json as view};
+use crate::mbus::{frame, json as view};
 
 fn decoded(path: &str) -> Json {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))

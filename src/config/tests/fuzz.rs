@@ -7,7 +7,8 @@
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::{parse_document, remote, Document};
+use crate::config::parse::{guard_panics, parse_document};
+use crate::config::{remote, Document};
 
 /// Cases per property: `OSGATE_FUZZ_CASES`, else 256.
 pub fn fuzz_cases() -> u32 {
@@ -179,7 +180,7 @@ fn apply(v: &mut Value, mut at: usize, m: &Mutation, marker: &mut Vec<(String, S
 
 /// The example config as JSON text after `muts`.
 fn mutated(muts: &[(usize, Mutation)]) -> String {
-    let mut v: Value = serde_json::from_str(include_str!("../../osgate.json.example")).unwrap();
+    let mut v: Value = serde_json::from_str(include_str!("../../../osgate.json.example")).unwrap();
     let mut markers = Vec::new();
     for (at, m) in muts {
         let n = count(&v).saturating_sub(1).max(1);
@@ -219,7 +220,7 @@ proptest! {
 
     #[test]
     fn truncated_or_garbled_text_never_panics(cut in any::<usize>(), byte in any::<u8>(), at in any::<usize>()) {
-        let text = include_str!("../../osgate.json.example");
+        let text = include_str!("../../../osgate.json.example");
         let mut bytes = text.as_bytes()[..cut % text.len()].to_vec();
         if !bytes.is_empty() {
             let i = at % bytes.len();
@@ -231,11 +232,11 @@ proptest! {
     }
 }
 
-/// The crash of issue 11: an array nested 200 levels deep in a channel.
+/// A former crash: an array nested 200 levels deep in a channel.
 #[test]
 fn deeply_nested_channel_field_is_a_config_error() {
     for depth in [129, 200, 100_000] {
-        let text = include_str!("../../osgate.json.example").replacen(
+        let text = include_str!("../../../osgate.json.example").replacen(
             "\"signal\": \"sine\",",
             &format!(
                 "\"signal\": \"sine\", \"x\": {}0{},",
@@ -261,7 +262,7 @@ fn deeply_nested_channel_field_is_a_config_error() {
 /// A panic inside parsing becomes a configuration error, not a dead process.
 #[test]
 fn a_panic_while_parsing_is_a_config_error() {
-    let errs = super::guard_panics(|| panic!("boom")).unwrap_err();
+    let errs = guard_panics(|| panic!("boom")).unwrap_err();
     assert!(errs.to_string().contains("internal error"), "{errs}");
     assert!(errs.to_string().contains("boom"), "{errs}");
 }
