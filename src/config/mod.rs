@@ -42,6 +42,7 @@ pub(crate) use tests::fuzz::fuzz_cases;
 use crate::connectors::ConnectorConfig;
 use crate::sinks::SinkConfig;
 
+/// The whole configuration of one gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// `gateway`: identity and global settings.
