@@ -232,7 +232,8 @@ impl MqttSession {
     /// connect: reported by the next [`MqttSession::next`], retried with backoff, never a
     /// fallback to plain text.
     pub fn connect(&mut self) {
-        if self.link.is_some() {
+        if self.link.is_some() || matches!(self.stash, Some(Stashed::Failed(_))) {
+            // Connected or connecting; or a failed attempt not yet reported.
             return;
         }
         let opts = match self.settings.options() {
