@@ -20,8 +20,8 @@
 //! URL, credentials and TLS; reconnects with a capped backoff, and the session is clean, so it
 //! subscribes again on every ConnAck. Handlers run in their own tasks (a device write can take
 //! seconds) and hand their answer back to the session's task, which publishes it on the
-//! connection of the moment, or holds it (with the audit events, [`HELD`] at most) until there
-//! is one.
+//! connection of the moment, or holds it (with the audit events, [`HELD`] at most; beyond that
+//! handlers wait and audit events are dropped) until there is one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -136,13 +136,15 @@ pub fn spawn(
         let (answers_tx, mut answers) = mpsc::channel::<Outgoing>(HELD);
         let mut held: VecDeque<Outgoing> = VecDeque::new();
         loop {
+            // What waited for a connection, or for room in the client's queue (every PUBACK
+            // makes some).
+            flush(&mqtt, &mut held);
             let ev = tokio::select! {
                 _ = token.cancelled() => break,
                 ev = mqtt.next() => ev,
-                Some(a) = answers.recv() => {
-                    if !publish(&mqtt, &mut held, a) {
-                        tracing::warn!("answer not published: {HELD} messages already wait for the broker");
-                    }
+                // While HELD messages wait, the handlers wait to hand in their answers.
+                Some(a) = answers.recv(), if held.len() < HELD => {
+                    publish(&mqtt, &mut held, a);
                     continue;
                 }
                 Some(e) = events.recv() => {
@@ -157,10 +159,6 @@ pub fn spawn(
                 SessionEvent::Due => mqtt.connect(),
                 SessionEvent::Connected(_) => {
                     tracing::debug!(filter = %set_filter, "MQTT commands subscribed");
-                    for _ in 0..held.len() {
-                        let m = held.pop_front().expect("counted");
-                        publish(&mqtt, &mut held, m);
-                    }
                 }
                 SessionEvent::Message(p) => {
                     if p.topic == rpc_topic {
@@ -218,21 +216,30 @@ pub fn spawn(
     })
 }
 
-/// Publishes `m` on the current connection, or holds it for the next one; false when it is
-/// dropped ([`HELD`] messages wait already).
+/// Publishes `m` on the current connection, or holds it for the next one (behind what is held
+/// already); false when it is dropped ([`HELD`] messages wait already).
 fn publish(mqtt: &MqttSession, held: &mut VecDeque<Outgoing>, m: Outgoing) -> bool {
-    if let Some(c) = mqtt.client().filter(|_| mqtt.is_connected()) {
-        if c.try_publish(m.0.clone(), QoS::AtLeastOnce, false, m.1.clone())
-            .is_ok()
-        {
-            return true;
-        }
-    }
     if held.len() >= HELD {
         return false;
     }
     held.push_back(m);
+    flush(mqtt, held);
     true
+}
+
+/// Hands the held messages to the client, in order, while it is connected and takes them.
+fn flush(mqtt: &MqttSession, held: &mut VecDeque<Outgoing>) {
+    let Some(c) = mqtt.client().filter(|_| mqtt.is_connected()) else {
+        return;
+    };
+    while let Some((topic, payload)) = held.front() {
+        if c.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+            .is_err()
+        {
+            break;
+        }
+        held.pop_front();
+    }
 }
 
 async fn answer_command(
