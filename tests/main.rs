@@ -18,6 +18,7 @@ mod mbus;
 mod modbus;
 #[cfg(feature = "mqtt")]
 mod mqtt;
+mod mqtt_session;
 #[cfg(feature = "opcua")]
 mod opcua;
 mod ops;
