@@ -19,6 +19,7 @@ mod mbus;
 mod modbus;
 #[cfg(feature = "mqtt")]
 mod mqtt;
+mod mqtt_session;
 #[cfg(feature = "opcua")]
 mod opcua;
 mod ops;

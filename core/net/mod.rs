@@ -4,7 +4,8 @@
 //!
 //! - [`tls`]: the `tls` object ([`tls::TlsConfig`]), rustls client and server configs.
 //! - [`cause`]: why a connect failed, in words ([`describe_error`]).
-//! - [`mqtt`]: broker URLs and `rumqttc::MqttOptions` ([`mqtt::MqttClientSettings`]).
+//! - [`mqtt`]: broker URLs and `rumqttc::MqttOptions` ([`mqtt::MqttClientSettings`]), the
+//!   broker fields of configs, the session driver ([`mqtt::MqttSession`]) and the outbox.
 //! - [`http`]: reqwest clients ([`http::HttpClientSettings`]).
 //! - [`lockout`], [`listen`], [`cutoffs`]: what the inbound listeners (the JSON-RPC server and the HTTP
 //!   ingest) share besides their keys ([`crate::auth`]): failed-key lockout, bounded

@@ -10,9 +10,10 @@
 //! - [`node`]: `bdSeq`, `seq`, aliases, last values and the payloads (pure logic);
 //! - [`host`]: the primary host application's `STATE`;
 //! - [`bdseq`]: `bdSeq` kept across restarts in the state directory;
-//! - `command.rs`: DCMD values and writes; `link.rs`: the rumqttc event loop's task;
-//! - `session.rs`: the MQTT connection (will, subscriptions, births, QoS 1 with an outbox of
-//!   held data, commands).
+//! - `command.rs`: DCMD values and writes;
+//! - `session.rs`: the MQTT session (on osgate's session driver,
+//!   [`osgate_core::net::mqtt::MqttSession`]): will, subscriptions, births, QoS 1 with an outbox
+//!   of held data, commands.
 //!
 //! Commands: NCMD `Node Control/Rebirth` births the node and every device again; DCMD writes go
 //! through the same device write path as `device.write` (writable channels, range checks, the
@@ -22,7 +23,6 @@
 pub mod bdseq;
 mod command;
 pub mod host;
-mod link;
 pub mod node;
 pub mod proto;
 mod session;
@@ -33,57 +33,34 @@ use serde::Deserialize;
 
 use super::{SinkContext, SinkError};
 use osgate_core::config::{ConfigError, Dur};
-use osgate_core::net::mqtt::MqttClientSettings;
-use osgate_core::net::TlsConfig;
 
-/// Settings of the Sparkplug B sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SparkplugSinkConfig {
-    /// Broker URL: `mqtt://host[:port]` or, with TLS, `mqtts://host[:port]`.
-    pub url: String,
-    /// Sparkplug group id (the second topic level).
-    pub group_id: String,
-    /// Edge node id (the fourth topic level); `{gateway}` is replaced (default `{gateway}`).
-    #[serde(default = "default_edge_node_id")]
-    pub edge_node_id: String,
-    /// The primary host application's id: births only while its `spBv1.0/STATE/{id}` says
-    /// online; data meanwhile is held and sent after the births, flagged historical.
-    #[serde(default)]
-    pub primary_host_id: Option<String>,
-    /// Client id; `{gateway}` and `{sink}` are replaced (default `osgate-{gateway}-{sink}`).
-    #[serde(default = "default_client_id")]
-    pub client_id: String,
-    /// User name for the broker.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password for the broker (use `${VAR}`).
-    #[serde(default)]
-    pub password: Option<String>,
-    /// File holding the password (trailing newline ignored), instead of `password`.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// TLS settings (`ca_file`, `cert_file`, `key_file`, `server_name`,
-    /// `insecure_skip_verify`); needs an `mqtts://` URL.
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    /// MQTT keep-alive (default `30s`; at least `1s`).
-    #[serde(default = "default_keep_alive")]
-    pub keep_alive: Dur,
-    /// Readings held while the node cannot publish (broker away, primary host offline;
-    /// default 100000). When full, new readings are dropped and counted.
-    #[serde(default = "default_buffer")]
-    pub buffer: usize,
-    /// QoS 1 messages in flight without PUBACK (default 100).
-    #[serde(default = "default_inflight")]
-    pub inflight: u16,
-    /// Longest wait between reconnect attempts (default `5s`; the first wait is 100 ms).
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max: Dur,
-    /// Where `bdSeq` is kept across restarts (file `sparkplug-{sink}.bdseq`); default
-    /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else the working directory.
-    #[serde(default)]
-    pub state_dir: Option<PathBuf>,
+osgate_core::broker_config! {
+    /// Settings of the Sparkplug B sink. The session is always clean, as Sparkplug asks.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SparkplugSinkConfig {
+        broker(client_id = "default_client_id", backoff_max = "default_backoff_max");
+        /// Sparkplug group id (the second topic level).
+        pub group_id: String,
+        /// Edge node id (the fourth topic level); `{gateway}` is replaced (default `{gateway}`).
+        #[serde(default = "default_edge_node_id")]
+        pub edge_node_id: String,
+        /// The primary host application's id: births only while its `spBv1.0/STATE/{id}` says
+        /// online; data meanwhile is held and sent after the births, flagged historical.
+        #[serde(default)]
+        pub primary_host_id: Option<String>,
+        /// Readings held while the node cannot publish (broker away, primary host offline;
+        /// default 100000). When full, new readings are dropped and counted.
+        #[serde(default = "default_buffer")]
+        pub buffer: usize,
+        /// QoS 1 messages in flight without PUBACK (default 100).
+        #[serde(default = "default_inflight")]
+        pub inflight: u16,
+        /// Where `bdSeq` is kept across restarts (file `sparkplug-{sink}.bdseq`); default
+        /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else the working directory.
+        #[serde(default)]
+        pub state_dir: Option<PathBuf>,
+    }
 }
 
 fn default_edge_node_id() -> String {
@@ -92,15 +69,13 @@ fn default_edge_node_id() -> String {
 fn default_client_id() -> String {
     "osgate-{gateway}-{sink}".into()
 }
-fn default_keep_alive() -> Dur {
-    Dur::from_secs(30)
-}
 fn default_buffer() -> usize {
     100_000
 }
 fn default_inflight() -> u16 {
     100
 }
+/// Reconnects wait 100 ms, doubling up to this.
 fn default_backoff_max() -> Dur {
     Dur::from_secs(5)
 }
@@ -119,7 +94,9 @@ fn check_id(id: &str) -> Result<(), String> {
 }
 
 impl SparkplugSinkConfig {
-    /// Semantic checks: the connection's (see [`MqttClientSettings::validate`]) and the ids.
+    /// Semantic checks: the connection's (see
+    /// [`MqttClientSettings::validate`](osgate_core::net::mqtt::MqttClientSettings::validate))
+    /// and the ids.
     pub fn validate(&self, path: &str, errs: &mut Vec<ConfigError>) {
         self.client_settings(self.client_id.clone())
             .validate(path, errs);
@@ -145,18 +122,6 @@ impl SparkplugSinkConfig {
                 "must be at least 1",
             ));
         }
-    }
-
-    /// The connection settings: URL, credentials, TLS; a clean session, as Sparkplug asks.
-    pub fn client_settings(&self, client_id: String) -> MqttClientSettings {
-        let mut s = MqttClientSettings::new(self.url.clone(), client_id);
-        s.keep_alive = self.keep_alive.0;
-        s.clean_session = true;
-        s.username = self.username.clone();
-        s.password = self.password.clone();
-        s.password_file = self.password_file.clone();
-        s.tls = self.tls.clone();
-        s
     }
 }
 

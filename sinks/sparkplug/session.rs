@@ -14,26 +14,24 @@
 //! through the device control registry and reports back, so that the next reading of the
 //! written channel is sent even when it did not change.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use rumqttc::{AsyncClient, LastWill, QoS};
+use rumqttc::{AsyncClient, LastWill, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::bdseq::{state_dir, BdSeqStore};
 use super::command::{command_value, write};
 use super::host::{state_topic, Host, HostChange};
-use super::link::{drive, Link, LinkEvent};
 use super::node::{Changed, DeviceState, Node, Update, REBIRTH};
 use super::proto::{DataType, Metric, MetricValue, Payload};
 use super::SparkplugSinkConfig;
 use crate::{SinkContext, SinkError};
 use osgate_core::backoff::Backoff;
-use osgate_core::net::mqtt::MqttClientSettings;
+use osgate_core::net::mqtt::{Ack, Delivery, Down, MqttSession, Outbox, SessionEvent, Weigh};
 use osgate_core::pipeline::Envelope;
 use osgate_core::reading::{Batch, Timestamp};
 use osgate_core::status::{DeviceStatus, Health};
@@ -89,13 +87,24 @@ impl Item {
     }
 }
 
+/// The outbox is bounded by the readings of held device data (`buffer`); births, deaths and
+/// node data weigh nothing (they are not kept).
+impl Weigh for Item {
+    fn weight(&self) -> usize {
+        if self.is_held() {
+            self.readings() as usize
+        } else {
+            0
+        }
+    }
+}
+
 /// A finished DCMD write: the channel whose next reading confirms it.
 type WriteDone = (Arc<str>, Arc<str>);
 
 struct Session {
     cfg: SparkplugSinkConfig,
     ctx: SinkContext,
-    settings: MqttClientSettings,
     node: Node,
     host: Option<Host>,
     host_topic: Option<String>,
@@ -104,14 +113,11 @@ struct Session {
     bdseq: BdSeqStore,
     /// NBIRTH queued on this connection (births and data may go out).
     born: bool,
-    unsent: VecDeque<Item>,
-    awaiting: VecDeque<Item>,
-    /// Device readings in `unsent` (bounded by `buffer`).
-    held: usize,
+    /// What is not acknowledged; the weight of its unsent part is the device readings held
+    /// (bounded by `buffer`).
+    outbox: Outbox<Item>,
     window: usize,
     dropping: bool,
-    ever_connected: bool,
-    last_error: Option<String>,
     last_bad_command: Option<String>,
     writes: mpsc::UnboundedSender<WriteDone>,
     /// The primary host went away: the NDEATH is queued, and the connection ends once the
@@ -131,68 +137,69 @@ pub async fn run(cfg: SparkplugSinkConfig, ctx: SinkContext) -> Result<(), SinkE
     let edge = cfg.edge_node_id.replace("{gateway}", &ctx.gateway);
     let node = Node::new(&cfg.group_id, &edge);
     let (writes, done) = mpsc::unbounded_channel();
+    let host_topic = cfg.primary_host_id.as_deref().map(state_topic);
+    let ncmd_topic = node.node_topic("NCMD");
+    let dcmd_prefix = node.device_topic("DCMD", "");
+    // NCMD, DCMD and the primary host's STATE, subscribed again on every ConnAck.
+    let mut filters = vec![
+        SubscribeFilter::new(ncmd_topic.clone(), QoS::AtLeastOnce),
+        SubscribeFilter::new(format!("{dcmd_prefix}+"), QoS::AtLeastOnce),
+    ];
+    if let Some(t) = &host_topic {
+        filters.push(SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+    }
+    let backoff = Backoff::new(
+        Duration::from_millis(100),
+        cfg.backoff_max.0.max(Duration::from_millis(100)),
+    );
+    let window = cfg.inflight as usize;
+    let mqtt = MqttSession::new(settings, backoff, window + 16).subscribe(filters);
     let mut s = Session {
         host: cfg.primary_host_id.as_ref().map(|_| Host::default()),
-        host_topic: cfg.primary_host_id.as_deref().map(state_topic),
-        ncmd_topic: node.node_topic("NCMD"),
-        dcmd_prefix: node.device_topic("DCMD", ""),
+        host_topic,
+        ncmd_topic,
+        dcmd_prefix,
         bdseq: BdSeqStore::open(&state_dir(cfg.state_dir.as_deref()), &ctx.name),
         node,
-        settings,
         born: false,
-        unsent: VecDeque::new(),
-        awaiting: VecDeque::new(),
-        held: 0,
-        window: cfg.inflight as usize,
+        outbox: Outbox::new(),
+        window,
         dropping: false,
-        ever_connected: false,
-        last_error: None,
         last_bad_command: None,
         writes,
         leaving: false,
         cfg,
         ctx,
     };
-    s.run(done).await
+    s.run(mqtt, done).await
 }
 
 impl Session {
     /// Starts a connection attempt with the next `bdSeq` in its will.
-    fn connect(&mut self) -> Result<Link, String> {
+    fn connect(&mut self, mqtt: &mut MqttSession) {
         self.node.bd_seq = self.bdseq.take_next();
         let will = self.node.ndeath(Timestamp::now()).encode_to_vec();
-        let mut settings = self.settings.clone();
-        settings.last_will = Some(LastWill::new(
+        mqtt.settings_mut().last_will = Some(LastWill::new(
             self.node.node_topic("NDEATH"),
             will,
             QoS::AtLeastOnce,
             false,
         ));
-        let opts = settings.options().map_err(|e| e.to_string())?;
-        let (client, el) = AsyncClient::new(opts, self.window + 16);
-        let (tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(el, tx));
-        Ok(Link {
-            client,
-            events,
-            task,
-            connected: false,
-        })
+        mqtt.connect();
     }
 
-    fn link_down(&mut self, err: String, was_connected: bool) {
+    fn link_down(&mut self, d: &Down) {
         self.ctx.counters.errors.fetch_add(1, Relaxed);
         self.ctx.counters.connected.store(false, Relaxed);
         let name = &self.ctx.name;
-        let changed = self.last_error.as_deref() != Some(err.as_str());
-        if was_connected {
-            tracing::warn!(sink = %name, broker = %self.cfg.url, error = %err, held = self.held, "lost connection to broker; holding data and retrying");
-        } else if changed {
+        let err = &d.cause;
+        if d.was_connected {
+            tracing::warn!(sink = %name, broker = %self.cfg.url, error = %err, held = self.outbox.unsent_weight(), "lost connection to broker; holding data and retrying");
+        } else if d.new_cause {
             tracing::warn!(sink = %name, broker = %self.cfg.url, error = %err, "cannot connect to broker; retrying with backoff");
         }
-        if changed {
+        if d.new_cause {
             self.ctx.counters.set_last_error(Some(err.clone()));
-            self.last_error = Some(err);
         }
     }
 
@@ -212,40 +219,37 @@ impl Session {
         );
         if front {
             for it in items.into_iter().rev() {
-                self.unsent.push_front(it);
+                self.outbox.push_front(it);
             }
         } else {
-            self.unsent.extend(items);
+            for it in items {
+                self.outbox.push_back(it);
+            }
         }
     }
 
     /// Keeps the device data not acknowledged (as historical) and forgets births and deaths:
     /// the connection ended.
     fn requeue(&mut self) {
-        let mut keep: VecDeque<Item> = VecDeque::new();
-        for it in self.awaiting.drain(..).chain(self.unsent.drain(..)) {
-            if let Item::Data {
+        self.outbox.requeue();
+        self.outbox.retain_map(|it| match it {
+            Item::Data {
                 batch, node: false, ..
-            } = it
-            {
-                keep.push_back(Item::Data {
-                    batch,
-                    changed: None,
-                    historical: true,
-                    node: false,
-                });
-            }
-        }
-        self.held = keep.iter().map(Item::readings).sum::<u64>() as usize;
-        self.unsent = keep;
+            } => Some(Item::Data {
+                batch,
+                changed: None,
+                historical: true,
+                node: false,
+            }),
+            _ => None,
+        });
         self.born = false;
         self.leaving = false;
         self.node.unborn();
     }
 
     fn push_held(&mut self, item: Item) {
-        self.held += item.readings() as usize;
-        self.unsent.push_back(item);
+        self.outbox.push_back(item);
     }
 
     /// Takes one envelope from the queue.
@@ -259,7 +263,7 @@ impl Session {
                     self.ctx.counters.acked.fetch_add(n, Relaxed);
                     match self.node.node_batch(&batch) {
                         Update::Birth if self.born => self.birth(false),
-                        Update::Data(c) if self.born => self.unsent.push_back(Item::Data {
+                        Update::Data(c) if self.born => self.outbox.push_back(Item::Data {
                             batch,
                             changed: Some(c),
                             historical: false,
@@ -276,7 +280,8 @@ impl Session {
                         self.ctx.counters.acked.fetch_add(n, Relaxed);
                         return;
                     }
-                    if self.held + n as usize > self.cfg.buffer {
+                    let held = self.outbox.unsent_weight();
+                    if held + n as usize > self.cfg.buffer {
                         self.ctx.counters.dropped.fetch_add(n, Relaxed);
                         if !self.dropping {
                             self.dropping = true;
@@ -285,10 +290,10 @@ impl Session {
                         }
                         return;
                     }
-                    if self.dropping && self.held < self.cfg.buffer / 2 {
+                    if self.dropping && held < self.cfg.buffer / 2 {
                         self.dropping = false;
                     }
-                    if self.held == 0 {
+                    if held == 0 {
                         tracing::info!(sink = %self.ctx.name, "node not born: holding data (sent as history after the births)");
                     }
                     self.push_held(Item::Data {
@@ -304,7 +309,7 @@ impl Session {
                         self.ctx.counters.acked.fetch_add(n, Relaxed);
                     }
                     Update::Birth => {
-                        self.unsent.push_back(Item::DBirth {
+                        self.outbox.push_back(Item::DBirth {
                             device: batch.device.clone(),
                             readings: n,
                         });
@@ -337,7 +342,7 @@ impl Session {
             DeviceState::Unknown
         };
         if self.node.device_state(&st.device, state) && self.born {
-            self.unsent.push_back(Item::DDeath(st.device.clone()));
+            self.outbox.push_back(Item::DDeath(st.device.clone()));
         }
     }
 
@@ -380,36 +385,29 @@ impl Session {
     }
 
     /// Hands items to the client while the window has room.
-    async fn pump(&mut self, link: &Link) {
-        while self.awaiting.len() < self.window {
-            let Some(item) = self.unsent.pop_front() else {
+    async fn pump(&mut self, client: &AsyncClient) {
+        while self.outbox.in_flight() < self.window {
+            let Some(item) = self.outbox.pop() else {
                 break;
             };
             let n = item.readings();
-            if item.is_held() {
-                self.held -= n as usize;
-            }
             let Some((topic, payload)) = self.render(&item) else {
                 // Data of a device that died before it went out.
                 self.ctx.counters.dropped.fetch_add(n, Relaxed);
                 continue;
             };
-            if link
-                .client
+            if client
                 .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await
                 .is_err()
             {
                 // The link task is gone; its Down event follows.
-                if item.is_held() {
-                    self.held += n as usize;
-                }
-                self.unsent.push_front(item);
+                self.outbox.push_front(item);
                 break;
             }
             self.ctx.counters.published.fetch_add(n, Relaxed);
             let leaving = self.leaving && matches!(item, Item::NDeath);
-            self.awaiting.push_back(item);
+            self.outbox.handed(item);
             if leaving {
                 // Nothing more on this connection: what is left goes out after the next births.
                 self.born = false;
@@ -419,29 +417,27 @@ impl Session {
         }
     }
 
-    /// Takes `n` PUBACKs; true when one of them acknowledged an NDEATH.
-    fn on_acked(&mut self, n: usize) -> bool {
+    /// Takes PUBACKs (and the packets written before them); true when one of them
+    /// acknowledged an NDEATH.
+    fn on_acks(&mut self, acks: &[Ack]) -> bool {
+        let counters = &self.ctx.counters;
         let mut death = false;
-        for _ in 0..n {
-            match self.awaiting.pop_front() {
-                Some(it) => {
+        for a in acks {
+            self.outbox.ack(*a, |d| {
+                if let Delivery::Done(it) = d {
                     death |= matches!(it, Item::NDeath);
-                    self.ctx.counters.acked.fetch_add(it.readings(), Relaxed);
+                    counters.acked.fetch_add(it.readings(), Relaxed);
                 }
-                None => break,
-            }
+            });
         }
         death
     }
 
-    fn on_connack(&mut self, link: &Link) {
-        let c = &link.client;
-        let _ = c.try_subscribe(self.ncmd_topic.clone(), QoS::AtLeastOnce);
-        let _ = c.try_subscribe(format!("{}+", self.dcmd_prefix), QoS::AtLeastOnce);
+    /// The session subscribed to NCMD, DCMD and the host's STATE already.
+    fn on_connack(&mut self) {
         match (&mut self.host, &self.host_topic) {
             (Some(h), Some(t)) => {
                 h.reconnected();
-                let _ = c.try_subscribe(t.clone(), QoS::AtLeastOnce);
                 tracing::info!(sink = %self.ctx.name, host = %t, "waiting for the primary host to be online");
             }
             _ => self.birth(true),
@@ -458,7 +454,7 @@ impl Session {
                 .map_or(HostChange::None, |h| h.take(payload));
             match change {
                 HostChange::Online => {
-                    tracing::info!(sink = %self.ctx.name, held = self.held, "primary host online: birth");
+                    tracing::info!(sink = %self.ctx.name, held = self.outbox.unsent_weight(), "primary host online: birth");
                     if !self.born {
                         self.birth(true);
                     }
@@ -545,51 +541,41 @@ impl Session {
         });
     }
 
-    async fn run(&mut self, mut done: mpsc::UnboundedReceiver<WriteDone>) -> Result<(), SinkError> {
+    async fn run(
+        &mut self,
+        mut mqtt: MqttSession,
+        mut done: mpsc::UnboundedReceiver<WriteDone>,
+    ) -> Result<(), SinkError> {
         let name = self.ctx.name.clone();
-        let mut backoff = Backoff::new(
-            Duration::from_millis(100),
-            self.cfg.backoff_max.0.max(Duration::from_millis(100)),
-        );
-        let mut link: Option<Link> = None;
-        let mut reconnect_at = Instant::now();
         let mut input_open = true;
         let mut deadline: Option<Instant> = None;
         let mut ndeath_queued = false;
         let far = Instant::now() + Duration::from_secs(86400 * 365);
 
         loop {
-            let connected = link.as_ref().is_some_and(|l| l.connected);
-            if connected && self.born {
-                let l = link.take().expect("connected link");
-                self.pump(&l).await;
-                link = Some(l);
+            let connected = mqtt.is_connected();
+            if let Some(client) = mqtt.client().filter(|_| connected && self.born) {
+                self.pump(client).await;
             }
-            self.ctx.counters.buffered.store(self.held as u64, Relaxed);
+            let held = self.outbox.unsent_weight();
+            self.ctx.counters.buffered.store(held as u64, Relaxed);
 
             if !input_open {
-                let flushed = self.held == 0 && self.unsent.is_empty() && self.awaiting.is_empty();
+                let flushed = self.outbox.is_empty();
                 if flushed && connected && self.born && !ndeath_queued {
                     // A clean stop: the host learns at once, not after the keep-alive.
                     ndeath_queued = true;
-                    self.unsent.push_back(Item::NDeath);
+                    self.outbox.push_back(Item::NDeath);
                     continue;
                 }
-                if flushed || (self.held == 0 && !(connected && self.born)) {
+                if flushed || (held == 0 && !(connected && self.born)) {
                     break;
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                let pending = self.held
-                    + self
-                        .awaiting
-                        .iter()
-                        .filter(|i| i.is_held())
-                        .map(|i| i.readings() as usize)
-                        .sum::<usize>();
-                if let Some(l) = link.take() {
-                    l.task.abort();
-                }
+                // Held data, unsent or not acknowledged.
+                let pending = self.outbox.weight();
+                mqtt.abort();
                 if pending == 0 {
                     break;
                 }
@@ -597,62 +583,50 @@ impl Session {
                 return Err(SinkError::FlushTimeout { pending });
             }
 
-            let room = !(connected && self.born) || self.unsent.len() < self.window * 4;
-            let link_active = link.is_some();
+            let room = !(connected && self.born) || self.outbox.unsent_len() < self.window * 4;
+            // Connect only while there is something to send.
+            let wanted = mqtt.is_linked() || input_open || held > 0;
             tokio::select! {
                 biased;
-                ev = async { link.as_mut().expect("active link").events.recv().await }, if link_active => {
-                    match ev {
-                        Some(LinkEvent::ConnAck) => {
-                            let l = link.as_mut().expect("active link");
-                            l.connected = true;
-                            backoff.reset();
-                            self.ctx.counters.connected.store(true, Relaxed);
-                            self.ctx.counters.set_last_error(None);
-                            self.last_error = None;
-                            tracing::info!(sink = %name, broker = %self.cfg.url, bd_seq = self.node.bd_seq,
-                                held = self.held, "connected to broker as a Sparkplug edge node");
-                            self.ever_connected = true;
-                            let l = link.take().expect("active link");
-                            self.on_connack(&l);
-                            link = Some(l);
-                        }
-                        Some(LinkEvent::Acked(n)) => {
-                            if self.on_acked(n) && self.leaving {
-                                // The host has our NDEATH: end this connection; the next one
-                                // (with the next bdSeq) waits for the host.
-                                self.leaving = false;
-                                if let Some(l) = link.as_ref() {
-                                    let _ = l.client.try_disconnect();
-                                }
-                            }
-                        }
-                        Some(LinkEvent::Message(topic, payload)) => {
-                            if self.on_message(&topic, &payload) {
-                                // Primary host offline: NDEATH first (ahead of any data), the
-                                // disconnect once it is acknowledged.
-                                if self.born {
-                                    self.leaving = true;
-                                    self.unsent.push_front(Item::NDeath);
-                                } else if let Some(l) = link.as_ref() {
-                                    let _ = l.client.try_disconnect();
-                                }
-                            }
-                        }
-                        Some(LinkEvent::Down(err)) => {
-                            let was = link.take().is_some_and(|l| l.connected);
-                            self.requeue();
-                            self.link_down(err, was);
-                            reconnect_at = Instant::now() + backoff.next_delay();
-                        }
-                        Some(LinkEvent::Closed) | None => {
-                            link = None;
-                            self.requeue();
-                            self.ctx.counters.connected.store(false, Relaxed);
-                            reconnect_at = Instant::now();
+                ev = mqtt.next(), if wanted => match ev {
+                    SessionEvent::Due => self.connect(&mut mqtt),
+                    SessionEvent::Connected(_) => {
+                        self.ctx.counters.connected.store(true, Relaxed);
+                        self.ctx.counters.set_last_error(None);
+                        tracing::info!(sink = %name, broker = %self.cfg.url, bd_seq = self.node.bd_seq,
+                            held = self.outbox.unsent_weight(), "connected to broker as a Sparkplug edge node");
+                        self.on_connack();
+                    }
+                    SessionEvent::Acks(acks) => {
+                        if self.on_acks(&acks) && self.leaving {
+                            // The host has our NDEATH: end this connection; the next one
+                            // (with the next bdSeq) waits for the host.
+                            self.leaving = false;
+                            mqtt.disconnect();
                         }
                     }
-                }
+                    SessionEvent::Message(p) => {
+                        if self.on_message(&p.topic, &p.payload) {
+                            // Primary host offline: NDEATH first (ahead of any data), the
+                            // disconnect once it is acknowledged.
+                            if self.born {
+                                self.leaving = true;
+                                self.outbox.push_front(Item::NDeath);
+                            } else {
+                                mqtt.disconnect();
+                            }
+                        }
+                    }
+                    SessionEvent::SubAck(_) => {}
+                    SessionEvent::Down(d) => {
+                        self.requeue();
+                        self.link_down(&d);
+                    }
+                    SessionEvent::Closed => {
+                        self.requeue();
+                        self.ctx.counters.connected.store(false, Relaxed);
+                    }
+                },
                 w = done.recv() => {
                     if let Some((device, channel)) = w {
                         self.node.confirm_next(&device, &channel);
@@ -661,7 +635,7 @@ impl Session {
                 env = self.ctx.rx.recv(), if input_open && room => match env {
                     Some(env) => {
                         self.accept(env);
-                        while !(connected && self.born) || self.unsent.len() < self.window * 4 {
+                        while !(connected && self.born) || self.outbox.unsent_len() < self.window * 4 {
                             match self.ctx.rx.try_recv() {
                                 Ok(env) => self.accept(env),
                                 Err(_) => break,
@@ -673,23 +647,11 @@ impl Session {
                         deadline = Some(Instant::now() + self.ctx.flush_timeout);
                     }
                 },
-                _ = sleep_until(reconnect_at), if !link_active && (input_open || self.held > 0) => {
-                    match self.connect() {
-                        Ok(l) => link = Some(l),
-                        Err(e) => {
-                            self.link_down(e, false);
-                            reconnect_at = Instant::now() + backoff.next_delay();
-                        }
-                    }
-                }
                 _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {}
             }
         }
 
-        if let Some(l) = link.take() {
-            let _ = l.client.try_disconnect();
-            let _ = tokio::time::timeout(Duration::from_secs(1), l.task).await;
-        }
+        mqtt.close(Duration::from_secs(1)).await;
         self.ctx.counters.connected.store(false, Relaxed);
         let c = self.ctx.counters.snapshot();
         tracing::info!(sink = %name, received = c.received, published = c.published, acked = c.acked,

@@ -15,19 +15,22 @@
 //!   `rpc/{gateway}/response` by the same module as HTTP (single requests; no subscriptions).
 //!   There is no API key on this path: trust comes from the broker's ACLs.
 //!
-//! One rumqttc client in its own task, to the broker of the first enabled MQTT sink, with that
-//! sink's URL, credentials and TLS ([`crate::net::mqtt`]). rumqttc
-//! reconnects on the next poll after an error, so the loop sleeps with a capped backoff first;
-//! the session is clean, so it subscribes again on every ConnAck. Handlers run in their own
-//! tasks (a device write can take seconds) and publish with `publish().await`, which is fine
-//! there because they are not the task polling the event loop.
+//! One MQTT session in its own task ([`crate::net::mqtt::MqttSession`], the driver every MQTT
+//! client of osgate runs on), to the broker of the first enabled MQTT sink, with that sink's
+//! URL, credentials and TLS; reconnects with a capped backoff, and the session is clean, so it
+//! subscribes again on every ConnAck. Handlers run in their own tasks (a device write can take
+//! seconds) and hand their answer back to the session's task, which publishes it on the
+//! connection of the moment, or holds it (with the audit events, [`HELD`] at most; beyond that
+//! handlers wait and audit events are dropped) until there is one.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::Methods;
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{ConnectionError, QoS, StateError, SubscribeFilter};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +38,7 @@ use crate::auth::{Caller, Role};
 use crate::backoff::Backoff;
 use crate::config::GatewayConfig;
 use crate::control::{ControlRegistry, DeviceError};
+use crate::net::mqtt::{MqttSession, SessionEvent};
 use crate::sinks::mqtt::MqttSinkConfig;
 use crate::sinks::SinkKind;
 
@@ -43,6 +47,11 @@ pub const MAX_COMMAND_PAYLOAD: usize = 64 * 1024;
 /// Largest MQTT packet the command client reads: large enough to read, refuse and answer any
 /// oversized command or request, small enough to bound memory.
 pub const MAX_PACKET: usize = 16 * 1024 * 1024;
+/// Answers and audit events held while there is no connection (or its queue is full).
+pub const HELD: usize = 64;
+
+/// A message for the broker: topic and payload, published at QoS 1, not retained.
+type Outgoing = (String, String);
 
 /// The MQTT sink whose broker carries commands: the first enabled one.
 pub fn command_sink(cfg: &GatewayConfig) -> Option<MqttSinkConfig> {
@@ -110,48 +119,53 @@ pub fn spawn(
         settings.clean_session = true;
         settings.keep_alive = Duration::from_secs(30);
         settings.max_packet_size = Some(MAX_PACKET);
-        let opts = match settings.options() {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(broker = %sink.url, error = %e, "MQTT commands disabled");
-                return;
-            }
-        };
-        let (client, mut el) = AsyncClient::new(opts, 64);
-        let mut last_error: Option<String> = None;
+        if let Err(e) = settings.options() {
+            tracing::error!(broker = %sink.url, error = %e, "MQTT commands disabled");
+            return;
+        }
         let set_filter = format!("command/{gateway}/+/+/set");
         let rpc_topic = format!("rpc/{gateway}/request");
         let events_topic = format!("events/{gateway}");
         let gateway: Arc<str> = gateway.into();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut filters = vec![SubscribeFilter::new(set_filter.clone(), QoS::AtLeastOnce)];
+        if rpc.is_some() {
+            filters.push(SubscribeFilter::new(rpc_topic.clone(), QoS::AtLeastOnce));
+        }
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut mqtt = MqttSession::new(settings, backoff, 64).subscribe(filters);
+        let (answers_tx, mut answers) = mpsc::channel::<Outgoing>(HELD);
+        let mut held: VecDeque<Outgoing> = VecDeque::new();
         loop {
+            // What waited for a connection, or for room in the client's queue (every PUBACK
+            // makes some).
+            flush(&mqtt, &mut held);
             let ev = tokio::select! {
                 _ = token.cancelled() => break,
-                ev = el.poll() => ev,
+                ev = mqtt.next() => ev,
+                // While HELD messages wait, the handlers wait to hand in their answers.
+                Some(a) = answers.recv(), if held.len() < HELD => {
+                    publish(&mqtt, &mut held, a);
+                    continue;
+                }
                 Some(e) = events.recv() => {
                     // Audit events (crate::audit): QoS 1, not retained.
-                    if client.try_publish(events_topic.clone(), QoS::AtLeastOnce, false, e).is_err() {
+                    if !publish(&mqtt, &mut held, (events_topic.clone(), e)) {
                         tracing::debug!("audit event not published: the MQTT client's queue is full");
                     }
                     continue;
                 }
             };
             match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff.reset();
-                    last_error = None;
-                    let _ = client.try_subscribe(set_filter.clone(), QoS::AtLeastOnce);
-                    if rpc.is_some() {
-                        let _ = client.try_subscribe(rpc_topic.clone(), QoS::AtLeastOnce);
-                    }
+                SessionEvent::Due => mqtt.connect(),
+                SessionEvent::Connected(_) => {
                     tracing::debug!(filter = %set_filter, "MQTT commands subscribed");
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                SessionEvent::Message(p) => {
                     if p.topic == rpc_topic {
                         if let Some(m) = &rpc {
                             tokio::spawn(answer_rpc(
                                 m.clone(),
-                                client.clone(),
+                                answers_tx.clone(),
                                 gateway.clone(),
                                 p.payload.to_vec(),
                             ));
@@ -164,7 +178,7 @@ pub fn spawn(
                         }
                         tokio::spawn(answer_command(
                             control.clone(),
-                            client.clone(),
+                            answers_tx.clone(),
                             gateway.clone(),
                             device.to_string(),
                             channel.to_string(),
@@ -172,46 +186,65 @@ pub fn spawn(
                         ));
                     }
                 }
-                Ok(_) => {}
-                Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-                    rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
-                ))) => {
-                    tracing::warn!(
-                        bytes = n,
-                        limit = MAX_PACKET,
-                        "MQTT command client dropped a message larger than its limit; reconnecting"
-                    );
-                    tokio::select! {
-                        _ = token.cancelled() => break,
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                SessionEvent::Down(d) => match &d.error {
+                    Some(ConnectionError::MqttState(StateError::Deserialization(
+                        rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+                    ))) => {
+                        tracing::warn!(
+                            bytes = n,
+                            limit = MAX_PACKET,
+                            "MQTT command client dropped a message larger than its limit; reconnecting"
+                        );
                     }
-                }
-                Err(e) => {
-                    // TLS and authentication failures are worth a warning (once per change);
-                    // a broker that is away is already reported by the sink.
-                    let wait = backoff.next_delay();
-                    let known = crate::net::cause::classify(&e).is_some();
-                    let e = crate::net::describe_error(&e);
-                    if known && last_error.as_deref() != Some(e.as_str()) {
-                        tracing::warn!(broker = %sink.url, error = %e, "MQTT command connection failed; retrying with backoff");
-                    } else {
-                        tracing::debug!(error = %e, retry_in = ?wait, "MQTT command connection still failing");
+                    error => {
+                        // TLS and authentication failures are worth a warning (once per change);
+                        // a broker that is away is already reported by the sink.
+                        let known = error
+                            .as_ref()
+                            .is_none_or(|e| crate::net::cause::classify(e).is_some());
+                        if known && d.new_cause {
+                            tracing::warn!(broker = %sink.url, error = %d.cause, "MQTT command connection failed; retrying with backoff");
+                        } else {
+                            tracing::debug!(error = %d.cause, retry_in = ?d.retry_in, "MQTT command connection still failing");
+                        }
                     }
-                    last_error = Some(e);
-                    tokio::select! {
-                        _ = token.cancelled() => break,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
+                },
+                SessionEvent::Acks(_) | SessionEvent::SubAck(_) | SessionEvent::Closed => {}
             }
         }
-        let _ = client.try_disconnect();
+        mqtt.close(Duration::from_secs(1)).await;
     })
+}
+
+/// Publishes `m` on the current connection, or holds it for the next one (behind what is held
+/// already); false when it is dropped ([`HELD`] messages wait already).
+fn publish(mqtt: &MqttSession, held: &mut VecDeque<Outgoing>, m: Outgoing) -> bool {
+    if held.len() >= HELD {
+        return false;
+    }
+    held.push_back(m);
+    flush(mqtt, held);
+    true
+}
+
+/// Hands the held messages to the client, in order, while it is connected and takes them.
+fn flush(mqtt: &MqttSession, held: &mut VecDeque<Outgoing>) {
+    let Some(c) = mqtt.client().filter(|_| mqtt.is_connected()) else {
+        return;
+    };
+    while let Some((topic, payload)) = held.front() {
+        if c.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+            .is_err()
+        {
+            break;
+        }
+        held.pop_front();
+    }
 }
 
 async fn answer_command(
     control: Arc<ControlRegistry>,
-    client: AsyncClient,
+    answers: mpsc::Sender<Outgoing>,
     gateway: Arc<str>,
     device: String,
     channel: String,
@@ -262,17 +295,14 @@ async fn answer_command(
         Err(e) => json!({"id": id, "ok": false, "error": e}),
     };
     let topic = format!("command/{gateway}/{device}/{channel}/result");
-    if let Err(e) = client
-        .publish(topic, QoS::AtLeastOnce, false, body.to_string())
-        .await
-    {
+    if let Err(e) = answers.send((topic, body.to_string())).await {
         tracing::warn!(error = %e, "command result not published");
     }
 }
 
 async fn answer_rpc(
     mut methods: Methods,
-    client: AsyncClient,
+    answers: mpsc::Sender<Outgoing>,
     gateway: Arc<str>,
     payload: Vec<u8>,
 ) {
@@ -313,10 +343,7 @@ async fn answer_rpc(
         .to_string(),
     };
     let topic = format!("rpc/{gateway}/response");
-    if let Err(e) = client
-        .publish(topic, QoS::AtLeastOnce, false, response)
-        .await
-    {
+    if let Err(e) = answers.send((topic, response)).await {
         tracing::warn!(error = %e, "RPC response not published");
     }
 }

@@ -1,7 +1,8 @@
-//! MQTT client options for every MQTT connection of osgate (the MQTT sink, the command/RPC
+//! MQTT client options for every MQTT connection of osgate (the MQTT sinks, the command/RPC
 //! client, MQTT connectors): broker URL, session, credentials, last will, TLS. Build a
 //! [`MqttClientSettings`], check it at load time with [`MqttClientSettings::validate`], and turn
 //! it into `rumqttc::MqttOptions` with [`MqttClientSettings::options`] before each connect.
+//! Configs declare the fields a user writes with [`broker_config!`](crate::broker_config).
 //!
 //! TLS follows the URL: `mqtts://` always uses TLS (the built-in roots unless a `tls` object
 //! says otherwise); `mqtt://` with a `tls` object is a configuration error, so a connection
@@ -14,8 +15,8 @@ use std::time::Duration;
 
 use rumqttc::{LastWill, MqttOptions, TlsConfiguration, Transport};
 
-use super::tls::{TlsConfig, TlsError};
 use crate::config::ConfigError;
+use crate::net::tls::{TlsConfig, TlsError};
 
 /// Default port of `mqtt://`.
 pub const MQTT_PORT: u16 = 1883;
@@ -239,6 +240,106 @@ impl MqttClientSettings {
     }
 }
 
+/// The default `keep_alive` of [`broker_config!`](crate::broker_config): 30 s.
+#[doc(hidden)]
+pub fn default_keep_alive() -> crate::config::Dur {
+    crate::config::Dur::from_secs(30)
+}
+
+/// Declares the config struct of something that connects to an MQTT broker, with the broker
+/// fields every such config shares, declared here once (the same JSON keys, docs, types and
+/// error paths everywhere): `url`, `client_id`, `username`, `password`, `password_file`, `tls`,
+/// `keep_alive`, `clean_session` (where the owner lets the user choose) and `backoff_max`,
+/// followed by the owner's own fields. `client_settings(client_id)` turns them into
+/// [`MqttClientSettings`] (a config without `clean_session` gets a clean session).
+///
+/// The fields are plain fields of the struct rather than a `#[serde(flatten)]`ed struct:
+/// flatten would lose the error paths (`sinks[0] "up".keep_alive`) and the list of accepted keys
+/// in "unknown field" errors. The defaults that differ between owners are functions named at
+/// the call site:
+///
+/// ```ignore
+/// osgate_core::broker_config! {
+///     /// Settings of the MQTT sink.
+///     #[derive(Debug, Clone, PartialEq, Deserialize)]
+///     #[serde(deny_unknown_fields)]
+///     pub struct MqttSinkConfig {
+///         broker(client_id = "default_client_id", backoff_max = "default_backoff_max", clean_session);
+///         /// 1 (default) or 0.
+///         #[serde(default = "default_qos")]
+///         pub qos: u8,
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! broker_config {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            broker(client_id = $client_id:tt, backoff_max = $backoff_max:tt $(, $clean:ident)?);
+            $($(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            /// Broker URL: `mqtt://host[:port]` (default port 1883) or, with TLS,
+            /// `mqtts://host[:port]` (default port 8883); no other scheme. IPv6 as `[::1]:1883`.
+            pub url: ::std::string::String,
+            /// Client id; `{gateway}` and `{sink}` (a sink's) or `{connector}` (a connector's) are
+            /// replaced. Stable, so the broker keeps the session.
+            #[serde(default = $client_id)]
+            pub client_id: ::std::string::String,
+            /// User name for the broker.
+            #[serde(default)]
+            pub username: ::std::option::Option<::std::string::String>,
+            /// Password for the broker (use `${VAR}`).
+            #[serde(default)]
+            pub password: ::std::option::Option<::std::string::String>,
+            /// File holding the password (trailing newline ignored), instead of `password`; read
+            /// at every connect.
+            #[serde(default)]
+            pub password_file: ::std::option::Option<::std::path::PathBuf>,
+            /// TLS settings (`ca_file`, `cert_file`, `key_file`, `server_name`,
+            /// `insecure_skip_verify`); needs an `mqtts://` URL. `mqtts://` without it verifies
+            /// the broker against the built-in roots.
+            #[serde(default)]
+            pub tls: ::std::option::Option<$crate::net::TlsConfig>,
+            /// MQTT keep-alive (default `30s`; at least `1s`, or `0s` to disable).
+            #[serde(default = "osgate_core::net::mqtt::settings::default_keep_alive")]
+            pub keep_alive: $crate::config::Dur,
+            $(
+                /// Start a clean session on every connect (default false: the broker keeps the
+                /// session, and what QoS 1 subscriptions bring while osgate is away).
+                #[serde(default)]
+                pub $clean: bool,
+            )?
+            /// Longest wait between reconnect attempts (the first wait doubles up to it).
+            #[serde(default = $backoff_max)]
+            pub backoff_max: $crate::config::Dur,
+            $($(#[$fmeta])* $fvis $field : $ty),*
+        }
+
+        impl $name {
+            /// The broker connection: URL, session, credentials, TLS, with `client_id` final
+            /// (placeholders replaced). Check it at load time with
+            /// [`validate`]($crate::net::mqtt::MqttClientSettings::validate).
+            pub fn client_settings(
+                &self,
+                client_id: ::std::string::String,
+            ) -> $crate::net::mqtt::MqttClientSettings {
+                let mut s = $crate::net::mqtt::MqttClientSettings::new(self.url.clone(), client_id);
+                s.keep_alive = self.keep_alive.0;
+                $(s.clean_session = self.$clean;)?
+                s.username = self.username.clone();
+                s.password = self.password.clone();
+                s.password_file = self.password_file.clone();
+                s.tls = self.tls.clone();
+                s
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +427,73 @@ mod tests {
         assert!(e.contains("password_file") && e.contains("missing"), "{e}");
         s.validate("p", &mut errs);
         assert_eq!(errs[0].path, "p.password_file");
+    }
+    crate::broker_config! {
+        /// A config with the broker fields.
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Owned {
+            broker(client_id = "owned_client_id", backoff_max = "owned_backoff_max", clean_session);
+            /// Its own field.
+            #[serde(default)]
+            own: u8,
+        }
+    }
+    crate::broker_config! {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Clean {
+            broker(client_id = "owned_client_id", backoff_max = "owned_backoff_max");
+        }
+    }
+    fn owned_client_id() -> String {
+        "id-{sink}".into()
+    }
+    fn owned_backoff_max() -> crate::config::Dur {
+        crate::config::Dur::from_secs(7)
+    }
+
+    #[test]
+    fn broker_fields_keep_their_defaults_and_error_paths() {
+        use crate::config::deserialize_at;
+        let v = serde_json::json!({"url": "mqtt://h", "own": 3});
+        let o: Owned = deserialize_at(v, "s", &[]).unwrap();
+        assert_eq!(o.client_id, "id-{sink}");
+        assert_eq!(o.backoff_max.0, Duration::from_secs(7));
+        assert_eq!(o.keep_alive.0, Duration::from_secs(30));
+        assert!(!o.clean_session && o.own == 3);
+        let s = o.client_settings("c".into());
+        assert_eq!((s.url.as_str(), s.client_id.as_str()), ("mqtt://h", "c"));
+        assert!(!s.clean_session);
+        let c: Clean = deserialize_at(serde_json::json!({"url": "mqtt://h"}), "s", &[]).unwrap();
+        assert!(c.client_settings("c".into()).clean_session);
+        let e = deserialize_at::<Owned>(
+            serde_json::json!({"url": "mqtt://h", "keep_alive": "soon"}),
+            "sinks[0] \"up\"",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "sinks[0] \"up\".keep_alive");
+        let e = deserialize_at::<Owned>(
+            serde_json::json!({"url": "mqtt://h", "tls": {"ca": "x"}}),
+            "s",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "s.tls.ca");
+        let e = deserialize_at::<Clean>(
+            serde_json::json!({"url": "mqtt://h", "clean_session": true}),
+            "s",
+            &["name"],
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "s.clean_session");
+        assert!(e.message.contains("name, url, client_id"), "{}", e.message);
+        assert!(
+            e.message.ends_with("keep_alive, backoff_max"),
+            "{}",
+            e.message
+        );
     }
 }
