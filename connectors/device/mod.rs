@@ -21,9 +21,12 @@
 //! is a line of one. **Listeners** implement [`listener::Listener`]: a cancel-safe `next()`
 //! message, `map()` to readings, and `write()`; [`listener::ListenerLine`] does the rest. A
 //! listener whose writes are answered on its stream waits for the answer with
-//! [`reply::Replies`], which holds the messages that arrive meanwhile.
+//! [`reply::Replies`], which holds the messages that arrive meanwhile; one that connects (a
+//! socket, a handshake) keeps the connect going across cancelled `next()` calls with
+//! [`link::Link`].
 
 mod core;
+pub mod link;
 pub mod listener;
 pub mod payload;
 pub mod reply;

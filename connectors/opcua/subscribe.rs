@@ -1,8 +1,8 @@
 //! Subscription mode: the listener of the connector's `subscribe` devices, on the kit's
 //! [`ListenerLine`](crate::device::listener::ListenerLine).
 //!
-//! At every connect (in a task of its own, so the kit may drop `next()` at any time without
-//! losing a half-made connection) the namespace URIs are resolved, each device gets one
+//! At every connect (in a task of its own, the kit's [`Link`], so the kit may drop `next()` at
+//! any time without losing a half-made connection) the namespace URIs are resolved, each device gets one
 //! subscription at its publishing interval and a monitored item per channel, and channels
 //! the server refuses are reported bad with the status name. async-opcua calls the
 //! subscription callback in its event loop: it forwards each publish response's data changes
@@ -24,12 +24,12 @@ use opcua::types::{
     VariantScalarTypeId,
 };
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::session::{Connection, Endpoint, NodeRef};
 use super::{value, OpcuaChannel, OpcuaDevice};
 use osgate_core::config::DeviceSpec;
+use crate::device::link::Link;
 use crate::device::listener::{Devices, Listener};
 use crate::device::{Fault, WriteError};
 use crate::ConnectorContext;
@@ -64,10 +64,9 @@ struct DeviceSub {
 /// The listener of the `subscribe` devices of one connector.
 pub struct Subscriber {
     ep: Arc<Endpoint>,
-    devices: Arc<[DeviceSub]>,
-    health: Arc<ConnectorHealth>,
-    connecting: Option<JoinHandle<Result<Live, Fault>>>,
-    live: Option<Live>,
+    /// Channels per device.
+    channels: Vec<usize>,
+    link: Link<Live>,
     /// The node types of writable channels, read on their first write: `[device][channel]`.
     types: Vec<Vec<Option<VariantScalarTypeId>>>,
 }
@@ -119,22 +118,13 @@ impl Subscriber {
             .iter()
             .map(|d| vec![None; d.channels.len()])
             .collect();
+        let subs: Arc<[DeviceSub]> = subs.into();
+        let (endpoint, health) = (ep.clone(), ctx.health.clone());
         Subscriber {
             ep,
-            devices: subs.into(),
-            health: ctx.health.clone(),
-            connecting: None,
-            live: None,
+            channels: devices.iter().map(|d| d.channels.len()).collect(),
+            link: Link::new(move || connect(endpoint.clone(), subs.clone(), health.clone())),
             types,
-        }
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        // A connect under way when the connector stops is not waited for.
-        if let Some(t) = &self.connecting {
-            t.abort();
         }
     }
 }
@@ -304,25 +294,10 @@ impl Listener for Subscriber {
 
     async fn next(&mut self) -> Result<Msg, Fault> {
         loop {
-            let Some(live) = self.live.as_mut() else {
-                let task = self.connecting.get_or_insert_with(|| {
-                    tokio::spawn(connect(
-                        self.ep.clone(),
-                        self.devices.clone(),
-                        self.health.clone(),
-                    ))
-                });
-                // Awaiting the handle is cancel-safe: the connect goes on if `next()` is dropped.
-                let res = task.await;
-                self.connecting = None;
-                let live = match res {
-                    Ok(r) => r?,
-                    Err(e) => return Err(Fault::new("connect", format!("connect task: {e}"))),
-                };
+            let (live, fresh) = self.link.open().await?;
+            if fresh {
                 tracing::info!(url = %self.ep.url, watchdog = ?live.watchdog, "OPC-UA subscriptions made");
-                self.live = Some(live);
-                continue;
-            };
+            }
             if !live.refused.is_empty() {
                 return Ok(Msg::Refused(std::mem::take(&mut live.refused)));
             }
@@ -335,17 +310,17 @@ impl Listener for Subscriber {
                         return Ok(m);
                     }
                     None => {
-                        self.live = None;
+                        self.link.close();
                         return Err(Fault::new("connection", "the subscriptions ended"));
                     }
                 },
                 f = live.conn.lost() => {
-                    self.live = None;
+                    self.link.close();
                     return Err(f);
                 }
                 _ = tokio::time::sleep_until(silent_at) => {
                     let w = live.watchdog;
-                    self.live = None;
+                    self.link.close();
                     return Err(Fault::new(
                         "silent",
                         format!(
@@ -362,7 +337,7 @@ impl Listener for Subscriber {
     fn map(&mut self, msg: Msg, devices: &mut Devices) {
         match msg {
             Msg::Data(dev, changes) => {
-                let n = self.devices.get(dev).map_or(0, |d| d.nodes.len());
+                let n = self.channels.get(dev).copied().unwrap_or(0);
                 for (handle, dv) in changes {
                     let ch = (handle as usize).wrapping_sub(1);
                     if ch >= n {
@@ -384,7 +359,7 @@ impl Listener for Subscriber {
     }
 
     async fn write(&mut self, device: usize, ch: usize, raw: Value) -> Result<Value, WriteError> {
-        let Some(live) = &self.live else {
+        let Some(live) = self.link.session() else {
             return Err(WriteError::Offline(format!(
                 "{}: not connected",
                 self.ep.url

@@ -43,8 +43,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use tokio::time::Instant;
 
+use super::device::link::Link;
 use super::device::listener::{Input, ListenerLine};
 use super::device::reply::{Replies, HELD};
 use super::device::Backoff;
@@ -52,8 +52,8 @@ use super::{ConnectorContext, ConnectorError, Running};
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 use osgate_core::net::TlsConfig;
 
-use connect::{Conn, Connect, Target};
-use listener::{Network, Server, ZwaveListener};
+use connect::{Connect, Target};
+use listener::{Network, ZwaveListener};
 use values::Dev;
 use wire::{Prop, ValueKey};
 
@@ -278,20 +278,16 @@ pub fn build(spec: Arc<ZwaveConfig>, ctx: ConnectorContext) -> Result<Running, C
             Dev::new(d.name.clone(), d.settings.node.clone(), &d.channels)
         })
         .collect();
+    let connect = Arc::new(Connect {
+        target,
+        tls,
+        timeout: s.timeout.0,
+        ping_interval: s.ping_interval.0,
+    });
     let listener = ZwaveListener {
-        server: Server {
-            target: Arc::new(Connect {
-                target,
-                tls,
-                timeout: s.timeout.0,
-            }),
-            conn: Conn::Idle,
-            lost: None,
-            ping_interval: s.ping_interval.0,
-            timeout: s.timeout.0,
-            ping_at: Instant::now(),
-            ping_sent: false,
-        },
+        url: s.url.clone(),
+        timeout: s.timeout.0,
+        link: Link::new(move || connect.clone().open()),
         replies: Replies::new(&ctx, HELD),
         net: Network {
             devs,
