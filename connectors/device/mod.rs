@@ -23,13 +23,14 @@
 //! listener whose writes are answered on its stream waits for the answer with
 //! [`reply::Replies`], which holds the messages that arrive meanwhile; one that connects (a
 //! socket, a handshake) keeps the connect going across cancelled `next()` calls with
-//! [`link::Link`].
+//! [`link::Link`], and notices a server gone silent with [`watchdog::Watchdog`].
 
 mod core;
 pub mod link;
 pub mod listener;
 pub mod payload;
 pub mod reply;
+pub mod watchdog;
 pub mod write;
 
 #[cfg(test)]

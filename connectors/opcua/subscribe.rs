@@ -2,15 +2,15 @@
 //! [`ListenerLine`](crate::device::listener::ListenerLine).
 //!
 //! At every connect (in a task of its own, the kit's [`Link`], so the kit may drop `next()` at
-//! any time without losing a half-made connection) the namespace URIs are resolved, each device gets one
-//! subscription at its publishing interval and a monitored item per channel, and channels
-//! the server refuses are reported bad with the status name. async-opcua calls the
+//! any time without losing a half-made connection) the namespace URIs are resolved, each device
+//! gets one subscription at its publishing interval and a monitored item per channel, and
+//! channels the server refuses are reported bad with the status name. async-opcua calls the
 //! subscription callback in its event loop: it forwards each publish response's data changes
 //! through a bounded channel to `next()` (a full channel drops the notification and counts it,
-//! as every listener does). Keep-alives count as life: a subscription silent for three
-//! keep-alive periods is taken as lost (a server restart can leave the session up while no
-//! Publish is answered), `next()` fails, and the kit reconnects with backoff, which makes the
-//! subscription anew.
+//! as every listener does). Keep-alives count as life (the kit's [`Watchdog`]): a subscription
+//! silent for three keep-alive periods is taken as lost (a server restart can leave the session
+//! up while no Publish is answered), `next()` fails, and the kit reconnects with backoff, which
+//! makes the subscription anew.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -24,13 +24,13 @@ use opcua::types::{
     VariantScalarTypeId,
 };
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::session::{Connection, Endpoint, NodeRef};
 use super::{value, OpcuaChannel, OpcuaDevice};
 use osgate_core::config::DeviceSpec;
 use crate::device::link::Link;
 use crate::device::listener::{Devices, Listener};
+use crate::device::watchdog::Watchdog;
 use crate::device::{Fault, WriteError};
 use crate::ConnectorContext;
 use osgate_core::reading::{Timestamp, Value};
@@ -79,9 +79,8 @@ struct Live {
     nodes: Vec<Vec<Option<opcua::types::NodeId>>>,
     /// Channels refused at subscription time, handed out once.
     refused: Vec<(usize, usize, Arc<str>)>,
-    /// Silence longer than this means the subscriptions are lost.
-    watchdog: Duration,
-    last: Instant,
+    /// Silence longer than its period means the subscriptions are lost.
+    watchdog: Watchdog,
 }
 
 impl Subscriber {
@@ -256,8 +255,7 @@ async fn connect(
         rx,
         nodes,
         refused,
-        watchdog,
-        last: Instant::now(),
+        watchdog: Watchdog::new(watchdog),
     })
 }
 
@@ -296,17 +294,16 @@ impl Listener for Subscriber {
         loop {
             let (live, fresh) = self.link.open().await?;
             if fresh {
-                tracing::info!(url = %self.ep.url, watchdog = ?live.watchdog, "OPC-UA subscriptions made");
+                tracing::info!(url = %self.ep.url, watchdog = ?live.watchdog.silence(), "OPC-UA subscriptions made");
             }
             if !live.refused.is_empty() {
                 return Ok(Msg::Refused(std::mem::take(&mut live.refused)));
             }
-            let silent_at = live.last + live.watchdog;
             tokio::select! {
                 m = live.rx.recv() => match m {
-                    Some(Msg::Data(_, changes)) if changes.is_empty() => live.last = Instant::now(),
+                    Some(Msg::Data(_, changes)) if changes.is_empty() => live.watchdog.alive(),
                     Some(m) => {
-                        live.last = Instant::now();
+                        live.watchdog.alive();
                         return Ok(m);
                     }
                     None => {
@@ -318,8 +315,8 @@ impl Listener for Subscriber {
                     self.link.close();
                     return Err(f);
                 }
-                _ = tokio::time::sleep_until(silent_at) => {
-                    let w = live.watchdog;
+                _ = live.watchdog.expired() => {
+                    let w = live.watchdog.silence();
                     self.link.close();
                     return Err(Fault::new(
                         "silent",

@@ -1,7 +1,8 @@
 //! The connection to Z-Wave JS Server: where it is ([`Target`]), the WebSocket connect with
 //! TLS, the handshake (the server's `version`, `set_api_schema` to the newest schema both sides
 //! speak, `start_listening` whose answer is every node's state), and the errors of the socket
-//! as [`Fault`]s, and the open [`Session`]: its frames, and pings when the server is quiet. The
+//! as [`Fault`]s, and the open [`Session`]: its frames, and pings when the server is quiet (the
+//! kit's [`Watchdog`]). The
 //! kit's [`Link`](super::super::device::link::Link) keeps a connect going across cancelled
 //! `next()` calls and hands the session to the listener ([`super::listener`]).
 
@@ -10,11 +11,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
 
+use super::super::device::watchdog::{Alarm, Watchdog};
 use super::super::device::Fault;
 use super::wire::{CommandResult, Head, Listening, NodeState, Version};
 use super::SCHEMA;
@@ -89,11 +90,9 @@ pub(super) struct Session {
     url: Arc<str>,
     /// What the handshake told, until the listener takes it.
     pub(super) hello: Option<Hello>,
-    ping_interval: Duration,
+    /// Pings after `ping_interval` of silence, gives up `timeout` after the ping.
+    watchdog: Watchdog,
     timeout: Duration,
-    /// When the connection is pinged (or, with a ping out, given up).
-    ping_at: Instant,
-    ping_sent: bool,
 }
 
 impl Connect {
@@ -154,10 +153,8 @@ impl Connect {
                     schema,
                     nodes: state.result.state.nodes,
                 }),
-                ping_interval: self.ping_interval,
+                watchdog: Watchdog::probing(self.ping_interval, limit),
                 timeout: limit,
-                ping_at: Instant::now() + self.ping_interval,
-                ping_sent: false,
             })
         };
         match tokio::time::timeout(limit, run).await {
@@ -183,41 +180,43 @@ impl Session {
             .map_err(|e| ws_fault(&self.url, &e))
     }
 
-    /// The next text frame, pinging the server when it has been quiet; cancel-safe (the ping
-    /// deadline lives in `self`).
+    /// The next text frame, pinging the server when it has been quiet; cancel-safe (the
+    /// watchdog changes only when it fires).
     pub(super) async fn recv(&mut self) -> Result<tungstenite::Utf8Bytes, Fault> {
         loop {
-            let frame = match tokio::time::timeout_at(self.ping_at, self.ws.next()).await {
-                Err(_) if self.ping_sent => {
-                    return Err(Fault::new(
-                        "timeout",
-                        format!(
-                            "{}: no answer to a ping within {} (the server is gone)",
-                            self.url,
-                            humantime::format_duration(self.timeout)
-                        ),
-                    ))
-                }
-                Err(_) => {
-                    self.ws
-                        .send(Message::Ping(Default::default()))
-                        .await
-                        .map_err(|e| ws_fault(&self.url, &e))?;
-                    self.ping_sent = true;
-                    self.ping_at = Instant::now() + self.timeout;
-                    continue;
-                }
-                Ok(None) => {
+            let frame = tokio::select! {
+                f = self.ws.next() => f,
+                alarm = self.watchdog.expired() => match alarm {
+                    Alarm::Probe => {
+                        self.ws
+                            .send(Message::Ping(Default::default()))
+                            .await
+                            .map_err(|e| ws_fault(&self.url, &e))?;
+                        continue;
+                    }
+                    Alarm::Dead => {
+                        return Err(Fault::new(
+                            "timeout",
+                            format!(
+                                "{}: no answer to a ping within {} (the server is gone)",
+                                self.url,
+                                humantime::format_duration(self.timeout)
+                            ),
+                        ))
+                    }
+                },
+            };
+            let frame = match frame {
+                None => {
                     return Err(Fault::new(
                         "closed",
                         format!("{}: the server closed the connection", self.url),
                     ))
                 }
-                Ok(Some(Err(e))) => return Err(ws_fault(&self.url, &e)),
-                Ok(Some(Ok(m))) => m,
+                Some(Err(e)) => return Err(ws_fault(&self.url, &e)),
+                Some(Ok(m)) => m,
             };
-            self.ping_sent = false;
-            self.ping_at = Instant::now() + self.ping_interval;
+            self.watchdog.alive();
             match frame {
                 Message::Text(t) => return Ok(t),
                 Message::Close(c) => {
