@@ -129,6 +129,7 @@ fn device(name: &str) -> (DeviceSpec<(), ()>, Vec<Value>) {
     let spec = DeviceSpec {
         name: name.into(),
         enabled: true,
+        interval: Default::default(),
         settings: (),
         channels: vec![
             channel("plain", TransformConfig::IDENTITY),

@@ -19,6 +19,8 @@ use serde_json::{Map, Value};
 use super::document::{value_of, Entry};
 use super::error::{deserialize_at, join, ConfigError};
 use super::interpolate;
+use super::timing::{Timing, TimingRules};
+use crate::duration::Dur;
 use crate::transform::{TransformConfig, TRANSFORM_KEYS};
 
 /// A parsed connector: common fields plus the protocol's settings `S`, device settings `D` and
@@ -29,7 +31,10 @@ pub struct ConnectorSpec<S, D, C> {
     pub name: Arc<str>,
     /// `false` starts the connector disabled.
     pub enabled: bool,
-    /// Protocol-level settings (transport, timeouts…).
+    /// The shared `timeout`, `backoff` and `backoff_max`, as the protocol takes them
+    /// ([`TimingRules`]).
+    pub timing: Timing,
+    /// Protocol-level settings (transport…).
     pub settings: S,
     /// The devices this connector serves.
     pub devices: Vec<DeviceSpec<D, C>>,
@@ -42,7 +47,10 @@ pub struct DeviceSpec<D, C> {
     pub name: Arc<str>,
     /// `false` starts the device disabled.
     pub enabled: bool,
-    /// Protocol-specific device settings (unit id, interval…).
+    /// Time between two polls (`interval`), for protocols that take it ([`TimingRules`]);
+    /// [`Timing::INTERVAL`] otherwise, unused.
+    pub interval: Dur,
+    /// Protocol-specific device settings (unit id…).
     pub settings: D,
     /// The device's channels.
     pub channels: Vec<ChannelSpec<C>>,
@@ -168,12 +176,14 @@ pub fn connector_path(index: usize, fields: &Map<String, Value>) -> String {
 /// Parses one connector entry (already known to be an object with a known `protocol`), its
 /// own fields already interpolated. Devices and channels are taken from the entry's text one at
 /// a time, `${VAR}` in their strings replaced from `env`, so no tree of the whole device list
-/// is ever built. Problems are pushed to `errs`; the returned spec is only meaningful when none
-/// were added.
+/// is ever built. The shared settings `rules` names are taken out before the protocol's own
+/// ([`super::timing`]). Problems are pushed to `errs`; the returned spec is only meaningful
+/// when none were added.
 pub fn parse_spec<S, D, C>(
     entry: Entry<'_>,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    rules: &TimingRules,
     errs: &mut Vec<ConfigError>,
 ) -> Option<ConnectorSpec<S, D, C>>
 where
@@ -187,9 +197,16 @@ where
     let name = take_name(&mut obj, path, errs);
     obj.remove("protocol");
     let enabled = take_bool(&mut obj, "enabled", path, errs);
-    let settings = deserialize_at::<S>(Value::Object(obj), path, CONNECTOR_COMMON)
+    // Values the protocol does not allow: reported, but the protocol's checks still run.
+    let mut checks = Vec::new();
+    let timing = rules.take_connector(&mut obj, path, errs, &mut checks);
+    let mut common = CONNECTOR_COMMON.to_vec();
+    common.extend(rules.connector_keys());
+    let settings = deserialize_at::<S>(Value::Object(obj), path, &common)
         .map_err(|e| errs.push(e))
         .ok();
+    let mut device_common = DEVICE_COMMON.to_vec();
+    device_common.extend_from_slice(rules.device_keys());
 
     let mut devices = Vec::with_capacity(devices_raw.len());
     let mut device_names: HashSet<Arc<str>> = HashSet::new();
@@ -218,7 +235,8 @@ where
             ));
         }
         let denabled = take_bool(&mut dobj, "enabled", &dpath, errs);
-        let dsettings = deserialize_at::<D>(Value::Object(dobj), &dpath, DEVICE_COMMON)
+        let interval = rules.take_device(&mut dobj, &dpath, errs, &mut checks);
+        let dsettings = deserialize_at::<D>(Value::Object(dobj), &dpath, &device_common)
             .map_err(|e| errs.push(e))
             .ok();
         let mut channels = Vec::with_capacity(channels_raw.len());
@@ -252,6 +270,7 @@ where
             devices.push(DeviceSpec {
                 name: dname,
                 enabled: denabled,
+                interval,
                 settings,
                 channels,
             });
@@ -260,9 +279,11 @@ where
     if errs.len() > before {
         return None;
     }
+    errs.append(&mut checks);
     Some(ConnectorSpec {
         name,
         enabled,
+        timing,
         settings: settings?,
         devices,
     })
@@ -279,8 +300,8 @@ fn intern(set: &mut HashSet<Arc<str>>, s: Arc<str>) -> Arc<str> {
     }
 }
 
-/// [`parse_spec`] of a connector given as a value, without `${VAR}` interpolation (tests and
-/// tools that build a connector in code).
+/// [`parse_spec`] of a connector given as a value, without `${VAR}` interpolation and without
+/// shared settings (tests and tools that build a connector in code).
 pub fn parse_spec_value<S, D, C>(
     value: Value,
     path: &str,
@@ -299,7 +320,7 @@ where
             return None;
         }
     };
-    parse_spec(entry, path, &|_| None, errs)
+    parse_spec(entry, path, &|_| None, &TimingRules::NONE, errs)
 }
 
 /// [`parse_spec_value`], then the protocol's semantic checks (`validate`): the spec, or every
@@ -449,6 +470,60 @@ mod tests {
         );
         let unknown = errs.iter().find(|e| e.path.ends_with("adress")).unwrap();
         assert!(unknown.message.contains("address") && unknown.message.contains("scale"));
+    }
+
+    #[test]
+    fn shared_settings_are_taken_listed_and_checked() {
+        use crate::config::timing::{IntervalRule, TimeoutRule, BACKOFF};
+        let rules = TimingRules {
+            timeout: Some(TimeoutRule {
+                default: Some(Dur::from_secs(1)),
+                min: Dur::from_millis(100),
+            }),
+            backoff: Some(BACKOFF),
+            interval: Some(IntervalRule {
+                default: Dur::from_secs(10),
+                min: Dur::from_millis(10),
+            }),
+        };
+        let parse = |v: Value, errs: &mut Vec<ConfigError>| {
+            let raw = serde_json::value::to_raw_value(&v).unwrap();
+            let entry = Entry::parse(&raw, "devices").unwrap();
+            parse_spec::<S, D, C>(entry, "c", &|_| None, &rules, errs)
+        };
+        let mut errs = vec![];
+        let v = json!({"name": "plc", "host": "h", "timeout": "2s", "backoff_max": "1m",
+            "devices": [{"name": "a", "interval": 3, "channels": []},
+                        {"name": "b", "interval": "5s", "channels": []}]});
+        // `interval` is the kit's here, so D's own `interval` is missing.
+        assert!(parse(v, &mut errs).is_none());
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert_eq!(errs[0].path, "c.devices[0].interval", "{errs:?}");
+        assert!(
+            errs[1].message.contains("missing field `interval`"),
+            "{errs:?}"
+        );
+
+        let mut errs = vec![];
+        let v = json!({"name": "plc", "timeout": "50ms", "backoff": "2m", "retries": 1,
+            "devices": []});
+        assert!(parse(v, &mut errs).is_none());
+        let unknown = errs.iter().find(|e| e.path == "c.retries").unwrap();
+        for key in ["timeout", "backoff", "backoff_max", "host"] {
+            assert!(unknown.message.contains(key), "{unknown:?}");
+        }
+
+        // Values out of bounds are reported with the spec, so the protocol's checks run too.
+        let mut errs = vec![];
+        let v = json!({"name": "plc", "timeout": "50ms", "backoff": "2m", "devices": []});
+        let spec: ConnectorSpec<S, (), C> = {
+            let raw = serde_json::value::to_raw_value(&v).unwrap();
+            let entry = Entry::parse(&raw, "devices").unwrap();
+            parse_spec(entry, "c", &|_| None, &rules, &mut errs).unwrap()
+        };
+        assert_eq!(spec.timing.timeout, Some(Dur::from_millis(50)));
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["c.timeout", "c.backoff_max"]);
     }
 
     #[test]
