@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use osgate_core::config::spec::{connector_path, parse_spec};
 use osgate_core::config::{
-    interpolate, join, ConfigError, ConnectorSpec, DeviceSpec, Entry, TimingRules,
+    interpolate, join, ConfigError, ConnectorSpec, DeviceSpec, Entry, Rules, TimingRules,
 };
 use osgate_core::control::ControlRegistry;
 use osgate_core::pipeline::{DeviceOutput, ReadingSender};
@@ -357,7 +357,7 @@ impl ConnectorConfig {
                 protocol: proto.name,
                 path: &path,
                 env,
-                timing: TimingRules::NONE,
+                rules: Rules::NONE,
                 errs,
             },
             entry,
@@ -392,9 +392,9 @@ pub struct Parse<'a> {
     pub path: &'a str,
     /// The environment for `${VAR}`.
     pub env: &'a dyn Fn(&str) -> Option<String>,
-    /// Which shared settings (`timeout`, `backoff`, `backoff_max`, `interval`) the protocol
-    /// takes, with its defaults ([`Parse::with_timing`]).
-    pub timing: TimingRules,
+    /// What the kit parses for the protocol beyond the common keys: the shared settings
+    /// ([`Parse::with_timing`]), and what its writes become ([`Parse::writes_into`]).
+    pub rules: Rules,
     /// Where problems go, each with its path.
     pub errs: &'a mut Vec<ConfigError>,
 }
@@ -404,7 +404,15 @@ impl Parse<'_> {
     /// ([`osgate_core::config::timing`]): parsed, defaulted and checked by the kit, found in
     /// the spec's `timing` and each device's `interval`.
     pub fn with_timing(mut self, rules: TimingRules) -> Self {
-        self.timing = rules;
+        self.rules.timing = rules;
+        self
+    }
+
+    /// Names what a written value becomes on the device (`"a register value"`) in the error of
+    /// a writable channel whose transform a write cannot reverse (`expr`, `rate`), which the
+    /// kit refuses for every protocol.
+    pub fn writes_into(mut self, what: &'static str) -> Self {
+        self.rules.writes_into = Some(what);
         self
     }
 
@@ -421,7 +429,7 @@ impl Parse<'_> {
         D: DeserializeOwned + fmt::Debug + PartialEq + Send + Sync + 'static,
         C: DeserializeOwned + fmt::Debug + PartialEq + Send + Sync + 'static,
     {
-        let spec = parse_spec(entry, self.path, self.env, &self.timing, self.errs)?;
+        let spec = parse_spec(entry, self.path, self.env, &self.rules, self.errs)?;
         validate(&spec, self.path, self.errs);
         Some(ConnectorConfig {
             name: spec.name.clone(),

@@ -423,7 +423,6 @@ pub fn validate_poll(spec: &HttpPollConfig, path: &str, errs: &mut Vec<ConfigErr
                     "a GET request has no body: put {value} in the url",
                 ));
             }
-            errs.extend(super::device::write::irreversible(c.transform(), &cpath, None));
         }
     }
 }

@@ -233,7 +233,11 @@ pub const TIMING: TimingRules = TimingRules {
 /// `"protocol": "modbus"` in the protocol registry, with `osgate modbus`.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {
     name: "modbus",
-    parse: |p, entry| p.with_timing(TIMING).spec(entry, validate, build),
+    parse: |p, entry| {
+        p.with_timing(TIMING)
+            .writes_into("a register value")
+            .spec(entry, validate, build)
+    },
     tool: Some(cli::TOOL),
 };
 
@@ -340,13 +344,6 @@ pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
                         format!("must be at least 1ms, got {iv}"),
                     ));
                 }
-            }
-            if ch.writable {
-                errs.extend(super::device::write::irreversible(
-                    c.transform(),
-                    &cpath,
-                    Some("a register value"),
-                ));
             }
         }
     }

@@ -267,7 +267,11 @@ pub const TIMING: TimingRules = TimingRules {
 /// `"protocol": "s7"` in the protocol registry, with its tool `osgate s7 read|write`.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {
     name: "s7",
-    parse: |p, entry| p.with_timing(TIMING).spec(entry, validate, build),
+    parse: |p, entry| {
+        p.with_timing(TIMING)
+            .writes_into("the PLC's value")
+            .spec(entry, validate, build)
+    },
     tool: Some(cli::TOOL),
 };
 
@@ -335,15 +339,6 @@ pub fn validate(spec: &S7Config, path: &str, errs: &mut Vec<ConfigError>) {
                     format!("{cpath}.interval"),
                     format!("must be at least 1ms, got {iv}"),
                 );
-            }
-            if ch.writable {
-                for e in crate::device::write::irreversible(
-                    c.transform(),
-                    &cpath,
-                    Some("the PLC's value"),
-                ) {
-                    err(e.path, e.message);
-                }
             }
         }
     }

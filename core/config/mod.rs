@@ -20,5 +20,5 @@ pub use document::{Document, DocumentError, Entry};
 pub use error::{deserialize_at, join, ConfigError, ConfigErrors};
 pub use interpolate::{interpolate, interpolate_str};
 pub use source::{ConfigInfo, ConfigSource};
-pub use spec::{ChannelSpec, ConnectorSpec, DeviceSpec, OptF64};
+pub use spec::{ChannelSpec, ConnectorSpec, DeviceSpec, OptF64, Rules};
 pub use timing::{Timing, TimingRules};

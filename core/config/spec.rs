@@ -104,6 +104,24 @@ impl<'de, C: DeserializeOwned> serde::Deserialize<'de> for ChannelSpec<C> {
     }
 }
 
+/// What the parser does for a protocol beyond the common keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// The shared settings the protocol takes ([`super::timing`]).
+    pub timing: TimingRules,
+    /// What a written value becomes on the device (`"a register value"`), named when a
+    /// writable channel's transform cannot be reversed; `None`: not named.
+    pub writes_into: Option<&'static str>,
+}
+
+impl Rules {
+    /// No shared settings, writes into nothing named.
+    pub const NONE: Rules = Rules {
+        timing: TimingRules::NONE,
+        writes_into: None,
+    };
+}
+
 /// Connector keys handled here, not by the protocol.
 pub const CONNECTOR_COMMON: &[&str] = &["name", "protocol", "enabled", "devices"];
 /// Device keys handled here.
@@ -177,13 +195,14 @@ pub fn connector_path(index: usize, fields: &Map<String, Value>) -> String {
 /// own fields already interpolated. Devices and channels are taken from the entry's text one at
 /// a time, `${VAR}` in their strings replaced from `env`, so no tree of the whole device list
 /// is ever built. The shared settings `rules` names are taken out before the protocol's own
-/// ([`super::timing`]). Problems are pushed to `errs`; the returned spec is only meaningful
-/// when none were added.
+/// ([`super::timing`]). A writable channel (`"writable": true`, or a `write` request) must
+/// have a transform a write can reverse: no `expr` or `rate`, whatever the protocol. Problems
+/// are pushed to `errs`; the returned spec is only meaningful when none were added.
 pub fn parse_spec<S, D, C>(
     entry: Entry<'_>,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
-    rules: &TimingRules,
+    rules: &Rules,
     errs: &mut Vec<ConfigError>,
 ) -> Option<ConnectorSpec<S, D, C>>
 where
@@ -199,14 +218,16 @@ where
     let enabled = take_bool(&mut obj, "enabled", path, errs);
     // Values the protocol does not allow: reported, but the protocol's checks still run.
     let mut checks = Vec::new();
-    let timing = rules.take_connector(&mut obj, path, errs, &mut checks);
+    let timing = rules
+        .timing
+        .take_connector(&mut obj, path, errs, &mut checks);
     let mut common = CONNECTOR_COMMON.to_vec();
-    common.extend(rules.connector_keys());
+    common.extend(rules.timing.connector_keys());
     let settings = deserialize_at::<S>(Value::Object(obj), path, &common)
         .map_err(|e| errs.push(e))
         .ok();
     let mut device_common = DEVICE_COMMON.to_vec();
-    device_common.extend_from_slice(rules.device_keys());
+    device_common.extend_from_slice(rules.timing.device_keys());
 
     let mut devices = Vec::with_capacity(devices_raw.len());
     let mut device_names: HashSet<Arc<str>> = HashSet::new();
@@ -235,7 +256,9 @@ where
             ));
         }
         let denabled = take_bool(&mut dobj, "enabled", &dpath, errs);
-        let interval = rules.take_device(&mut dobj, &dpath, errs, &mut checks);
+        let interval = rules
+            .timing
+            .take_device(&mut dobj, &dpath, errs, &mut checks);
         let dsettings = deserialize_at::<D>(Value::Object(dobj), &dpath, &device_common)
             .map_err(|e| errs.push(e))
             .ok();
@@ -260,7 +283,11 @@ where
                     ));
                 }
             }
+            let writable = is_writable(&cv);
             if let Some(mut ch) = parse_channel::<C>(cv, &cpath, errs) {
+                if writable {
+                    check_reversible(ch.transform(), &cpath, rules.writes_into, &mut checks);
+                }
                 ch.name = intern(&mut shared, ch.name);
                 ch.unit = ch.unit.map(|u| intern(&mut shared, u));
                 channels.push(ch);
@@ -320,7 +347,7 @@ where
             return None;
         }
     };
-    parse_spec(entry, path, &|_| None, &TimingRules::NONE, errs)
+    parse_spec(entry, path, &|_| None, &Rules::NONE, errs)
 }
 
 /// [`parse_spec_value`], then the protocol's semantic checks (`validate`): the spec, or every
@@ -343,6 +370,33 @@ where
     match spec {
         Some(s) if errs.is_empty() => Ok(s),
         _ => Err(errs),
+    }
+}
+
+/// True when a channel takes writes, as every protocol says it: `"writable": true`, or a
+/// `write` request (HTTP).
+fn is_writable(channel: &Value) -> bool {
+    channel.get("writable") == Some(&Value::Bool(true))
+        || channel.get("write").is_some_and(|w| !w.is_null())
+}
+
+/// A writable channel's value is turned back into the device's raw value by reversing `scale`
+/// and `offset`; a step nothing can undo (`expr`, `rate`) is refused at its key, at `cpath`.
+/// (`scale` 0 is refused for every channel by the transform's own checks.)
+fn check_reversible(
+    t: &TransformConfig,
+    cpath: &str,
+    writes_into: Option<&str>,
+    errs: &mut Vec<ConfigError>,
+) {
+    if let Some(key) = t.irreversible_key() {
+        let into = writes_into.map_or(String::new(), |v| format!(" into {v}"));
+        errs.push(ConfigError::new(
+            join(cpath, key),
+            format!(
+                "a writable channel cannot use {key}: a written value could not be turned back{into}"
+            ),
+        ));
     }
 }
 
@@ -489,6 +543,10 @@ mod tests {
         let parse = |v: Value, errs: &mut Vec<ConfigError>| {
             let raw = serde_json::value::to_raw_value(&v).unwrap();
             let entry = Entry::parse(&raw, "devices").unwrap();
+            let rules = Rules {
+                timing: rules,
+                writes_into: None,
+            };
             parse_spec::<S, D, C>(entry, "c", &|_| None, &rules, errs)
         };
         let mut errs = vec![];
@@ -519,11 +577,55 @@ mod tests {
         let spec: ConnectorSpec<S, (), C> = {
             let raw = serde_json::value::to_raw_value(&v).unwrap();
             let entry = Entry::parse(&raw, "devices").unwrap();
+            let rules = Rules {
+                timing: rules,
+                writes_into: None,
+            };
             parse_spec(entry, "c", &|_| None, &rules, &mut errs).unwrap()
         };
         assert_eq!(spec.timing.timeout, Some(Dur::from_millis(50)));
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["c.timeout", "c.backoff_max"]);
+    }
+
+    #[test]
+    fn writable_channels_must_be_reversible_whatever_the_protocol() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        struct W {
+            #[serde(default)]
+            writable: bool,
+            #[serde(default)]
+            write: Option<Value>,
+        }
+        let v = json!({"name": "plc", "devices": [{"name": "m1", "interval": 1, "channels": [
+            {"name": "a", "writable": true, "expr": "x * 2"},
+            {"name": "b", "write": {"url": "u"}, "rate": true},
+            {"name": "c", "writable": false, "expr": "x * 2"},
+            {"name": "d", "writable": true, "scale": 0.1, "offset": 3, "round": 1},
+            {"name": "e", "write": null, "rate": true}]}]});
+        let parse = |writes_into| {
+            let raw = serde_json::value::to_raw_value(&v).unwrap();
+            let entry = Entry::parse(&raw, "devices").unwrap();
+            let rules = Rules {
+                timing: TimingRules::NONE,
+                writes_into,
+            };
+            let mut errs = vec![];
+            let spec = parse_spec::<S, D, W>(entry, "p", &|_| None, &rules, &mut errs);
+            // Semantic: the spec is there for the protocol's own checks.
+            assert!(spec.is_some());
+            errs.into_iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        };
+        let p = "p.devices[0].channels";
+        assert_eq!(
+            parse(None),
+            [
+                format!("{p}[0].expr: a writable channel cannot use expr: a written value could not be turned back"),
+                format!("{p}[1].rate: a writable channel cannot use rate: a written value could not be turned back"),
+            ]
+        );
+        assert!(parse(Some("a register value"))[0].ends_with("turned back into a register value"));
     }
 
     #[test]
