@@ -362,30 +362,31 @@ pub fn device_limits(s: &ModbusSettings, d: &ModbusDevice) -> planner::Limits {
 /// returns it running: its devices on lines of the connector kit (`connectors/device`). A serial
 /// port is one line whose devices are polled in turn by the one task that owns it; devices
 /// behind one TCP address share `max_connections` connections (default 1: Modbus gateways often
-/// accept only one or a few), devices spread over them in config order.
+/// accept only one or a few), devices dealt to them in turn ([`device::run_connections`]).
 pub fn build(spec: Arc<ModbusConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
-    let lines = match &spec.settings.transport {
+    let connections = match &spec.settings.transport {
         Transport::Rtu(line) => {
             ConnectorError::check_serial_port(&line.port)?;
             1
         }
         Transport::Tcp(_) | Transport::RtuOverTcp(_) => usize::from(spec.settings.max_connections),
-    }
-    .clamp(1, spec.devices.len().max(1));
+    };
     let settings = Arc::new(spec.settings.clone());
     let timeout = spec.timing.timeout_or(Duration::from_secs(1));
     let backoff = spec.timing.retry();
     Ok(Box::pin(async move {
-        device::run_lines(&ctx, lines, |li| {
-            let link = poller::Link::new(settings.clone(), timeout);
-            let mut line = Line::new(&ctx, link).with_backoff(backoff);
-            for d in spec.devices.iter().skip(li).step_by(lines) {
+        device::run_connections(
+            &ctx,
+            spec.devices.len(),
+            connections,
+            || Line::new(&ctx, poller::Link::new(settings.clone(), timeout)).with_backoff(backoff),
+            |line, i| {
+                let d = &spec.devices[i];
                 let schedule = poller::schedule(d);
                 let unit = poller::Unit::new(&settings, d, &schedule);
                 line.add(d, schedule, unit, poller::write_spec);
-            }
-            line
-        })
+            },
+        )
         .await;
         Ok(())
     }))

@@ -345,24 +345,26 @@ pub fn validate(spec: &S7Config, path: &str, errs: &mut Vec<ConfigError>) {
 }
 
 /// Returns the connector running: its devices on `max_connections` lines of the connector kit
-/// (`connectors/device`), each line one connection to the PLC, devices dealt to them in
-/// config order.
+/// (`connectors/device`), each line one connection to the PLC, devices dealt to them in turn
+/// ([`device::run_connections`]).
 pub fn build(spec: Arc<S7Config>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
-    let lines = usize::from(spec.settings.max_connections).clamp(1, spec.devices.len().max(1));
+    let connections = usize::from(spec.settings.max_connections);
     let settings = Arc::new(spec.settings.clone());
     let timeout = spec.timing.timeout_or(Duration::from_secs(1));
     let backoff = spec.timing.retry();
     Ok(Box::pin(async move {
-        device::run_lines(&ctx, lines, |li| {
-            let link = poller::Link::new(settings.clone(), timeout);
-            let mut line = Line::new(&ctx, link).with_backoff(backoff);
-            for d in spec.devices.iter().skip(li).step_by(lines) {
+        device::run_connections(
+            &ctx,
+            spec.devices.len(),
+            connections,
+            || Line::new(&ctx, poller::Link::new(settings.clone(), timeout)).with_backoff(backoff),
+            |line, i| {
+                let d = &spec.devices[i];
                 let schedule = poller::schedule(d);
                 let plc = poller::Plc::new(d, &schedule);
                 line.add(d, schedule, plc, poller::write_spec);
-            }
-            line
-        })
+            },
+        )
         .await;
         Ok(())
     }))
