@@ -61,7 +61,9 @@ pub(super) enum Frame {
 /// waits for its result, and what is known of the network.
 pub(super) struct ZwaveListener {
     pub(super) link: Link<Session>,
+    /// The server's URL, for messages while there is no session.
     pub(super) url: String,
+    /// The connector's `timeout`: how long a write waits for its result.
     pub(super) timeout: Duration,
     pub(super) replies: Replies<Msg>,
     pub(super) net: Network,

@@ -15,9 +15,10 @@
 //! updated`, `ready`, `alive`/`dead` events become readings and device health; `statistics
 //! updated` events are dropped as soon as their name is read.
 //!
-//! The parts: `connect` (target, WebSocket, handshake), `listener` (frames, messages,
-//! `node.set_value`), `values` (node states and values to readings, write checks), `states`
-//! (enumerated states), [`wire`] (the server's JSON).
+//! The parts: `connect` (target, WebSocket, handshake, the open session), `listener` (frames,
+//! messages, `node.set_value` through the kit's `device::reply`), `values` (node states and
+//! values to readings, write checks), `states` (enumerated states), [`wire`] (the server's
+//! JSON).
 //!
 //! Writes go through `node.set_value`; a channel reading a `currentValue` writes its
 //! `targetValue`, and the `value updated` that follows confirms it. The type of a write comes
