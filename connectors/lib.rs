@@ -31,7 +31,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use osgate_core::config::spec::{connector_path, parse_spec};
-use osgate_core::config::{interpolate, join, ConfigError, ConnectorSpec, DeviceSpec, Entry};
+use osgate_core::config::{
+    interpolate, join, ConfigError, ConnectorSpec, DeviceSpec, Entry, Rules, TimingRules,
+};
 use osgate_core::control::ControlRegistry;
 use osgate_core::pipeline::{DeviceOutput, ReadingSender};
 use osgate_core::status::ConnectorHealth;
@@ -357,6 +359,7 @@ impl ConnectorConfig {
                 protocol: proto.name,
                 path: &path,
                 env,
+                rules: Rules::NONE,
                 errs,
             },
             entry,
@@ -370,6 +373,19 @@ impl ConnectorConfig {
     }
 }
 
+/// Parses `v` as the gateway parses `connectors[0]` (shared settings, the protocol's checks):
+/// the protocol's spec, or every problem. For the protocols' unit tests.
+#[cfg(test)]
+pub(crate) fn parse_test<T: 'static>(v: Value) -> Result<Arc<T>, Vec<ConfigError>> {
+    let mut errs = Vec::new();
+    let raw = serde_json::value::to_raw_value(&v).expect("JSON");
+    let c = ConnectorConfig::from_raw(0, &raw, &|_| None, &mut errs);
+    match c.as_ref().and_then(|c| c.kind.spec::<T>()) {
+        Some(spec) if errs.is_empty() => Ok(spec.clone()),
+        _ => Err(errs),
+    }
+}
+
 /// What parsing one connector entry needs, whatever its protocol.
 pub struct Parse<'a> {
     /// The protocol's name.
@@ -378,11 +394,30 @@ pub struct Parse<'a> {
     pub path: &'a str,
     /// The environment for `${VAR}`.
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// What the kit parses for the protocol beyond the common keys: the shared settings
+    /// ([`Parse::with_timing`]), and what its writes become ([`Parse::writes_into`]).
+    pub rules: Rules,
     /// Where problems go, each with its path.
     pub errs: &'a mut Vec<ConfigError>,
 }
 
 impl Parse<'_> {
+    /// Takes the shared settings `rules` names, with the protocol's defaults and least values
+    /// ([`osgate_core::config::timing`]): parsed, defaulted and checked by the kit, found in
+    /// the spec's `timing` and each device's `interval`.
+    pub fn with_timing(mut self, rules: TimingRules) -> Self {
+        self.rules.timing = rules;
+        self
+    }
+
+    /// Names what a written value becomes on the device (`"a register value"`) in the error of
+    /// a writable channel whose transform a write cannot reverse (`expr`, `rate`), which the
+    /// kit refuses for every protocol.
+    pub fn writes_into(mut self, what: &'static str) -> Self {
+        self.rules.writes_into = Some(what);
+        self
+    }
+
     /// Parses the entry into a protocol's spec (connector settings `S`, devices `D`, channels
     /// `C`), runs its semantic checks, and pairs it with its build function.
     pub fn spec<S, D, C>(
@@ -396,7 +431,7 @@ impl Parse<'_> {
         D: DeserializeOwned + fmt::Debug + PartialEq + Send + Sync + 'static,
         C: DeserializeOwned + fmt::Debug + PartialEq + Send + Sync + 'static,
     {
-        let spec = parse_spec(entry, self.path, self.env, self.errs)?;
+        let spec = parse_spec(entry, self.path, self.env, &self.rules, self.errs)?;
         validate(&spec, self.path, self.errs);
         Some(ConnectorConfig {
             name: spec.name.clone(),

@@ -555,6 +555,7 @@ mod tests {
         DeviceSpec {
             name: "d".into(),
             enabled: true,
+            interval: Default::default(),
             settings: (),
             channels: (0..n)
                 .map(|i| ChannelSpec {

@@ -599,6 +599,7 @@ fn device(transform: serde_json::Value) -> DeviceSpec<(), ()> {
     DeviceSpec {
         name: "d".into(),
         enabled: true,
+        interval: Default::default(),
         settings: (),
         channels: vec![ChannelSpec {
             name: "c".into(),

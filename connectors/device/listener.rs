@@ -162,6 +162,7 @@ impl Devices {
         let spec: DeviceSpec<(), ()> = DeviceSpec {
             name: name.into(),
             enabled: true,
+            interval: Default::default(),
             settings: (),
             channels: Vec::new(),
         };

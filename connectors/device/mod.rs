@@ -21,12 +21,16 @@
 //! is a line of one. **Listeners** implement [`listener::Listener`]: a cancel-safe `next()`
 //! message, `map()` to readings, and `write()`; [`listener::ListenerLine`] does the rest. A
 //! listener whose writes are answered on its stream waits for the answer with
-//! [`reply::Replies`], which holds the messages that arrive meanwhile.
+//! [`reply::Replies`], which holds the messages that arrive meanwhile; one that connects (a
+//! socket, a handshake) keeps the connect going across cancelled `next()` calls with
+//! [`link::Link`], and notices a server gone silent with [`watchdog::Watchdog`].
 
 mod core;
+pub mod link;
 pub mod listener;
 pub mod payload;
 pub mod reply;
+pub mod watchdog;
 pub mod write;
 
 #[cfg(test)]
@@ -519,6 +523,37 @@ fn split_lines(devices: usize, max_per_line: usize, workers: usize) -> (usize, u
         .max(workers.clamp(1, devices));
     let per_line = devices.div_ceil(lines);
     (devices.div_ceil(per_line), per_line)
+}
+
+/// Runs the devices of one peer that takes at most `connections` connections (a Modbus gateway,
+/// a PLC's PUT/GET resources): one line per connection, never more lines than devices (at least
+/// one), the devices dealt to them in turn in config order (device `i` on line `i % lines`).
+/// `line()` makes an empty line with its own connection (its poller and backoff), `add(line,
+/// i)` puts device `i` on it. Lines run and are rebuilt as in [`run_lines`].
+pub async fn run_connections<P: Poller>(
+    ctx: &ConnectorContext,
+    devices: usize,
+    connections: usize,
+    line: impl Fn() -> Line<P>,
+    add: impl Fn(&mut Line<P>, usize),
+) {
+    let lines = connection_lines(devices, connections);
+    run_lines(ctx, lines.len(), |l| {
+        let mut line = line();
+        for &i in &lines[l] {
+            add(&mut line, i);
+        }
+        line
+    })
+    .await
+}
+
+/// The devices of each line of [`run_connections`].
+fn connection_lines(devices: usize, connections: usize) -> Vec<Vec<usize>> {
+    let lines = connections.clamp(1, devices.max(1));
+    (0..lines)
+        .map(|l| (l..devices).step_by(lines).collect())
+        .collect()
 }
 
 /// A line that ran this long before it panicked starts its backoff afresh.

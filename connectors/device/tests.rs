@@ -129,6 +129,7 @@ fn device(name: &str) -> (DeviceSpec<(), ()>, Vec<Value>) {
     let spec = DeviceSpec {
         name: name.into(),
         enabled: true,
+        interval: Default::default(),
         settings: (),
         channels: vec![
             channel("plain", TransformConfig::IDENTITY),
@@ -811,4 +812,14 @@ fn devices_are_dealt_to_lines_of_at_most_the_maximum() {
             "{n} on {w}: no line empty"
         );
     }
+}
+
+#[test]
+fn devices_of_one_peer_are_dealt_to_its_connections_in_turn() {
+    assert_eq!(connection_lines(5, 2), [vec![0, 2, 4], vec![1, 3]]);
+    assert_eq!(connection_lines(2, 8), [vec![0], vec![1]]);
+    assert_eq!(connection_lines(3, 1), [vec![0, 1, 2]]);
+    assert_eq!(connection_lines(3, 0), [vec![0, 1, 2]]);
+    // No devices: one idle line, as a connector with none yet.
+    assert_eq!(connection_lines(0, 4), [Vec::<usize>::new()]);
 }

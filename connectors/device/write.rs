@@ -2,9 +2,10 @@
 //! for every connector: the value's type against the channel's, `min`/`max` in engineering
 //! units, then the channel's `scale`/`offset` reversed (`x = (y - offset) / scale`), then the
 //! raw value against the range of the device's type. The connector only sends the raw value;
-//! what the device took is scaled forward again for the answer.
+//! what the device took is scaled forward again for the answer. A writable channel whose
+//! transform a write cannot reverse (`expr`, `rate`) is refused when the config is parsed, for
+//! every protocol (`osgate_core::config::spec::parse_spec`).
 
-use osgate_core::config::ConfigError;
 use osgate_core::control::DeviceError;
 use osgate_core::reading::Value;
 
@@ -176,32 +177,6 @@ fn to_bool(v: &serde_json::Value) -> Result<bool, String> {
 }
 
 /// The [`DeviceError`] for a value [`WriteSpec::to_raw`] refused.
-/// What keeps a writable channel's transform from being reversed, one problem per key, at
-/// `cpath` (the channel's path): `scale` 0, or a step only `scale` and `offset` can undo
-/// (`expr`, `rate`). `device_value` names what a write becomes on the device (`"a register
-/// value"`), for the message. Every connector with writable channels checks them this way.
-pub fn irreversible(
-    t: &osgate_core::transform::TransformConfig,
-    cpath: &str,
-    device_value: Option<&str>,
-) -> Vec<ConfigError> {
-    let mut errs = Vec::new();
-    if t.scale == Some(0.0) {
-        errs.push(ConfigError::new(
-            format!("{cpath}.scale"),
-            "a writable channel cannot have scale 0 (writes reverse it)",
-        ));
-    }
-    if let Some(key) = t.irreversible_key() {
-        let into = device_value.map_or(String::new(), |v| format!(" into {v}"));
-        errs.push(ConfigError::new(
-            format!("{cpath}.{key}"),
-            format!("a writable channel cannot use {key}: a written value could not be turned back{into}"),
-        ));
-    }
-    errs
-}
-
 pub fn out_of_range(channel: &str, reason: String) -> DeviceError {
     DeviceError::OutOfRange {
         channel: channel.to_string(),
@@ -213,6 +188,75 @@ pub fn out_of_range(channel: &str, reason: String) -> DeviceError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_protocol_refuses_a_writable_channel_a_write_cannot_reverse() {
+        let cases = [
+            (
+                json!({"protocol": "simulator"}),
+                json!({"signal": "constant", "value": 1, "writable": true}),
+                "",
+            ),
+            (
+                json!({"protocol": "zwave", "url": "ws://h:3000"}),
+                json!({"command_class": 37, "property": "currentValue", "writable": true}),
+                "",
+            ),
+            (
+                json!({"protocol": "opcua", "url": "opc.tcp://h:4840/"}),
+                json!({"node": "ns=2;s=T", "writable": true}),
+                "",
+            ),
+            (
+                json!({"protocol": "mqtt", "url": "mqtt://h", "mappings": [{"topic": "a/{device}"}]}),
+                json!({"writable": true, "command": {"topic": "t"}}),
+                "",
+            ),
+            (
+                json!({"protocol": "modbus", "transport": {"tcp": "h:502"}}),
+                json!({"table": "holding", "address": 1, "writable": true}),
+                " into a register value",
+            ),
+            (
+                json!({"protocol": "s7", "host": "h"}),
+                json!({"address": "MW2", "writable": true}),
+                " into the PLC's value",
+            ),
+            (
+                json!({"protocol": "http", "mode": "poll"}),
+                json!({"pointer": "/c", "write": {"url": "http://h/w"}}),
+                "",
+            ),
+        ];
+        for (connector, channel, into) in cases {
+            for key in ["expr", "rate"] {
+                let mut c = connector.clone();
+                let mut ch = channel.clone();
+                ch["name"] = json!("c");
+                ch[key] = if key == "expr" {
+                    json!("x * 2")
+                } else {
+                    json!(true)
+                };
+                let mut dev = json!({"name": "d", "channels": [ch]});
+                match c["protocol"].as_str() {
+                    Some("zwave") => dev["node"] = json!(2),
+                    Some("http") => dev["url"] = json!("http://h/"),
+                    _ => {}
+                }
+                c["name"] = json!("x");
+                c["devices"] = json!([dev]);
+                let errs = crate::parse_test::<()>(c.clone()).unwrap_err();
+                let want = format!(
+                    "connectors[0] \"x\".devices[0].channels[0].{key}: a writable channel cannot use {key}: a written value could not be turned back{into}"
+                );
+                assert!(
+                    errs.iter().any(|e| e.to_string() == want),
+                    "{c}: {want} not in {errs:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn reverses_scale_and_checks_both_ranges() {

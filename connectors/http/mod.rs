@@ -20,6 +20,7 @@ use serde_json::Value as Json;
 
 use super::device::payload::{check_pointer, Pick, TimestampConfig, ValueType};
 use super::{ConnectorConfig, Parse};
+use osgate_core::config::timing::{self, IntervalRule, TimeoutRule, TimingRules};
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur, Entry};
 use osgate_core::net::{ServerTlsConfig, TlsConfig};
 use osgate_core::size::Size;
@@ -39,11 +40,26 @@ pub const PROTOCOL: crate::Protocol = crate::Protocol {
     tool: None,
 };
 
+/// The shared settings poll mode takes: `timeout` (default `5s`, for a whole request: connect,
+/// send, receive the answer; devices may override it), `backoff` (`1s`) and `backoff_max`
+/// (`30s`), each device's `interval` (`10s`, at least `10ms`). Listen mode takes none.
+pub const POLL_TIMING: TimingRules = TimingRules {
+    timeout: Some(TimeoutRule {
+        default: Some(Dur::from_secs(5)),
+        min: Dur::from_millis(1),
+    }),
+    backoff: Some(timing::BACKOFF),
+    interval: Some(IntervalRule {
+        default: Dur::from_secs(10),
+        min: Dur::from_millis(10),
+    }),
+};
+
 /// Parses an `"protocol": "http"` entry by its `mode`.
 fn parse(p: Parse<'_>, mut entry: Entry<'_>) -> Option<ConnectorConfig> {
     let mode = entry.fields.remove("mode");
     match mode.as_ref().and_then(Json::as_str) {
-        Some("poll") => p.spec(entry, validate_poll, poll::build),
+        Some("poll") => p.with_timing(POLL_TIMING).spec(entry, validate_poll, poll::build),
         Some("listen") => p.spec(entry, validate_listen, listen::build),
         _ => {
             let msg = match mode {
@@ -63,10 +79,6 @@ fn parse(p: Parse<'_>, mut entry: Entry<'_>) -> Option<ConnectorConfig> {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollSettings {
-    /// Time for a whole request (connect, send, receive the answer) before it counts as failed
-    /// (default `5s`); devices may override it.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
     /// Headers sent with every request (`${VAR}` for secrets); a device's own headers win.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -81,12 +93,6 @@ pub struct PollSettings {
     /// Largest answer read (default `1MiB`); a longer one fails the poll.
     #[serde(default = "default_max_answer")]
     pub max_body: Size,
-    /// First wait before polling a failed device again; doubles per failure (default `1s`).
-    #[serde(default = "default_backoff")]
-    pub backoff: Dur,
-    /// Longest wait between attempts on a failing device (default `30s`).
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max: Dur,
 }
 
 /// Poll mode: one device, one request.
@@ -110,10 +116,7 @@ pub struct PollDevice {
     /// Authentication, instead of the connector's.
     #[serde(default)]
     pub auth: Option<Auth>,
-    /// Time between two requests (default `10s`).
-    #[serde(default = "default_interval")]
-    pub interval: Dur,
-    /// Request timeout, instead of the connector's.
+    /// Request timeout, instead of the connector's `timeout`.
     #[serde(default)]
     pub timeout: Option<Dur>,
     /// Where the answer carries its own timestamp (`{"pointer": "/ts", "format": "epoch_ms"}`);
@@ -267,18 +270,6 @@ pub const MAX_NEW_DEVICES: usize = 10_000;
 /// Largest `max_body`.
 pub const MAX_BODY_LIMIT: usize = 64 << 20;
 
-fn default_timeout() -> Dur {
-    Dur::from_secs(5)
-}
-fn default_interval() -> Dur {
-    Dur::from_secs(10)
-}
-fn default_backoff() -> Dur {
-    Dur::from_secs(1)
-}
-fn default_backoff_max() -> Dur {
-    Dur::from_secs(30)
-}
 fn default_max_answer() -> Size {
     Size(1 << 20)
 }
@@ -374,12 +365,6 @@ impl HttpChannel {
 /// Semantic checks of a poll-mode connector; every problem with its path.
 pub fn validate_poll(spec: &HttpPollConfig, path: &str, errs: &mut Vec<ConfigError>) {
     let s = &spec.settings;
-    at_least(
-        s.timeout.0,
-        Duration::from_millis(1),
-        format!("{path}.timeout"),
-        errs,
-    );
     check_headers(&s.headers, path, errs);
     if let Some(t) = &s.tls {
         t.validate(&format!("{path}.tls"), errs);
@@ -388,12 +373,6 @@ pub fn validate_poll(spec: &HttpPollConfig, path: &str, errs: &mut Vec<ConfigErr
         errs.push(ConfigError::new(
             format!("{path}.max_body"),
             "must be between 1B and 64MiB",
-        ));
-    }
-    if s.backoff_max.0 < s.backoff.0 {
-        errs.push(ConfigError::new(
-            format!("{path}.backoff_max"),
-            format!("must be at least backoff ({})", s.backoff),
         ));
     }
     for (di, d) in spec.devices.iter().enumerate() {
@@ -410,12 +389,6 @@ pub fn validate_poll(spec: &HttpPollConfig, path: &str, errs: &mut Vec<ConfigErr
         check_headers(&ds.headers, &dpath, errs);
         check_content_type(&ds.content_type, &dpath, errs);
         check_timestamp(&ds.timestamp, &dpath, errs);
-        at_least(
-            ds.interval.0,
-            Duration::from_millis(10),
-            format!("{dpath}.interval"),
-            errs,
-        );
         if let Some(t) = ds.timeout {
             at_least(
                 t.0,
@@ -450,7 +423,6 @@ pub fn validate_poll(spec: &HttpPollConfig, path: &str, errs: &mut Vec<ConfigErr
                     "a GET request has no body: put {value} in the url",
                 ));
             }
-            errs.extend(super::device::write::irreversible(c.transform(), &cpath, None));
         }
     }
 }

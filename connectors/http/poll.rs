@@ -29,9 +29,7 @@ use super::{Auth, HttpChannel, HttpPollConfig, Method, PollDevice, PollSettings}
 use osgate_core::config::ChannelSpec;
 use crate::device::listener::Input;
 use crate::device::payload::{Pick, TimeParser, ValueType};
-use crate::device::{
-    self, Backoff, Fault, Line, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec,
-};
+use crate::device::{self, Fault, Line, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
 use crate::{ConnectorContext, ConnectorError, Running};
 use osgate_core::net::http::HttpClientSettings;
 use osgate_core::reading::{Timestamp, Value};
@@ -40,13 +38,14 @@ use osgate_core::reading::{Timestamp, Value};
 /// running connector: one line per endpoint.
 pub fn build(spec: Arc<HttpPollConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
     let s = &spec.settings;
-    let mut client = HttpClientSettings::new(s.timeout.0);
+    let timeout = spec.timing.timeout_or(Duration::from_secs(5));
+    let mut client = HttpClientSettings::new(timeout);
     client.tls = s.tls.clone();
     let client = client.build().map_err(ConnectorError::Setup)?;
     let mut keys: HashMap<Key, usize> = HashMap::new();
     let mut endpoints: Vec<(Key, Vec<usize>)> = Vec::new();
     for (i, d) in spec.devices.iter().enumerate() {
-        let key = Key::of(s, &d.settings);
+        let key = Key::of(s, &d.settings, timeout);
         match keys.get(&key) {
             Some(&e) => endpoints[e].1.push(i),
             None => {
@@ -61,7 +60,7 @@ pub fn build(spec: Arc<HttpPollConfig>, ctx: ConnectorContext) -> Result<Running
             let reuse_for = if devices.len() > 1 {
                 devices
                     .iter()
-                    .map(|&i| spec.devices[i].settings.interval.0)
+                    .map(|&i| spec.devices[i].interval.0)
                     .min()
                     .unwrap_or_default()
                     / 2
@@ -83,7 +82,7 @@ pub fn build(spec: Arc<HttpPollConfig>, ctx: ConnectorContext) -> Result<Running
         })
         .collect::<Result<Vec<_>, ConnectorError>>()?;
     let names: Vec<Arc<str>> = endpoints.iter().map(|e| e.name.clone()).collect();
-    let backoff = Backoff::new(s.backoff.0, s.backoff_max.0);
+    let backoff = spec.timing.retry();
     Ok(Box::pin(async move {
         let inputs: Mutex<Vec<Option<Input>>> =
             Mutex::new(Input::all(&ctx, &names).into_iter().map(Some).collect());
@@ -98,7 +97,7 @@ pub fn build(spec: Arc<HttpPollConfig>, ctx: ConnectorContext) -> Result<Running
                 .with_backoff(backoff);
             for di in devices {
                 let d = &spec.devices[di];
-                let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
+                let schedule = Schedule::every(d.interval.0, d.channels.len());
                 line.add(d, schedule, HttpDevice::new(d), write_spec);
             }
             line
@@ -126,7 +125,8 @@ struct Key {
 }
 
 impl Key {
-    fn of(s: &PollSettings, d: &PollDevice) -> Key {
+    /// The endpoint of device `d` of the connector `s` whose `timeout` is `timeout`.
+    fn of(s: &PollSettings, d: &PollDevice, timeout: Duration) -> Key {
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
         for (k, v) in s.headers.iter().chain(&d.headers) {
             headers.insert(k.to_ascii_lowercase(), v.clone());
@@ -138,7 +138,7 @@ impl Key {
             content_type: d.content_type.clone(),
             headers,
             auth: d.auth.clone().or_else(|| s.auth.clone()),
-            timeout: d.timeout.unwrap_or(s.timeout).0,
+            timeout: d.timeout.map_or(timeout, |t| t.0),
         }
     }
 }

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::device::{self, Backoff, Line};
+use super::device::{self, Line};
 use super::{ConnectorContext, ConnectorError, Running};
+use osgate_core::config::timing::{BackoffRule, IntervalRule, TimeoutRule, TimingRules};
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod cli;
@@ -42,10 +43,6 @@ pub struct MbusSettings {
     /// transparent mode: `{"tcp": "host:port"}` (its bus at 2400 baud) or `{"tcp": {"address":
     /// "host:port", "baud": 9600}}`.
     pub transport: Transport,
-    /// Time to wait for the first byte of an answer (default: 330 bit times plus 50 ms at the
-    /// bus's baud rate, at least 500 ms).
-    #[serde(default)]
-    pub timeout: Option<Dur>,
     /// Extra REQ_UD2 attempts (same FCB, so the meter repeats its telegram) after no or a
     /// garbled answer (default 1).
     #[serde(default = "default_retries")]
@@ -53,13 +50,6 @@ pub struct MbusSettings {
     /// Most telegrams read from one meter per poll (default 16).
     #[serde(default = "default_max_telegrams")]
     pub max_telegrams: u16,
-    /// First wait before reading a meter again after a failed read; doubles per failure
-    /// (default `5s`).
-    #[serde(default = "default_backoff")]
-    pub backoff: Dur,
-    /// Longest wait between attempts on a failing meter (default `5m`).
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max: Dur,
 }
 
 /// How the connector reaches the bus.
@@ -111,9 +101,6 @@ pub struct MbusDevice {
     /// not unique.
     #[serde(default)]
     pub secondary: Option<String>,
-    /// Time between two reads (default `60s`).
-    #[serde(default = "default_interval")]
-    pub interval: Dur,
 }
 
 /// Channel settings: which record. Give one of `quantity` (with `storage`, `tariff`,
@@ -152,25 +139,17 @@ fn default_retries() -> u32 {
 fn default_max_telegrams() -> u16 {
     16
 }
-fn default_backoff() -> Dur {
-    Dur::from_secs(5)
-}
-fn default_backoff_max() -> Dur {
-    Dur::from_secs(300)
-}
 pub(crate) fn default_baud() -> u32 {
     2400
-}
-fn default_interval() -> Dur {
-    Dur::from_secs(60)
 }
 
 /// Baud rates of EN 13757-2.
 pub const BAUDS: &[u32] = &[300, 600, 1200, 2400, 4800, 9600, 19200, 38400];
 
 impl MbusSettings {
-    /// The endpoint and timing of the bus.
-    pub fn link(&self) -> (link::Endpoint, link::Timing) {
+    /// The endpoint and timing of the bus; `timeout` is the connector's (default: from the
+    /// baud rate, [`default_timeout`]).
+    pub fn link(&self, timeout: Option<Dur>) -> (link::Endpoint, link::Timing) {
         let (endpoint, baud) = match &self.transport {
             Transport::Serial(s) => (
                 link::Endpoint::Serial {
@@ -182,7 +161,7 @@ impl MbusSettings {
             ),
             Transport::Tcp(t) => (link::Endpoint::Tcp(t.address.clone()), t.baud),
         };
-        let timeout = self.timeout.map_or_else(|| default_timeout(baud), |d| d.0);
+        let timeout = timeout.map_or_else(|| default_timeout(baud), |d| d.0);
         let timing = link::Timing {
             timeout,
             retries: self.retries,
@@ -199,10 +178,28 @@ pub fn default_timeout(baud: u32) -> Duration {
     t.max(Duration::from_millis(500))
 }
 
+/// The shared settings M-Bus takes: `timeout` (the time for the first byte of an answer;
+/// default: 330 bit times plus 50 ms at the bus's baud rate, at least 500 ms), `backoff` (`5s`)
+/// and `backoff_max` (`5m`), each meter's `interval` (`60s`, at least `100ms`).
+pub const TIMING: TimingRules = TimingRules {
+    timeout: Some(TimeoutRule {
+        default: None,
+        min: Dur::from_secs(0),
+    }),
+    backoff: Some(BackoffRule {
+        backoff: Dur::from_secs(5),
+        backoff_max: Dur::from_secs(300),
+    }),
+    interval: Some(IntervalRule {
+        default: Dur::from_secs(60),
+        min: Dur::from_millis(100),
+    }),
+};
+
 /// `"protocol": "mbus"` in the protocol registry, with `osgate mbus`.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {
     name: "mbus",
-    parse: |p, entry| p.spec(entry, validate, build),
+    parse: |p, entry| p.with_timing(TIMING).spec(entry, validate, build),
     tool: Some(cli::TOOL),
 };
 
@@ -259,12 +256,6 @@ pub fn validate(spec: &MbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
             }
             _ => {}
         }
-        if d.settings.interval.0 < Duration::from_millis(100) {
-            errs.push(ConfigError::new(
-                format!("{dp}.interval"),
-                "must be at least 100ms",
-            ));
-        }
         for (j, c) in d.channels.iter().enumerate() {
             let cp = format!("{dp}.channels[{j}]");
             let c = &c.settings;
@@ -313,12 +304,11 @@ pub fn build(spec: Arc<MbusConfig>, ctx: ConnectorContext) -> Result<Running, Co
             })?;
         }
     }
-    let s = &spec.settings;
-    let backoff = Backoff::new(s.backoff.0, s.backoff_max.0);
+    let backoff = spec.timing.retry();
     Ok(Box::pin(async move {
         let n = usize::from(!spec.devices.is_empty());
         device::run_lines(&ctx, n, |_| {
-            let (endpoint, timing) = spec.settings.link();
+            let (endpoint, timing) = spec.settings.link(spec.timing.timeout);
             let bus = poller::Bus::new(
                 link::Link::new(endpoint, timing),
                 usize::from(spec.settings.max_telegrams),
@@ -338,19 +328,16 @@ pub fn build(spec: Arc<MbusConfig>, ctx: ConnectorContext) -> Result<Running, Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osgate_core::config::spec::parse_spec_value;
     use serde_json::json;
 
     fn errors(v: serde_json::Value) -> Vec<String> {
-        let mut errs = Vec::new();
-        let path = "connectors[0] \"bus\"";
-        let spec = parse_spec_value::<MbusSettings, MbusDevice, MbusChannel>(v, path, &mut errs);
-        if let Some(spec) = &spec {
-            validate(spec, path, &mut errs);
+        match crate::parse_test::<MbusConfig>(v) {
+            Ok(_) => Vec::new(),
+            Err(errs) => errs
+                .into_iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect(),
         }
-        errs.into_iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
-            .collect()
     }
 
     #[test]
@@ -387,33 +374,36 @@ mod tests {
     #[test]
     fn tcp_converters_time_the_bus_at_its_baud() {
         let spec = |transport: serde_json::Value| {
-            let mut errs = Vec::new();
-            let v = json!({"name": "bus", "protocol": "mbus", "transport": transport,
+            let v = json!({"name": "c", "protocol": "mbus", "transport": transport,
                            "devices": [{"name": "m", "address": 1}]});
-            let spec = parse_spec_value::<MbusSettings, MbusDevice, MbusChannel>(v, "c", &mut errs)
-                .expect("parses");
-            validate(&spec, "c", &mut errs);
-            (spec, errs)
+            match crate::parse_test::<MbusConfig>(v) {
+                Ok(spec) => (Some(spec), Vec::new()),
+                Err(errs) => (None, errs),
+            }
         };
         let (plain, errs) = spec(json!({"tcp": "10.0.0.5:10001"}));
         assert!(errs.is_empty(), "{errs:?}");
-        let (endpoint, timing) = plain.settings.link();
+        let plain = plain.expect("parses");
+        assert_eq!(plain.devices[0].interval, Dur::from_secs(60));
+        let (endpoint, timing) = plain.settings.link(plain.timing.timeout);
         assert_eq!(endpoint, link::Endpoint::Tcp("10.0.0.5:10001".into()));
         assert_eq!((timing.baud, timing.timeout), (2400, default_timeout(2400)));
         let (slow, errs) = spec(json!({"tcp": {"address": "10.0.0.5:10001", "baud": 300}}));
         assert!(errs.is_empty(), "{errs:?}");
-        let (_, timing) = slow.settings.link();
+        let slow = slow.expect("parses");
+        let (_, timing) = slow.settings.link(slow.timing.timeout);
         assert_eq!(timing.baud, 300);
         assert_eq!(timing.timeout, Duration::from_millis(1150));
         assert_eq!(timing.idle(), Duration::from_millis(110));
         let (fast, _) = spec(json!({"tcp": {"address": "h:1", "baud": 38400}}));
-        assert_eq!(fast.settings.link().1.chars(1), Duration::from_micros(286));
+        let fast = fast.expect("parses");
+        assert_eq!(fast.settings.link(None).1.chars(1), Duration::from_micros(286));
         let (_, errs) = spec(json!({"tcp": {"address": "h:1", "baud": 1234}}));
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert_eq!(errs[0].path, "c.transport.tcp.baud");
+        assert_eq!(errs[0].path, "connectors[0] \"c\".transport.tcp.baud");
         assert!(errs[0].message.contains("unsupported baud rate 1234"));
         let (_, errs) = spec(json!({"tcp": {"address": "nohost", "baud": 2400}}));
-        assert_eq!(errs[0].path, "c.transport.tcp");
+        assert_eq!(errs[0].path, "connectors[0] \"c\".transport.tcp");
     }
 
     #[test]

@@ -108,9 +108,9 @@ pub fn meter(d: &DeviceSpec<MbusDevice, MbusChannel>) -> (Schedule, Meter) {
         .map(|c| Selector::of(&c.settings))
         .collect();
     let schedule = if selectors.is_empty() {
-        Schedule::device_only(d.settings.interval.0)
+        Schedule::device_only(d.interval.0)
     } else {
-        Schedule::every(d.settings.interval.0, selectors.len())
+        Schedule::every(d.interval.0, selectors.len())
     };
     (schedule, Meter { address, selectors })
 }

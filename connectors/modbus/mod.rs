@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::device::{self, Backoff, Line};
+use super::device::{self, Line};
 use super::{ConnectorContext, ConnectorError, Running};
+use osgate_core::config::timing::{self, IntervalRule, TimeoutRule, TimingRules};
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod cli;
@@ -38,21 +39,10 @@ pub struct ModbusSettings {
     /// `{"tcp": "host:port"}`, `{"rtu": {"port": "/dev/ttyUSB0", "baud": 9600, …}}` or
     /// `{"rtu_over_tcp": "host:port"}`.
     pub transport: Transport,
-    /// Time to wait for one answer (or a connection) before the request counts as failed
-    /// (default `1s`).
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
     /// Extra attempts of a failed request while the device is online (default 1). An offline
     /// device gets one attempt per poll, so a dead device costs at most one timeout per poll.
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// First wait before polling a device again after a failed poll; doubles per failure
-    /// (default `1s`).
-    #[serde(default = "default_backoff")]
-    pub backoff: Dur,
-    /// Longest wait between attempts on a failing device (default `30s`).
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max: Dur,
     /// Most unused registers the read planner may read to join two ranges of channels
     /// (default 8; bit tables allow 16× as many bits). Devices may override it.
     #[serde(default = "default_max_gap")]
@@ -127,9 +117,6 @@ pub struct ModbusDevice {
     /// The Modbus unit id (slave address; default 1; 1–247 on serial lines).
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
-    /// Time between two polls of the device's channels (default `1s`); channels may override it.
-    #[serde(default = "default_interval")]
-    pub interval: Dur,
     /// Most registers the device accepts in one read (default and maximum 125).
     #[serde(default)]
     pub max_registers: Option<u16>,
@@ -196,17 +183,8 @@ impl ModbusChannel {
     }
 }
 
-fn default_timeout() -> Dur {
-    Dur::from_secs(1)
-}
 fn default_retries() -> u32 {
     1
-}
-fn default_backoff() -> Dur {
-    Dur::from_secs(1)
-}
-fn default_backoff_max() -> Dur {
-    Dur::from_secs(30)
 }
 fn default_max_gap() -> u16 {
     planner::Limits::default().max_gap
@@ -226,9 +204,6 @@ fn default_stop_bits() -> u8 {
 fn default_unit_id() -> u8 {
     1
 }
-fn default_interval() -> Dur {
-    Dur::from_secs(1)
-}
 
 /// Checks a `host:port` string.
 fn check_host_port(s: &str) -> Result<(), String> {
@@ -240,13 +215,31 @@ fn check_host_port(s: &str) -> Result<(), String> {
     }
 }
 
+/// The shared settings Modbus takes: `timeout` (default `1s`, the time for one answer or a
+/// connection), `backoff` (`1s`) and `backoff_max` (`30s`), each device's `interval` (`1s`, at
+/// least `1ms`; channels may override it).
+pub const TIMING: TimingRules = TimingRules {
+    timeout: Some(TimeoutRule {
+        default: Some(Dur::from_secs(1)),
+        min: Dur::from_secs(0),
+    }),
+    backoff: Some(timing::BACKOFF),
+    interval: Some(IntervalRule {
+        default: Dur::from_secs(1),
+        min: Dur::from_millis(1),
+    }),
+};
+
 /// `"protocol": "modbus"` in the protocol registry, with `osgate modbus`.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {
     name: "modbus",
-    parse: |p, entry| p.spec(entry, validate, build),
+    parse: |p, entry| {
+        p.with_timing(TIMING)
+            .writes_into("a register value")
+            .spec(entry, validate, build)
+    },
     tool: Some(cli::TOOL),
 };
-
 
 /// Semantic checks of a Modbus connector; every problem is pushed with its path.
 pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
@@ -284,22 +277,10 @@ pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
             true
         }
     };
-    if s.timeout.0.is_zero() {
-        errs.push(ConfigError::new(
-            format!("{path}.timeout"),
-            "must be greater than 0",
-        ));
-    }
     if s.max_connections == 0 {
         errs.push(ConfigError::new(
             format!("{path}.max_connections"),
             "must be at least 1",
-        ));
-    }
-    if s.backoff_max.0 < s.backoff.0 {
-        errs.push(ConfigError::new(
-            format!("{path}.backoff_max"),
-            format!("must be at least backoff ({})", s.backoff),
         ));
     }
     for (di, d) in spec.devices.iter().enumerate() {
@@ -309,12 +290,6 @@ pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
             errs.push(ConfigError::new(
                 format!("{dpath}.unit_id"),
                 format!("must be 1..=247 on a serial line, got {}", ds.unit_id),
-            ));
-        }
-        if ds.interval.0 < Duration::from_millis(1) {
-            errs.push(ConfigError::new(
-                format!("{dpath}.interval"),
-                format!("must be at least 1ms, got {}", ds.interval),
             ));
         }
         if let Some(m) = ds.max_registers {
@@ -370,13 +345,6 @@ pub fn validate(spec: &ModbusConfig, path: &str, errs: &mut Vec<ConfigError>) {
                     ));
                 }
             }
-            if ch.writable {
-                errs.extend(super::device::write::irreversible(
-                    c.transform(),
-                    &cpath,
-                    Some("a register value"),
-                ));
-            }
         }
     }
 }
@@ -394,29 +362,31 @@ pub fn device_limits(s: &ModbusSettings, d: &ModbusDevice) -> planner::Limits {
 /// returns it running: its devices on lines of the connector kit (`connectors/device`). A serial
 /// port is one line whose devices are polled in turn by the one task that owns it; devices
 /// behind one TCP address share `max_connections` connections (default 1: Modbus gateways often
-/// accept only one or a few), devices spread over them in config order.
+/// accept only one or a few), devices dealt to them in turn ([`device::run_connections`]).
 pub fn build(spec: Arc<ModbusConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
-    let lines = match &spec.settings.transport {
+    let connections = match &spec.settings.transport {
         Transport::Rtu(line) => {
             ConnectorError::check_serial_port(&line.port)?;
             1
         }
         Transport::Tcp(_) | Transport::RtuOverTcp(_) => usize::from(spec.settings.max_connections),
-    }
-    .clamp(1, spec.devices.len().max(1));
+    };
     let settings = Arc::new(spec.settings.clone());
-    let backoff = Backoff::new(settings.backoff.0, settings.backoff_max.0);
+    let timeout = spec.timing.timeout_or(Duration::from_secs(1));
+    let backoff = spec.timing.retry();
     Ok(Box::pin(async move {
-        device::run_lines(&ctx, lines, |li| {
-            let mut line =
-                Line::new(&ctx, poller::Link::new(settings.clone())).with_backoff(backoff);
-            for d in spec.devices.iter().skip(li).step_by(lines) {
+        device::run_connections(
+            &ctx,
+            spec.devices.len(),
+            connections,
+            || Line::new(&ctx, poller::Link::new(settings.clone(), timeout)).with_backoff(backoff),
+            |line, i| {
+                let d = &spec.devices[i];
                 let schedule = poller::schedule(d);
                 let unit = poller::Unit::new(&settings, d, &schedule);
                 line.add(d, schedule, unit, poller::write_spec);
-            }
-            line
-        })
+            },
+        )
         .await;
         Ok(())
     }))
@@ -425,22 +395,10 @@ pub fn build(spec: Arc<ModbusConfig>, ctx: ConnectorContext) -> Result<Running, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osgate_core::config::spec::parse_spec_value;
     use serde_json::json;
 
-    fn parse(v: serde_json::Value) -> Result<ModbusConfig, Vec<ConfigError>> {
-        let mut errs = Vec::new();
-        let path = "connectors[0] \"plc\"";
-        let spec =
-            parse_spec_value::<ModbusSettings, ModbusDevice, ModbusChannel>(v, path, &mut errs);
-        if let Some(spec) = &spec {
-            validate(spec, path, &mut errs);
-        }
-        if errs.is_empty() {
-            Ok(spec.expect("parsed"))
-        } else {
-            Err(errs)
-        }
+    fn parse(v: serde_json::Value) -> Result<Arc<ModbusConfig>, Vec<ConfigError>> {
+        crate::parse_test(v)
     }
 
     fn with_channel(ch: serde_json::Value) -> serde_json::Value {
@@ -471,7 +429,8 @@ mod tests {
             panic!("not rtu")
         };
         assert_eq!((line.baud, line.parity), (19200, Parity::Even));
-        assert_eq!(c.settings.timeout.0, Duration::from_millis(250));
+        assert_eq!(c.timing.timeout, Some(Dur::from_millis(250)));
+        assert_eq!(c.devices[0].interval, Dur::from_millis(500));
         let d = &c.devices[0];
         assert_eq!(d.settings.unit_id, 3);
         assert_eq!(d.channels[0].settings.order, ByteOrder::CDAB);

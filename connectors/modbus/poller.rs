@@ -102,7 +102,7 @@ impl Unit {
 /// The schedule of a Modbus device: its interval, and channels with an interval of their own.
 pub fn schedule(spec: &DeviceSpec<ModbusDevice, ModbusChannel>) -> Schedule {
     Schedule::new(
-        spec.settings.interval.0,
+        spec.interval.0,
         spec.channels
             .iter()
             .map(|c| c.settings.interval.map(|d| d.0)),
@@ -130,6 +130,8 @@ pub fn write_spec(c: &ChannelSpec<ModbusChannel>) -> Option<WriteSpec> {
 /// One connection and the requests sent on it.
 pub struct Link {
     settings: Arc<ModbusSettings>,
+    /// The connector's `timeout`: for one answer, or a connection.
+    timeout: Duration,
     conn: Option<Context>,
 }
 
@@ -141,10 +143,12 @@ enum Outcome {
 }
 
 impl Link {
-    /// A link for the connector's transport (it connects at the first request).
-    pub fn new(settings: Arc<ModbusSettings>) -> Self {
+    /// A link for the connector's transport (it connects at the first request), waiting
+    /// `timeout` for each answer.
+    pub fn new(settings: Arc<ModbusSettings>, timeout: Duration) -> Self {
         Link {
             settings,
+            timeout,
             conn: None,
         }
     }
@@ -154,7 +158,7 @@ impl Link {
         let conn = match self.conn.take() {
             Some(c) => c,
             None => {
-                transport::connect(&self.settings.transport, unit, self.settings.timeout.0).await?
+                transport::connect(&self.settings.transport, unit, self.timeout).await?
             }
         };
         let c = self.conn.insert(conn);
@@ -175,7 +179,7 @@ impl Link {
 
     /// Sends one read, with up to `attempts` tries.
     async fn read(&mut self, unit: u8, req: &ReadRequest, attempts: u32) -> Outcome {
-        let timeout = self.settings.timeout.0;
+        let timeout = self.timeout;
         let mut last = CallError::Timeout(timeout);
         for _ in 0..attempts.max(1) {
             let res = match self.connection(unit).await {
@@ -220,7 +224,7 @@ impl Link {
         c: &ChannelInfo,
         value: &Value,
     ) -> Result<Value, WriteFailure> {
-        let timeout = self.settings.timeout.0;
+        let timeout = self.timeout;
         let conn = self.connection(u.unit).await?;
         let a = c.address;
         match (c.table, c.format.data_type) {

@@ -4,6 +4,7 @@
 //! exactly as the connector does (same security options, certificates and trust). Exit codes:
 //! 0 done, 1 the server failed or refused, 2 invalid options.
 
+use std::time::Duration;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,7 +14,7 @@ use opcua::types::{
 
 use super::session::{Connection, Endpoint, NodeRef};
 use super::{value, Mode, OpcuaSettings, Policy, Security, User};
-use osgate_core::config::{parse_duration, Dur};
+use osgate_core::config::parse_duration;
 
 /// `osgate opcua …`.
 #[derive(Debug, clap::Args)]
@@ -86,14 +87,14 @@ pub fn main(cmd: OpcuaCommand) -> ExitCode {
     };
     match cmd.op {
         Op::Browse(args) => {
-            let (settings, start) = match options(&args) {
+            let (settings, timeout, start) = match options(&args) {
                 Ok(x) => x,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
-            let ep = match Endpoint::new(&settings) {
+            let ep = match Endpoint::new(&settings, timeout) {
                 Ok(ep) => ep,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -111,8 +112,8 @@ pub fn main(cmd: OpcuaCommand) -> ExitCode {
     }
 }
 
-/// The connector settings and the start node the options stand for.
-pub(super) fn options(a: &BrowseArgs) -> Result<(OpcuaSettings, NodeRef), String> {
+/// The connector settings, timeout and start node the options stand for.
+pub(super) fn options(a: &BrowseArgs) -> Result<(OpcuaSettings, Duration, NodeRef), String> {
     fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, String> {
         serde_json::from_value(serde_json::Value::String(v.to_string()))
             .map_err(|_| format!("--{what} \"{v}\" is not one of the allowed values"))
@@ -140,11 +141,9 @@ pub(super) fn options(a: &BrowseArgs) -> Result<(OpcuaSettings, NodeRef), String
         pki_dir: a.pki_dir.clone(),
         cert_file: None,
         key_file: None,
-        timeout: Dur(timeout),
-        backoff_max: Dur::from_secs(1),
     };
     let start = a.node.as_deref().unwrap_or("i=85").parse::<NodeRef>()?;
-    Ok((settings, start))
+    Ok((settings, timeout, start))
 }
 
 async fn browse(ep: &Endpoint, start: &NodeRef, depth: u32, limit: usize) -> Result<(), String> {

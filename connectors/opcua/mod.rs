@@ -25,8 +25,9 @@ use serde::Deserialize;
 
 use super::device::listener::ListenerLine;
 pub use super::device::WriteType;
-use super::device::{self, Backoff, Line, Schedule, WriteSpec};
+use super::device::{self, Line, Schedule, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
+use osgate_core::config::timing::{self, IntervalRule, TimeoutRule, TimingRules};
 use osgate_core::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur};
 use osgate_core::transform::Deadband;
 
@@ -70,12 +71,6 @@ pub struct OpcuaSettings {
     /// The private key of `cert_file` (PEM).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
-    /// Bound of every request and of connecting (default `10s`).
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    /// Longest wait between reconnect attempts (default `30s`; the first is 1 s and doubles).
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max: Dur,
 }
 
 /// `security`: how the connection is protected and which servers are trusted.
@@ -201,9 +196,6 @@ pub struct OpcuaDevice {
     /// subscription: the connection is dropped and the subscription made again.
     #[serde(default = "default_keep_alive_count")]
     pub keep_alive_count: u32,
-    /// `poll`: time between two reads (default `1s`).
-    #[serde(default = "default_interval")]
-    pub interval: Dur,
 }
 
 /// Channel settings.
@@ -240,16 +232,7 @@ pub struct OpcuaChannel {
 fn default_pki_dir() -> PathBuf {
     PathBuf::from("osgate-pki")
 }
-fn default_timeout() -> Dur {
-    Dur::from_secs(10)
-}
-fn default_backoff_max() -> Dur {
-    Dur::from_secs(30)
-}
 fn default_publishing_interval() -> Dur {
-    Dur::from_secs(1)
-}
-fn default_interval() -> Dur {
     Dur::from_secs(1)
 }
 fn default_queue_size() -> u32 {
@@ -259,10 +242,25 @@ fn default_keep_alive_count() -> u32 {
     10
 }
 
+/// The shared settings OPC-UA takes: `timeout` (default `10s`, at least `100ms`: the bound of
+/// every request and of connecting), `backoff` (`1s`) and `backoff_max` (`30s`) between
+/// reconnects, each `poll` device's `interval` (`1s`, at least `10ms`).
+pub const TIMING: TimingRules = TimingRules {
+    timeout: Some(TimeoutRule {
+        default: Some(Dur::from_secs(10)),
+        min: Dur::from_millis(100),
+    }),
+    backoff: Some(timing::BACKOFF),
+    interval: Some(IntervalRule {
+        default: Dur::from_secs(1),
+        min: Dur::from_millis(10),
+    }),
+};
+
 /// `"protocol": "opcua"` in the protocol registry, with `osgate opcua`.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {
     name: "opcua",
-    parse: |p, entry| p.spec(entry, validate, build),
+    parse: |p, entry| p.with_timing(TIMING).spec(entry, validate, build),
     tool: Some(cli::TOOL),
 };
 
@@ -292,24 +290,12 @@ pub fn validate(spec: &OpcuaConfig, path: &str, errs: &mut Vec<ConfigError>) {
             "cert_file and key_file go together (or neither, to generate them in pki_dir)",
         ));
     }
-    if s.timeout.0 < Duration::from_millis(100) {
-        errs.push(ConfigError::new(
-            format!("{path}.timeout"),
-            "must be at least 100ms",
-        ));
-    }
     for (di, d) in spec.devices.iter().enumerate() {
         let dpath = format!("{path}.devices[{di}]");
         let ds = &d.settings;
         if ds.publishing_interval.0 < Duration::from_millis(10) {
             errs.push(ConfigError::new(
                 format!("{dpath}.publishing_interval"),
-                "must be at least 10ms",
-            ));
-        }
-        if ds.interval.0 < Duration::from_millis(10) {
-            errs.push(ConfigError::new(
-                format!("{dpath}.interval"),
                 "must be at least 10ms",
             ));
         }
@@ -368,8 +354,9 @@ fn write_spec(c: &ChannelSpec<OpcuaChannel>) -> Option<WriteSpec> {
 /// devices go on one listener line, polled ones on one poll line, each with its own session.
 pub fn build(spec: Arc<OpcuaConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
     let s = &spec.settings;
-    let endpoint = Arc::new(session::Endpoint::new(s)?);
-    let backoff = Backoff::new(Duration::from_secs(1), s.backoff_max.0);
+    let timeout = spec.timing.timeout_or(Duration::from_secs(10));
+    let endpoint = Arc::new(session::Endpoint::new(s, timeout)?);
+    let backoff = spec.timing.retry();
     let mut subscribed = Vec::new();
     let mut polled = Vec::new();
     for (i, d) in spec.devices.iter().enumerate() {
@@ -408,7 +395,7 @@ pub fn build(spec: Arc<OpcuaConfig>, ctx: ConnectorContext) -> Result<Running, C
                     Line::new(&ctx, poll::Reader::new(endpoint.clone())).with_backoff(backoff);
                 for &i in &polled {
                     let d = &spec.devices[i];
-                    let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
+                    let schedule = Schedule::every(d.interval.0, d.channels.len());
                     line.add(d, schedule, poll::Device::new(d), write_spec);
                 }
                 line
@@ -426,11 +413,10 @@ pub fn build(spec: Arc<OpcuaConfig>, ctx: ConnectorContext) -> Result<Running, C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osgate_core::config::spec::parse_checked;
     use serde_json::json;
 
-    fn parse(v: serde_json::Value) -> Result<OpcuaConfig, Vec<ConfigError>> {
-        parse_checked(v, "connectors[0] \"o\"", validate)
+    fn parse(v: serde_json::Value) -> Result<Arc<OpcuaConfig>, Vec<ConfigError>> {
+        crate::parse_test(v)
     }
 
     #[test]

@@ -131,8 +131,9 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Checks the URL and the certificate files of `s`.
-    pub fn new(s: &OpcuaSettings) -> Result<Self, ConnectorError> {
+    /// Checks the URL and the certificate files of `s`; `timeout` bounds every request and
+    /// connecting.
+    pub fn new(s: &OpcuaSettings, timeout: Duration) -> Result<Self, ConnectorError> {
         check_url(&s.url).map_err(|reason| ConnectorError::Address {
             address: s.url.clone(),
             reason,
@@ -174,7 +175,7 @@ impl Endpoint {
             trusted_dir,
             trust_on_first_use: s.security.trust_on_first_use,
             cert_files,
-            timeout: s.timeout.0,
+            timeout,
             client: OnceCell::new(),
         })
     }

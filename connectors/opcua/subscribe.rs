@@ -1,18 +1,18 @@
 //! Subscription mode: the listener of the connector's `subscribe` devices, on the kit's
 //! [`ListenerLine`](crate::device::listener::ListenerLine).
 //!
-//! At every connect (in a task of its own, so the kit may drop `next()` at any time without
-//! losing a half-made connection) the namespace URIs are resolved, each device gets one
-//! subscription at its publishing interval and a monitored item per channel (with the
-//! channel's deadband filter and array index: [`filter`]), and channels the
-//! server refuses, or whose percent deadband has no EURange to apply to, are reported bad with
-//! the reason. async-opcua calls the
+//! At every connect (in a task of its own, the kit's [`Link`], so the kit may drop `next()` at
+//! any time without losing a half-made connection) the namespace URIs are resolved, each device
+//! gets one subscription at its publishing interval and a monitored item per channel (with the
+//! channel's deadband filter and array index: [`filter`]), and channels the server refuses, or
+//! whose percent deadband has no EURange to apply to, are reported bad with the reason.
+//! async-opcua calls the
 //! subscription callback in its event loop: it forwards each publish response's data changes
 //! through a bounded channel to `next()` (a full channel drops the notification and counts it,
-//! as every listener does). Keep-alives count as life: a subscription silent for three
-//! keep-alive periods is taken as lost (a server restart can leave the session up while no
-//! Publish is answered), `next()` fails, and the kit reconnects with backoff, which makes the
-//! subscription anew.
+//! as every listener does). Keep-alives count as life (the kit's [`Watchdog`]): a subscription
+//! silent for three keep-alive periods is taken as lost (a server restart can leave the session
+//! up while no Publish is answered), `next()` fails, and the kit reconnects with backoff, which
+//! makes the subscription anew.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,13 +25,13 @@ use opcua::types::{
     TimestampsToReturn, VariantScalarTypeId,
 };
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use super::session::{Connection, Endpoint, NodeRef};
 use super::{filter, value, OpcuaChannel, OpcuaDevice};
 use osgate_core::config::DeviceSpec;
+use crate::device::link::Link;
 use crate::device::listener::{Devices, Listener};
+use crate::device::watchdog::Watchdog;
 use crate::device::{Fault, WriteError};
 use crate::ConnectorContext;
 use osgate_core::reading::{Timestamp, Value};
@@ -68,10 +68,9 @@ struct DeviceSub {
 /// The listener of the `subscribe` devices of one connector.
 pub struct Subscriber {
     ep: Arc<Endpoint>,
+    /// What each device subscribes to (its channels' array indexes are read by `map`/`write`).
     devices: Arc<[DeviceSub]>,
-    health: Arc<ConnectorHealth>,
-    connecting: Option<JoinHandle<Result<Live, Fault>>>,
-    live: Option<Live>,
+    link: Link<Live>,
     /// The node types of writable channels, read on their first write: `[device][channel]`.
     types: Vec<Vec<Option<VariantScalarTypeId>>>,
 }
@@ -84,9 +83,8 @@ struct Live {
     nodes: Vec<Vec<Option<opcua::types::NodeId>>>,
     /// Channels refused at subscription time, handed out once.
     refused: Vec<(usize, usize, Arc<str>)>,
-    /// Silence longer than this means the subscriptions are lost.
-    watchdog: Duration,
-    last: Instant,
+    /// Silence longer than its period means the subscriptions are lost.
+    watchdog: Watchdog,
 }
 
 impl Subscriber {
@@ -124,22 +122,13 @@ impl Subscriber {
             .iter()
             .map(|d| vec![None; d.channels.len()])
             .collect();
+        let subs: Arc<[DeviceSub]> = subs.into();
+        let (endpoint, health) = (ep.clone(), ctx.health.clone());
         Subscriber {
             ep,
-            devices: subs.into(),
-            health: ctx.health.clone(),
-            connecting: None,
-            live: None,
+            devices: subs.clone(),
+            link: Link::new(move || connect(endpoint.clone(), subs.clone(), health.clone())),
             types,
-        }
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        // A connect under way when the connector stops is not waited for.
-        if let Some(t) = &self.connecting {
-            t.abort();
         }
     }
 }
@@ -280,8 +269,7 @@ async fn connect(
         rx,
         nodes,
         refused,
-        watchdog,
-        last: Instant::now(),
+        watchdog: Watchdog::new(watchdog),
     })
 }
 
@@ -335,48 +323,32 @@ impl Listener for Subscriber {
 
     async fn next(&mut self) -> Result<Msg, Fault> {
         loop {
-            let Some(live) = self.live.as_mut() else {
-                let task = self.connecting.get_or_insert_with(|| {
-                    tokio::spawn(connect(
-                        self.ep.clone(),
-                        self.devices.clone(),
-                        self.health.clone(),
-                    ))
-                });
-                // Awaiting the handle is cancel-safe: the connect goes on if `next()` is dropped.
-                let res = task.await;
-                self.connecting = None;
-                let live = match res {
-                    Ok(r) => r?,
-                    Err(e) => return Err(Fault::new("connect", format!("connect task: {e}"))),
-                };
-                tracing::info!(url = %self.ep.url, watchdog = ?live.watchdog, "OPC-UA subscriptions made");
-                self.live = Some(live);
-                continue;
-            };
+            let (live, fresh) = self.link.open().await?;
+            if fresh {
+                tracing::info!(url = %self.ep.url, watchdog = ?live.watchdog.silence(), "OPC-UA subscriptions made");
+            }
             if !live.refused.is_empty() {
                 return Ok(Msg::Refused(std::mem::take(&mut live.refused)));
             }
-            let silent_at = live.last + live.watchdog;
             tokio::select! {
                 m = live.rx.recv() => match m {
-                    Some(Msg::Data(_, changes)) if changes.is_empty() => live.last = Instant::now(),
+                    Some(Msg::Data(_, changes)) if changes.is_empty() => live.watchdog.alive(),
                     Some(m) => {
-                        live.last = Instant::now();
+                        live.watchdog.alive();
                         return Ok(m);
                     }
                     None => {
-                        self.live = None;
+                        self.link.close();
                         return Err(Fault::new("connection", "the subscriptions ended"));
                     }
                 },
                 f = live.conn.lost() => {
-                    self.live = None;
+                    self.link.close();
                     return Err(f);
                 }
-                _ = tokio::time::sleep_until(silent_at) => {
-                    let w = live.watchdog;
-                    self.live = None;
+                _ = live.watchdog.expired() => {
+                    let w = live.watchdog.silence();
+                    self.link.close();
                     return Err(Fault::new(
                         "silent",
                         format!(
@@ -417,7 +389,7 @@ impl Listener for Subscriber {
     }
 
     async fn write(&mut self, device: usize, ch: usize, raw: Value) -> Result<Value, WriteError> {
-        let Some(live) = &self.live else {
+        let Some(live) = self.link.session() else {
             return Err(WriteError::Offline(format!(
                 "{}: not connected",
                 self.ep.url

@@ -64,9 +64,9 @@ async fn browse(v: Value) -> Result<Value, ToolError> {
         trust_on_first_use: p.trust_on_first_use,
         timeout: p.timeout,
     };
-    let (settings, start) =
+    let (settings, timeout, start) =
         cli::options(&args).map_err(|e| ToolError::Params(vec![param_words(e)]))?;
-    let ep = Endpoint::new(&settings).map_err(|e| ToolError::Params(vec![e.to_string()]))?;
+    let ep = Endpoint::new(&settings, timeout).map_err(|e| ToolError::Params(vec![e.to_string()]))?;
     let device = |e: String| ToolError::Device(e);
     let conn = ep.connect().await.map_err(|f| device(f.message))?;
     let ns = conn.namespaces(&ep).await.map_err(|f| device(f.message))?;

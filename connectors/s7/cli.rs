@@ -14,7 +14,7 @@ use super::poller::{value_kind, ChannelInfo, Link};
 use super::transport::Connection;
 use super::wire::{self, ItemKind, ItemSpec};
 use super::{ConnectionType, S7Channel, S7Settings, Tsap};
-use osgate_core::config::{parse_duration, Dur};
+use osgate_core::config::parse_duration;
 use crate::device::payload::{parse_bool, parse_number};
 use crate::device::{ValueKind, WriteError};
 use osgate_core::reading::Value;
@@ -81,7 +81,7 @@ pub struct WriteArgs {
     pub value: String,
 }
 
-fn resolve(t: &Target) -> Result<(S7Settings, ChannelInfo), Vec<String>> {
+fn resolve(t: &Target) -> Result<(Link, ChannelInfo), Vec<String>> {
     let mut errs = Vec::new();
     let tsap = |s: &Option<String>, what: &str, errs: &mut Vec<String>| {
         s.as_deref().and_then(|s| {
@@ -134,13 +134,10 @@ fn resolve(t: &Target) -> Result<(S7Settings, ChannelInfo), Vec<String>> {
         pdu_size: 960,
         max_items: 20,
         max_gap: 16,
-        timeout: Dur(timeout),
         retries: 0,
-        backoff: Dur(timeout),
-        backoff_max: Dur(timeout),
         max_connections: 1,
     };
-    Ok((settings, info))
+    Ok((Link::new(Arc::new(settings), timeout), info))
 }
 
 /// `osgate s7 …` in the protocol registry.
@@ -160,8 +157,7 @@ pub fn main(cmd: S7Command) -> ExitCode {
     match cmd.op {
         Op::Read(t) => match resolve(&t) {
             Err(errs) => crate::Tool::usage_error(&errs),
-            Ok((settings, info)) => {
-                let mut link = Link::new(Arc::new(settings));
+            Ok((mut link, info)) => {
                 match rt.block_on(read(&mut link, info)) {
                     Ok(v) => {
                         osgate_core::outln!("{} = {}", info.addr, Shown(&v));
@@ -173,8 +169,7 @@ pub fn main(cmd: S7Command) -> ExitCode {
         },
         Op::Write(args) => match resolve(&args.target).and_then(|r| writable(r, &args.value)) {
             Err(errs) => crate::Tool::usage_error(&errs),
-            Ok((settings, info, value)) => {
-                let mut link = Link::new(Arc::new(settings));
+            Ok((mut link, info, value)) => {
                 let res = rt.block_on(async {
                     link.write_raw(info, &value).await.map_err(|e| match e {
                         WriteError::Invalid(m)
@@ -203,9 +198,9 @@ pub fn main(cmd: S7Command) -> ExitCode {
 /// Inputs, counters and timers are not written; the value must suit the type. Both are usage
 /// errors (exit 2), found before the PLC is contacted.
 fn writable(
-    (settings, info): (S7Settings, ChannelInfo),
+    (link, info): (Link, ChannelInfo),
     text: &str,
-) -> Result<(S7Settings, ChannelInfo, Value), Vec<String>> {
+) -> Result<(Link, ChannelInfo, Value), Vec<String>> {
     use super::address::Area;
     if matches!(info.addr.area, Area::Inputs | Area::Counters | Area::Timers) {
         return Err(vec![format!(
@@ -220,7 +215,7 @@ fn writable(
     }
     .ok_or_else(|| vec![format!("--value: \"{text}\" is not a {} value", info.ty)])?;
     codec::encode(info.ty, &value, info.length).map_err(|e| vec![format!("--value: {e}")])?;
-    Ok((settings, info, value))
+    Ok((link, info, value))
 }
 
 /// Reads one value as one item.
@@ -297,7 +292,7 @@ mod tests {
         let mut t = target("DB1.DBW4");
         t.data_type = Some("real".into());
         t.rack = 9;
-        let errs = resolve(&t).unwrap_err();
+        let errs = resolve(&t).err().expect("invalid");
         assert!(errs.iter().any(|e| e.starts_with("--rack")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("DB1.DBD4")), "{errs:?}");
         let r = resolve(&target("IW0")).unwrap();

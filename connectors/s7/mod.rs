@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::device::{self, Backoff, Line};
+use super::device::{self, Line};
 use super::{ConnectorContext, ConnectorError, Running};
+use osgate_core::config::timing::{self, IntervalRule, TimeoutRule, TimingRules};
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod address;
@@ -72,19 +73,9 @@ pub struct S7Settings {
     /// (default 16, the cost of a separate item).
     #[serde(default = "default_max_gap")]
     pub max_gap: u16,
-    /// Time to wait for one answer (or a connection) (default `1s`).
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
     /// Extra attempts of a failed poll while the device is online (default 1).
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// First wait before polling a device again after a failed poll; doubles per failure
-    /// (default `1s`).
-    #[serde(default = "default_backoff")]
-    pub backoff: Dur,
-    /// Longest wait between attempts on a failing device (default `30s`).
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max: Dur,
     /// Connections to the PLC that the devices share (default 1). A CPU has a few connection
     /// resources for PUT/GET clients; raise it to poll devices in parallel.
     #[serde(default = "default_max_connections")]
@@ -154,14 +145,11 @@ impl<'de> Deserialize<'de> for Tsap {
     }
 }
 
-/// Device settings: a device is a group of channels of the PLC with its own interval.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Device settings: none besides the shared `interval` ([`TIMING`]); a device is a group of
+/// channels of the PLC with its own interval.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct S7Device {
-    /// Time between two polls of the device's channels (default `1s`); channels may override it.
-    #[serde(default = "default_interval")]
-    pub interval: Dur,
-}
+pub struct S7Device {}
 
 /// Channel settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -226,23 +214,11 @@ fn default_max_items() -> u8 {
 fn default_max_gap() -> u16 {
     16
 }
-fn default_timeout() -> Dur {
-    Dur::from_secs(1)
-}
 fn default_retries() -> u32 {
     1
 }
-fn default_backoff() -> Dur {
-    Dur::from_secs(1)
-}
-fn default_backoff_max() -> Dur {
-    Dur::from_secs(30)
-}
 fn default_max_connections() -> u16 {
     1
-}
-fn default_interval() -> Dur {
-    Dur::from_secs(1)
 }
 
 impl S7Settings {
@@ -273,10 +249,29 @@ impl S7Settings {
     }
 }
 
+/// The shared settings S7 takes: `timeout` (default `1s`, the time for one answer or a
+/// connection), `backoff` (`1s`) and `backoff_max` (`30s`), each device's `interval` (`1s`, at
+/// least `1ms`; channels may override it).
+pub const TIMING: TimingRules = TimingRules {
+    timeout: Some(TimeoutRule {
+        default: Some(Dur::from_secs(1)),
+        min: Dur::from_secs(0),
+    }),
+    backoff: Some(timing::BACKOFF),
+    interval: Some(IntervalRule {
+        default: Dur::from_secs(1),
+        min: Dur::from_millis(1),
+    }),
+};
+
 /// `"protocol": "s7"` in the protocol registry, with its tool `osgate s7 read|write`.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {
     name: "s7",
-    parse: |p, entry| p.spec(entry, validate, build),
+    parse: |p, entry| {
+        p.with_timing(TIMING)
+            .writes_into("the PLC's value")
+            .spec(entry, validate, build)
+    },
     tool: Some(cli::TOOL),
 };
 
@@ -311,29 +306,14 @@ pub fn validate(spec: &S7Config, path: &str, errs: &mut Vec<ConfigError>) {
     if s.max_items == 0 {
         err(format!("{path}.max_items"), "must be at least 1".into());
     }
-    if s.timeout.0.is_zero() {
-        err(format!("{path}.timeout"), "must be greater than 0".into());
-    }
     if s.max_connections == 0 {
         err(
             format!("{path}.max_connections"),
             "must be at least 1".into(),
         );
     }
-    if s.backoff_max.0 < s.backoff.0 {
-        err(
-            format!("{path}.backoff_max"),
-            format!("must be at least backoff ({})", s.backoff),
-        );
-    }
     for (di, d) in spec.devices.iter().enumerate() {
         let dpath = format!("{path}.devices[{di}]");
-        if d.settings.interval.0 < Duration::from_millis(1) {
-            err(
-                format!("{dpath}.interval"),
-                format!("must be at least 1ms, got {}", d.settings.interval),
-            );
-        }
         for (ci, c) in d.channels.iter().enumerate() {
             let cpath = format!("{dpath}.channels[{ci}]");
             let ch = &c.settings;
@@ -360,37 +340,31 @@ pub fn validate(spec: &S7Config, path: &str, errs: &mut Vec<ConfigError>) {
                     format!("must be at least 1ms, got {iv}"),
                 );
             }
-            if ch.writable {
-                for e in crate::device::write::irreversible(
-                    c.transform(),
-                    &cpath,
-                    Some("the PLC's value"),
-                ) {
-                    err(e.path, e.message);
-                }
-            }
         }
     }
 }
 
 /// Returns the connector running: its devices on `max_connections` lines of the connector kit
-/// (`connectors/device`), each line one connection to the PLC, devices dealt to them in
-/// config order.
+/// (`connectors/device`), each line one connection to the PLC, devices dealt to them in turn
+/// ([`device::run_connections`]).
 pub fn build(spec: Arc<S7Config>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
-    let lines = usize::from(spec.settings.max_connections).clamp(1, spec.devices.len().max(1));
+    let connections = usize::from(spec.settings.max_connections);
     let settings = Arc::new(spec.settings.clone());
-    let backoff = Backoff::new(settings.backoff.0, settings.backoff_max.0);
+    let timeout = spec.timing.timeout_or(Duration::from_secs(1));
+    let backoff = spec.timing.retry();
     Ok(Box::pin(async move {
-        device::run_lines(&ctx, lines, |li| {
-            let mut line =
-                Line::new(&ctx, poller::Link::new(settings.clone())).with_backoff(backoff);
-            for d in spec.devices.iter().skip(li).step_by(lines) {
+        device::run_connections(
+            &ctx,
+            spec.devices.len(),
+            connections,
+            || Line::new(&ctx, poller::Link::new(settings.clone(), timeout)).with_backoff(backoff),
+            |line, i| {
+                let d = &spec.devices[i];
                 let schedule = poller::schedule(d);
                 let plc = poller::Plc::new(d, &schedule);
                 line.add(d, schedule, plc, poller::write_spec);
-            }
-            line
-        })
+            },
+        )
         .await;
         Ok(())
     }))
@@ -399,24 +373,14 @@ pub fn build(spec: Arc<S7Config>, ctx: ConnectorContext) -> Result<Running, Conn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osgate_core::config::spec::parse_spec_value;
     use serde_json::json;
 
-    fn parse(v: serde_json::Value) -> Result<S7Config, Vec<String>> {
-        let mut errs = Vec::new();
-        let path = "connectors[0] \"plc\"";
-        let spec = parse_spec_value::<S7Settings, S7Device, S7Channel>(v, path, &mut errs);
-        if let Some(spec) = &spec {
-            validate(spec, path, &mut errs);
-        }
-        if errs.is_empty() {
-            Ok(spec.expect("parsed"))
-        } else {
-            Err(errs
-                .into_iter()
+    fn parse(v: serde_json::Value) -> Result<Arc<S7Config>, Vec<String>> {
+        crate::parse_test(v).map_err(|errs| {
+            errs.into_iter()
                 .map(|e| format!("{}: {}", e.path, e.message))
-                .collect())
-        }
+                .collect()
+        })
     }
 
     fn with_channel(ch: serde_json::Value) -> serde_json::Value {

@@ -13,6 +13,7 @@
 //! device; the kit retries it with backoff.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::address::{Address, Area, Width};
 use super::codec::{self, DataType};
@@ -152,7 +153,7 @@ impl Plc {
 /// The schedule of a device: its interval, and channels with an interval of their own.
 pub fn schedule(spec: &DeviceSpec<S7Device, S7Channel>) -> Schedule {
     Schedule::new(
-        spec.settings.interval.0,
+        spec.interval.0,
         spec.channels
             .iter()
             .map(|c| c.settings.interval.map(|d| d.0)),
@@ -202,15 +203,19 @@ pub fn value_kind(ty: DataType) -> ValueKind {
 pub struct Link {
     settings: Arc<S7Settings>,
     target: Target,
+    /// The connector's `timeout`: for one answer, or a connection.
+    timeout: Duration,
     conn: Option<Connection>,
 }
 
 impl Link {
-    /// A link for the connector's PLC (it connects at the first request).
-    pub fn new(settings: Arc<S7Settings>) -> Self {
+    /// A link for the connector's PLC (it connects at the first request), waiting `timeout`
+    /// for each answer.
+    pub fn new(settings: Arc<S7Settings>, timeout: Duration) -> Self {
         Link {
             target: settings.target(),
             settings,
+            timeout,
             conn: None,
         }
     }
@@ -218,7 +223,7 @@ impl Link {
     /// The open connection, opened first if there is none.
     pub async fn connection(&mut self) -> Result<&mut Connection, S7Error> {
         if self.conn.is_none() {
-            let c = Connection::open(&self.target, self.settings.timeout.0).await?;
+            let c = Connection::open(&self.target, self.timeout).await?;
             tracing::debug!(plc = %self.target.addr, pdu = c.pdu(), "s7 connection open");
             self.conn = Some(c);
         }

@@ -20,13 +20,13 @@
 
 use std::f64::consts::TAU;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::device::{self, Fault, Line, Poll, Poller, Schedule, ValueKind, WriteError, WriteSpec};
 use super::{ConnectorContext, ConnectorError, Running};
+use osgate_core::config::timing::{IntervalRule, TimingRules};
 use osgate_core::config::{ChannelSpec, ConfigError, ConnectorSpec, Dur, OptF64};
 use osgate_core::reading::{Timestamp, Value};
 
@@ -38,18 +38,20 @@ pub type SimulatorConfig = ConnectorSpec<SimulatorSettings, SimulatorDevice, Sim
 #[serde(deny_unknown_fields)]
 pub struct SimulatorSettings {}
 
-/// Device settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Device settings: none besides the shared `interval` ([`TIMING`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SimulatorDevice {
-    /// Time between two readings of every channel (default `1s`, at least `1ms`).
-    #[serde(default = "default_interval")]
-    pub interval: Dur,
-}
+pub struct SimulatorDevice {}
 
-fn default_interval() -> Dur {
-    Dur::from_secs(1)
-}
+/// The shared settings the simulator takes: each device's `interval`, the time between two
+/// readings of every channel (default `1s`, at least `1ms`).
+pub const TIMING: TimingRules = TimingRules {
+    interval: Some(IntervalRule {
+        default: Dur::from_secs(1),
+        min: Dur::from_millis(1),
+    }),
+    ..TimingRules::NONE
+};
 
 /// Channel settings. Kept for as long as the connector runs, so they are compact: numbers
 /// that may be left out are [`OptF64`]s (8 bytes, not 16), and a gateway may simulate a
@@ -111,7 +113,7 @@ pub enum Signal {
 /// `"protocol": "simulator"` in the protocol registry.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {
     name: "simulator",
-    parse: |p, entry| p.spec(entry, validate, build),
+    parse: |p, entry| p.with_timing(TIMING).spec(entry, validate, build),
     tool: None,
 };
 
@@ -120,12 +122,6 @@ pub const PROTOCOL: crate::Protocol = crate::Protocol {
 pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>) {
     for (di, d) in spec.devices.iter().enumerate() {
         let dpath = format!("{path}.devices[{di}]");
-        if d.settings.interval.0 < Duration::from_millis(1) {
-            errs.push(ConfigError::new(
-                format!("{dpath}.interval"),
-                format!("must be at least 1ms, got {}", d.settings.interval),
-            ));
-        }
         for (ci, c) in d.channels.iter().enumerate() {
             let cpath = format!("{dpath}.channels[{ci}]");
             let s = &c.settings;
@@ -347,7 +343,7 @@ pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Runnin
             let first = l * per_line;
             for (i, d) in spec.devices.iter().enumerate().skip(first).take(per_line) {
                 let signals = DeviceSignals::new(i, d.channels.iter().map(|c| &c.settings));
-                let schedule = Schedule::every(d.settings.interval.0, d.channels.len());
+                let schedule = Schedule::every(d.interval.0, d.channels.len());
                 line.add(d, schedule, signals, write_spec);
             }
             line

@@ -1,10 +1,11 @@
 //! The connection to Z-Wave JS Server: where it is ([`Target`]), the WebSocket connect with
 //! TLS, the handshake (the server's `version`, `set_api_schema` to the newest schema both sides
 //! speak, `start_listening` whose answer is every node's state), and the errors of the socket
-//! as [`Fault`]s. The listener ([`super::listener`]) owns the open connection afterwards.
+//! as [`Fault`]s, and the open [`Session`]: its frames, and pings when the server is quiet (the
+//! kit's [`Watchdog`]). The
+//! kit's [`Link`](super::super::device::link::Link) keeps a connect going across cancelled
+//! `next()` calls and hands the session to the listener ([`super::listener`]).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
 
+use super::super::device::watchdog::{Alarm, Watchdog};
 use super::super::device::Fault;
 use super::wire::{CommandResult, Head, Listening, NodeState, Version};
 use super::SCHEMA;
@@ -62,15 +64,6 @@ impl Target {
 
 pub(super) type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 pub(super) type Ws = WebSocketStream<Stream>;
-pub(super) type Connecting =
-    Pin<Box<dyn Future<Output = Result<(Ws, Version, u32, Vec<NodeState>), Fault>> + Send>>;
-
-pub(super) enum Conn {
-    Idle,
-    /// The connect and handshake in progress, kept across cancelled `next()` calls.
-    Connecting(Connecting),
-    Open(Box<Ws>),
-}
 
 /// What a connect needs.
 pub(super) struct Connect {
@@ -80,12 +73,31 @@ pub(super) struct Connect {
         rustls::pki_types::ServerName<'static>,
     )>,
     pub(super) timeout: Duration,
+    pub(super) ping_interval: Duration,
+}
+
+/// What the handshake told.
+pub(super) struct Hello {
+    pub(super) version: Version,
+    pub(super) schema: u32,
+    /// Every node's state.
+    pub(super) nodes: Vec<NodeState>,
+}
+
+/// An open connection to the server.
+pub(super) struct Session {
+    ws: Box<Ws>,
+    url: Arc<str>,
+    /// What the handshake told, until the listener takes it.
+    pub(super) hello: Option<Hello>,
+    /// Pings after `ping_interval` of silence, gives up `timeout` after the ping.
+    watchdog: Watchdog,
+    timeout: Duration,
 }
 
 impl Connect {
-    /// Connects, negotiates the schema and starts listening; returns the connection, the
-    /// server's version, the schema and every node's state.
-    pub(super) async fn open(self: Arc<Self>) -> Result<(Ws, Version, u32, Vec<NodeState>), Fault> {
+    /// Connects, negotiates the schema and starts listening.
+    pub(super) async fn open(self: Arc<Self>) -> Result<Session, Fault> {
         let t = &self.target;
         let limit = self.timeout;
         let run = async {
@@ -133,7 +145,17 @@ impl Connect {
                     format!("{}: bad start_listening answer: {e}", t.url),
                 )
             })?;
-            Ok((ws, version, schema, state.result.state.nodes))
+            Ok(Session {
+                ws: Box::new(ws),
+                url: t.url.as_str().into(),
+                hello: Some(Hello {
+                    version,
+                    schema,
+                    nodes: state.result.state.nodes,
+                }),
+                watchdog: Watchdog::probing(self.ping_interval, limit),
+                timeout: limit,
+            })
         };
         match tokio::time::timeout(limit, run).await {
             Ok(r) => r,
@@ -145,6 +167,67 @@ impl Connect {
                     humantime::format_duration(limit)
                 ),
             )),
+        }
+    }
+}
+
+impl Session {
+    /// Sends a text frame.
+    pub(super) async fn send(&mut self, text: String) -> Result<(), Fault> {
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| ws_fault(&self.url, &e))
+    }
+
+    /// The next text frame, pinging the server when it has been quiet; cancel-safe (the
+    /// watchdog changes only when it fires).
+    pub(super) async fn recv(&mut self) -> Result<tungstenite::Utf8Bytes, Fault> {
+        loop {
+            let frame = tokio::select! {
+                f = self.ws.next() => f,
+                alarm = self.watchdog.expired() => match alarm {
+                    Alarm::Probe => {
+                        self.ws
+                            .send(Message::Ping(Default::default()))
+                            .await
+                            .map_err(|e| ws_fault(&self.url, &e))?;
+                        continue;
+                    }
+                    Alarm::Dead => {
+                        return Err(Fault::new(
+                            "timeout",
+                            format!(
+                                "{}: no answer to a ping within {} (the server is gone)",
+                                self.url,
+                                humantime::format_duration(self.timeout)
+                            ),
+                        ))
+                    }
+                },
+            };
+            let frame = match frame {
+                None => {
+                    return Err(Fault::new(
+                        "closed",
+                        format!("{}: the server closed the connection", self.url),
+                    ))
+                }
+                Some(Err(e)) => return Err(ws_fault(&self.url, &e)),
+                Some(Ok(m)) => m,
+            };
+            self.watchdog.alive();
+            match frame {
+                Message::Text(t) => return Ok(t),
+                Message::Close(c) => {
+                    let why = c.map(|c| c.reason.to_string()).unwrap_or_default();
+                    return Err(Fault::new(
+                        "closed",
+                        format!("{}: the server closed the connection {why}", self.url),
+                    ));
+                }
+                _ => continue,
+            }
         }
     }
 }

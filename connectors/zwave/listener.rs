@@ -4,18 +4,16 @@
 //! [`super::values`], and writes values with `node.set_value`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::super::device::link::Link;
 use super::super::device::listener::{Devices, Input, Listener};
 use super::super::device::reply::{Exchange, Incoming, Replies, ReplyError};
 use super::super::device::{Fault, WriteError};
 use super::super::ConnectorContext;
-use super::connect::{ws_fault, Conn, Connect};
+use super::connect::Session;
 use super::values::{check_range, Dev, Node};
 use super::wire::{CommandResult, EventHead, Head, NodeState, NodeValue, ValueKey};
 use super::NodeRef;
@@ -62,22 +60,13 @@ pub(super) enum Frame {
 /// The protocol side of one Z-Wave connector: the connection, the events held while a write
 /// waits for its result, and what is known of the network.
 pub(super) struct ZwaveListener {
-    pub(super) server: Server,
+    pub(super) link: Link<Session>,
+    /// The server's URL, for messages while there is no session.
+    pub(super) url: String,
+    /// The connector's `timeout`: how long a write waits for its result.
+    pub(super) timeout: Duration,
     pub(super) replies: Replies<Msg>,
     pub(super) net: Network,
-}
-
-/// The connection to the server and its liveness.
-pub(super) struct Server {
-    pub(super) target: Arc<Connect>,
-    pub(super) conn: Conn,
-    /// A connection lost during a write, reported by the next `next()`.
-    pub(super) lost: Option<Fault>,
-    pub(super) ping_interval: Duration,
-    pub(super) timeout: Duration,
-    /// When the connection is pinged (or, with a ping out, given up).
-    pub(super) ping_at: Instant,
-    pub(super) ping_sent: bool,
 }
 
 /// What osgate knows of the Z-Wave network: the devices, their nodes and values.
@@ -97,73 +86,10 @@ pub(super) struct Network {
     pub(super) controller: Option<u16>,
 }
 
-impl Server {
-    pub(super) fn url(&self) -> &str {
-        &self.target.target.url
-    }
-
-    /// Drops a connection that failed outside `next()`; the next `next()` reports `f`.
-    fn lose(&mut self, f: Fault) {
-        self.conn = Conn::Idle;
-        self.lost = Some(f);
-    }
-
-    /// The next text frame of the open connection, pinging the server when it has been quiet;
-    /// cancel-safe (the ping deadline lives in `self`).
-    pub(super) async fn recv(&mut self) -> Result<tungstenite::Utf8Bytes, Fault> {
-        loop {
-            let Conn::Open(ws) = &mut self.conn else {
-                return Err(Fault::new("closed", "not connected"));
-            };
-            let frame = match tokio::time::timeout_at(self.ping_at, ws.next()).await {
-                Err(_) if self.ping_sent => {
-                    return Err(Fault::new(
-                        "timeout",
-                        format!(
-                            "{}: no answer to a ping within {} (the server is gone)",
-                            self.target.target.url,
-                            humantime::format_duration(self.timeout)
-                        ),
-                    ))
-                }
-                Err(_) => {
-                    ws.send(Message::Ping(Default::default()))
-                        .await
-                        .map_err(|e| ws_fault(&self.target.target.url, &e))?;
-                    self.ping_sent = true;
-                    self.ping_at = Instant::now() + self.timeout;
-                    continue;
-                }
-                Ok(None) => {
-                    return Err(Fault::new(
-                        "closed",
-                        format!("{}: the server closed the connection", self.url()),
-                    ))
-                }
-                Ok(Some(Err(e))) => return Err(ws_fault(&self.target.target.url, &e)),
-                Ok(Some(Ok(m))) => m,
-            };
-            self.ping_sent = false;
-            self.ping_at = Instant::now() + self.ping_interval;
-            match frame {
-                Message::Text(t) => return Ok(t),
-                Message::Close(c) => {
-                    let why = c.map(|c| c.reason.to_string()).unwrap_or_default();
-                    return Err(Fault::new(
-                        "closed",
-                        format!("{}: the server closed the connection {why}", self.url()),
-                    ));
-                }
-                _ => continue,
-            }
-        }
-    }
-}
-
 /// The connection and the network as a `node.set_value` waiting for its result reads them:
 /// results by their request id (`w<n>`), events held for `next()`.
 struct Frames<'a> {
-    server: &'a mut Server,
+    session: &'a mut Session,
     net: &'a mut Network,
 }
 
@@ -173,7 +99,7 @@ impl Exchange for Frames<'_> {
     type Msg = Msg;
 
     async fn recv(&mut self) -> Result<Incoming<u64, String, Msg>, Fault> {
-        let text = self.server.recv().await?;
+        let text = self.session.recv().await?;
         Ok(match self.net.frame(&text) {
             Frame::Result(Some(id), t) => match id.strip_prefix('w').and_then(|n| n.parse().ok()) {
                 Some(n) => Incoming::Reply(n, t),
@@ -303,18 +229,15 @@ impl ZwaveListener {
         key: &ValueKey,
         raw: &Value,
     ) -> Result<(), WriteError> {
-        let Conn::Open(ws) = &mut self.server.conn else {
-            return Err(WriteError::Offline(format!(
-                "not connected to {}",
-                self.server.url()
-            )));
+        let Some(session) = self.link.session() else {
+            return Err(WriteError::Offline(format!("not connected to {}", self.url)));
         };
         let id = self.replies.next_id();
         let cmd = serde_json::json!({
             "messageId": format!("w{id}"), "command": "node.set_value", "nodeId": node,
             "valueId": key, "value": raw.to_json(),
         });
-        let limit = self.server.timeout;
+        let limit = self.timeout;
         let deadline = Instant::now() + limit;
         let late = || {
             WriteError::Offline(format!(
@@ -322,27 +245,24 @@ impl ZwaveListener {
                 humantime::format_duration(limit)
             ))
         };
-        let sent = tokio::time::timeout_at(deadline, ws.send(Message::text(cmd.to_string())));
-        match sent.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let f = ws_fault(self.server.url(), &e);
-                let msg = f.message.clone();
-                self.server.lose(f);
-                return Err(WriteError::Offline(msg));
-            }
+        let sent = match tokio::time::timeout_at(deadline, session.send(cmd.to_string())).await {
+            Ok(sent) => sent,
             Err(_) => return Err(late()),
-        }
+        };
         let mut frames = Frames {
-            server: &mut self.server,
+            session,
             net: &mut self.net,
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        let text = match self.replies.wait(&mut frames, Some(id), left).await {
+        let answer = match sent {
+            Ok(()) => self.replies.wait(&mut frames, Some(id), left).await,
+            Err(f) => Err(ReplyError::Lost(f)),
+        };
+        let text = match answer {
             Ok(t) => t,
             Err(ReplyError::Lost(f)) => {
                 let msg = f.message.clone();
-                self.server.lose(f);
+                self.link.lose(f);
                 return Err(WriteError::Offline(msg));
             }
             Err(ReplyError::Timeout(_)) => return Err(late()),
@@ -361,47 +281,25 @@ impl Listener for ZwaveListener {
         if let Some(m) = self.replies.pop() {
             return Ok(m);
         }
-        let server = &mut self.server;
-        if let Some(f) = server.lost.take() {
-            return Err(f);
-        }
         loop {
-            match &mut server.conn {
-                Conn::Idle => {
-                    server.conn = Conn::Connecting(Box::pin(server.target.clone().open()));
+            let (session, _) = self.link.open().await?;
+            if let Some(h) = session.hello.take() {
+                let v = &h.version;
+                tracing::info!(connector = %self.net.ctx.name, server = %self.url,
+                    server_version = %v.server_version, driver_version = %v.driver_version,
+                    home_id = ?v.home_id, schema = h.schema, nodes = h.nodes.len(),
+                    "connected to Z-Wave JS Server");
+                return Ok(Msg::Snapshot(h.nodes, Timestamp::now()));
+            }
+            let text = match session.recv().await {
+                Ok(t) => t,
+                Err(f) => {
+                    self.link.close();
+                    return Err(f);
                 }
-                Conn::Connecting(fut) => {
-                    let res = fut.await;
-                    match res {
-                        Ok((ws, version, schema, nodes)) => {
-                            tracing::info!(connector = %self.net.ctx.name, server = %server.url(),
-                                server_version = %version.server_version,
-                                driver_version = %version.driver_version,
-                                home_id = ?version.home_id, schema, nodes = nodes.len(),
-                                "connected to Z-Wave JS Server");
-                            server.conn = Conn::Open(Box::new(ws));
-                            server.ping_sent = false;
-                            server.ping_at = Instant::now() + server.ping_interval;
-                            return Ok(Msg::Snapshot(nodes, Timestamp::now()));
-                        }
-                        Err(f) => {
-                            server.conn = Conn::Idle;
-                            return Err(f);
-                        }
-                    }
-                }
-                Conn::Open(_) => {
-                    let text = match server.recv().await {
-                        Ok(t) => t,
-                        Err(f) => {
-                            server.conn = Conn::Idle;
-                            return Err(f);
-                        }
-                    };
-                    if let Frame::Msg(m) = self.net.frame(&text) {
-                        return Ok(m);
-                    }
-                }
+            };
+            if let Frame::Msg(m) = self.net.frame(&text) {
+                return Ok(m);
             }
         }
     }

@@ -15,9 +15,10 @@
 //! updated`, `ready`, `alive`/`dead` events become readings and device health; `statistics
 //! updated` events are dropped as soon as their name is read.
 //!
-//! The parts: `connect` (target, WebSocket, handshake), `listener` (frames, messages,
-//! `node.set_value`), `values` (node states and values to readings, write checks), `states`
-//! (enumerated states), [`wire`] (the server's JSON).
+//! The parts: `connect` (target, WebSocket, handshake, the open session), `listener` (frames,
+//! messages, `node.set_value` through the kit's `device::reply`), `values` (node states and
+//! values to readings, write checks), `states` (enumerated states), [`wire`] (the server's
+//! JSON).
 //!
 //! Writes go through `node.set_value`; a channel reading a `currentValue` writes its
 //! `targetValue`, and the `value updated` that follows confirms it. The type of a write comes
@@ -43,17 +44,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use tokio::time::Instant;
 
+use super::device::link::Link;
 use super::device::listener::{Input, ListenerLine};
 use super::device::reply::{Replies, HELD};
-use super::device::Backoff;
 use super::{ConnectorContext, ConnectorError, Running};
+use osgate_core::config::timing::{self, TimeoutRule, TimingRules};
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 use osgate_core::net::TlsConfig;
 
-use connect::{Conn, Connect, Target};
-use listener::{Network, Server, ZwaveListener};
+use connect::{Connect, Target};
+use listener::{Network, ZwaveListener};
 use values::Dev;
 use wire::{Prop, ValueKey};
 
@@ -74,17 +75,10 @@ pub struct ZwaveSettings {
     /// When the server has sent nothing for this long, a ping goes out (default `10s`).
     #[serde(default = "default_ping_interval")]
     pub ping_interval: Dur,
-    /// How long the connect and handshake, a ping's answer and a write's answer may take
-    /// (default `10s`); a ping not answered in time drops the connection.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
     /// A device that sends nothing for this long goes offline with that reason (default:
     /// never; battery nodes may report only every few hours).
     #[serde(default)]
     pub stale_after: Option<Dur>,
-    /// Longest wait between reconnect attempts (default `30s`; the first is 1 s and doubles).
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max: Dur,
     /// Create a device `node-<id>` for every node no device names, with every readable value
     /// under its derived name (default false: such nodes are ignored). The controller itself
     /// never becomes a device.
@@ -98,14 +92,8 @@ pub struct ZwaveSettings {
 fn default_ping_interval() -> Dur {
     Dur::from_secs(10)
 }
-fn default_timeout() -> Dur {
-    Dur::from_secs(10)
-}
 fn default_max_devices() -> usize {
     1000
-}
-fn default_backoff_max() -> Dur {
-    Dur::from_secs(30)
 }
 
 /// Device settings: which node it is.
@@ -171,10 +159,22 @@ impl ZwaveChannel {
 /// if that is older.
 pub(crate) const SCHEMA: u32 = 44;
 
+/// The shared settings Z-Wave takes: `timeout` (default `10s`, at least `100ms`: how long the
+/// connect and handshake, a ping's answer and a write's answer may take; a ping not answered in
+/// time drops the connection), `backoff` (`1s`) and `backoff_max` (`30s`) between reconnects.
+pub const TIMING: TimingRules = TimingRules {
+    timeout: Some(TimeoutRule {
+        default: Some(Dur::from_secs(10)),
+        min: Dur::from_millis(100),
+    }),
+    backoff: Some(timing::BACKOFF),
+    interval: None,
+};
+
 /// `"protocol": "zwave"` in the protocol registry.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {
     name: "zwave",
-    parse: |p, entry| p.spec(entry, validate, build),
+    parse: |p, entry| p.with_timing(TIMING).spec(entry, validate, build),
     tool: None,
 };
 
@@ -192,13 +192,11 @@ pub fn validate(spec: &ZwaveConfig, path: &str, errs: &mut Vec<ConfigError>) {
             _ => {}
         },
     }
-    for (field, d) in [("ping_interval", s.ping_interval), ("timeout", s.timeout)] {
-        if d.0 < Duration::from_millis(100) {
-            errs.push(ConfigError::new(
-                format!("{path}.{field}"),
-                "must be at least 100ms",
-            ));
-        }
+    if s.ping_interval.0 < Duration::from_millis(100) {
+        errs.push(ConfigError::new(
+            format!("{path}.ping_interval"),
+            "must be at least 100ms",
+        ));
     }
     let mut nodes: HashMap<&NodeRef, usize> = HashMap::new();
     for (i, d) in spec.devices.iter().enumerate() {
@@ -241,6 +239,7 @@ pub fn validate(spec: &ZwaveConfig, path: &str, errs: &mut Vec<ConfigError>) {
 /// Builds the connector: checks the URL and the TLS files.
 pub fn build(spec: Arc<ZwaveConfig>, ctx: ConnectorContext) -> Result<Running, ConnectorError> {
     let s = &spec.settings;
+    let timeout = spec.timing.timeout_or(Duration::from_secs(10));
     let target = Target::parse(&s.url).map_err(|reason| ConnectorError::Address {
         address: s.url.clone(),
         reason,
@@ -278,20 +277,16 @@ pub fn build(spec: Arc<ZwaveConfig>, ctx: ConnectorContext) -> Result<Running, C
             Dev::new(d.name.clone(), d.settings.node.clone(), &d.channels)
         })
         .collect();
+    let connect = Arc::new(Connect {
+        target,
+        tls,
+        timeout,
+        ping_interval: s.ping_interval.0,
+    });
     let listener = ZwaveListener {
-        server: Server {
-            target: Arc::new(Connect {
-                target,
-                tls,
-                timeout: s.timeout.0,
-            }),
-            conn: Conn::Idle,
-            lost: None,
-            ping_interval: s.ping_interval.0,
-            timeout: s.timeout.0,
-            ping_at: Instant::now(),
-            ping_sent: false,
-        },
+        url: s.url.clone(),
+        timeout,
+        link: Link::new(move || connect.clone().open()),
         replies: Replies::new(&ctx, HELD),
         net: Network {
             devs,
@@ -307,7 +302,7 @@ pub fn build(spec: Arc<ZwaveConfig>, ctx: ConnectorContext) -> Result<Running, C
         },
     };
     let mut line = ListenerLine::new(&ctx, listener)
-        .with_backoff(Backoff::new(Duration::from_secs(1), s.backoff_max.0))
+        .with_backoff(spec.timing.retry())
         .with_stale_after(s.stale_after.map(|d| d.0));
     if s.accept_new_devices {
         line = line.accept_new(s.max_devices);
@@ -329,13 +324,7 @@ mod tests {
 
     /// Parses as the gateway does (`ConnectorConfig::from_raw`: parse, then `validate`).
     fn parse(v: serde_json::Value) -> Result<Arc<ZwaveConfig>, Vec<ConfigError>> {
-        let mut errs = Vec::new();
-        let raw = serde_json::value::to_raw_value(&v).unwrap();
-        let c = crate::ConnectorConfig::from_raw(0, &raw, &|_| None, &mut errs);
-        match c.as_ref().and_then(|c| c.kind.spec::<ZwaveConfig>()) {
-            Some(spec) if errs.is_empty() => Ok(spec.clone()),
-            _ => Err(errs),
-        }
+        crate::parse_test(v)
     }
 
     #[test]

@@ -19,6 +19,8 @@ use serde_json::{Map, Value};
 use super::document::{value_of, Entry};
 use super::error::{deserialize_at, join, ConfigError};
 use super::interpolate;
+use super::timing::{Timing, TimingRules};
+use crate::duration::Dur;
 use crate::transform::{TransformConfig, TRANSFORM_KEYS};
 
 /// A parsed connector: common fields plus the protocol's settings `S`, device settings `D` and
@@ -29,7 +31,10 @@ pub struct ConnectorSpec<S, D, C> {
     pub name: Arc<str>,
     /// `false` starts the connector disabled.
     pub enabled: bool,
-    /// Protocol-level settings (transport, timeouts…).
+    /// The shared `timeout`, `backoff` and `backoff_max`, as the protocol takes them
+    /// ([`TimingRules`]).
+    pub timing: Timing,
+    /// Protocol-level settings (transport…).
     pub settings: S,
     /// The devices this connector serves.
     pub devices: Vec<DeviceSpec<D, C>>,
@@ -42,7 +47,10 @@ pub struct DeviceSpec<D, C> {
     pub name: Arc<str>,
     /// `false` starts the device disabled.
     pub enabled: bool,
-    /// Protocol-specific device settings (unit id, interval…).
+    /// Time between two polls (`interval`), for protocols that take it ([`TimingRules`]);
+    /// [`Timing::INTERVAL`] otherwise, unused.
+    pub interval: Dur,
+    /// Protocol-specific device settings (unit id…).
     pub settings: D,
     /// The device's channels.
     pub channels: Vec<ChannelSpec<C>>,
@@ -94,6 +102,24 @@ impl<'de, C: DeserializeOwned> serde::Deserialize<'de> for ChannelSpec<C> {
             )),
         }
     }
+}
+
+/// What the parser does for a protocol beyond the common keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// The shared settings the protocol takes ([`super::timing`]).
+    pub timing: TimingRules,
+    /// What a written value becomes on the device (`"a register value"`), named when a
+    /// writable channel's transform cannot be reversed; `None`: not named.
+    pub writes_into: Option<&'static str>,
+}
+
+impl Rules {
+    /// No shared settings, writes into nothing named.
+    pub const NONE: Rules = Rules {
+        timing: TimingRules::NONE,
+        writes_into: None,
+    };
 }
 
 /// Connector keys handled here, not by the protocol.
@@ -168,12 +194,15 @@ pub fn connector_path(index: usize, fields: &Map<String, Value>) -> String {
 /// Parses one connector entry (already known to be an object with a known `protocol`), its
 /// own fields already interpolated. Devices and channels are taken from the entry's text one at
 /// a time, `${VAR}` in their strings replaced from `env`, so no tree of the whole device list
-/// is ever built. Problems are pushed to `errs`; the returned spec is only meaningful when none
-/// were added.
+/// is ever built. The shared settings `rules` names are taken out before the protocol's own
+/// ([`super::timing`]). A writable channel (`"writable": true`, or a `write` request) must
+/// have a transform a write can reverse: no `expr` or `rate`, whatever the protocol. Problems
+/// are pushed to `errs`; the returned spec is only meaningful when none were added.
 pub fn parse_spec<S, D, C>(
     entry: Entry<'_>,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    rules: &Rules,
     errs: &mut Vec<ConfigError>,
 ) -> Option<ConnectorSpec<S, D, C>>
 where
@@ -187,9 +216,18 @@ where
     let name = take_name(&mut obj, path, errs);
     obj.remove("protocol");
     let enabled = take_bool(&mut obj, "enabled", path, errs);
-    let settings = deserialize_at::<S>(Value::Object(obj), path, CONNECTOR_COMMON)
+    // Values the protocol does not allow: reported, but the protocol's checks still run.
+    let mut checks = Vec::new();
+    let timing = rules
+        .timing
+        .take_connector(&mut obj, path, errs, &mut checks);
+    let mut common = CONNECTOR_COMMON.to_vec();
+    common.extend(rules.timing.connector_keys());
+    let settings = deserialize_at::<S>(Value::Object(obj), path, &common)
         .map_err(|e| errs.push(e))
         .ok();
+    let mut device_common = DEVICE_COMMON.to_vec();
+    device_common.extend_from_slice(rules.timing.device_keys());
 
     let mut devices = Vec::with_capacity(devices_raw.len());
     let mut device_names: HashSet<Arc<str>> = HashSet::new();
@@ -218,7 +256,10 @@ where
             ));
         }
         let denabled = take_bool(&mut dobj, "enabled", &dpath, errs);
-        let dsettings = deserialize_at::<D>(Value::Object(dobj), &dpath, DEVICE_COMMON)
+        let interval = rules
+            .timing
+            .take_device(&mut dobj, &dpath, errs, &mut checks);
+        let dsettings = deserialize_at::<D>(Value::Object(dobj), &dpath, &device_common)
             .map_err(|e| errs.push(e))
             .ok();
         let mut channels = Vec::with_capacity(channels_raw.len());
@@ -242,7 +283,11 @@ where
                     ));
                 }
             }
+            let writable = is_writable(&cv);
             if let Some(mut ch) = parse_channel::<C>(cv, &cpath, errs) {
+                if writable {
+                    check_reversible(ch.transform(), &cpath, rules.writes_into, &mut checks);
+                }
                 ch.name = intern(&mut shared, ch.name);
                 ch.unit = ch.unit.map(|u| intern(&mut shared, u));
                 channels.push(ch);
@@ -252,6 +297,7 @@ where
             devices.push(DeviceSpec {
                 name: dname,
                 enabled: denabled,
+                interval,
                 settings,
                 channels,
             });
@@ -260,9 +306,11 @@ where
     if errs.len() > before {
         return None;
     }
+    errs.append(&mut checks);
     Some(ConnectorSpec {
         name,
         enabled,
+        timing,
         settings: settings?,
         devices,
     })
@@ -279,8 +327,8 @@ fn intern(set: &mut HashSet<Arc<str>>, s: Arc<str>) -> Arc<str> {
     }
 }
 
-/// [`parse_spec`] of a connector given as a value, without `${VAR}` interpolation (tests and
-/// tools that build a connector in code).
+/// [`parse_spec`] of a connector given as a value, without `${VAR}` interpolation and without
+/// shared settings (tests and tools that build a connector in code).
 pub fn parse_spec_value<S, D, C>(
     value: Value,
     path: &str,
@@ -299,7 +347,7 @@ where
             return None;
         }
     };
-    parse_spec(entry, path, &|_| None, errs)
+    parse_spec(entry, path, &|_| None, &Rules::NONE, errs)
 }
 
 /// [`parse_spec_value`], then the protocol's semantic checks (`validate`): the spec, or every
@@ -322,6 +370,33 @@ where
     match spec {
         Some(s) if errs.is_empty() => Ok(s),
         _ => Err(errs),
+    }
+}
+
+/// True when a channel takes writes, as every protocol says it: `"writable": true`, or a
+/// `write` request (HTTP).
+fn is_writable(channel: &Value) -> bool {
+    channel.get("writable") == Some(&Value::Bool(true))
+        || channel.get("write").is_some_and(|w| !w.is_null())
+}
+
+/// A writable channel's value is turned back into the device's raw value by reversing `scale`
+/// and `offset`; a step nothing can undo (`expr`, `rate`) is refused at its key, at `cpath`.
+/// (`scale` 0 is refused for every channel by the transform's own checks.)
+fn check_reversible(
+    t: &TransformConfig,
+    cpath: &str,
+    writes_into: Option<&str>,
+    errs: &mut Vec<ConfigError>,
+) {
+    if let Some(key) = t.irreversible_key() {
+        let into = writes_into.map_or(String::new(), |v| format!(" into {v}"));
+        errs.push(ConfigError::new(
+            join(cpath, key),
+            format!(
+                "a writable channel cannot use {key}: a written value could not be turned back{into}"
+            ),
+        ));
     }
 }
 
@@ -449,6 +524,108 @@ mod tests {
         );
         let unknown = errs.iter().find(|e| e.path.ends_with("adress")).unwrap();
         assert!(unknown.message.contains("address") && unknown.message.contains("scale"));
+    }
+
+    #[test]
+    fn shared_settings_are_taken_listed_and_checked() {
+        use crate::config::timing::{IntervalRule, TimeoutRule, BACKOFF};
+        let rules = TimingRules {
+            timeout: Some(TimeoutRule {
+                default: Some(Dur::from_secs(1)),
+                min: Dur::from_millis(100),
+            }),
+            backoff: Some(BACKOFF),
+            interval: Some(IntervalRule {
+                default: Dur::from_secs(10),
+                min: Dur::from_millis(10),
+            }),
+        };
+        let parse = |v: Value, errs: &mut Vec<ConfigError>| {
+            let raw = serde_json::value::to_raw_value(&v).unwrap();
+            let entry = Entry::parse(&raw, "devices").unwrap();
+            let rules = Rules {
+                timing: rules,
+                writes_into: None,
+            };
+            parse_spec::<S, D, C>(entry, "c", &|_| None, &rules, errs)
+        };
+        let mut errs = vec![];
+        let v = json!({"name": "plc", "host": "h", "timeout": "2s", "backoff_max": "1m",
+            "devices": [{"name": "a", "interval": 3, "channels": []},
+                        {"name": "b", "interval": "5s", "channels": []}]});
+        // `interval` is the kit's here, so D's own `interval` is missing.
+        assert!(parse(v, &mut errs).is_none());
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert_eq!(errs[0].path, "c.devices[0].interval", "{errs:?}");
+        assert!(
+            errs[1].message.contains("missing field `interval`"),
+            "{errs:?}"
+        );
+
+        let mut errs = vec![];
+        let v = json!({"name": "plc", "timeout": "50ms", "backoff": "2m", "retries": 1,
+            "devices": []});
+        assert!(parse(v, &mut errs).is_none());
+        let unknown = errs.iter().find(|e| e.path == "c.retries").unwrap();
+        for key in ["timeout", "backoff", "backoff_max", "host"] {
+            assert!(unknown.message.contains(key), "{unknown:?}");
+        }
+
+        // Values out of bounds are reported with the spec, so the protocol's checks run too.
+        let mut errs = vec![];
+        let v = json!({"name": "plc", "timeout": "50ms", "backoff": "2m", "devices": []});
+        let spec: ConnectorSpec<S, (), C> = {
+            let raw = serde_json::value::to_raw_value(&v).unwrap();
+            let entry = Entry::parse(&raw, "devices").unwrap();
+            let rules = Rules {
+                timing: rules,
+                writes_into: None,
+            };
+            parse_spec(entry, "c", &|_| None, &rules, &mut errs).unwrap()
+        };
+        assert_eq!(spec.timing.timeout, Some(Dur::from_millis(50)));
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["c.timeout", "c.backoff_max"]);
+    }
+
+    #[test]
+    fn writable_channels_must_be_reversible_whatever_the_protocol() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        struct W {
+            #[serde(default)]
+            writable: bool,
+            #[serde(default)]
+            write: Option<Value>,
+        }
+        let v = json!({"name": "plc", "devices": [{"name": "m1", "interval": 1, "channels": [
+            {"name": "a", "writable": true, "expr": "x * 2"},
+            {"name": "b", "write": {"url": "u"}, "rate": true},
+            {"name": "c", "writable": false, "expr": "x * 2"},
+            {"name": "d", "writable": true, "scale": 0.1, "offset": 3, "round": 1},
+            {"name": "e", "write": null, "rate": true}]}]});
+        let parse = |writes_into| {
+            let raw = serde_json::value::to_raw_value(&v).unwrap();
+            let entry = Entry::parse(&raw, "devices").unwrap();
+            let rules = Rules {
+                timing: TimingRules::NONE,
+                writes_into,
+            };
+            let mut errs = vec![];
+            let spec = parse_spec::<S, D, W>(entry, "p", &|_| None, &rules, &mut errs);
+            // Semantic: the spec is there for the protocol's own checks.
+            assert!(spec.is_some());
+            errs.into_iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        };
+        let p = "p.devices[0].channels";
+        assert_eq!(
+            parse(None),
+            [
+                format!("{p}[0].expr: a writable channel cannot use expr: a written value could not be turned back"),
+                format!("{p}[1].rate: a writable channel cannot use rate: a written value could not be turned back"),
+            ]
+        );
+        assert!(parse(Some("a register value"))[0].ends_with("turned back into a register value"));
     }
 
     #[test]

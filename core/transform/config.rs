@@ -261,8 +261,8 @@ impl TransformConfig {
 
     /// The key that keeps a written value from being turned back into a raw device value
     /// (`expr`, `rate`), if any: only `scale` and `offset` can be reversed (`round`, `filter`
-    /// and report keys do not change what a write means). Connectors with writable channels
-    /// use it to reject such channels at config load.
+    /// and report keys do not change what a write means). The connector parser rejects such
+    /// writable channels at config load, for every protocol (`config::spec::parse_spec`).
     pub fn irreversible_key(&self) -> Option<&'static str> {
         if self.expr.is_some() {
             Some("expr")

@@ -76,7 +76,7 @@ pub(super) fn register(m: &mut RpcModule<RpcContext>) {
         }
         tracing::info!(connector = %p.connector, mode = ?p.mode, max_time = ?max,
             "M-Bus scan: the connector pauses while the scan owns the bus");
-        let (endpoint, timing) = spec.settings.link();
+        let (endpoint, timing) = spec.settings.link(spec.timing.timeout);
         let started = std::time::Instant::now();
         // The scan stops itself at max_time; the outer bound covers a bus that hangs.
         let found = tokio::time::timeout(
