@@ -2,8 +2,7 @@
 //! (topic captures, JSON pointers, device timestamps), Tasmota-, Shelly- and Zigbee2MQTT-shaped
 //! messages, malformed messages counted while good ones flow, broker restarts and a persistent
 //! session, writes to command topics (`device.write` and `command/{gw}/…/set`) and one whose
-//! PUBACK does not come in time, TLS with a CA
-//! made at test time, and username/password.
+//! PUBACK does not come in time, TLS with a CA made at test time, and username/password.
 
 use std::time::Duration;
 
