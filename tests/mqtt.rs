@@ -1,8 +1,8 @@
 //! The MQTT connector against real mosquitto brokers: two source brokers feeding one gateway
 //! (topic captures, JSON pointers, device timestamps), Tasmota-, Shelly- and Zigbee2MQTT-shaped
 //! messages, malformed messages counted while good ones flow, broker restarts and a persistent
-//! session, writes to command topics (`device.write` and `command/{gw}/…/set`), TLS with a CA
-//! made at test time, and username/password.
+//! session, writes to command topics (`device.write` and `command/{gw}/…/set`) and one whose
+//! PUBACK does not come in time, TLS with a CA made at test time, and username/password.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 
 use crate::common::certs::Certs;
 use crate::common::connector::{unique, ConnectorRun};
-use crate::common::{InProc, Mosquitto, Msg, Subscriber, TEST_TIMEOUT};
+use crate::common::{unsafe_free_kill, InProc, Mosquitto, Msg, Subscriber, TEST_TIMEOUT};
 
 /// A connector config of the Tasmota/Shelly/Zigbee2MQTT shapes on `url`.
 fn source(name: &str, url: &str, extra: Json) -> Json {
@@ -244,6 +244,44 @@ async fn payload_shapes_and_command_templates() {
             .await
             .is_err()
     );
+    run.stop().await;
+}
+
+/// A write whose PUBACK does not come in time fails naming the broker; the late PUBACK is not
+/// taken for the next write's, which gets its own, and the messages still flow.
+#[tokio::test]
+async fn a_write_without_its_puback_times_out() {
+    let broker = Mosquitto::start();
+    let name = unique("puback");
+    let mut run = ConnectorRun::start(source(
+        &name,
+        &broker.url(),
+        json!({"accept_new_devices": true, "write_timeout": "1s"}),
+    ));
+    warm_up(&broker, &mut run, "zigbee2mqtt/warm", "{\"x\":1}", "warm").await;
+    let mut cmnd = Subscriber::connect(broker.port, "cmnd/#").await;
+
+    // A paused broker takes the publish into its socket but never answers.
+    let pid = broker.pid().expect("running");
+    unsafe_free_kill(pid, "STOP");
+    let e = run.write("boiler-room", "relay", json!(false)).await;
+    unsafe_free_kill(pid, "CONT");
+    let e = e.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("no PUBACK from {} within 1s", broker.url())),
+        "{e}"
+    );
+    // Delivered once the broker runs again (at least once).
+    assert_eq!(cmnd.next(TEST_TIMEOUT).await.json, Json::Null, "OFF");
+
+    assert_eq!(
+        run.write("boiler-room", "relay", json!(true))
+            .await
+            .unwrap(),
+        json!(true)
+    );
+    broker.publish("shellies/sh-3/relay/0/power", "12").await;
+    assert_eq!(run.good_batch("sh-3").await["power0"], Value::U64(12));
     run.stop().await;
 }
 

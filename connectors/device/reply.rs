@@ -8,8 +8,9 @@
 //! the id, and holds the messages, at most a fixed number (a burst beyond is dropped, counted as
 //! `dropped` and logged once per wait: a listener cannot slow its source down). Writes are served
 //! one at a time, so one request waits at a time. Z-Wave (`node.set_value` answered by a
-//! `result` frame) uses it; so can any listener whose writes are answered on the stream (an MQTT
-//! PUBACK, whose packet id is known only once the request went out: [`Incoming::Sent`]).
+//! `result` frame) and MQTT (a publish answered by its PUBACK, whose packet id is known only once
+//! the request went out: [`Incoming::Sent`]) use it; so can any listener whose writes are
+//! answered on the stream.
 
 use std::collections::VecDeque;
 use std::future::Future;

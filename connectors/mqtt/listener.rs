@@ -3,10 +3,14 @@
 //! subscribed again on every ConnAck, messages bounded so a slow gateway slows the broker
 //! down), messages handed to the kit, writes published at QoS 1 and confirmed by their PUBACK.
 //!
+//! A write waits for its PUBACK on the kit's [`Replies`]: the session's events read as an
+//! [`Exchange`] (our publish written under packet id `k` → [`Incoming::Sent`], the PUBACK of
+//! `k` → [`Incoming::Reply`], a message → [`Incoming::Msg`], held for `next()`).
+//!
 //! The kit's [`ListenerLine`](crate::device::listener::ListenerLine) owns the reconnect backoff
 //! (it takes the devices offline and waits), so the session itself retries at once when asked.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{ConnectionError, Publish, QoS, SubscribeReasonCode};
@@ -14,30 +18,36 @@ use rumqttc::{ConnectionError, Publish, QoS, SubscribeReasonCode};
 use super::config::Command;
 use super::mapping::Mapper;
 use crate::device::listener::{Devices, Listener};
+use crate::device::reply::{Exchange, Incoming, Replies, ReplyError};
 use crate::device::{Fault, WriteError};
 use crate::ConnectorContext;
 use osgate_core::net::mqtt::{Ack, Down, MqttSession, SessionEvent};
 use osgate_core::reading::Value;
-use std::sync::Arc;
 
 /// The protocol side of one MQTT connector.
 pub(super) struct MqttListener {
-    pub(super) mqtt: MqttSession,
-    /// The subscribed filters (for the log).
-    pub(super) filters: Vec<String>,
+    pub(super) broker: Broker,
     /// Messages that arrived while a write waited for its PUBACK.
-    pub(super) pending: VecDeque<Publish>,
+    pub(super) replies: Replies<Publish>,
     pub(super) mapper: Mapper,
     /// `commands[device][channel]` of the configured devices.
     pub(super) commands: Vec<Vec<Option<Arc<Command>>>>,
     pub(super) write_timeout: Duration,
+}
+
+/// The session with the source broker and what its log lines name.
+pub(super) struct Broker {
+    pub(super) mqtt: MqttSession,
+    /// The subscribed filters (for the log).
+    pub(super) filters: Vec<String>,
     pub(super) url: String,
     pub(super) ctx: ConnectorContext,
     pub(super) refused_subscription: bool,
 }
 
-impl MqttListener {
-    /// Handles an event of the session other than a message or the end of the connection.
+impl Broker {
+    /// Handles an event of the session other than a message, acknowledgements or the end of
+    /// the connection (the callers take those first).
     fn on_event(&mut self, ev: SessionEvent) {
         match ev {
             SessionEvent::Due => self.mqtt.connect(),
@@ -61,8 +71,10 @@ impl MqttListener {
                 }
                 self.refused_subscription = refused;
             }
-            SessionEvent::Message(p) => self.pending.push_back(p),
-            SessionEvent::Acks(_) | SessionEvent::Down(_) | SessionEvent::Closed => {}
+            SessionEvent::Message(_)
+            | SessionEvent::Acks(_)
+            | SessionEvent::Down(_)
+            | SessionEvent::Closed => {}
         }
     }
 
@@ -74,6 +86,35 @@ impl MqttListener {
             _ => "connection",
         };
         Fault::new(kind, format!("broker {}: {}", self.url, d.cause))
+    }
+}
+
+/// The session as a write waiting for its PUBACK reads it: one event brings several
+/// acknowledgements, handed over one at a time.
+struct Acks<'a> {
+    broker: &'a mut Broker,
+    acks: std::vec::IntoIter<Ack>,
+}
+
+impl Exchange for Acks<'_> {
+    type Id = u16;
+    type Reply = ();
+    type Msg = Publish;
+
+    async fn recv(&mut self) -> Result<Incoming<u16, (), Publish>, Fault> {
+        loop {
+            match self.acks.next() {
+                Some(Ack::Sent(k)) => return Ok(Incoming::Sent(k)),
+                Some(Ack::Acked(k)) => return Ok(Incoming::Reply(k, ())),
+                None => {}
+            }
+            match self.broker.mqtt.next().await {
+                SessionEvent::Acks(acks) => self.acks = acks.into_iter(),
+                SessionEvent::Message(p) => return Ok(Incoming::Msg(p)),
+                SessionEvent::Down(d) => return Err(self.broker.connection_fault(&d)),
+                other => self.broker.on_event(other),
+            }
+        }
     }
 }
 
@@ -90,14 +131,15 @@ impl Listener for MqttListener {
     type Msg = Publish;
 
     async fn next(&mut self) -> Result<Publish, Fault> {
-        if let Some(p) = self.pending.pop_front() {
+        if let Some(p) = self.replies.pop() {
             return Ok(p);
         }
+        let b = &mut self.broker;
         loop {
-            match self.mqtt.next().await {
+            match b.mqtt.next().await {
                 SessionEvent::Message(p) => return Ok(p),
-                SessionEvent::Down(d) => return Err(self.connection_fault(&d)),
-                other => self.on_event(other),
+                SessionEvent::Down(d) => return Err(b.connection_fault(&d)),
+                other => b.on_event(other),
             }
         }
     }
@@ -118,8 +160,9 @@ impl Listener for MqttListener {
         let payload = cmd.payload.replace("{value}", &render_value(&raw, &cmd));
         // Between two connections (the kit serves requests before it asks for messages):
         // start the next one; the publish waits in its queue for the ConnAck.
-        self.mqtt.connect();
-        let queued = match self.mqtt.client() {
+        let b = &mut self.broker;
+        b.mqtt.connect();
+        let queued = match b.mqtt.client() {
             Some(c) => c
                 .try_publish(cmd.topic.clone(), QoS::AtLeastOnce, cmd.retain, payload)
                 .map_err(|e| e.to_string()),
@@ -127,32 +170,18 @@ impl Listener for MqttListener {
         };
         queued.map_err(|e| WriteError::Offline(format!("cannot queue the command: {e}")))?;
         let limit = self.write_timeout;
-        // Wait until the broker acknowledges our publish, keeping the messages that arrive
-        // meanwhile for `next()`.
-        let wait = async {
-            let mut pkid = None;
-            loop {
-                match self.mqtt.next().await {
-                    SessionEvent::Acks(acks) => {
-                        for a in acks {
-                            match a {
-                                Ack::Sent(id) if pkid.is_none() => pkid = Some(id),
-                                Ack::Acked(id) if Some(id) == pkid => return Ok(()),
-                                _ => {}
-                            }
-                        }
-                    }
-                    SessionEvent::Down(d) => return Err(self.connection_fault(&d).message),
-                    other => self.on_event(other),
-                }
-            }
+        // Wait until the broker acknowledges our publish (the first one written from now on),
+        // keeping the messages that arrive meanwhile for `next()`.
+        let mut session = Acks {
+            broker: b,
+            acks: Vec::new().into_iter(),
         };
-        match tokio::time::timeout(limit, wait).await {
-            Ok(Ok(())) => Ok(raw),
-            Ok(Err(e)) => Err(WriteError::Offline(e)),
-            Err(_) => Err(WriteError::Offline(format!(
+        match self.replies.wait(&mut session, None, limit).await {
+            Ok(()) => Ok(raw),
+            Err(ReplyError::Lost(f)) => Err(WriteError::Offline(f.message)),
+            Err(ReplyError::Timeout(_)) => Err(WriteError::Offline(format!(
                 "no PUBACK from {} within {}",
-                self.url,
+                self.broker.url,
                 humantime::format_duration(limit)
             ))),
         }

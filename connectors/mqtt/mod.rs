@@ -23,13 +23,13 @@
 //! (compiled mappings; a message becomes readings), `listener.rs` (the session, writes),
 //! [`topic`] (filters with captures, templates).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{QoS, SubscribeFilter};
 
 use super::device::listener::ListenerLine;
+use super::device::reply::{Replies, HELD};
 use super::{ConnectorContext, ConnectorError, Running};
 use osgate_core::backoff::Backoff;
 use osgate_core::net::mqtt::{parse_url, MqttConfigError, MqttSession};
@@ -44,7 +44,7 @@ pub use config::{
     MqttSettings, WriteType,
 };
 use config::{client_settings, write_spec};
-use listener::MqttListener;
+use listener::{Broker, MqttListener};
 use mapping::{compile, Mapper};
 
 /// Messages the session reports ahead of the connector (a burst of the kit).
@@ -109,15 +109,17 @@ pub fn build(spec: Arc<MqttConfig>, ctx: ConnectorContext) -> Result<Running, Co
         .subscribe(subscriptions)
         .bound_messages(MESSAGES_AHEAD);
     let listener = MqttListener {
-        mqtt,
-        filters,
-        pending: VecDeque::new(),
+        broker: Broker {
+            mqtt,
+            filters,
+            url: s.url.clone(),
+            ctx: ctx.clone(),
+            refused_subscription: false,
+        },
+        replies: Replies::new(&ctx, HELD),
         mapper: Mapper::new(&ctx, mappings, s.max_payload.bytes()),
         commands,
         write_timeout: s.write_timeout.0,
-        url: s.url.clone(),
-        ctx: ctx.clone(),
-        refused_subscription: false,
     };
     let mut line = ListenerLine::new(&ctx, listener)
         .with_backoff(Backoff::new(Duration::from_secs(1), s.backoff_max.0))
