@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::device::{self, Line};
 use super::{ConnectorContext, ConnectorError, Running};
-use osgate_core::config::timing::{self, IntervalRule, TimeoutRule, TimingRules};
+use osgate_core::config::timing::TimingRules;
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod cli;
@@ -215,20 +215,8 @@ fn check_host_port(s: &str) -> Result<(), String> {
     }
 }
 
-/// The shared settings Modbus takes: `timeout` (default `1s`, the time for one answer or a
-/// connection), `backoff` (`1s`) and `backoff_max` (`30s`), each device's `interval` (`1s`, at
-/// least `1ms`; channels may override it).
-pub const TIMING: TimingRules = TimingRules {
-    timeout: Some(TimeoutRule {
-        default: Some(Dur::from_secs(1)),
-        min: Dur::from_secs(0),
-    }),
-    backoff: Some(timing::BACKOFF),
-    interval: Some(IntervalRule {
-        default: Dur::from_secs(1),
-        min: Dur::from_millis(1),
-    }),
-};
+/// The shared settings Modbus takes: those of a poller ([`TimingRules::POLLER`]).
+pub const TIMING: TimingRules = TimingRules::POLLER;
 
 /// `"protocol": "modbus"` in the protocol registry, with `osgate modbus`.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {

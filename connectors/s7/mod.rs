@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::device::{self, Line};
 use super::{ConnectorContext, ConnectorError, Running};
-use osgate_core::config::timing::{self, IntervalRule, TimeoutRule, TimingRules};
+use osgate_core::config::timing::TimingRules;
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur};
 
 pub mod address;
@@ -249,20 +249,8 @@ impl S7Settings {
     }
 }
 
-/// The shared settings S7 takes: `timeout` (default `1s`, the time for one answer or a
-/// connection), `backoff` (`1s`) and `backoff_max` (`30s`), each device's `interval` (`1s`, at
-/// least `1ms`; channels may override it).
-pub const TIMING: TimingRules = TimingRules {
-    timeout: Some(TimeoutRule {
-        default: Some(Dur::from_secs(1)),
-        min: Dur::from_secs(0),
-    }),
-    backoff: Some(timing::BACKOFF),
-    interval: Some(IntervalRule {
-        default: Dur::from_secs(1),
-        min: Dur::from_millis(1),
-    }),
-};
+/// The shared settings S7 takes: those of a poller ([`TimingRules::POLLER`]).
+pub const TIMING: TimingRules = TimingRules::POLLER;
 
 /// `"protocol": "s7"` in the protocol registry, with its tool `osgate s7 read|write`.
 pub const PROTOCOL: crate::Protocol = crate::Protocol {

@@ -71,6 +71,21 @@ impl TimingRules {
         interval: None,
     };
 
+    /// What a poller of request/answer devices takes (Modbus, S7): `timeout` (default `1s`, the
+    /// time for one answer or a connection), `backoff` (`1s`) and `backoff_max` (`30s`), each
+    /// device's `interval` (`1s`, at least `1ms`; channels may override it).
+    pub const POLLER: TimingRules = TimingRules {
+        timeout: Some(TimeoutRule {
+            default: Some(Dur::from_secs(1)),
+            min: Dur::from_secs(0),
+        }),
+        backoff: Some(BACKOFF),
+        interval: Some(IntervalRule {
+            default: Dur::from_secs(1),
+            min: Dur::from_millis(1),
+        }),
+    };
+
     /// The connector keys taken.
     pub fn connector_keys(&self) -> impl Iterator<Item = &'static str> {
         let t: &[&str] = if self.timeout.is_some() {
