@@ -1,8 +1,9 @@
 //! Modbus end-to-end benchmark: `modbus_sim` → osgate (Modbus connector → MQTT sink) →
 //! mosquitto → a counting subscriber.
 //!
-//! 100 devices (unit ids 1–100 of one simulator, one TCP connection per device as the connector
-//! does it) × 100 channels (50 u16 and 50 f32 = 150 registers, planned into 2 requests per
+//! 100 devices (unit ids 1–100 of one simulator port, sharing `--max-connections` TCP
+//! connections, default 1; or with `--hosts` each device on a port, connector and connection of
+//! its own) × 100 channels (50 u16 and 50 f32 = 150 registers, planned into 2 requests per
 //! device) polled every 100 ms. For each run it reports delivered readings/s (counted by the
 //! subscriber), Modbus requests/s (counted by the simulator), gateway CPU-seconds per 100k
 //! readings (from /proc) and the gateway's peak RSS (VmHWM), then the median of the runs.
@@ -11,6 +12,7 @@
 //! cargo build --release --bin osgate --example modbus_sim --example bench_modbus
 //! target/release/examples/bench_modbus [--runs 3] [--secs 30] [--format device|reading]
 //!                                      [--devices 100] [--channels 100] [--interval-ms 100]
+//!                                      [--max-connections N | --hosts]
 //! ```
 //! Needs `mosquitto` on the PATH. Every child process is killed when the benchmark ends.
 
@@ -54,6 +56,10 @@ struct Args {
     /// gateway's default of 1).
     #[arg(long)]
     max_connections: Option<u16>,
+    /// Every device a host of its own: a simulator port, a connector and a TCP connection
+    /// each (instead of unit ids behind one address).
+    #[arg(long)]
+    hosts: bool,
 }
 
 /// The channels of one device: `n/2` u16 counters, then `n/2` f32 values (ABCD).
@@ -105,10 +111,16 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
 
     // simulator
     let (chs, registers, floats) = channels(args.channels);
+    let (ports, units) = if args.hosts {
+        (args.devices, 1)
+    } else {
+        (1, args.devices)
+    };
     let mut sim = Proc(
         Command::new(bins.join("examples/modbus_sim"))
             .args(["--listen", "127.0.0.1:0", "--stats"])
-            .args(["--units", &args.devices.to_string()])
+            .args(["--ports", &ports.to_string()])
+            .args(["--units", &units.to_string()])
             .args(["--registers", &registers.to_string()])
             .args(["--floats", &floats.to_string()])
             .args(["--period-ms", &args.interval_ms.to_string()])
@@ -118,7 +130,10 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
             .expect("spawn modbus_sim (build it with --release --example modbus_sim)"),
     );
     let mut sim_out = BufReader::new(sim.0.stdout.take().expect("sim stdout"));
-    let sim_addr = wait_line(&mut sim_out, "READY ");
+    let sim_addrs: Vec<String> = wait_line(&mut sim_out, "READY ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     let sim_requests = Arc::new(AtomicU64::new(0));
     {
         let sim_requests = sim_requests.clone();
@@ -134,22 +149,31 @@ fn run_once(args: &Args, dir: &Path) -> Figures {
     }
 
     // gateway
-    let devices: Vec<_> = (1..=args.devices)
-        .map(|u| {
-            json!({"name": format!("d{u}"), "unit_id": u,
-                   "interval": format!("{}ms", args.interval_ms), "channels": chs})
+    let connectors: Vec<_> = sim_addrs
+        .iter()
+        .enumerate()
+        .map(|(p, addr)| {
+            let devices: Vec<_> = (1..=units)
+                .map(|u| {
+                    json!({"name": format!("d{}", p * usize::from(units) + usize::from(u)),
+                           "unit_id": u, "interval": format!("{}ms", args.interval_ms),
+                           "channels": chs})
+                })
+                .collect();
+            let mut connector = json!({"name": format!("plc{p}"), "protocol": "modbus",
+                                       "transport": {"tcp": addr}, "timeout": "1s",
+                                       "devices": devices});
+            if let Some(n) = args.max_connections {
+                connector["max_connections"] = json!(n);
+            }
+            connector
         })
         .collect();
-    let mut connector = json!({"name": "plc", "protocol": "modbus", "transport": {"tcp": sim_addr},
-                               "timeout": "1s", "devices": devices});
-    if let Some(n) = args.max_connections {
-        connector["max_connections"] = json!(n);
-    }
     let config = json!({
         "gateway": {"id": "bench"},
         "sinks": [{"name": "local", "type": "mqtt", "url": format!("mqtt://127.0.0.1:{mport}"),
                    "qos": 1, "format": args.format, "status": false}],
-        "connectors": [connector]
+        "connectors": connectors
     });
     let gw = common::start_gateway(dir, &config);
     let pid = gw.0.id();

@@ -12,14 +12,17 @@
 //!
 //! ```text
 //! cargo build --release --bin osgate --example modbus_sim --example bench_scale
-//! target/release/examples/bench_scale [--kind sim|modbus|both] [--runs 3]
+//! target/release/examples/bench_scale [--kind sim|modbus|hosts|both|all] [--runs 3]
 //!     [--configs 1x1,100x100,1000x10,10x1000,1000x100] [--interval-ms 1000]
 //! OSGATE_BIN_DIR=target/dist target/release/examples/bench_scale   # the dist build
 //! ```
 //! Modbus: up to 100 devices share one simulator port (unit ids 1–100) and one connector, whose
 //! devices share one TCP connection (the default); more devices get more ports and connectors
-//! (1000 devices: 10 connections). Channels are u16 holding registers. Every child process is
-//! killed when the benchmark ends.
+//! (1000 devices: 10 connections). Modbus hosts (`--kind hosts`): every device is a host of its
+//! own — a simulator port, a connector and a TCP connection each — so the fit's "per device" is
+//! what a host costs; less the shared-connection kind's per device, it is what a connection
+//! (with its connector) costs, printed when both kinds ran. Channels are u16 holding
+//! registers. Every child process is killed when the benchmark ends.
 
 mod common;
 
@@ -37,7 +40,8 @@ use serde_json::json;
 /// Options.
 #[derive(Debug, Parser)]
 struct Args {
-    /// `sim`, `modbus` or `both`.
+    /// `sim`, `modbus` (devices sharing a connection), `hosts` (a connection per device),
+    /// `both` (sim and modbus) or `all`.
     #[arg(long, default_value = "both")]
     kind: String,
     /// Configurations, `DEVICESxCHANNELS` separated by commas.
@@ -81,15 +85,16 @@ fn sim_connectors(devices: usize, channels: usize, interval: &str) -> Vec<serde_
     vec![json!({"name": "sim", "protocol": "simulator", "devices": devs})]
 }
 
-/// Starts `modbus_sim` with enough ports for `devices` (100 unit ids each) and returns it with
-/// one Modbus connector per port.
+/// Starts `modbus_sim` with enough ports for `devices` (`per_port` unit ids each: 100, or 1 for
+/// a host per device) and returns it with one Modbus connector per port.
 fn modbus_connectors(
     devices: usize,
     channels: usize,
     interval: &str,
+    per_port: usize,
 ) -> (Proc, Vec<serde_json::Value>) {
-    let ports = devices.div_ceil(100);
-    let units = devices.min(100);
+    let ports = devices.div_ceil(per_port);
+    let units = devices.min(per_port);
     let mut sim = Proc(
         Command::new(examples_dir().join("examples/modbus_sim"))
             .args(["--listen", "127.0.0.1:0", "--ports", &ports.to_string()])
@@ -116,9 +121,9 @@ fn modbus_connectors(
         .iter()
         .enumerate()
         .map(|(p, addr)| {
-            let devs: Vec<_> = (0..units.min(devices - p * 100))
+            let devs: Vec<_> = (0..units.min(devices - p * per_port))
                 .map(|u| {
-                    json!({"name": format!("d{}", p * 100 + u), "unit_id": u + 1,
+                    json!({"name": format!("d{}", p * per_port + u), "unit_id": u + 1,
                            "interval": interval, "channels": chs})
                 })
                 .collect();
@@ -134,7 +139,8 @@ fn run_once(args: &Args, kind: &str, devices: usize, channels: usize, dir: &Path
     let (_sim, connectors) = match kind {
         "sim" => (None, sim_connectors(devices, channels, &interval)),
         _ => {
-            let (p, c) = modbus_connectors(devices, channels, &interval);
+            let per_port = if kind == "hosts" { 1 } else { 100 };
+            let (p, c) = modbus_connectors(devices, channels, &interval, per_port);
             (Some(p), c)
         }
     };
@@ -233,8 +239,10 @@ fn main() {
         .collect();
     let kinds: &[&str] = match args.kind.as_str() {
         "both" => &["sim", "modbus"],
+        "all" => &["sim", "modbus", "hosts"],
         "sim" => &["sim"],
         "modbus" => &["modbus"],
+        "hosts" => &["hosts"],
         other => panic!("unknown --kind {other}"),
     };
     println!(
@@ -244,6 +252,9 @@ fn main() {
         args.runs,
         bin_dir().join("osgate").display()
     );
+    // Bytes per device of each kind's fit: a host's less a shared connection's device is
+    // what a connection costs.
+    let mut per_device = std::collections::HashMap::new();
     for kind in kinds {
         let mut xs = Vec::new();
         let mut ys = Vec::new();
@@ -266,12 +277,22 @@ fn main() {
             ys.push(rss * 1024.0 * 1024.0);
         }
         match fit3(&xs, &ys) {
-            Some([base, per_channel, per_device]) => println!(
-                "  {kind:6} fit: base {:.1} MB + {per_channel:.0} bytes per channel + \
-                 {per_device:.0} bytes per device",
-                base / 1024.0 / 1024.0
-            ),
+            Some([base, per_channel, device]) => {
+                println!(
+                    "  {kind:6} fit: base {:.1} MB + {per_channel:.0} bytes per channel + \
+                     {device:.0} bytes per {}",
+                    base / 1024.0 / 1024.0,
+                    if *kind == "hosts" { "host" } else { "device" }
+                );
+                per_device.insert(*kind, device);
+            }
             None => println!("  {kind:6} fit: needs configurations that vary devices and channels"),
         }
+    }
+    if let (Some(host), Some(device)) = (per_device.get("hosts"), per_device.get("modbus")) {
+        println!(
+            "  per connection (a host less a device on a shared connection): {:.0} bytes",
+            host - device
+        );
     }
 }
