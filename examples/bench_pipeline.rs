@@ -11,6 +11,10 @@
 //! counters logged at stop), gateway CPU-seconds per 100k readings (from /proc) and peak RSS
 //! (VmHWM). Run: `cargo build --release && cargo run --release --example bench_pipeline -- 60`
 //! (argument: seconds per phase, default 60). Needs `mosquitto` on the PATH. See BENCHMARKS.md.
+//!
+//! `bench_pipeline config reading|device|idle PORT` prints a phase's gateway config for a broker
+//! on PORT instead (`idle`: the `reading` config polled once an hour), to run the gateway by hand,
+//! e.g. under `valgrind --tool=callgrind` for instruction counts per reading.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -163,9 +167,13 @@ fn run_osgate(dir: &Path, config: &serde_json::Value, secs: u64) -> GwResult {
 }
 
 fn sim_config(port: u16, format: &str) -> serde_json::Value {
+    sim_config_every(port, format, "1ms")
+}
+
+fn sim_config_every(port: u16, format: &str, interval: &str) -> serde_json::Value {
     let devices: Vec<serde_json::Value> = (0..50)
         .map(|d| {
-            serde_json::json!({"name": format!("d{d}"), "interval": "1ms", "channels":
+            serde_json::json!({"name": format!("d{d}"), "interval": interval, "channels":
                 (0..100).map(|c| serde_json::json!({"name": format!("c{c}"), "signal": "sawtooth", "min": 0, "max": 1000, "period": "10s"})).collect::<Vec<_>>()})
         })
         .collect();
@@ -178,10 +186,21 @@ fn sim_config(port: u16, format: &str) -> serde_json::Value {
 }
 
 fn main() {
-    let secs: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("config") {
+        let port = args
+            .get(3)
+            .and_then(|p| p.parse().ok())
+            .expect("config FORMAT PORT");
+        let config = match args.get(2).map(String::as_str) {
+            Some("idle") => sim_config_every(port, "reading", "1h"),
+            Some(format @ ("reading" | "device")) => sim_config(port, format),
+            other => panic!("config reading|device|idle PORT, not {other:?}"),
+        };
+        println!("{config}");
+        return;
+    }
+    let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
     let dir = tempfile::tempdir().unwrap();
     let (_mosq, port) = common::start_mosquitto(dir.path());
     println!(
