@@ -44,8 +44,10 @@ fn payload(i: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Phase 1: a bare rumqttc publisher at QoS 1.
-fn bare_rumqttc(port: u16, secs: u64) -> f64 {
+/// Phase 1: a bare rumqttc publisher at QoS 1. Returns messages acknowledged per second and
+/// this process's CPU-seconds per 100k of them (it runs nothing else meanwhile).
+fn bare_rumqttc(port: u16, secs: u64) -> (f64, f64) {
+    let cpu0 = cpu_seconds(std::process::id());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,8 +85,9 @@ fn bare_rumqttc(port: u16, secs: u64) -> f64 {
                 .unwrap();
             i += 1;
         }
-        let n = acked.load(Ordering::Relaxed);
-        n as f64 / start.elapsed().as_secs_f64()
+        let n = acked.load(Ordering::Relaxed) as f64;
+        let cpu = cpu_seconds(std::process::id()) - cpu0;
+        (n / start.elapsed().as_secs_f64(), cpu / (n / 100_000.0))
     })
 }
 
@@ -207,8 +210,10 @@ fn main() {
         "phase length {secs} s, mosquitto on 127.0.0.1:{port}, QoS 1, in-flight window {INFLIGHT}"
     );
 
-    let bare = bare_rumqttc(port, secs);
-    println!("bare rumqttc publisher:   {bare:>10.0} msgs/s acknowledged");
+    let (bare, bare_cpu) = bare_rumqttc(port, secs);
+    println!(
+        "bare rumqttc publisher:   {bare:>10.0} msgs/s acknowledged, {bare_cpu:.3} CPU-s per 100k msgs"
+    );
 
     let r = run_osgate(dir.path(), &sim_config(port, "reading"), secs);
     println!(
