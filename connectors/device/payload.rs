@@ -2,6 +2,7 @@
 //! shared by every connector that receives text or JSON rather than registers:
 //! - [`Pick`]: one channel's value out of a document: a JSON pointer (`/AM2301/Temperature`,
 //!   arrays by index `/values/2`), a regex with a capture group over text, or the whole payload;
+//! - [`JsonPointer`]: a pointer split into its tokens once, when the config is read;
 //! - [`ValueType`]: how text becomes a value (number, bool words such as `ON`/`off`/`1`, text);
 //! - [`leaves`]: every numeric and bool field of a JSON object, named by its key path;
 //! - [`TimeParser`]: a device's own timestamp (epoch s/ms/µs/ns, RFC 3339, or ISO 8601 without
@@ -116,7 +117,7 @@ pub enum Pick {
     /// The whole payload (a plain number, bool word or text).
     Whole(ValueType),
     /// A JSON pointer (RFC 6901) into a JSON document.
-    Pointer(Arc<str>, ValueType),
+    Pointer(JsonPointer, ValueType),
     /// The first capture group (or the whole match) of a regex over the text.
     Regex(Regex, ValueType),
 }
@@ -129,6 +130,75 @@ impl PartialEq for Pick {
             (Pick::Regex(r, a), Pick::Regex(s, b)) => r.as_str() == s.as_str() && a == b,
             _ => false,
         }
+    }
+}
+
+/// A JSON pointer (RFC 6901) split into its reference tokens once, when the config is read.
+/// serde_json's `Value::pointer` splits and unescapes the text at every lookup (two
+/// allocations per token), which a listener would pay for every message and channel.
+#[derive(Debug, Clone)]
+pub struct JsonPointer {
+    text: Arc<str>,
+    /// `None` for a text that is not a pointer (neither empty nor starting with `/`): it
+    /// finds nothing, as with serde_json.
+    tokens: Option<Box<[Box<str>]>>,
+}
+
+impl JsonPointer {
+    /// The pointer written as `text` (`~1` stands for `/`, `~0` for `~`).
+    pub fn new(text: &str) -> Self {
+        let tokens = (text.is_empty() || text.starts_with('/')).then(|| {
+            text.split('/')
+                .skip(1)
+                .map(|t| t.replace("~1", "/").replace("~0", "~").into_boxed_str())
+                .collect()
+        });
+        JsonPointer {
+            text: text.into(),
+            tokens,
+        }
+    }
+
+    /// The value the pointer names in `doc`, as `serde_json::Value::pointer` finds it: object
+    /// members by key, array elements by a decimal index without a sign or leading zeros.
+    pub fn get<'a>(&self, doc: &'a Json) -> Option<&'a Json> {
+        self.tokens.as_ref()?.iter().try_fold(doc, |v, t| match v {
+            Json::Object(m) => m.get(&**t),
+            Json::Array(a) => array_index(t).and_then(|i| a.get(i)),
+            _ => None,
+        })
+    }
+}
+
+fn array_index(t: &str) -> Option<usize> {
+    if t.starts_with('+') || (t.starts_with('0') && t.len() != 1) {
+        return None;
+    }
+    t.parse().ok()
+}
+
+impl std::ops::Deref for JsonPointer {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for JsonPointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl PartialEq for JsonPointer {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl From<&str> for JsonPointer {
+    fn from(text: &str) -> Self {
+        JsonPointer::new(text)
     }
 }
 
@@ -187,9 +257,7 @@ impl Pick {
             },
             Pick::Pointer(p, ty) => {
                 let doc = doc.ok_or("the payload is not JSON")?;
-                let v = doc
-                    .pointer(p)
-                    .ok_or_else(|| format!("no {p} in the payload"))?;
+                let v = p.get(doc).ok_or_else(|| format!("no {p} in the payload"))?;
                 ty.from_json(v)
             }
             Pick::Regex(re, ty) => {
@@ -292,7 +360,7 @@ pub struct TimestampConfig {
 #[derive(Debug, Clone)]
 pub struct TimeParser {
     /// The pointer.
-    pub pointer: Arc<str>,
+    pub pointer: JsonPointer,
     format: TimeFormat,
     tz: jiff::tz::TimeZone,
 }
@@ -319,7 +387,7 @@ impl TimestampConfig {
             })?,
         };
         Ok(TimeParser {
-            pointer: self.pointer.as_str().into(),
+            pointer: JsonPointer::new(&self.pointer),
             format: self.format,
             tz,
         })
@@ -332,8 +400,9 @@ const MS_MAX: f64 = 253_402_300_799_999.0; // year 9999
 impl TimeParser {
     /// The timestamp in `doc` (at the pointer).
     pub fn get(&self, doc: &Json) -> Result<Timestamp, String> {
-        let v = doc
-            .pointer(&self.pointer)
+        let v = self
+            .pointer
+            .get(doc)
             .ok_or_else(|| format!("no timestamp at {}", self.pointer))?;
         self.parse(v)
     }
@@ -421,6 +490,39 @@ mod tests {
         }
         .compile()
         .unwrap()
+    }
+
+    #[test]
+    fn pointers_find_what_serde_json_finds() {
+        let doc = json!({"a": {"b": [10, {"c": true}]}, "a/b": 1, "m~n": 2, "": 3, " ": 4,
+                         "list": [0, 1, 2], "01": 5});
+        for p in [
+            "",
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/1/c",
+            "/a/b/2",
+            "/a~1b",
+            "/m~0n",
+            "/ ",
+            "/list/01",
+            "/list/+1",
+            "/list/-",
+            "/list/1",
+            "/01",
+            "/a/b/1/c/d",
+            "/nope",
+            "a",
+            "/a/b/x",
+            "~1",
+            "/a//b",
+        ] {
+            assert_eq!(JsonPointer::new(p).get(&doc), doc.pointer(p), "{p:?}");
+        }
+        assert_eq!(JsonPointer::new("/list/2").get(&doc), Some(&json!(2)));
+        assert_eq!(JsonPointer::new("/m~0n").to_string(), "/m~0n");
     }
 
     #[test]

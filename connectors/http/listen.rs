@@ -270,7 +270,7 @@ impl Ingest {
         scratch.clear();
         ends.clear();
         for (i, item) in items.iter().enumerate() {
-            let ts = match item.pointer(&stamp.parser.pointer) {
+            let ts = match stamp.parser.pointer.get(item) {
                 None if !stamp.required => msg.received,
                 None => {
                     return Outcome::Bad(at(i, format!("no timestamp at {}", stamp.parser.pointer)))
@@ -286,7 +286,7 @@ impl Ingest {
                     for (ch, pick) in d.picks.iter().enumerate() {
                         let Pick::Pointer(p, ty) = pick else { continue };
                         // A channel absent from an object is not in this message.
-                        let Some(v) = item.pointer(p) else { continue };
+                        let Some(v) = p.get(item) else { continue };
                         match ty.from_json(v) {
                             Ok(v) => scratch.push((ch, v, ts)),
                             Err(e) => return Outcome::Bad(at(i, format!("{p}: {e}"))),

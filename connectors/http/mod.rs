@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::device::payload::{check_pointer, Pick, TimestampConfig, ValueType};
+use super::device::payload::{check_pointer, JsonPointer, Pick, TimestampConfig, ValueType};
 use super::{ConnectorConfig, Parse};
 use osgate_core::config::timing::{self, IntervalRule, TimeoutRule, TimingRules};
 use osgate_core::config::{ConfigError, ConnectorSpec, Dur, Entry};
@@ -358,7 +358,7 @@ impl HttpChannel {
     pub fn pick_in_object(&self, name: &str) -> Result<Pick, (&'static str, String)> {
         let p = self.pointer.clone().unwrap_or_else(|| pointer_of(name));
         check_pointer(&p).map_err(|e| ("pointer", e))?;
-        Ok(Pick::Pointer(p.into(), self.value_type))
+        Ok(Pick::Pointer(JsonPointer::new(&p), self.value_type))
     }
 }
 
