@@ -529,15 +529,24 @@ impl DeviceOutput {
 
     /// Updates the device's status; publishes it (retained, on `status/{gateway}/{connector}/
     /// {device}`) and records it in the registry when a published field changed.
+    ///
+    /// Listeners call it for every message, so it copies no more than it must: the state is
+    /// compared field by field, and the registry's entry is updated in place.
     pub async fn set_status(&mut self, update: impl FnOnce(&mut DeviceStatus)) {
-        let before = self.status.clone();
+        let (r, o, h, b, e, err) = self.status.state();
+        let (before, before_err) = ((r, o, h, b, e), err.map(str::to_owned));
         update(&mut self.status);
-        let changed = before.differs_in_state(&self.status);
-        self.health
-            .devices
-            .lock()
-            .expect("status lock")
-            .insert(self.device.clone(), self.status.clone());
+        let (r, o, h, b, e, err) = self.status.state();
+        let changed = before != (r, o, h, b, e) || before_err.as_deref() != err;
+        {
+            let mut devices = self.health.devices.lock().expect("status lock");
+            match devices.get_mut(&self.device) {
+                Some(s) => s.update_from(&self.status),
+                None => {
+                    devices.insert(self.device.clone(), self.status.clone());
+                }
+            }
+        }
         if changed {
             self.out
                 .send(Envelope::Status(Arc::new(self.status.clone())))

@@ -231,12 +231,37 @@ impl DeviceStatus {
     /// True when the published fields (all but `last_ok` and `errors`, which change on every
     /// poll) differ, i.e. when a new status message is worth sending.
     pub fn differs_in_state(&self, other: &DeviceStatus) -> bool {
-        self.running != other.running
-            || self.online != other.online
-            || self.health != other.health
-            || self.bad_channels != other.bad_channels
-            || self.enabled != other.enabled
-            || self.last_error != other.last_error
+        self.state() != other.state()
+    }
+
+    /// What [`DeviceStatus::differs_in_state`] compares, borrowed.
+    pub fn state(&self) -> (bool, bool, Health, u32, bool, Option<&str>) {
+        (
+            self.running,
+            self.online,
+            self.health,
+            self.bad_channels,
+            self.enabled,
+            self.last_error.as_deref(),
+        )
+    }
+
+    /// Becomes a copy of `other`, reusing this status's buffer for the error text.
+    pub fn update_from(&mut self, other: &DeviceStatus) {
+        if !Arc::ptr_eq(&self.connector, &other.connector) {
+            self.connector = other.connector.clone();
+        }
+        if !Arc::ptr_eq(&self.device, &other.device) {
+            self.device = other.device.clone();
+        }
+        self.running = other.running;
+        self.online = other.online;
+        self.health = other.health;
+        self.bad_channels = other.bad_channels;
+        self.enabled = other.enabled;
+        self.last_ok = other.last_ok;
+        self.errors = other.errors;
+        self.last_error.clone_from(&other.last_error);
     }
 }
 
@@ -385,5 +410,32 @@ impl StatusRegistry {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_from_copies_every_field_and_state_ignores_the_counters() {
+        let mut a = DeviceStatus::new("c".into(), "d".into(), true);
+        let mut b = a.clone();
+        b.running = true;
+        b.online = true;
+        b.health = Health::Degraded;
+        b.bad_channels = 2;
+        b.last_ok = Some(Timestamp(5));
+        b.errors = 7;
+        b.last_error = Some("timeout".into());
+        assert!(a.differs_in_state(&b));
+        a.update_from(&b);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert!(!a.differs_in_state(&b));
+        b.errors += 1;
+        b.last_ok = Some(Timestamp(6));
+        assert!(!a.differs_in_state(&b), "counters and times are not state");
+        b.last_error = Some("refused".into());
+        assert!(a.differs_in_state(&b));
     }
 }
