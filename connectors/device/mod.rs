@@ -26,6 +26,7 @@
 //! [`link::Link`], and notices a server gone silent with [`watchdog::Watchdog`].
 
 mod core;
+pub mod json_paths;
 pub mod link;
 pub mod listener;
 pub mod payload;

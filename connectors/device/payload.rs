@@ -159,6 +159,11 @@ impl JsonPointer {
         }
     }
 
+    /// The pointer's tokens, unescaped; `None` for a text that is not a pointer.
+    pub fn tokens(&self) -> Option<&[Box<str>]> {
+        self.tokens.as_deref()
+    }
+
     /// The value the pointer names in `doc`, as `serde_json::Value::pointer` finds it: object
     /// members by key, array elements by a decimal index without a sign or leading zeros.
     pub fn get<'a>(&self, doc: &'a Json) -> Option<&'a Json> {

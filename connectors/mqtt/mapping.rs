@@ -10,6 +10,7 @@ use rumqttc::Publish;
 use super::config::{Format, Mapping};
 use super::topic::{Captures, Pattern, Template};
 use crate::device::listener::{Devices, Input};
+use crate::device::json_paths::JsonPaths;
 use crate::device::payload::{leaves, Pick, TimeParser, ValueType};
 use crate::ConnectorContext;
 use osgate_core::reading::Timestamp;
@@ -43,6 +44,9 @@ pub(super) struct Compiled {
     pub(super) pattern: Pattern,
     device: Template,
     json: bool,
+    /// When every value is read by pointer (or by regex over the text): the parts of the
+    /// payload to parse; `None` parses it whole.
+    paths: Option<JsonPaths>,
     channels: Channels,
     timestamp: Option<TimeParser>,
 }
@@ -152,14 +156,36 @@ pub(super) fn compile(m: &Mapping) -> Result<Compiled, (&'static str, String)> {
         }
         None => None,
     };
+    let paths = json.then(|| paths_of(&channels, timestamp.as_ref())).flatten();
     Ok(Compiled {
         name: m.topic.as_str().into(),
         pattern,
         device,
         json,
+        paths,
         channels,
         timestamp,
     })
+}
+
+/// The parts of the payload the channels and the timestamp read, if no channel needs all of
+/// it (every leaf, or the whole payload as one value).
+fn paths_of(channels: &Channels, timestamp: Option<&TimeParser>) -> Option<JsonPaths> {
+    let Channels::Listed(list) = channels else {
+        return None;
+    };
+    let mut paths = JsonPaths::default();
+    for c in list {
+        match &c.pick {
+            Pick::Pointer(p, _) => paths.add(p),
+            Pick::Regex(..) => {}
+            Pick::Whole(_) => return None,
+        }
+    }
+    if let Some(t) = timestamp {
+        paths.add(&t.pointer);
+    }
+    Some(paths)
 }
 
 
@@ -230,7 +256,11 @@ impl Mapper {
             return;
         };
         let doc = if m.json {
-            match serde_json::from_str::<serde_json::Value>(text) {
+            let parsed = match &m.paths {
+                Some(p) => p.parse(text),
+                None => serde_json::from_str::<serde_json::Value>(text),
+            };
+            match parsed {
                 Ok(d) => Some(d),
                 Err(e) => return input.bad(ctx, &m.name, &format!("invalid JSON: {e}")),
             }
