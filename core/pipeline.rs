@@ -533,11 +533,9 @@ impl DeviceOutput {
     /// Listeners call it for every message, so it copies no more than it must: the state is
     /// compared field by field, and the registry's entry is updated in place.
     pub async fn set_status(&mut self, update: impl FnOnce(&mut DeviceStatus)) {
-        let (r, o, h, b, e, err) = self.status.state();
-        let (before, before_err) = ((r, o, h, b, e), err.map(str::to_owned));
+        let before = self.status.state().to_owned();
         update(&mut self.status);
-        let (r, o, h, b, e, err) = self.status.state();
-        let changed = before != (r, o, h, b, e) || before_err.as_deref() != err;
+        let changed = before.as_ref() != self.status.state();
         {
             let mut devices = self.health.devices.lock().expect("status lock");
             match devices.get_mut(&self.device) {

@@ -173,6 +173,46 @@ pub struct DeviceStatus {
     pub last_error: Option<String>,
 }
 
+/// The fields of a [`DeviceStatus`] whose change is worth a status message (all but `last_ok`
+/// and `errors`); `E` is the error text, borrowed or owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusState<E> {
+    running: bool,
+    online: bool,
+    health: Health,
+    bad_channels: u32,
+    enabled: bool,
+    last_error: Option<E>,
+}
+
+impl StatusState<&str> {
+    /// A copy that outlives the status it was taken from (allocates only for an error text).
+    pub fn to_owned(&self) -> StatusState<String> {
+        StatusState {
+            running: self.running,
+            online: self.online,
+            health: self.health,
+            bad_channels: self.bad_channels,
+            enabled: self.enabled,
+            last_error: self.last_error.map(str::to_owned),
+        }
+    }
+}
+
+impl StatusState<String> {
+    /// The same state, borrowed (to compare with [`DeviceStatus::state`]).
+    pub fn as_ref(&self) -> StatusState<&str> {
+        StatusState {
+            running: self.running,
+            online: self.online,
+            health: self.health,
+            bad_channels: self.bad_channels,
+            enabled: self.enabled,
+            last_error: self.last_error.as_deref(),
+        }
+    }
+}
+
 /// A device's health, the same for every protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -235,15 +275,15 @@ impl DeviceStatus {
     }
 
     /// What [`DeviceStatus::differs_in_state`] compares, borrowed.
-    pub fn state(&self) -> (bool, bool, Health, u32, bool, Option<&str>) {
-        (
-            self.running,
-            self.online,
-            self.health,
-            self.bad_channels,
-            self.enabled,
-            self.last_error.as_deref(),
-        )
+    pub fn state(&self) -> StatusState<&str> {
+        StatusState {
+            running: self.running,
+            online: self.online,
+            health: self.health,
+            bad_channels: self.bad_channels,
+            enabled: self.enabled,
+            last_error: self.last_error.as_deref(),
+        }
     }
 
     /// Becomes a copy of `other`, reusing this status's buffer for the error text.

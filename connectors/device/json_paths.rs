@@ -126,10 +126,20 @@ impl<'de> Visitor<'de> for &JsonPaths {
         Ok(Json::Object(out))
     }
 
+    /// Elements before the last wanted one keep their places as `null`; those after it are
+    /// skipped without a place.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
         let mut out = Vec::new();
         let mut index = itoa::Buffer::new();
-        loop {
+        let wanted = self
+            .children
+            .iter()
+            .filter_map(|(k, _)| k.parse::<usize>().ok());
+        let Some(last) = wanted.max() else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Json::Array(out));
+        };
+        while out.len() <= last {
             let next = match self.child(index.format(out.len())) {
                 Some(c) => seq.next_element_seed(c)?,
                 None => seq.next_element::<IgnoredAny>()?.map(|_| Json::Null),
@@ -139,6 +149,8 @@ impl<'de> Visitor<'de> for &JsonPaths {
                 None => return Ok(Json::Array(out)),
             }
         }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Json::Array(out))
     }
 }
 
@@ -215,6 +227,10 @@ mod tests {
         // What is not asked for is not built.
         let pruned = paths(&["/ENERGY/Power"]).parse(TASMOTA).unwrap();
         assert_eq!(pruned, serde_json::json!({"ENERGY": {"Power": 230}}));
+        let pruned = paths(&["/l/1"])
+            .parse(r#"{"l":[1,2,3,4],"m":[5]}"#)
+            .unwrap();
+        assert_eq!(pruned, serde_json::json!({"l": [null, 2]}));
     }
 
     #[test]
