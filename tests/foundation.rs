@@ -475,10 +475,7 @@ fn check_accepts_the_example_and_env_overrides() {
 async fn embedded_broker_serves_the_example_shape() {
     // The example config's shape (embedded broker + MQTT sink to it), on a free port.
     let port = free_port();
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(include_str!("../osgate.json.example")).unwrap();
-    cfg["broker"]["embedded"]["listen"] = json!(format!("127.0.0.1:{port}"));
-    cfg["sinks"][0]["url"] = json!(format!("mqtt://127.0.0.1:{port}"));
+    let cfg = example_on(port);
     let mut gw = Gateway::start(&cfg);
     assert!(
         wait_port(port, TEST_TIMEOUT),
@@ -493,6 +490,26 @@ async fn embedded_broker_serves_the_example_shape() {
     );
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(TEST_TIMEOUT).code(), Some(0));
+}
+
+/// The example configuration with everything it listens on or connects to moved to free
+/// loopback ports (the embedded broker and its clients to `broker`), so that tests running it
+/// at the same time do not meet on its fixed ports.
+fn example_on(broker: u16) -> serde_json::Value {
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(include_str!("../osgate.json.example")).unwrap();
+    let url = json!(format!("mqtt://127.0.0.1:{broker}"));
+    cfg["broker"]["embedded"]["listen"] = json!(format!("127.0.0.1:{broker}"));
+    cfg["sinks"][0]["url"] = url.clone();
+    for c in cfg["connectors"].as_array_mut().unwrap() {
+        if c["protocol"] == "mqtt" {
+            c["url"] = url.clone();
+        }
+        if c.get("listen").is_some() {
+            c["listen"] = json!(format!("127.0.0.1:{}", free_port()));
+        }
+    }
+    cfg
 }
 
 /// Connects to 127.0.0.1:`port` with optional credentials; true when the broker accepted.
@@ -526,8 +543,8 @@ async fn embedded_broker_beyond_loopback_needs_credentials() {
     // Who may get in: 0.0.0.0 without credentials is a config error naming the field
     // (checked without binding anything).
     let dir = temp_dir();
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(include_str!("../osgate.json.example")).unwrap();
+    let port = free_port();
+    let mut cfg = example_on(port);
     cfg["broker"]["embedded"]["listen"] = json!("0.0.0.0:1883");
     let path = write_config(&dir, &cfg);
     let (code, _, err) = osgate_cmd(&["check", "-c", &path]);
@@ -539,14 +556,14 @@ async fn embedded_broker_beyond_loopback_needs_credentials() {
     );
 
     // With credentials (on loopback here, as tests must): anonymous clients are refused, the
-    // user is let in, and the sink reaches it with the same credentials. With -d and no
-    // RUST_LOG, ordinary connects and disconnects log no ERROR.
-    let port = free_port();
+    // user is let in, and the sink and the MQTT connector reach it with the same credentials.
+    // With -d and no RUST_LOG, ordinary connects and disconnects log no ERROR.
     cfg["broker"]["embedded"] = json!({"listen": format!("127.0.0.1:{port}"),
         "username": "gw", "password": "${TEST_BROKER_PW}"});
-    cfg["sinks"][0]["url"] = json!(format!("mqtt://127.0.0.1:{port}"));
     cfg["sinks"][0]["username"] = json!("gw");
     cfg["sinks"][0]["password"] = json!("${TEST_BROKER_PW}");
+    cfg["connectors"][1]["username"] = json!("gw");
+    cfg["connectors"][1]["password"] = json!("${TEST_BROKER_PW}");
     let mut gw = Gateway::start_default_log(&cfg, &["-d"], &[("TEST_BROKER_PW", "s3cret-pw")]);
     assert!(wait_port(port, TEST_TIMEOUT), "{}", gw.log_text());
     assert!(!broker_accepts(port, None).await, "anonymous client let in");
