@@ -139,10 +139,15 @@ pub async fn pymodbus_read(addr: &str, args: &[&str]) -> Json {
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The `modbus_sim` example binary: `cargo build --example modbus_sim` once per test run (a
-/// no-op when it is up to date), into the target dir of this test binary.
+/// no-op when it is up to date), into the target dir of this test binary; or the binary
+/// `OSGATE_TEST_MODBUS_SIM` names, built beforehand (CI does, so that no test waits for
+/// cargo's build lock while other cargo commands run beside the tests).
 pub async fn modbus_sim_bin() -> PathBuf {
     static BIN: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
     BIN.get_or_init(|| async {
+        if let Some(bin) = std::env::var_os("OSGATE_TEST_MODBUS_SIM") {
+            return PathBuf::from(bin);
+        }
         // target/<profile>/deps/integration-… → target/<profile>/examples/modbus_sim
         let exe = std::env::current_exe().expect("test binary path");
         let profile_dir = exe
@@ -166,10 +171,22 @@ pub async fn modbus_sim_bin() -> PathBuf {
         // Not the variables cargo set for this test binary (`CARGO_PKG_NAME=osgate`,
         // `CARGO_MANIFEST_DIR`, `OUT_DIR`…): build scripts (ring's) name them in
         // `rerun-if-env-changed`, so with them this build would rebuild ring, rustls and
-        // everything above them, and the next plain `cargo build` all of it again.
+        // everything above them, and the next plain `cargo build` all of it again. The ones
+        // that configure cargo (`CARGO_INCREMENTAL`, `CARGO_HOME`…) stay: without them this
+        // build would differ from the one that made the tests, and rebuild the workspace.
+        const SET_FOR_THE_TEST: [&str; 8] = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ];
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy();
-            if (k.starts_with("CARGO_") && k != "CARGO_HOME") || k == "OUT_DIR" {
+            if SET_FOR_THE_TEST.iter().any(|p| k.starts_with(p)) {
                 cmd.env_remove(&*k);
             }
         }
