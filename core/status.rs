@@ -185,31 +185,31 @@ pub struct StatusState<E> {
     last_error: Option<E>,
 }
 
-impl StatusState<&str> {
-    /// A copy that outlives the status it was taken from (allocates only for an error text).
-    pub fn to_owned(&self) -> StatusState<String> {
+impl<E> StatusState<E> {
+    /// The same state with its error text mapped by `f`.
+    fn map_error<'a, F>(&'a self, f: impl FnOnce(&'a E) -> F) -> StatusState<F> {
         StatusState {
             running: self.running,
             online: self.online,
             health: self.health,
             bad_channels: self.bad_channels,
             enabled: self.enabled,
-            last_error: self.last_error.map(str::to_owned),
+            last_error: self.last_error.as_ref().map(f),
         }
+    }
+}
+
+impl StatusState<&str> {
+    /// A copy that outlives the status it was taken from (allocates only for an error text).
+    pub fn to_owned(&self) -> StatusState<String> {
+        self.map_error(|e| (*e).to_owned())
     }
 }
 
 impl StatusState<String> {
     /// The same state, borrowed (to compare with [`DeviceStatus::state`]).
     pub fn as_ref(&self) -> StatusState<&str> {
-        StatusState {
-            running: self.running,
-            online: self.online,
-            health: self.health,
-            bad_channels: self.bad_channels,
-            enabled: self.enabled,
-            last_error: self.last_error.as_deref(),
-        }
+        self.map_error(String::as_str)
     }
 }
 
