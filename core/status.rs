@@ -177,39 +177,37 @@ pub struct DeviceStatus {
 /// and `errors`); `E` is the error text, borrowed or owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusState<E> {
+    flags: StateFlags,
+    last_error: Option<E>,
+}
+
+/// The plain fields of a [`StatusState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StateFlags {
     running: bool,
     online: bool,
     health: Health,
     bad_channels: u32,
     enabled: bool,
-    last_error: Option<E>,
-}
-
-impl<E> StatusState<E> {
-    /// The same state with its error text mapped by `f`.
-    fn map_error<'a, F>(&'a self, f: impl FnOnce(&'a E) -> F) -> StatusState<F> {
-        StatusState {
-            running: self.running,
-            online: self.online,
-            health: self.health,
-            bad_channels: self.bad_channels,
-            enabled: self.enabled,
-            last_error: self.last_error.as_ref().map(f),
-        }
-    }
 }
 
 impl StatusState<&str> {
     /// A copy that outlives the status it was taken from (allocates only for an error text).
     pub fn to_owned(&self) -> StatusState<String> {
-        self.map_error(|e| (*e).to_owned())
+        StatusState {
+            flags: self.flags,
+            last_error: self.last_error.map(str::to_owned),
+        }
     }
 }
 
 impl StatusState<String> {
     /// The same state, borrowed (to compare with [`DeviceStatus::state`]).
     pub fn as_ref(&self) -> StatusState<&str> {
-        self.map_error(String::as_str)
+        StatusState {
+            flags: self.flags,
+            last_error: self.last_error.as_deref(),
+        }
     }
 }
 
@@ -277,11 +275,13 @@ impl DeviceStatus {
     /// What [`DeviceStatus::differs_in_state`] compares, borrowed.
     pub fn state(&self) -> StatusState<&str> {
         StatusState {
-            running: self.running,
-            online: self.online,
-            health: self.health,
-            bad_channels: self.bad_channels,
-            enabled: self.enabled,
+            flags: StateFlags {
+                running: self.running,
+                online: self.online,
+                health: self.health,
+                bad_channels: self.bad_channels,
+                enabled: self.enabled,
+            },
             last_error: self.last_error.as_deref(),
         }
     }

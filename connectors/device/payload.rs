@@ -147,7 +147,7 @@ pub struct JsonPointer {
 impl JsonPointer {
     /// The pointer written as `text` (`~1` stands for `/`, `~0` for `~`).
     pub fn new(text: &str) -> Self {
-        let tokens = (text.is_empty() || text.starts_with('/')).then(|| {
+        let tokens = is_pointer(text).then(|| {
             text.split('/')
                 .skip(1)
                 .map(|t| t.replace("~1", "/").replace("~0", "~").into_boxed_str())
@@ -207,9 +207,14 @@ impl From<&str> for JsonPointer {
     }
 }
 
+/// True for a JSON pointer (RFC 6901): empty, or starting with `/`.
+fn is_pointer(p: &str) -> bool {
+    p.is_empty() || p.starts_with('/')
+}
+
 /// A JSON pointer as written in a config: empty, or starting with `/`.
 pub fn check_pointer(p: &str) -> Result<(), String> {
-    if p.is_empty() || p.starts_with('/') {
+    if is_pointer(p) {
         Ok(())
     } else {
         Err(format!(
