@@ -475,7 +475,7 @@ fn check_accepts_the_example_and_env_overrides() {
 async fn embedded_broker_serves_the_example_shape() {
     // The example config's shape (embedded broker + MQTT sink to it), on a free port.
     let port = free_port();
-    let cfg = example_on(port);
+    let cfg = example_on(port, None);
     let mut gw = Gateway::start(&cfg);
     assert!(
         wait_port(port, TEST_TIMEOUT),
@@ -494,19 +494,27 @@ async fn embedded_broker_serves_the_example_shape() {
 
 /// The example configuration with everything it listens on or connects to moved to free
 /// loopback ports (the embedded broker and its clients to `broker`), so that tests running it
-/// at the same time do not meet on its fixed ports.
-fn example_on(broker: u16) -> serde_json::Value {
+/// at the same time do not meet on its fixed ports; with `login`, every client of the broker
+/// (the sink and the MQTT connector) logs in with it.
+fn example_on(broker: u16, login: Option<(&str, &str)>) -> serde_json::Value {
     let mut cfg: serde_json::Value =
         serde_json::from_str(include_str!("../osgate.json.example")).unwrap();
     let url = json!(format!("mqtt://127.0.0.1:{broker}"));
-    cfg["broker"]["embedded"]["listen"] = json!(format!("127.0.0.1:{broker}"));
-    cfg["sinks"][0]["url"] = url.clone();
-    for c in cfg["connectors"].as_array_mut().unwrap() {
-        if c["protocol"] == "mqtt" {
-            c["url"] = url.clone();
+    let client = |c: &mut serde_json::Value| {
+        c["url"] = url.clone();
+        if let Some((user, password)) = login {
+            c["username"] = json!(user);
+            c["password"] = json!(password);
         }
+    };
+    cfg["broker"]["embedded"]["listen"] = json!(format!("127.0.0.1:{broker}"));
+    client(&mut cfg["sinks"][0]);
+    for c in cfg["connectors"].as_array_mut().unwrap() {
         if c.get("listen").is_some() {
             c["listen"] = json!(format!("127.0.0.1:{}", free_port()));
+        }
+        if c["protocol"] == "mqtt" {
+            client(c);
         }
     }
     cfg
@@ -544,7 +552,7 @@ async fn embedded_broker_beyond_loopback_needs_credentials() {
     // (checked without binding anything).
     let dir = temp_dir();
     let port = free_port();
-    let mut cfg = example_on(port);
+    let mut cfg = example_on(port, None);
     cfg["broker"]["embedded"]["listen"] = json!("0.0.0.0:1883");
     let path = write_config(&dir, &cfg);
     let (code, _, err) = osgate_cmd(&["check", "-c", &path]);
@@ -558,12 +566,9 @@ async fn embedded_broker_beyond_loopback_needs_credentials() {
     // With credentials (on loopback here, as tests must): anonymous clients are refused, the
     // user is let in, and the sink and the MQTT connector reach it with the same credentials.
     // With -d and no RUST_LOG, ordinary connects and disconnects log no ERROR.
+    let mut cfg = example_on(port, Some(("gw", "${TEST_BROKER_PW}")));
     cfg["broker"]["embedded"] = json!({"listen": format!("127.0.0.1:{port}"),
         "username": "gw", "password": "${TEST_BROKER_PW}"});
-    cfg["sinks"][0]["username"] = json!("gw");
-    cfg["sinks"][0]["password"] = json!("${TEST_BROKER_PW}");
-    cfg["connectors"][1]["username"] = json!("gw");
-    cfg["connectors"][1]["password"] = json!("${TEST_BROKER_PW}");
     let mut gw = Gateway::start_default_log(&cfg, &["-d"], &[("TEST_BROKER_PW", "s3cret-pw")]);
     assert!(wait_port(port, TEST_TIMEOUT), "{}", gw.log_text());
     assert!(!broker_accepts(port, None).await, "anonymous client let in");
