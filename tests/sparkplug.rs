@@ -24,8 +24,11 @@ struct Host {
     _child: Child,
     stdin: ChildStdin,
     lines: mpsc::UnboundedReceiver<Json>,
-    /// Every message taken so far, in order.
+    /// Every message received so far, in order: the first `taken` were looked at by
+    /// [`Host::next`]; the rest came while [`Host::send`] waited for its confirmation (an
+    /// answer to a command can come before it) and are looked at next.
     seen: Vec<Json>,
+    taken: usize,
 }
 
 impl Host {
@@ -56,13 +59,26 @@ impl Host {
             stdin,
             lines,
             seen: Vec::new(),
+            taken: 0,
         };
         h.next(|m| m["type"] == "READY").await;
         h
     }
 
-    /// The next message that satisfies `f` (every message on the way is kept in `seen`).
+    /// The next message that satisfies `f`; every message before it counts as taken.
     async fn next(&mut self, f: impl Fn(&Json) -> bool) -> Json {
+        if let Some(i) = self.seen[self.taken..].iter().position(&f) {
+            self.taken += i + 1;
+            return self.seen[self.taken - 1].clone();
+        }
+        self.taken = self.seen.len();
+        let m = self.receive(f).await;
+        self.taken = self.seen.len();
+        m
+    }
+
+    /// Receives until a message satisfies `f`, keeping every message in `seen`.
+    async fn receive(&mut self, f: impl Fn(&Json) -> bool) -> Json {
         let found = tokio::time::timeout(TEST_TIMEOUT, async {
             loop {
                 let m = self.lines.recv().await.expect("host still running");
@@ -79,12 +95,25 @@ impl Host {
                 .seen
                 .iter()
                 .rev()
-                .take(12)
+                .take(400)
                 .rev()
                 .map(|m| format!("{} {} seq={}", m["type"], m["device"], m["seq"]))
                 .collect();
             panic!("no such Sparkplug message within {TEST_TIMEOUT:?}; the last ones: {last:?}")
         })
+    }
+
+    /// The messages taken so far, in order.
+    fn taken(&self) -> &[Json] {
+        &self.seen[..self.taken]
+    }
+
+    /// Every message received so far, taken or not, including what is waiting now.
+    fn received(&mut self) -> &[Json] {
+        while let Ok(m) = self.lines.try_recv() {
+            self.seen.push(m);
+        }
+        &self.seen
     }
 
     /// The next message of `kind` (and of `device`, when given).
@@ -93,13 +122,30 @@ impl Host {
             .await
     }
 
+    /// Sends a command and waits until the host published it and saw it come back from the
+    /// broker: what came before that echo is passed over; what came after it (an answer can
+    /// come before the host confirms its publish) is looked at by [`Host::next`].
     async fn send(&mut self, cmd: Json) {
         let op = cmd["op"].clone();
+        let echo = match op.as_str() {
+            Some("state") => "STATE",
+            Some("rebirth") => "NCMD",
+            _ => "DCMD",
+        };
         self.stdin
             .write_all(format!("{cmd}\n").as_bytes())
             .await
             .expect("write to the host");
-        self.next(|m| m["type"] == "SENT" && m["op"] == op).await;
+        self.receive(|m| m["type"] == "SENT" && m["op"] == op).await;
+        let is_echo = |m: &Json| m["type"] == echo;
+        let at = match self.seen[self.taken..].iter().position(is_echo) {
+            Some(i) => self.taken + i,
+            None => {
+                self.receive(is_echo).await;
+                self.seen.len() - 1
+            }
+        };
+        self.taken = at + 1;
     }
 }
 
@@ -345,7 +391,7 @@ async fn dcmd_writes_through_the_device_write_path_and_is_confirmed() {
     let m = host.next(with_setpoint).await;
     assert_eq!(metric(&m, "setpoint")["value"], 42.5);
     // The refused values never showed up.
-    for x in host.seen.iter().filter(|m| m["type"] == "DDATA") {
+    for x in host.received().iter().filter(|m| m["type"] == "DDATA") {
         for v in x["metrics"].as_array().unwrap() {
             assert_ne!(v["value"], 150.0);
         }
@@ -389,15 +435,15 @@ async fn primary_host_gates_births_and_held_data_arrives_historical() {
     gw.wait_log("waiting for the primary host", TEST_TIMEOUT)
         .await;
     gw.wait_log("holding data", TEST_TIMEOUT).await;
+    let early = host.received();
     assert!(
-        host.seen.iter().all(|m| m["edge"] != "sp5"),
-        "born while the host is offline: {:?}",
-        host.seen
+        early.iter().all(|m| m["edge"] != "sp5"),
+        "born while the host is offline: {early:?}"
     );
     host.send(json!({"op": "state", "host": "ignition-1", "online": true}))
         .await;
     let nb = host.next_of("NBIRTH", None).await;
-    let before: Vec<&Json> = host.seen[..host.seen.len() - 1]
+    let before: Vec<&Json> = host.taken()[..host.taken().len() - 1]
         .iter()
         .filter(|m| m["edge"] == "sp5")
         .collect();
@@ -468,13 +514,13 @@ async fn an_offline_device_dies_and_is_born_again_when_it_returns() {
     let back = host.next_of("DBIRTH", Some("plc")).await;
     assert_eq!(names(&back), ["r0"]);
     let dead_at = host
-        .seen
+        .taken()
         .iter()
         .position(|m| m["type"] == "DDEATH")
         .unwrap();
-    let reborn_at = host.seen.len() - 1;
+    let reborn_at = host.taken().len() - 1;
     assert!(
-        host.seen[dead_at + 1..reborn_at]
+        host.taken()[dead_at + 1..reborn_at]
             .iter()
             .all(|m| m["device"] != "plc"),
         "data of a dead device"
