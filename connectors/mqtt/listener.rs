@@ -54,10 +54,6 @@ impl Broker {
             SessionEvent::Connected(c) => {
                 tracing::info!(connector = %self.ctx.name, broker = %self.url,
                     session_present = c.session_present, "connected to the source broker");
-                if !c.subscribed {
-                    tracing::warn!(connector = %self.ctx.name, error = "the client's request queue is full",
-                        "subscribe failed");
-                }
             }
             SessionEvent::SubAck(ack) => {
                 let refused = ack
@@ -162,13 +158,14 @@ impl Listener for MqttListener {
         // start the next one; the publish waits in its queue for the ConnAck.
         let b = &mut self.broker;
         b.mqtt.connect();
-        let queued = match b.mqtt.client() {
-            Some(c) => c
-                .try_publish(cmd.topic.clone(), QoS::AtLeastOnce, cmd.retain, payload)
-                .map_err(|e| e.to_string()),
-            None => Err("no connection to the broker".into()),
-        };
-        queued.map_err(|e| WriteError::Offline(format!("cannot queue the command: {e}")))?;
+        let mut p = Publish::new(cmd.topic.as_str(), QoS::AtLeastOnce, payload);
+        p.retain = cmd.retain;
+        if b.mqtt.publish(vec![p]).is_err() {
+            return Err(WriteError::Offline(
+                "cannot queue the command: no connection to the broker, or its queue is full"
+                    .into(),
+            ));
+        }
         let limit = self.write_timeout;
         // Wait until the broker acknowledges our publish (the first one written from now on),
         // keeping the messages that arrive meanwhile for `next()`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::{AsyncClient, LastWill, QoS, SubscribeFilter};
+use rumqttc::{LastWill, Publish, QoS, SubscribeFilter};
 use tokio::time::{sleep_until, Instant};
 
 use super::MqttSinkConfig;
@@ -224,50 +224,58 @@ impl Sink {
         (topic, Bytes::from(payload))
     }
 
-    /// Renders an entry into (topic, payload, retain).
-    fn render(&mut self, item: &Item) -> (String, Bytes, bool) {
+    /// Renders an entry into its publish.
+    fn render(&mut self, item: &Item) -> Publish {
         self.enc.reserve(1024);
-        match item {
+        let (topic, payload, retain, qos) = match item {
             Item::Reading { batch, idx } => {
                 let r = &batch.readings[*idx as usize];
                 encode_reading(&mut self.enc, r, false);
                 let topic = self.topic.render(&batch.connector, &r.device, &r.channel);
-                (topic, self.enc.split().freeze(), self.cfg.retain)
+                (topic, self.enc.split().freeze(), self.cfg.retain, self.qos)
             }
             Item::Device(batch) => {
                 encode_device(&mut self.enc, batch, false);
                 let topic = self.topic.render(&batch.connector, &batch.device, "");
-                (topic, self.enc.split().freeze(), self.cfg.retain)
+                (topic, self.enc.split().freeze(), self.cfg.retain, self.qos)
             }
             Item::Raw {
                 topic,
                 payload,
                 retain,
-            } => (topic.to_string(), payload.clone(), *retain),
-        }
+            } => (
+                topic.to_string(),
+                payload.clone(),
+                *retain,
+                QoS::AtLeastOnce,
+            ),
+        };
+        let mut p = Publish::from_bytes(topic, qos, payload);
+        p.retain = retain;
+        p
     }
 
-    /// Hands entries to the client while the window has room.
-    async fn pump(&mut self, client: &AsyncClient) {
-        while self.outbox.in_flight() < self.window {
-            let Some(item) = self.outbox.pop() else {
-                break;
-            };
-            let (topic, payload, retain) = self.render(&item);
-            let qos = if matches!(item, Item::Raw { .. }) {
-                QoS::AtLeastOnce
-            } else {
-                self.qos
-            };
-            if client
-                .publish_bytes(topic, qos, retain, payload)
-                .await
-                .is_err()
-            {
-                // The link task is gone; its Down event follows.
+    /// Hands entries to the connection, in one batch, while the window has room.
+    fn pump(&mut self, mqtt: &MqttSession) {
+        let room = self.window.saturating_sub(self.outbox.in_flight());
+        let n = room.min(self.outbox.unsent_len());
+        if n == 0 {
+            return;
+        }
+        let mut batch = Vec::with_capacity(n);
+        let mut items = Vec::with_capacity(n);
+        while let Some(item) = (items.len() < n).then(|| self.outbox.pop()).flatten() {
+            batch.push(self.render(&item));
+            items.push(item);
+        }
+        if mqtt.publish(batch).is_err() {
+            // The link task is gone (its Down event follows) or its queue is full.
+            for item in items.into_iter().rev() {
                 self.outbox.push_front(item);
-                break;
             }
+            return;
+        }
+        for item in items {
             self.outbox.handed(item);
         }
     }
@@ -317,8 +325,8 @@ impl Sink {
 
         loop {
             let connected = mqtt.is_connected();
-            if let Some(client) = mqtt.client().filter(|_| connected) {
-                self.pump(client).await;
+            if connected {
+                self.pump(&mqtt);
             }
             self.ctx
                 .counters

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use rumqttc::{AsyncClient, LastWill, QoS, SubscribeFilter};
+use rumqttc::{LastWill, Publish, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
@@ -384,36 +384,46 @@ impl Session {
         Some((topic, payload.encode_to_vec()))
     }
 
-    /// Hands items to the client while the window has room.
-    async fn pump(&mut self, client: &AsyncClient) {
-        while self.outbox.in_flight() < self.window {
+    /// Hands items to the connection, in one batch, while the window has room.
+    fn pump(&mut self, mqtt: &MqttSession) {
+        let mut batch = Vec::new();
+        let mut items = Vec::new();
+        while self.outbox.in_flight() + items.len() < self.window {
             let Some(item) = self.outbox.pop() else {
                 break;
             };
-            let n = item.readings();
             let Some((topic, payload)) = self.render(&item) else {
                 // Data of a device that died before it went out.
-                self.ctx.counters.dropped.fetch_add(n, Relaxed);
+                self.ctx
+                    .counters
+                    .dropped
+                    .fetch_add(item.readings(), Relaxed);
                 continue;
             };
-            if client
-                .publish(topic, QoS::AtLeastOnce, false, payload)
-                .await
-                .is_err()
-            {
-                // The link task is gone; its Down event follows.
-                self.outbox.push_front(item);
-                break;
-            }
-            self.ctx.counters.published.fetch_add(n, Relaxed);
+            batch.push(Publish::new(topic, QoS::AtLeastOnce, payload));
             let leaving = self.leaving && matches!(item, Item::NDeath);
-            self.outbox.handed(item);
+            items.push(item);
             if leaving {
                 // Nothing more on this connection: what is left goes out after the next births.
                 self.born = false;
                 self.node.unborn();
                 break;
             }
+        }
+        if let Err(batch) = mqtt.publish(batch) {
+            // The link task is gone (its Down event follows) or its queue is full.
+            debug_assert_eq!(batch.len(), items.len());
+            for item in items.into_iter().rev() {
+                self.outbox.push_front(item);
+            }
+            return;
+        }
+        for item in items {
+            self.ctx
+                .counters
+                .published
+                .fetch_add(item.readings(), Relaxed);
+            self.outbox.handed(item);
         }
     }
 
@@ -554,8 +564,8 @@ impl Session {
 
         loop {
             let connected = mqtt.is_connected();
-            if let Some(client) = mqtt.client().filter(|_| connected && self.born) {
-                self.pump(client).await;
+            if connected && self.born {
+                self.pump(&mqtt);
             }
             let held = self.outbox.unsent_weight();
             self.ctx.counters.buffered.store(held as u64, Relaxed);

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::Methods;
-use rumqttc::{ConnectionError, QoS, StateError, SubscribeFilter};
+use rumqttc::{ConnectionError, Publish, QoS, StateError, SubscribeFilter};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -229,13 +229,12 @@ fn publish(mqtt: &MqttSession, held: &mut VecDeque<Outgoing>, m: Outgoing) -> bo
 
 /// Hands the held messages to the client, in order, while it is connected and takes them.
 fn flush(mqtt: &MqttSession, held: &mut VecDeque<Outgoing>) {
-    let Some(c) = mqtt.client().filter(|_| mqtt.is_connected()) else {
+    if !mqtt.is_connected() {
         return;
-    };
+    }
     while let Some((topic, payload)) = held.front() {
-        if c.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
-            .is_err()
-        {
+        let p = Publish::new(topic.as_str(), QoS::AtLeastOnce, payload.as_bytes());
+        if mqtt.publish(vec![p]).is_err() {
             break;
         }
         held.pop_front();

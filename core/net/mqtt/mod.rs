@@ -7,13 +7,16 @@
 //!   `clean_session`, `backoff_max`) of every config that connects to a broker, once.
 //! - [`session`]: the session driver ([`MqttSession`]): connects with the shared
 //!   [`Backoff`](crate::backoff::Backoff), runs each connection's event loop in a task of its own
-//!   (never blocked by its owner), subscribes again on every ConnAck and reports what happened:
-//!   connected, packets written and acknowledged, messages, down (with the cause in words),
-//!   closed.
+//!   (never blocked by its owner), writes the owner's publishes in batches, subscribes again on
+//!   every ConnAck and reports what happened: connected, packets written and acknowledged,
+//!   messages, down (with the cause in words), closed.
+//! - `hold`: when a connection's queued publishes wait for more room in the in-flight window
+//!   (fewer, larger writes) and when they must not (a backlog, a broker holding its PUBACKs).
 //! - [`outbox`]: what a publisher has not yet seen acknowledged ([`Outbox`]): unsent, handed
 //!   to the client, in flight; put back at the front when a connection is lost, so delivery is
 //!   at least once.
 
+mod hold;
 pub mod outbox;
 pub mod session;
 pub mod settings;

@@ -8,29 +8,49 @@
 //! (the [`Outbox`](super::Outbox)).
 //!
 //! Each connection's event loop is polled by a task of its own, never blocked by the owner
-//! (the owner may be busy publishing), which reports: the ConnAck (after subscribing again to
-//! the session's filters, clean session or not: a persistent session keeps them, but one the
-//! broker lost does not), packets written and PUBACKs ([`Ack`]s, batched: one report per burst
-//! the event loop handled), messages, SUBACKs, and the end, with the cause in words
-//! ([`describe_error`](crate::net::describe_error)). The owner logs: it knows what the
-//! connection is for. [`Down::new_cause`] tells it whether the cause changed, so a broker that
-//! stays away is logged once, not at every retry.
+//! (the owner may be busy rendering), which writes what the owner publishes and reports: the
+//! ConnAck (after subscribing again to the session's filters, clean session or not: a
+//! persistent session keeps them, but one the broker lost does not), packets written and
+//! PUBACKs ([`Ack`]s, batched: one report per burst), messages, SUBACKs, and the end, with the
+//! cause in words ([`describe_error`](crate::net::describe_error)). The owner logs: it knows
+//! what the connection is for. [`Down::new_cause`] tells it whether the cause changed, so a
+//! broker that stays away is logged once, not at every retry.
+//!
+//! **System calls per message.** rumqttc's event loop writes and flushes every request on its
+//! own (one system call per publish; rumqtt issue #810) and flushes its answers every ten
+//! packets read. So publishes do not go through its request channel: the owner hands them
+//! over in batches ([`MqttSession::publish`]), and the link task writes as many as the
+//! in-flight window has room for through the event loop's own state and connection (packet
+//! ids, the copies kept for a re-send and the `Outgoing` events, as rumqttc does them), then
+//! flushes once. With the window nearly full it may wait up to a millisecond for more room,
+//! so that writes are fewer and larger; when such waits are in vain (a backlog, a broker
+//! holding its PUBACKs back), it stops waiting for a while (`hold.rs` has the policy).
+//! On the way in, it reads every packet already there (up to 128 a turn) and answers
+//! them in one write. Nothing goes through the request channel: the SUBSCRIBE is written at
+//! the ConnAck (queued there, it would wait while the window is full, and a steady flow of
+//! publishes keeps it full), and the DISCONNECT after everything published before it, then
+//! the link reads until the broker closes the connection.
 //!
 //! Messages are reported without a bound by default. An owner that must slow its source down
 //! when it is slow itself (the MQTT connector: the broker holds what osgate does not read)
 //! bounds them ([`MqttSession::bound_messages`]): the link task then waits for room, and the
 //! broker's TCP window fills, as if the event loop were not polled.
 
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish, SubAck,
-    SubscribeFilter,
+    ConnectionError, Disconnect, Event, EventLoop, Outgoing, Packet, Publish, Request, SubAck,
+    Subscribe, SubscribeFilter,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
+use super::hold::Hold;
 use super::MqttClientSettings;
 use crate::backoff::Backoff;
 
@@ -50,7 +70,8 @@ pub struct Connected {
     pub session_present: bool,
     /// Not the session's first connection.
     pub again: bool,
-    /// The session's filters were requested (none, or the request queued).
+    /// A SUBSCRIBE with the session's filters went out on this connection (false: the
+    /// session has none).
     pub subscribed: bool,
 }
 
@@ -142,9 +163,17 @@ impl Rx {
     }
 }
 
-/// One connection: its client, its task, what the task reported.
+/// What the owner hands a link task, in order.
+enum Out {
+    Publish(Vec<Publish>),
+    Disconnect,
+}
+
+/// One connection: where its publishes go, its task, what the task reported.
 struct Link {
-    client: AsyncClient,
+    out: mpsc::UnboundedSender<Out>,
+    /// Publishes handed and not yet written (bounded by the session's `requests`).
+    queued: Arc<AtomicUsize>,
     events: Rx,
     task: JoinHandle<()>,
     connected: bool,
@@ -155,7 +184,7 @@ pub struct MqttSession {
     settings: MqttClientSettings,
     subscriptions: Vec<SubscribeFilter>,
     backoff: Backoff,
-    /// Capacity of each client's request channel.
+    /// Publishes a connection queues at most (handed and not yet written).
     requests: usize,
     /// Messages reported ahead of the owner, when bounded.
     messages: Option<usize>,
@@ -222,9 +251,29 @@ impl MqttSession {
         self.link.is_some()
     }
 
-    /// The current connection's client (publish, disconnect), accepted or not yet.
-    pub fn client(&self) -> Option<&AsyncClient> {
-        self.link.as_ref().map(|l| &l.client)
+    /// Hands publishes to the current connection, accepted or not yet: written in order
+    /// once the broker accepted it, as the in-flight window allows; each write and PUBACK is
+    /// reported as an [`Ack`]. Hands them back when there is no connection or the queue (the
+    /// session's `requests`) has no room for all of them.
+    pub fn publish(&self, batch: Vec<Publish>) -> Result<(), Vec<Publish>> {
+        let Some(l) = &self.link else {
+            return Err(batch);
+        };
+        let n = batch.len();
+        if n == 0 {
+            return Ok(());
+        }
+        if l.queued.load(Relaxed) + n > self.requests {
+            return Err(batch);
+        }
+        l.queued.fetch_add(n, Relaxed);
+        l.out.send(Out::Publish(batch)).map_err(|e| {
+            l.queued.fetch_sub(n, Relaxed);
+            match e.0 {
+                Out::Publish(b) => b,
+                Out::Disconnect => unreachable!("sent a publish"),
+            }
+        })
     }
 
     /// Starts a connection attempt with the current settings. Options that cannot be built (a
@@ -243,7 +292,15 @@ impl MqttSession {
                 return;
             }
         };
-        let (client, el) = AsyncClient::new(opts, self.requests);
+        // Nothing goes through the event loop's request channel: the link task writes
+        // publishes, subscriptions and the DISCONNECT itself (see the module docs).
+        let mut el = EventLoop::new(opts, 1);
+        // The batching is done here: the kernel must not hold a batch's last segment back
+        // (Nagle's algorithm) until the broker's TCP acknowledgement, which the broker delays
+        // by up to 40 ms when it has nothing to send: the window then stalls.
+        let mut net = el.network_options();
+        net.set_tcp_nodelay(true);
+        el.set_network_options(net);
         let subs = self.subscriptions.clone();
         let (tx, events) = match self.messages {
             None => {
@@ -255,9 +312,12 @@ impl MqttSession {
                 (Tx::Bounded(tx), Rx::Bounded(rx))
             }
         };
-        let task = tokio::spawn(drive(el, client.clone(), subs, tx));
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(drive(el, subs, tx, out_rx, queued.clone()));
         self.link = Some(Link {
-            client,
+            out,
+            queued,
             events,
             task,
             connected: false,
@@ -298,11 +358,11 @@ impl MqttSession {
         }
     }
 
-    /// Asks the broker to end the current connection (DISCONNECT); [`SessionEvent::Closed`]
-    /// follows.
+    /// Asks the broker to end the current connection (DISCONNECT, after what was published
+    /// before it); [`SessionEvent::Closed`] follows.
     pub fn disconnect(&self) {
         if let Some(l) = &self.link {
-            let _ = l.client.try_disconnect();
+            let _ = l.out.send(Out::Disconnect);
         }
     }
 
@@ -310,7 +370,7 @@ impl MqttSession {
     pub async fn close(&mut self, wait: Duration) {
         self.stash = None;
         if let Some(l) = self.link.take() {
-            let _ = l.client.try_disconnect();
+            let _ = l.out.send(Out::Disconnect);
             let _ = tokio::time::timeout(wait, l.task).await;
         }
     }
@@ -402,44 +462,270 @@ fn ack_of(ev: &Event) -> Option<Ack> {
     }
 }
 
-/// Polls one connection's event loop until it ends, reporting to the session.
-async fn drive(mut el: EventLoop, client: AsyncClient, subs: Vec<SubscribeFilter>, tx: Tx) {
+/// Polls one connection's event loop until it ends, writing what the owner publishes and
+/// reporting to the session.
+async fn drive(
+    mut el: EventLoop,
+    subs: Vec<SubscribeFilter>,
+    tx: Tx,
+    mut out: mpsc::UnboundedReceiver<Out>,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut pubs = VecDeque::new();
+    let mut connected = false;
+    let mut closing = false;
+    let mut hold = Hold::default();
+    let window = usize::from(el.mqtt_options.inflight());
     loop {
-        let ev = match el.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                // Before anything else is requested: the subscriptions come first.
-                let subscribed = subs.is_empty() || client.try_subscribe_many(subs.clone()).is_ok();
-                LinkEvent::ConnAck {
-                    session_present: ack.session_present,
-                    subscribed,
+        let in_flight = usize::from(el.state.inflight());
+        if connected
+            && (closing || !pubs.is_empty())
+            && !hold.wait(window, in_flight, pubs.len(), closing)
+        {
+            let before = pubs.len();
+            let wrote = write_queued(&mut el, &mut pubs, &queued, closing).await;
+            hold.wrote(before - pubs.len(), window);
+            let end = match wrote {
+                Ok(false) => None,
+                Ok(true) => Some(LinkEvent::Closed),
+                Err(e) => Some(LinkEvent::Down(e)),
+            };
+            if let Some(end) = end {
+                // What was written (and, after a DISCONNECT, acknowledged) before the end is
+                // reported first.
+                let mut acks = Vec::new();
+                take_buffered_acks(&mut el, &mut acks);
+                if matches!(end, LinkEvent::Closed) {
+                    linger(&mut el, &mut acks).await;
                 }
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                tx.send(LinkEvent::Closed).await;
+                if !acks.is_empty() {
+                    tx.send(LinkEvent::Acks(acks)).await;
+                }
+                tx.send(end).await;
                 return;
             }
-            Ok(Event::Incoming(Packet::SubAck(s))) => LinkEvent::SubAck(s),
-            Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message(p),
-            Ok(ev) => {
-                let Some(a) = ack_of(&ev) else { continue };
-                let mut acks = vec![a];
-                // rumqttc buffers the events of a burst (many PUBACKs read at once) and hands
-                // them out one poll at a time; take the buffered ones now. Only already
-                // produced events are taken, so no poll future is ever dropped half-way.
-                while let Some(a) = el.state.events.front().and_then(ack_of) {
-                    el.state.events.pop_front();
-                    acks.push(a);
-                }
-                LinkEvent::Acks(acks)
+        }
+        // Before the ConnAck nothing is written, and the connect is never interrupted. After
+        // it, a poll of the event loop may be: its connection buffers what it read and what
+        // it has still to write, and the events it produced stay queued in its state.
+        let polled = tokio::select! {
+            biased;
+            _ = sleep_until(hold.until.unwrap_or_else(Instant::now)), if hold.until.is_some() => {
+                continue;
             }
-            Err(e) => {
+            o = out.recv(), if connected => {
+                let Some(o) = o else { return };
+                // One write for everything handed so far.
+                let mut next = Some(o);
+                while let Some(o) = next {
+                    match o {
+                        Out::Publish(b) => pubs.extend(b),
+                        Out::Disconnect => closing = true,
+                    }
+                    next = out.try_recv().ok();
+                }
+                continue;
+            }
+            polled = el.poll() => polled,
+        };
+        // PUBACKs are gathered while the event loop has more of them at once (it reads ten
+        // packets a poll), so that the owner gets one report and the queued publishes one
+        // write for the whole burst. A poll that is not ready at once is dropped before it
+        // took anything (see above).
+        let mut acks = Vec::new();
+        let mut polled = Some(polled);
+        let mut budget = READY_POLLS;
+        while let Some(p) = polled.take() {
+            let ev = match p {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    connected = true;
+                    // Before anything is published: the subscriptions come first. (Through
+                    // the request channel they would wait while the in-flight window is
+                    // full, which a steady flow of publishes keeps it.)
+                    if let Err(e) = subscribe(&mut el, &subs).await {
+                        tx.send(LinkEvent::Down(e)).await;
+                        return;
+                    }
+                    Some(LinkEvent::ConnAck {
+                        session_present: ack.session_present,
+                        subscribed: !subs.is_empty(),
+                    })
+                }
+                Ok(Event::Incoming(Packet::SubAck(s))) => Some(LinkEvent::SubAck(s)),
+                Ok(Event::Incoming(Packet::Publish(p))) => Some(LinkEvent::Message(p)),
+                Ok(ev) => {
+                    if let Some(a) = ack_of(&ev) {
+                        acks.push(a);
+                        take_buffered_acks(&mut el, &mut acks);
+                    }
+                    None
+                }
+                Err(e) => Some(LinkEvent::Down(e)),
+            };
+            if let Some(ev) = ev {
+                let end = matches!(ev, LinkEvent::Down(_));
+                if !acks.is_empty() && !tx.send(LinkEvent::Acks(std::mem::take(&mut acks))).await {
+                    return;
+                }
+                if !tx.send(ev).await || end {
+                    return;
+                }
+            }
+            budget -= 1;
+            if budget > 0 && connected {
+                polled = match el.state.events.pop_front() {
+                    Some(ev) => Some(Ok(ev)),
+                    None => read_ready(&mut el).await,
+                };
+            }
+        }
+        // The answers to what was read (PUBACKs of messages), in one write.
+        if connected {
+            if let Err(e) = flush(&mut el).await {
+                if !acks.is_empty() {
+                    tx.send(LinkEvent::Acks(std::mem::take(&mut acks))).await;
+                }
                 tx.send(LinkEvent::Down(e)).await;
                 return;
             }
-        };
-        if !tx.send(ev).await {
+        }
+        if !acks.is_empty() && !tx.send(LinkEvent::Acks(acks)).await {
             return;
         }
+    }
+}
+
+/// Takes the acknowledgements at the front of the events the event loop has already produced
+/// (PUBACKs read at once, a batch of publishes written), which it would otherwise hand out one
+/// poll at a time.
+fn take_buffered_acks(el: &mut EventLoop, acks: &mut Vec<Ack>) {
+    while let Some(a) = el.state.events.front().and_then(ack_of) {
+        el.state.events.pop_front();
+        acks.push(a);
+    }
+}
+
+/// Reads one packet if the connection has one now and handles it as the event loop does:
+/// its answer (the PUBACK of a message) is written but not flushed, its event returned. The
+/// event loop reads at most ten packets per poll and flushes their answers each time; a link
+/// task reads what is there, up to [`READY_POLLS`], and flushes once.
+async fn read_ready(el: &mut EventLoop) -> Option<Result<Event, ConnectionError>> {
+    let net = el.network.as_mut()?;
+    let packet = match ready_now(net.read())? {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e.into())),
+    };
+    match el.state.handle_incoming_packet(packet) {
+        Ok(Some(answer)) => {
+            if let Err(e) = net.write(answer).await {
+                return Some(Err(e.into()));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return Some(Err(e.into())),
+    }
+    el.state.events.pop_front().map(Ok)
+}
+
+/// How many events of the event loop one turn of a link task takes when they are ready at
+/// once.
+const READY_POLLS: usize = 128;
+
+/// Polls `f` once: its output if it is ready now.
+fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Writes the queued publishes the in-flight window has room for (packet ids, the copies kept
+/// for a re-send and the `Outgoing` events through the event loop's state, as its own request
+/// handling does), then, when closing and nothing is left, a DISCONNECT; and flushes once.
+/// True when the DISCONNECT went out.
+async fn write_queued(
+    el: &mut EventLoop,
+    pubs: &mut VecDeque<Publish>,
+    queued: &AtomicUsize,
+    closing: bool,
+) -> Result<bool, ConnectionError> {
+    let window = el.mqtt_options.inflight();
+    let Some(net) = el.network.as_mut() else {
+        return Ok(false);
+    };
+    let state = &mut el.state;
+    let mut wrote = false;
+    while state.collision.is_none() && state.inflight() < window {
+        let Some(p) = pubs.pop_front() else { break };
+        queued.fetch_sub(1, Relaxed);
+        if let Some(packet) = state.handle_outgoing_packet(Request::Publish(p))? {
+            net.write(packet).await?;
+            wrote = true;
+        }
+    }
+    let close = closing && pubs.is_empty();
+    if close {
+        if let Some(packet) = state.handle_outgoing_packet(Request::Disconnect(Disconnect))? {
+            net.write(packet).await?;
+            wrote = true;
+        }
+    }
+    if wrote {
+        flush(el).await?;
+    }
+    Ok(close)
+}
+
+/// How long a link waits for the broker to close the connection after our DISCONNECT.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// After the DISCONNECT: reads until the broker closes the connection (at most [`LINGER`]),
+/// taking the PUBACKs still on their way. Closed at once, the socket would answer them with a
+/// reset, and the broker's kernel would drop what the broker had not read yet: the last
+/// publishes and the DISCONNECT itself (so the broker would publish the last will).
+async fn linger(el: &mut EventLoop, acks: &mut Vec<Ack>) {
+    let until = Instant::now() + LINGER;
+    let Some(net) = el.network.as_mut() else {
+        return;
+    };
+    while let Ok(Ok(packet)) = tokio::time::timeout_at(until, net.read()).await {
+        // Nothing is answered after the DISCONNECT; PUBACKs are taken.
+        if el.state.handle_incoming_packet(packet).is_err() {
+            break;
+        }
+        while let Some(ev) = el.state.events.pop_front() {
+            acks.extend(ack_of(&ev));
+        }
+    }
+}
+
+/// Writes the session's filters in one SUBSCRIBE (none: nothing) and flushes.
+async fn subscribe(el: &mut EventLoop, subs: &[SubscribeFilter]) -> Result<(), ConnectionError> {
+    if subs.is_empty() {
+        return Ok(());
+    }
+    let request = Request::Subscribe(Subscribe::new_many(subs.iter().cloned()));
+    if let (Some(packet), Some(net)) = (
+        el.state.handle_outgoing_packet(request)?,
+        el.network.as_mut(),
+    ) {
+        net.write(packet).await?;
+    }
+    flush(el).await
+}
+
+/// Writes out what the connection has buffered, within the connection timeout (as the event
+/// loop does).
+async fn flush(el: &mut EventLoop) -> Result<(), ConnectionError> {
+    let limit = Duration::from_secs(el.network_options.connection_timeout());
+    let Some(net) = el.network.as_mut() else {
+        return Ok(());
+    };
+    match tokio::time::timeout(limit, net.flush()).await {
+        Ok(flushed) => Ok(flushed?),
+        Err(_) => Err(ConnectionError::FlushTimeout),
     }
 }
 
