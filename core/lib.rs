@@ -30,6 +30,7 @@ pub mod backoff;
 pub mod config;
 pub mod control;
 pub mod duration;
+pub mod memory;
 pub mod net;
 pub mod out;
 pub mod pipeline;
@@ -44,7 +45,7 @@ pub mod uplink;
 /// exit code 1.
 pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
     let mut b = if multi_thread {
-        limit_malloc_arenas();
+        memory::limit_malloc_arenas();
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -53,30 +54,6 @@ pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, std::proce
         eprintln!("error: cannot start the runtime: {e}");
         std::process::ExitCode::from(1)
     })
-}
-
-/// Gives glibc's malloc one arena for all threads. By default every thread that allocates may
-/// get an arena of its own (up to 8 per core), each keeping freed memory for reuse; the
-/// gateway's worker and blocking threads then hold several MB of mostly idle heap. One arena
-/// saves about 1 MB against two on 100 Modbus TCP hosts, with no CPU cost measurable on two
-/// cores (threads allocate from their own tcache first); both measured in the memory
-/// benchmarks. `MALLOC_ARENA_MAX` in the environment still wins: glibc reads it first.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-        }
-        /// `M_ARENA_MAX` from glibc's `malloc.h`.
-        const M_ARENA_MAX: std::ffi::c_int = -8;
-        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-            // SAFETY: mallopt only sets a tunable; it is called before the runtime starts
-            // its threads.
-            unsafe {
-                mallopt(M_ARENA_MAX, 1);
-            }
-        }
-    }
 }
 
 /// Installs the process-wide rustls crypto provider (ring). Call once, first thing in `main`:

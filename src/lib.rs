@@ -25,8 +25,8 @@
 
 pub use osgate_connectors as connectors;
 pub use osgate_core::{
-    audit, auth, backoff, control, duration, install_crypto_provider, net, out, outln, pipeline,
-    reading, runtime, size, status, transform, uplink,
+    audit, auth, backoff, control, duration, install_crypto_provider, memory, net, out, outln,
+    pipeline, reading, runtime, size, status, transform, uplink,
 };
 pub use osgate_sinks as sinks;
 

@@ -269,6 +269,9 @@ fn config_error(e: &LoadError) -> ExitCode {
 }
 
 fn run(path: PathBuf) -> ExitCode {
+    // The gateway's own process: what starting took is given back once it runs (not in a
+    // process that embeds the service, such as the tests, whose binary is not ours to trim).
+    osgate::memory::release_in_this_process();
     let rt = match osgate::runtime(true) {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -141,6 +141,7 @@ impl GatewayService {
             sinks = svc.sinks.len(),
             "gateway started"
         );
+        release_when_settled(svc.root.child_token());
         Ok(svc)
     }
 
@@ -475,6 +476,7 @@ impl GatewayService {
             sinks_stopped = %names(&summary.sinks_stopped),
             "configuration reloaded"
         );
+        release_when_settled(self.root.child_token());
         summary
     }
 
@@ -707,4 +709,21 @@ impl ServiceHandle {
         rx.await
             .unwrap_or_else(|_| Err("the gateway is stopping".into()))
     }
+}
+
+/// How long after a start or reload the connectors' first cycles (connects, first polls and
+/// writes, the sinks' first publishes) are taken to be over.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Gives back what a start or reload left behind ([`crate::memory::release_after_start`]):
+/// now (the configuration's parse, the code that built everything), and again once the first
+/// cycles are over ([`SETTLE`]), unless `shutdown` comes first.
+fn release_when_settled(shutdown: CancellationToken) {
+    crate::memory::release_after_start();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(SETTLE) => crate::memory::release_after_start(),
+        }
+    });
 }
