@@ -52,7 +52,9 @@ pub fn release_after_start() {
     if !RELEASE.load(Relaxed) {
         return;
     }
-    let before = resident();
+    // What was given back is read from /proc only when it will be logged.
+    let logged = tracing::enabled!(tracing::Level::DEBUG);
+    let before = if logged { resident() } else { (0, 0) };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
@@ -65,6 +67,9 @@ pub fn release_after_start() {
     }
     #[cfg(target_os = "linux")]
     page_out_binary();
+    if !logged {
+        return;
+    }
     let after = resident();
     tracing::debug!(
         anon_kb_before = before.0,

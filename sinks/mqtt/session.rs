@@ -264,7 +264,8 @@ impl Sink {
         }
         let mut batch = Vec::with_capacity(n);
         let mut items = Vec::with_capacity(n);
-        while let Some(item) = (items.len() < n).then(|| self.outbox.pop()).flatten() {
+        for _ in 0..n {
+            let Some(item) = self.outbox.pop() else { break };
             batch.push(self.render(&item));
             items.push(item);
         }
