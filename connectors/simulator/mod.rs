@@ -2,21 +2,12 @@
 //!
 //! Each channel follows a signal (`sine`, `sawtooth`/`ramp`, `random_walk`, `counter`, `square`,
 //! `bool`, `constant`) between `min` and `max` with a `period`; each device ticks at its own
-//! `interval`. The connector kit (`connectors/device`) owns scheduling, requests, health and
-//! writes; this file is only the signals. It serves demos, tests, and — with many devices and
-//! channels at a short interval — as the load generator for benchmarks: every tick is one
-//! batch, and when the sinks push back the next tick waits (counted as lag), so it runs exactly
-//! as fast as the pipeline delivers.
-//!
-//! Devices share lines (tasks) of the kit, up to [`DEVICES_PER_LINE`] each, as the devices
-//! behind one Modbus connection do: a line polls its due devices in turn and serves their
-//! requests (`device.read`, `device.write`) and enable/disable between polls. A simulated
-//! device is a generator that only computes, a few microseconds per poll, so a device waits
-//! no time worth mentioning for its line mates; what sharing saves is a task, a request queue
-//! and a batch in flight per device (BENCHMARKS.md, "Memory scaling"). When the sinks push
-//! back, a device whose batch waits for room holds up the rest of its line, which is then
-//! late (and counts lag) as it would be on lines of its own. A panic in a generator would
-//! take its line mates offline with it until the line is rebuilt.
+//! `interval`. The connector kit owns scheduling, requests, health and writes; this file is only
+//! the signals. It serves demos, tests and, with many devices at a short interval, as the load
+//! generator of the benchmarks: a tick is one batch, and when the sinks push back the next tick
+//! waits (counted as lag), so it runs exactly as fast as the pipeline delivers. Devices share
+//! the kit's lines (tasks), [`DEVICES_PER_LINE`] each: a generator only computes, so sharing
+//! costs a device no time and saves a task, a request queue and a batch in flight per device.
 
 use std::f64::consts::TAU;
 use std::sync::Arc;
@@ -117,59 +108,42 @@ pub const PROTOCOL: crate::Protocol = crate::Protocol {
     tool: None,
 };
 
-
 /// Semantic checks of a simulator connector.
 pub fn validate(spec: &SimulatorConfig, path: &str, errs: &mut Vec<ConfigError>) {
     for (di, d) in spec.devices.iter().enumerate() {
-        let dpath = format!("{path}.devices[{di}]");
         for (ci, c) in d.channels.iter().enumerate() {
-            let cpath = format!("{dpath}.channels[{ci}]");
             let s = &c.settings;
+            let mut err = |field: &str, msg: String| {
+                let at = format!("{path}.devices[{di}].channels[{ci}].{field}");
+                errs.push(ConfigError::new(at, msg));
+            };
             if let (Some(lo), Some(hi)) = (s.min.get(), s.max.get()) {
                 if lo >= hi || lo.is_nan() || hi.is_nan() {
-                    errs.push(ConfigError::new(
-                        format!("{cpath}.max"),
-                        format!("must be greater than min ({lo}), got {hi}"),
-                    ));
+                    err("max", format!("must be greater than min ({lo}), got {hi}"));
                 }
             }
-            if let Some(p) = s.period.get() {
-                if p <= 0.0 {
-                    errs.push(ConfigError::new(
-                        format!("{cpath}.period"),
-                        "must be greater than 0",
-                    ));
-                }
+            if s.period.get().is_some_and(|p| p <= 0.0) {
+                err("period", "must be greater than 0".into());
             }
-            match (s.signal, &s.value) {
-                (Signal::Constant, None) => errs.push(ConfigError::new(
-                    format!("{cpath}.value"),
-                    "missing: a constant signal needs a value",
-                )),
+            match (s.signal, s.value.as_deref()) {
+                (Signal::Constant, None) => {
+                    err("value", "missing: a constant signal needs a value".into())
+                }
                 (Signal::Constant, Some(v)) if Value::from_json(v).is_none() => {
-                    errs.push(ConfigError::new(
-                        format!("{cpath}.value"),
-                        format!("expected a number, bool or string, got {v}"),
-                    ))
+                    err("value", format!("expected a number, bool or string, got {v}"))
                 }
-                (Signal::Constant, Some(_)) => {}
-                (_, Some(_)) => errs.push(ConfigError::new(
-                    format!("{cpath}.value"),
-                    "only a constant signal takes a value",
-                )),
-                _ => {}
+                (Signal::Constant, _) | (_, None) => {}
+                (_, Some(_)) => err("value", "only a constant signal takes a value".into()),
             }
             if s.signal == Signal::Counter && s.min.get().is_some_and(|m| m < 0.0) {
-                errs.push(ConfigError::new(
-                    format!("{cpath}.min"),
-                    "a counter starts at 0 or above",
-                ));
+                err("min", "a counter starts at 0 or above".into());
             }
         }
     }
 }
 
 /// A channel's settings with their defaults filled in.
+#[derive(Clone, Copy)]
 struct Shape {
     lo: f64,
     hi: f64,
@@ -179,23 +153,12 @@ struct Shape {
 
 impl Shape {
     fn of(s: &SimulatorChannel) -> Self {
-        let lo = s.min.get().unwrap_or(0.0);
-        let counter = s.signal == Signal::Counter;
+        let (lo, counter) = (s.min.get().unwrap_or(0.0), s.signal == Signal::Counter);
         // A counter never wraps without a max; the other signals stay within [0, 100].
-        let hi = s
-            .max
-            .get()
-            .unwrap_or(if counter { f64::INFINITY } else { 100.0 });
-        Shape {
-            lo,
-            hi,
-            period: s.period.get().unwrap_or(60.0),
-            step: match s.step.get() {
-                Some(step) => step,
-                None if counter => 1.0,
-                None => (hi - lo) * 0.01,
-            },
-        }
+        let hi = (s.max.get()).unwrap_or(if counter { f64::INFINITY } else { 100.0 });
+        let step = (s.step.get()).unwrap_or(if counter { 1.0 } else { (hi - lo) * 0.01 });
+        let period = s.period.get().unwrap_or(60.0);
+        Shape { lo, hi, period, step }
     }
 }
 
@@ -223,49 +186,32 @@ impl DeviceSignals {
         settings: impl IntoIterator<Item = &'a SimulatorChannel>,
     ) -> Self {
         let (mut fixed, mut stateful) = (Vec::new(), false);
-        let moving: Vec<u64> = settings
-            .into_iter()
-            .enumerate()
+        let moving: Box<[u64]> = (settings.into_iter().enumerate())
             .map(|(ch, s)| {
                 if let Some(v) = s.value.as_deref().and_then(Value::from_json) {
                     fixed.push((ch as u32, v));
                 }
                 let Shape { lo, hi, .. } = Shape::of(s);
+                stateful |= matches!(s.signal, Signal::Counter | Signal::RandomWalk);
                 match s.signal {
-                    Signal::Counter => {
-                        stateful = true;
-                        lo.max(0.0) as u64
-                    }
-                    Signal::RandomWalk => {
-                        stateful = true;
-                        ((lo + hi) / 2.0).to_bits()
-                    }
+                    Signal::Counter => lo.max(0.0) as u64,
+                    Signal::RandomWalk => ((lo + hi) / 2.0).to_bits(),
                     _ => 0,
                 }
             })
             .collect();
-        let moving = if stateful {
-            moving.into()
-        } else {
-            Box::default()
-        };
-        DeviceSignals {
-            device,
-            moving,
-            fixed,
-        }
+        // A device whose signals are all functions of time keeps nothing.
+        let moving = if stateful { moving } else { Box::default() };
+        DeviceSignals { device, moving, fixed }
     }
 
     /// Makes `raw` (checked by the kit against the channel's [`WriteSpec`]) the value of
     /// channel `ch`, with settings `s`, until the next write; returns it as stored.
     pub fn write(&mut self, ch: usize, s: &SimulatorChannel, raw: Value) -> Result<Value, String> {
         let value = match (s.signal, raw) {
-            (Signal::Counter, v) => match v {
-                Value::U64(u) => Value::U64(u),
-                other => return Err(format!("expected an unsigned integer, got {other}")),
-            },
-            (Signal::Bool, Value::Bool(b)) => Value::Bool(b),
-            (Signal::Bool, other) => return Err(format!("expected true or false, got {other}")),
+            (Signal::Counter, v @ Value::U64(_)) | (Signal::Bool, v @ Value::Bool(_)) => v,
+            (Signal::Counter, v) => return Err(format!("expected an unsigned integer, got {v}")),
+            (Signal::Bool, v) => return Err(format!("expected true or false, got {v}")),
             (_, v) => v,
         };
         let ch = ch as u32;
@@ -284,13 +230,8 @@ impl DeviceSignals {
                 return self.fixed[i].1.clone();
             }
         }
-        let Shape {
-            lo,
-            hi,
-            period,
-            step,
-        } = Shape::of(s);
-        let phase = (t / period).fract();
+        let shape = Shape::of(s);
+        let (Shape { lo, hi, step, .. }, phase) = (shape, (t / shape.period).fract());
         match s.signal {
             Signal::Sine => Value::F64(lo + (hi - lo) * (0.5 + 0.5 * (TAU * phase).sin())),
             Signal::Sawtooth => Value::F64(lo + (hi - lo) * phase),
@@ -307,11 +248,8 @@ impl DeviceSignals {
                 let state = &mut self.moving[ch];
                 let v = *state;
                 let next = v.saturating_add(step.max(1.0) as u64);
-                *state = if (next as f64) > hi {
-                    lo.max(0.0) as u64
-                } else {
-                    next
-                };
+                let wrap = (next as f64) > hi;
+                *state = if wrap { lo.max(0.0) as u64 } else { next };
                 Value::U64(v)
             }
             // A constant has a fixed value (validated at load).
@@ -333,14 +271,8 @@ pub fn build(spec: Arc<SimulatorConfig>, ctx: ConnectorContext) -> Result<Runnin
         let start = Instant::now();
         let (lines, per_line) = device::shared_lines(spec.devices.len(), DEVICES_PER_LINE);
         device::run_lines(&ctx, lines, |l| {
-            let mut line = Line::new(
-                &ctx,
-                Signals {
-                    start,
-                    spec: spec.clone(),
-                },
-            );
-            let first = l * per_line;
+            let (first, own) = (l * per_line, spec.clone());
+            let mut line = Line::new(&ctx, Signals { start, spec: own });
             for (i, d) in spec.devices.iter().enumerate().skip(first).take(per_line) {
                 let signals = DeviceSignals::new(i, d.channels.iter().map(|c| &c.settings));
                 let schedule = Schedule::every(d.interval.0, d.channels.len());
@@ -398,28 +330,19 @@ fn write_spec(c: &ChannelSpec<SimulatorChannel>) -> Option<WriteSpec> {
         _ => ValueKind::Float,
     };
     let numeric = !matches!(kind, ValueKind::Bool | ValueKind::Text);
-    let (lo, hi) = match s.signal {
-        Signal::Constant | Signal::Counter => (s.min.get(), s.max.get()),
-        _ => (
-            Some(s.min.get().unwrap_or(0.0)),
-            Some(s.max.get().unwrap_or(100.0)),
-        ),
+    let (lo, hi) = match (s.signal, Shape::of(s)) {
+        (Signal::Constant | Signal::Counter, _) => (s.min.get(), s.max.get()),
+        (_, shape) => (Some(shape.lo), Some(shape.hi)),
     };
-    // min/max bound the signal, before the channel's scale/offset: the kit checks writes in
-    // engineering units, so the bounds are scaled the same way.
+    // min/max bound the signal before the channel's scale/offset, and the kit checks writes
+    // in engineering units: the bounds are scaled the same way.
     let t = c.transform();
-    let eng = |v: f64| v * t.scale.unwrap_or(1.0) + t.offset.unwrap_or(0.0);
-    let (lo, hi) = (lo.map(eng), hi.map(eng));
-    let (lo, hi) = if t.scale.is_some_and(|s| s < 0.0) {
-        (hi, lo)
-    } else {
-        (lo, hi)
-    };
-    Some(WriteSpec {
-        kind,
-        min: lo.filter(|_| numeric),
-        max: hi.filter(|_| numeric),
-    })
+    let eng = |v: Option<f64>| v.map(|v| v * t.scale.unwrap_or(1.0) + t.offset.unwrap_or(0.0));
+    let (mut min, mut max) = (eng(lo).filter(|_| numeric), eng(hi).filter(|_| numeric));
+    if t.scale.is_some_and(|s| s < 0.0) {
+        std::mem::swap(&mut min, &mut max);
+    }
+    Some(WriteSpec { kind, min, max })
 }
 
 #[cfg(test)]
