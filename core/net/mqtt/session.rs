@@ -31,6 +31,11 @@
 //! publishes keeps it full), and the DISCONNECT after everything published before it, then
 //! the link reads until the broker closes the connection.
 //!
+//! Messages go to the owner in batches, one per turn of the link task (at most [`BATCH`]
+//! messages, a quarter of the bound below): one hand-over between the tasks, and one wake-up
+//! of the owner's thread, per burst instead of per message. [`MqttSession::next`] still
+//! reports them one at a time.
+//!
 //! Messages are reported without a bound by default. An owner that must slow its source down
 //! when it is slow itself (the MQTT connector: the broker holds what osgate does not read)
 //! bounds them ([`MqttSession::bound_messages`]): the link task then waits for room, and the
@@ -120,11 +125,15 @@ enum LinkEvent {
         subscribed: bool,
     },
     Acks(Vec<Ack>),
-    Message(Publish),
+    /// Messages read in one turn, in order; never empty.
+    Messages(Vec<Publish>),
     SubAck(SubAck),
     Down(ConnectionError),
     Closed,
 }
+
+/// Most messages a link task hands over at once, without a bound.
+const BATCH: usize = 64;
 
 /// Where a link task reports: without a bound, or with one for messages (see the module docs).
 enum Tx {
@@ -189,6 +198,8 @@ pub struct MqttSession {
     /// Messages reported ahead of the owner, when bounded.
     messages: Option<usize>,
     link: Option<Link>,
+    /// Messages of the last batch not yet reported.
+    inbox: VecDeque<Publish>,
     retry_at: Instant,
     /// An event taken ahead ([`MqttSession::drain_acks`], a failed [`MqttSession::connect`]).
     stash: Option<Stashed>,
@@ -212,6 +223,7 @@ impl MqttSession {
             requests,
             messages: None,
             link: None,
+            inbox: VecDeque::new(),
             retry_at: Instant::now(),
             stash: None,
             last_error: None,
@@ -302,19 +314,20 @@ impl MqttSession {
         net.set_tcp_nodelay(true);
         el.set_network_options(net);
         let subs = self.subscriptions.clone();
-        let (tx, events) = match self.messages {
+        // Bounded to `n` messages ahead: four batches of a quarter of them in the channel.
+        let (tx, events, batch) = match self.messages {
             None => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                (Tx::Unbounded(tx), Rx::Unbounded(rx))
+                (Tx::Unbounded(tx), Rx::Unbounded(rx), BATCH)
             }
             Some(n) => {
-                let (tx, rx) = mpsc::channel(n);
-                (Tx::Bounded(tx), Rx::Bounded(rx))
+                let (tx, rx) = mpsc::channel(4);
+                (Tx::Bounded(tx), Rx::Bounded(rx), n.div_ceil(4))
             }
         };
         let (out, out_rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(drive(el, subs, tx, out_rx, queued.clone()));
+        let task = tokio::spawn(drive(el, subs, (tx, batch), out_rx, queued.clone()));
         self.link = Some(Link {
             out,
             queued,
@@ -328,6 +341,9 @@ impl MqttSession {
     /// the next attempt is due and reports [`SessionEvent::Due`] (again and again until the
     /// owner connects).
     pub async fn next(&mut self) -> SessionEvent {
+        if let Some(p) = self.inbox.pop_front() {
+            return SessionEvent::Message(p);
+        }
         if let Some(s) = self.stash.take() {
             return self.on_stashed(s);
         }
@@ -369,6 +385,7 @@ impl MqttSession {
     /// Ends the session: DISCONNECT, then up to `wait` for it to go out.
     pub async fn close(&mut self, wait: Duration) {
         self.stash = None;
+        self.inbox.clear();
         if let Some(l) = self.link.take() {
             let _ = l.out.send(Out::Disconnect);
             let _ = tokio::time::timeout(wait, l.task).await;
@@ -378,6 +395,7 @@ impl MqttSession {
     /// Drops the current connection at once, without a DISCONNECT (the flush deadline passed).
     pub fn abort(&mut self) {
         self.stash = None;
+        self.inbox.clear();
         if let Some(l) = self.link.take() {
             l.task.abort();
         }
@@ -409,7 +427,15 @@ impl MqttSession {
                 })
             }
             Some(LinkEvent::Acks(a)) => SessionEvent::Acks(a),
-            Some(LinkEvent::Message(p)) => SessionEvent::Message(p),
+            Some(LinkEvent::Messages(batch)) => {
+                let mut batch = batch.into_iter();
+                let first = batch.next();
+                self.inbox.extend(batch);
+                match first {
+                    Some(p) => SessionEvent::Message(p),
+                    None => SessionEvent::Acks(Vec::new()),
+                }
+            }
             Some(LinkEvent::SubAck(s)) => SessionEvent::SubAck(s),
             Some(LinkEvent::Down(e)) => {
                 let was = self.link.take().is_some_and(|l| l.connected);
@@ -467,7 +493,7 @@ fn ack_of(ev: &Event) -> Option<Ack> {
 async fn drive(
     mut el: EventLoop,
     subs: Vec<SubscribeFilter>,
-    tx: Tx,
+    (tx, batch): (Tx, usize),
     mut out: mpsc::UnboundedReceiver<Out>,
     queued: Arc<AtomicUsize>,
 ) {
@@ -533,6 +559,7 @@ async fn drive(
         // write for the whole burst. A poll that is not ready at once is dropped before it
         // took anything (see above).
         let mut acks = Vec::new();
+        let mut msgs = Vec::new();
         let mut polled = Some(polled);
         let mut budget = READY_POLLS;
         while let Some(p) = polled.take() {
@@ -552,7 +579,13 @@ async fn drive(
                     })
                 }
                 Ok(Event::Incoming(Packet::SubAck(s))) => Some(LinkEvent::SubAck(s)),
-                Ok(Event::Incoming(Packet::Publish(p))) => Some(LinkEvent::Message(p)),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    msgs.push(p);
+                    if msgs.len() >= batch && !hand_over(&tx, &mut acks, &mut msgs).await {
+                        return;
+                    }
+                    None
+                }
                 Ok(ev) => {
                     if let Some(a) = ack_of(&ev) {
                         acks.push(a);
@@ -564,10 +597,7 @@ async fn drive(
             };
             if let Some(ev) = ev {
                 let end = matches!(ev, LinkEvent::Down(_));
-                if !acks.is_empty() && !tx.send(LinkEvent::Acks(std::mem::take(&mut acks))).await {
-                    return;
-                }
-                if !tx.send(ev).await || end {
+                if !hand_over(&tx, &mut acks, &mut msgs).await || !tx.send(ev).await || end {
                     return;
                 }
             }
@@ -578,6 +608,10 @@ async fn drive(
                     None => read_ready(&mut el).await,
                 };
             }
+        }
+        // The messages go first: when the owner has no room for them, their PUBACKs wait too.
+        if !msgs.is_empty() && !tx.send(LinkEvent::Messages(msgs)).await {
+            return;
         }
         // The answers to what was read (PUBACKs of messages), in one write.
         if connected {
@@ -593,6 +627,12 @@ async fn drive(
             return;
         }
     }
+}
+
+/// Reports what a turn gathered so far, acknowledgements first; false when the session is gone.
+async fn hand_over(tx: &Tx, acks: &mut Vec<Ack>, msgs: &mut Vec<Publish>) -> bool {
+    (acks.is_empty() || tx.send(LinkEvent::Acks(std::mem::take(acks))).await)
+        && (msgs.is_empty() || tx.send(LinkEvent::Messages(std::mem::take(msgs))).await)
 }
 
 /// Takes the acknowledgements at the front of the events the event loop has already produced
