@@ -308,7 +308,14 @@ pub struct DeviceOutput {
     out: ReadingSender,
     health: Arc<ConnectorHealth>,
     status: DeviceStatus,
+    /// `status.last_ok` when the registry's entry was last updated.
+    shared_ok: Option<Timestamp>,
 }
+
+/// How far the registry's `last_ok` of a device may lag behind, when nothing else changed:
+/// a listener takes hundreds of messages a second, and the registry is shared by every
+/// connector and the RPC server.
+const LAST_OK_LAG_MS: i64 = 1000;
 
 impl DeviceOutput {
     /// The output of `device` of `connector`. Transform configs were validated at config load,
@@ -338,6 +345,7 @@ impl DeviceOutput {
             out,
             health,
             status,
+            shared_ok: None,
         }
     }
 
@@ -531,11 +539,21 @@ impl DeviceOutput {
     /// {device}`) and records it in the registry when a published field changed.
     ///
     /// Listeners call it for every message, so it copies no more than it must: the state is
-    /// compared field by field, and the registry's entry is updated in place.
+    /// compared field by field, the registry's entry is updated in place, and not at all when
+    /// only `last_ok` moved, by less than a second since the last update.
     pub async fn set_status(&mut self, update: impl FnOnce(&mut DeviceStatus)) {
         let before = self.status.state().to_owned();
+        let errors = self.status.errors;
         update(&mut self.status);
         let changed = before.as_ref() != self.status.state();
+        let recent = match (self.shared_ok, self.status.last_ok) {
+            (Some(a), Some(b)) => (0..LAST_OK_LAG_MS).contains(&(b.0 - a.0)),
+            (a, b) => a == b,
+        };
+        if !changed && errors == self.status.errors && recent {
+            return;
+        }
+        self.shared_ok = self.status.last_ok;
         {
             let mut devices = self.health.devices.lock().expect("status lock");
             match devices.get_mut(&self.device) {
@@ -647,6 +665,55 @@ mod tests {
             "room again once the sink took it"
         );
         assert_eq!(health.counters.readings.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn the_registry_takes_last_ok_once_a_second_and_every_change_at_once() {
+        let (i, mut r) = sink_queue(8, WhenFull::Block, Arc::default());
+        let health = Arc::new(ConnectorHealth::default());
+        let mut out = DeviceOutput::new(
+            "x".into(),
+            &device(1),
+            ReadingSender::new(vec![i]),
+            health.clone(),
+        );
+        let shared = |h: &ConnectorHealth| {
+            let devices = h.devices.lock().unwrap();
+            let s = devices.get("d").expect("registered");
+            (s.last_ok, s.errors, s.online)
+        };
+        let ok = |t| move |s: &mut DeviceStatus| (s.online, s.last_ok) = (true, Some(Timestamp(t)));
+        out.set_status(ok(1_000)).await;
+        assert!(
+            matches!(r.recv().await, Some(Envelope::Status(_))),
+            "online is published"
+        );
+        assert_eq!(shared(&health), (Some(Timestamp(1_000)), 0, true));
+        out.set_status(ok(1_500)).await;
+        assert_eq!(
+            shared(&health),
+            (Some(Timestamp(1_000)), 0, true),
+            "half a second later"
+        );
+        out.set_status(ok(2_000)).await;
+        assert_eq!(
+            shared(&health),
+            (Some(Timestamp(2_000)), 0, true),
+            "a second later"
+        );
+        out.set_status(|s| s.errors += 1).await;
+        assert_eq!(
+            shared(&health),
+            (Some(Timestamp(2_000)), 1, true),
+            "a counted error"
+        );
+        out.set_status(ok(2_100)).await;
+        out.set_status(|s| s.online = false).await;
+        assert_eq!(
+            shared(&health),
+            (Some(Timestamp(2_100)), 1, false),
+            "a change"
+        );
     }
 
     #[tokio::test]
