@@ -31,8 +31,8 @@
 //! publishes keeps it full), and the DISCONNECT after everything published before it, then
 //! the link reads until the broker closes the connection.
 //!
-//! Messages go to the owner in batches, one per turn of the link task (at most [`BATCH`]
-//! messages, a quarter of the bound below): one hand-over between the tasks, and one wake-up
+//! Messages go to the owner in batches, one per turn of the link task (at most 64
+//! messages, or a quarter of the bound below): one hand-over between the tasks, and one wake-up
 //! of the owner's thread, per burst instead of per message. [`MqttSession::next`] still
 //! reports them one at a time.
 //!
