@@ -621,17 +621,21 @@ mod tests {
         assert_eq!(health.counters.batches.load(Relaxed), 1);
     }
 
+    /// The output of a one-channel device into the sink queue `i`, and its connector's health.
+    fn output(i: SinkInput) -> (DeviceOutput, Arc<ConnectorHealth>) {
+        let health = Arc::new(ConnectorHealth::default());
+        let tx = ReadingSender::new(vec![i]);
+        (
+            DeviceOutput::new("x".into(), &device(1), tx, health.clone()),
+            health,
+        )
+    }
+
     #[tokio::test]
     async fn drop_newest_counts_when_full() {
         let c = Arc::new(SinkCounters::default());
         let (i, _r) = sink_queue(1, WhenFull::DropNewest, c.clone());
-        let health = Arc::new(ConnectorHealth::default());
-        let mut out = DeviceOutput::new(
-            "x".into(),
-            &device(1),
-            ReadingSender::new(vec![i]),
-            health.clone(),
-        );
+        let (mut out, health) = output(i);
         for _ in 0..3 {
             out.push(0, Value::U64(1), Timestamp(1));
             out.flush().await;
@@ -670,13 +674,7 @@ mod tests {
     #[tokio::test]
     async fn the_registry_takes_last_ok_once_a_second_and_every_change_at_once() {
         let (i, mut r) = sink_queue(8, WhenFull::Block, Arc::default());
-        let health = Arc::new(ConnectorHealth::default());
-        let mut out = DeviceOutput::new(
-            "x".into(),
-            &device(1),
-            ReadingSender::new(vec![i]),
-            health.clone(),
-        );
+        let (mut out, health) = output(i);
         let shared = |h: &ConnectorHealth| {
             let devices = h.devices.lock().unwrap();
             let s = devices.get("d").expect("registered");
