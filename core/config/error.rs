@@ -73,41 +73,49 @@ pub fn deserialize_at<T: serde::de::DeserializeOwned>(
     base: &str,
     extra_fields: &[&str],
 ) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
-        let inner = e.path().to_string();
-        let inner = if inner == "." { String::new() } else { inner };
-        let msg = e.inner().to_string();
-        let msg = strip_serde_position(&msg);
-        // Turn serde's "unknown field `x`, expected one of `a`, `b`" into a path that names `x`.
-        if let Some(rest) = msg.strip_prefix("unknown field `") {
-            if let Some((name, tail)) = rest.split_once('`') {
-                let mut expected: Vec<String> =
-                    extra_fields.iter().map(|s| s.to_string()).collect();
-                let tail = tail.trim_start_matches(", ");
-                let listed = tail
-                    .trim_start_matches("expected one of ")
-                    .trim_start_matches("expected ")
-                    .trim_start_matches("there are no fields");
-                for f in listed.replace("` or `", "`,`").split(',') {
-                    let f = f.trim().trim_matches('`');
-                    if !f.is_empty() && !expected.iter().any(|x| x == f) {
-                        expected.push(f.to_string());
-                    }
+    // Only the deserializing is generic: the error's wording is compiled once, not once per
+    // settings type of every protocol.
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| located(e, base, extra_fields))
+}
+
+/// The [`ConfigError`] of [`deserialize_at`].
+fn located(
+    e: serde_path_to_error::Error<serde_json::Error>,
+    base: &str,
+    extra_fields: &[&str],
+) -> ConfigError {
+    let inner = e.path().to_string();
+    let inner = if inner == "." { String::new() } else { inner };
+    let msg = e.inner().to_string();
+    let msg = strip_serde_position(&msg);
+    // Turn serde's "unknown field `x`, expected one of `a`, `b`" into a path that names `x`.
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((name, tail)) = rest.split_once('`') {
+            let mut expected: Vec<String> = extra_fields.iter().map(|s| s.to_string()).collect();
+            let tail = tail.trim_start_matches(", ");
+            let listed = tail
+                .trim_start_matches("expected one of ")
+                .trim_start_matches("expected ")
+                .trim_start_matches("there are no fields");
+            for f in listed.replace("` or `", "`,`").split(',') {
+                let f = f.trim().trim_matches('`');
+                if !f.is_empty() && !expected.iter().any(|x| x == f) {
+                    expected.push(f.to_string());
                 }
-                // serde_path_to_error already ends the path with the unknown key.
-                let at = if inner == name || inner.ends_with(&format!(".{name}")) {
-                    join(base, &inner)
-                } else {
-                    join(&join(base, &inner), name)
-                };
-                return ConfigError::new(
-                    at,
-                    format!("unknown field, expected one of: {}", expected.join(", ")),
-                );
             }
+            // serde_path_to_error already ends the path with the unknown key.
+            let at = if inner == name || inner.ends_with(&format!(".{name}")) {
+                join(base, &inner)
+            } else {
+                join(&join(base, &inner), name)
+            };
+            return ConfigError::new(
+                at,
+                format!("unknown field, expected one of: {}", expected.join(", ")),
+            );
         }
-        ConfigError::new(join(base, &inner), plain_words(&msg))
-    })
+    }
+    ConfigError::new(join(base, &inner), plain_words(&msg))
 }
 
 /// What a Rust type in a serde message means to someone writing JSON.

@@ -210,6 +210,118 @@ where
     D: DeserializeOwned,
     C: DeserializeOwned,
 {
+    let mut parts = Parts::<S, D, C> {
+        settings: None,
+        devices: Vec::new(),
+        device: None,
+        channels: Vec::new(),
+    };
+    let (name, enabled, timing) = walk(entry, path, env, rules, errs, &mut parts)?;
+    Some(ConnectorSpec {
+        name,
+        enabled,
+        timing,
+        settings: parts.settings?,
+        devices: parts.devices,
+    })
+}
+
+/// What [`walk`] hands to the protocol's types: the objects left once the common keys are out.
+/// The walk is compiled once; only these few lines are compiled per protocol.
+trait Build {
+    /// The connector's own settings.
+    fn settings(&mut self, v: Value, path: &str, common: &[&str]) -> Result<(), ConfigError>;
+    /// The settings of the next device; its channels follow, then [`Build::end_device`].
+    fn device(&mut self, v: Value, path: &str, common: &[&str]) -> Result<(), ConfigError>;
+    /// A channel of that device: its common parts in `head` (`None` when they had errors),
+    /// its own settings in `v`.
+    fn channel(
+        &mut self,
+        head: Option<Head>,
+        v: Value,
+        path: &str,
+        common: &[&str],
+    ) -> Result<(), ConfigError>;
+    /// The device is complete; kept when its settings and channels parsed.
+    fn end_device(&mut self, name: Arc<str>, enabled: bool, interval: Dur);
+}
+
+/// The common parts of a channel.
+struct Head {
+    name: Arc<str>,
+    unit: Option<Arc<str>>,
+    transform: Option<Box<TransformConfig>>,
+}
+
+/// A connector being built from its parts ([`Build`]).
+struct Parts<S, D, C> {
+    settings: Option<S>,
+    devices: Vec<DeviceSpec<D, C>>,
+    /// The settings of the device being read.
+    device: Option<D>,
+    channels: Vec<ChannelSpec<C>>,
+}
+
+impl<S: DeserializeOwned, D: DeserializeOwned, C: DeserializeOwned> Build for Parts<S, D, C> {
+    fn settings(&mut self, v: Value, path: &str, common: &[&str]) -> Result<(), ConfigError> {
+        self.settings = Some(deserialize_at(v, path, common)?);
+        Ok(())
+    }
+
+    fn device(&mut self, v: Value, path: &str, common: &[&str]) -> Result<(), ConfigError> {
+        self.device = Some(deserialize_at(v, path, common)?);
+        Ok(())
+    }
+
+    fn channel(
+        &mut self,
+        head: Option<Head>,
+        v: Value,
+        path: &str,
+        common: &[&str],
+    ) -> Result<(), ConfigError> {
+        let settings = deserialize_at(v, path, common)?;
+        if let Some(Head {
+            name,
+            unit,
+            transform,
+        }) = head
+        {
+            self.channels.push(ChannelSpec {
+                name,
+                unit,
+                transform,
+                settings,
+            });
+        }
+        Ok(())
+    }
+
+    fn end_device(&mut self, name: Arc<str>, enabled: bool, interval: Dur) {
+        let channels = std::mem::take(&mut self.channels);
+        if let Some(settings) = self.device.take() {
+            let device = DeviceSpec {
+                name,
+                enabled,
+                interval,
+                settings,
+                channels,
+            };
+            self.devices.push(device);
+        }
+    }
+}
+
+/// [`parse_spec`] without the protocol's types: the connector's name, `enabled` and timing
+/// (`None` when a problem was found), its settings, devices and channels handed to `b`.
+fn walk(
+    entry: Entry<'_>,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    rules: &Rules,
+    errs: &mut Vec<ConfigError>,
+    b: &mut dyn Build,
+) -> Option<(Arc<str>, bool, Timing)> {
     let before = errs.len();
     let devices_raw = entry.items("devices", path, errs);
     let mut obj = entry.fields;
@@ -223,13 +335,14 @@ where
         .take_connector(&mut obj, path, errs, &mut checks);
     let mut common = CONNECTOR_COMMON.to_vec();
     common.extend(rules.timing.connector_keys());
-    let settings = deserialize_at::<S>(Value::Object(obj), path, &common)
-        .map_err(|e| errs.push(e))
-        .ok();
+    if let Err(e) = b.settings(Value::Object(obj), path, &common) {
+        errs.push(e);
+    }
     let mut device_common = DEVICE_COMMON.to_vec();
     device_common.extend_from_slice(rules.timing.device_keys());
+    let mut channel_common: Vec<&str> = CHANNEL_COMMON.to_vec();
+    channel_common.extend_from_slice(TRANSFORM_KEYS);
 
-    let mut devices = Vec::with_capacity(devices_raw.len());
     let mut device_names: HashSet<Arc<str>> = HashSet::new();
     // Channel names and units shared across the connector's devices: devices of one model
     // repeat the same names, which then cost one allocation, not one per device.
@@ -259,10 +372,9 @@ where
         let interval = rules
             .timing
             .take_device(&mut dobj, &dpath, errs, &mut checks);
-        let dsettings = deserialize_at::<D>(Value::Object(dobj), &dpath, &device_common)
-            .map_err(|e| errs.push(e))
-            .ok();
-        let mut channels = Vec::with_capacity(channels_raw.len());
+        if let Err(e) = b.device(Value::Object(dobj), &dpath, &device_common) {
+            errs.push(e);
+        }
         let mut channel_names: HashSet<String> = HashSet::new();
         for (ci, raw) in channels_raw.into_iter().enumerate() {
             let cpath = format!("{dpath}.channels[{ci}]");
@@ -284,36 +396,30 @@ where
                 }
             }
             let writable = is_writable(&cv);
-            if let Some(mut ch) = parse_channel::<C>(cv, &cpath, errs) {
+            let Value::Object(mut cobj) = cv else {
+                errs.push(ConfigError::new(cpath, "expected an object"));
+                continue;
+            };
+            let mut head = channel_head(&mut cobj, &cpath, errs);
+            if let Some(h) = &mut head {
+                let t = h.transform.as_deref().unwrap_or(&TransformConfig::IDENTITY);
                 if writable {
-                    check_reversible(ch.transform(), &cpath, rules.writes_into, &mut checks);
+                    check_reversible(t, &cpath, rules.writes_into, &mut checks);
                 }
-                ch.name = intern(&mut shared, ch.name);
-                ch.unit = ch.unit.map(|u| intern(&mut shared, u));
-                channels.push(ch);
+                h.name = intern(&mut shared, h.name.clone());
+                h.unit = h.unit.take().map(|u| intern(&mut shared, u));
+            }
+            if let Err(e) = b.channel(head, Value::Object(cobj), &cpath, &channel_common) {
+                errs.push(e);
             }
         }
-        if let Some(settings) = dsettings {
-            devices.push(DeviceSpec {
-                name: dname,
-                enabled: denabled,
-                interval,
-                settings,
-                channels,
-            });
-        }
+        b.end_device(dname, denabled, interval);
     }
     if errs.len() > before {
         return None;
     }
     errs.append(&mut checks);
-    Some(ConnectorSpec {
-        name,
-        enabled,
-        timing,
-        settings: settings?,
-        devices,
-    })
+    Some((name, enabled, timing))
 }
 
 /// The copy of `s` in `set` (added when it has none).
@@ -400,6 +506,7 @@ fn check_reversible(
     }
 }
 
+/// A channel on its own: its common parts ([`channel_head`]) and the protocol's `C`.
 fn parse_channel<C: DeserializeOwned>(
     value: Value,
     path: &str,
@@ -409,7 +516,34 @@ fn parse_channel<C: DeserializeOwned>(
         errs.push(ConfigError::new(path, "expected an object"));
         return None;
     };
-    let name = take_name(&mut obj, path, errs);
+    let head = channel_head(&mut obj, path, errs);
+    let mut common: Vec<&str> = CHANNEL_COMMON.to_vec();
+    common.extend_from_slice(TRANSFORM_KEYS);
+    let settings = deserialize_at::<C>(Value::Object(obj), path, &common)
+        .map_err(|e| errs.push(e))
+        .ok();
+    let Head {
+        name,
+        unit,
+        transform,
+    } = head?;
+    Some(ChannelSpec {
+        name,
+        unit,
+        transform,
+        settings: settings?,
+    })
+}
+
+/// Takes a channel's common parts out of its object: its name, unit and transform (`None`
+/// when one of them is wrong, the problems pushed to `errs`).
+fn channel_head(
+    obj: &mut Map<String, Value>,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Head> {
+    let before = errs.len();
+    let name = take_name(obj, path, errs);
     let unit = match obj.remove("unit") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(Arc::<str>::from(s)),
@@ -429,24 +563,16 @@ fn parse_channel<C: DeserializeOwned>(
     }
     let transform = deserialize_at::<TransformConfig>(Value::Object(tmap), path, &[])
         .map_err(|e| errs.push(e))
-        .ok();
-    if let Some(t) = &transform {
-        // validate() lists every problem (Transform::new stops at the first).
-        for (field, msg) in t.validate() {
-            errs.push(ConfigError::new(join(path, &field), msg));
-        }
+        .ok()?;
+    // validate() lists every problem (Transform::new stops at the first).
+    for (field, msg) in transform.validate() {
+        errs.push(ConfigError::new(join(path, &field), msg));
     }
-    let mut common: Vec<&str> = CHANNEL_COMMON.to_vec();
-    common.extend_from_slice(TRANSFORM_KEYS);
-    let settings = deserialize_at::<C>(Value::Object(obj), path, &common)
-        .map_err(|e| errs.push(e))
-        .ok();
-    let transform = transform?;
-    Some(ChannelSpec {
+    let transform = (!transform.is_identity()).then(|| Box::new(transform));
+    (errs.len() == before).then_some(Head {
         name,
         unit,
-        transform: (!transform.is_identity()).then(|| Box::new(transform)),
-        settings: settings?,
+        transform,
     })
 }
 
