@@ -228,23 +228,20 @@ where
 
 /// What [`walk`] hands to the protocol's types: the objects left once the common keys are out.
 /// The walk is compiled once; only these few lines are compiled per protocol.
+/// Each takes an object at `path` whose `common` keys were taken out before.
 trait Build {
     /// The connector's own settings.
-    fn settings(&mut self, v: Value, path: &str, common: &[&str]) -> Result<(), ConfigError>;
+    fn settings(&mut self, v: Value, path: &str, common: &[&str]) -> Done;
     /// The settings of the next device; its channels follow, then [`Build::end_device`].
-    fn device(&mut self, v: Value, path: &str, common: &[&str]) -> Result<(), ConfigError>;
-    /// A channel of that device: its common parts in `head` (`None` when they had errors),
-    /// its own settings in `v`.
-    fn channel(
-        &mut self,
-        head: Option<Head>,
-        v: Value,
-        path: &str,
-        common: &[&str],
-    ) -> Result<(), ConfigError>;
+    fn device(&mut self, v: Value, path: &str, common: &[&str]) -> Done;
+    /// A channel of that device: its common parts in `head` (`None` when they had errors).
+    fn channel(&mut self, head: Option<Head>, v: Value, path: &str, common: &[&str]) -> Done;
     /// The device is complete; kept when its settings and channels parsed.
     fn end_device(&mut self, name: Arc<str>, enabled: bool, interval: Dur);
 }
+
+/// What a [`Build`] step gives back: the problem with the object, if any.
+type Done = Result<(), ConfigError>;
 
 /// The common parts of a channel.
 struct Head {
@@ -263,30 +260,20 @@ struct Parts<S, D, C> {
 }
 
 impl<S: DeserializeOwned, D: DeserializeOwned, C: DeserializeOwned> Build for Parts<S, D, C> {
-    fn settings(&mut self, v: Value, path: &str, common: &[&str]) -> Result<(), ConfigError> {
+    fn settings(&mut self, v: Value, path: &str, common: &[&str]) -> Done {
         self.settings = Some(deserialize_at(v, path, common)?);
         Ok(())
     }
 
-    fn device(&mut self, v: Value, path: &str, common: &[&str]) -> Result<(), ConfigError> {
+    fn device(&mut self, v: Value, path: &str, common: &[&str]) -> Done {
         self.device = Some(deserialize_at(v, path, common)?);
         Ok(())
     }
 
-    fn channel(
-        &mut self,
-        head: Option<Head>,
-        v: Value,
-        path: &str,
-        common: &[&str],
-    ) -> Result<(), ConfigError> {
+    fn channel(&mut self, head: Option<Head>, v: Value, path: &str, common: &[&str]) -> Done {
         let settings = deserialize_at(v, path, common)?;
-        if let Some(Head {
-            name,
-            unit,
-            transform,
-        }) = head
-        {
+        if let Some(h) = head {
+            let (name, unit, transform) = (h.name, h.unit, h.transform);
             self.channels.push(ChannelSpec {
                 name,
                 unit,
