@@ -237,7 +237,8 @@ impl MqttSession {
         self
     }
 
-    /// Reports at most `n` messages ahead of the owner (see the module docs).
+    /// Reports at most `n` messages ahead of the owner (four batches), plus the rest of the
+    /// batch whose messages [`MqttSession::next`] is reporting (see the module docs).
     pub fn bound_messages(mut self, n: usize) -> Self {
         self.messages = Some(n.max(1));
         self
