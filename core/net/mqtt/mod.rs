@@ -10,6 +10,8 @@
 //!   (never blocked by its owner), writes the owner's publishes in batches, subscribes again on
 //!   every ConnAck and reports what happened: connected, packets written and acknowledged,
 //!   messages, down (with the cause in words), closed.
+//! - `link`: one connection's task: polls its event loop, writes the owner's publishes and
+//!   reports back.
 //! - `hold`: when a connection's queued publishes wait for more room in the in-flight window
 //!   (fewer, larger writes) and when they must not (a backlog, a broker holding its PUBACKs).
 //! - [`outbox`]: what a publisher has not yet seen acknowledged ([`Outbox`]): unsent, handed
@@ -17,6 +19,7 @@
 //!   at least once.
 
 mod hold;
+mod link;
 pub mod outbox;
 pub mod session;
 pub mod settings;
