@@ -17,7 +17,15 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::hold::Hold;
-use super::session::Ack;
+
+/// A publish written or acknowledged, by packet id (0 for QoS 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Written to the connection (rumqttc's `Outgoing::Publish`).
+    Sent(u16),
+    /// The broker's PUBACK.
+    Acked(u16),
+}
 
 /// What a link task reports.
 #[derive(Debug)]

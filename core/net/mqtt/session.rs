@@ -52,18 +52,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
+pub use super::link::Ack;
 use super::link::{drive, LinkEvent, Out, Rx, Tx, BATCH};
 use super::MqttClientSettings;
 use crate::backoff::Backoff;
-
-/// A publish written or acknowledged, by packet id (0 for QoS 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ack {
-    /// Written to the connection (rumqttc's `Outgoing::Publish`).
-    Sent(u16),
-    /// The broker's PUBACK.
-    Acked(u16),
-}
 
 /// The broker accepted a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
