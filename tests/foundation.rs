@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -81,15 +81,20 @@ async fn device_format_sends_one_message_per_batch() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_online_retained_and_last_will_on_kill() {
-    let broker = Mosquitto::start();
-    let cfg = sim_config(
-        "gw3",
+/// Gateway `id` with one simulated counter device `d` (100 ms) and its sink on `broker`.
+fn one_counter(id: &str, broker: &Mosquitto) -> Value {
+    sim_config(
+        id,
         &broker.url(),
         json!([counter_device("d", "100ms")]),
         json!({}),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_online_retained_and_last_will_on_kill() {
+    let broker = Mosquitto::start();
+    let cfg = one_counter("gw3", &broker);
     let gw = Gateway::start(&cfg);
     let mut sub = Subscriber::connect(broker.port, "status/gw3").await;
     let m = sub
@@ -117,12 +122,7 @@ async fn status_online_retained_and_last_will_on_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_publishes_offline_and_exits_zero() {
     let broker = Mosquitto::start();
-    let cfg = sim_config(
-        "gw4",
-        &broker.url(),
-        json!([counter_device("d", "100ms")]),
-        json!({}),
-    );
+    let cfg = one_counter("gw4", &broker);
     let mut gw = Gateway::start(&cfg);
     let mut sub = Subscriber::connect(broker.port, "status/gw4").await;
     sub.next_where(TEST_TIMEOUT, |m| m.json["online"] == true)
@@ -643,12 +643,7 @@ fn stdout_sink_writes_json_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_gives_back_what_starting_took() {
     let broker = Mosquitto::start();
-    let cfg = sim_config(
-        "gw-mem",
-        &broker.url(),
-        json!([counter_device("d", "100ms")]),
-        json!({}),
-    );
+    let cfg = one_counter("gw-mem", &broker);
     let gw = Gateway::start(&cfg);
     let line = gw.wait_log("memory given back", TEST_TIMEOUT).await;
     let kb = |k: &str| line[k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));

@@ -327,8 +327,7 @@ fn walk(
     }
     let mut device_common = DEVICE_COMMON.to_vec();
     device_common.extend_from_slice(rules.timing.device_keys());
-    let mut channel_common: Vec<&str> = CHANNEL_COMMON.to_vec();
-    channel_common.extend_from_slice(TRANSFORM_KEYS);
+    let channel_common = channel_keys();
 
     let mut device_names: HashSet<Arc<str>> = HashSet::new();
     // Channel names and units shared across the connector's devices: devices of one model
@@ -393,7 +392,7 @@ fn walk(
                 if writable {
                     check_reversible(t, &cpath, rules.writes_into, &mut checks);
                 }
-                h.name = intern(&mut shared, h.name.clone());
+                h.name = intern(&mut shared, std::mem::take(&mut h.name));
                 h.unit = h.unit.take().map(|u| intern(&mut shared, u));
             }
             if let Err(e) = b.channel(head, Value::Object(cobj), &cpath, &channel_common) {
@@ -504,9 +503,7 @@ fn parse_channel<C: DeserializeOwned>(
         return None;
     };
     let head = channel_head(&mut obj, path, errs);
-    let mut common: Vec<&str> = CHANNEL_COMMON.to_vec();
-    common.extend_from_slice(TRANSFORM_KEYS);
-    let settings = deserialize_at::<C>(Value::Object(obj), path, &common)
+    let settings = deserialize_at::<C>(Value::Object(obj), path, &channel_keys())
         .map_err(|e| errs.push(e))
         .ok();
     let Head {
@@ -520,6 +517,11 @@ fn parse_channel<C: DeserializeOwned>(
         transform,
         settings: settings?,
     })
+}
+
+/// The keys of a channel that are not the protocol's (named in "unknown field" errors).
+fn channel_keys() -> Vec<&'static str> {
+    [CHANNEL_COMMON, TRANSFORM_KEYS].concat()
 }
 
 /// Takes a channel's common parts out of its object: its name, unit and transform (`None`

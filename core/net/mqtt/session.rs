@@ -357,11 +357,10 @@ impl MqttSession {
             }
             Some(LinkEvent::Acks(a)) => SessionEvent::Acks(a),
             Some(LinkEvent::Messages(batch)) => {
-                let mut batch = batch.into_iter();
-                let first = batch.next();
                 self.inbox.extend(batch);
-                match first {
+                match self.inbox.pop_front() {
                     Some(p) => SessionEvent::Message(p),
+                    // A link never hands over an empty batch; were it to, it reported nothing.
                     None => SessionEvent::Acks(Vec::new()),
                 }
             }
